@@ -1,0 +1,74 @@
+"""Checkpoints: one ``.pt`` file holds the weights and everything needed to rebuild the model
+(its config, keypoint schema, and for training runs the run config and optimiser state)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .errors import MoveNetError
+from .fileio import atomic_path
+from .model import ModelConfig, MoveNet
+from .schema import COCO17, KeypointSchema, get_schema
+
+FORMAT = "movenet-checkpoint-v1"
+
+
+def save_checkpoint(path: str | os.PathLike, model: MoveNet, schema: KeypointSchema = COCO17,
+                    extra: dict | None = None) -> None:
+    model = getattr(model, "module", model)  # unwrap DDP
+    payload = {
+        "format": FORMAT,
+        "model_config": model.config.to_dict(),
+        "schema": schema.to_dict(),
+        "state_dict": model.state_dict(),
+        **(extra or {}),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise MoveNetError(f"{path}: file not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many types for a bad file
+        raise MoveNetError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise MoveNetError(f"{path}: not a movenet checkpoint (no '{FORMAT}' format tag)")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, path: str | os.PathLike = "checkpoint") -> tuple[MoveNet, KeypointSchema]:
+    try:
+        cfg = ModelConfig.from_dict(ckpt["model_config"])
+        model = MoveNet(cfg)
+    except (ValueError, TypeError, KeyError) as e:
+        raise MoveNetError(f"{path}: bad model config in checkpoint ({e})") from None
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise MoveNetError(f"{path}: weights do not fit the {cfg.backbone} architecture "
+                           f"({first[1].strip() if len(first) > 1 else first[0]})") from None
+    return model.eval(), get_schema(ckpt.get("schema", "coco17"))
+
+
+def load_model(spec: str | os.PathLike, verbose: bool = True) -> tuple[MoveNet, KeypointSchema]:
+    """``lightning``/``thunder`` (Google's weights), a ``.pt`` checkpoint or a TF.js
+    ``model.json``. Returns the model in eval mode and its keypoint schema."""
+    from . import weights
+
+    spec_str = str(spec)
+    if spec_str in weights.OFFICIAL and not Path(spec_str).exists():
+        path = weights.official_checkpoint(spec_str, verbose=verbose)
+        return model_from_checkpoint(read_checkpoint(path), path)
+    if spec_str.endswith(".json"):
+        return weights.convert_tfjs(spec_str), COCO17
+    path = Path(spec_str)
+    if not path.exists():
+        raise MoveNetError(f"{spec_str}: no such model file, and not one of {sorted(weights.OFFICIAL)}")
+    return model_from_checkpoint(read_checkpoint(path), path)

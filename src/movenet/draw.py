@@ -1,0 +1,51 @@
+"""Drawing skeletons on images (RGB uint8, in place on a copy)."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .schema import COCO17, KeypointSchema
+
+LEFT, RIGHT, CENTER = (255, 140, 0), (0, 160, 255), (60, 220, 60)
+
+
+def _side(name: str) -> tuple[int, int, int]:
+    return LEFT if name.startswith("left") else RIGHT if name.startswith("right") else CENTER
+
+
+def draw_pose(img: np.ndarray, keypoints: np.ndarray, schema: KeypointSchema = COCO17,
+              threshold: float = 0.3, color: tuple[int, int, int] | None = None) -> np.ndarray:
+    """Return a copy of ``img`` with one or more people ([K,3] or [P,K,3], x, y, score) drawn;
+    keypoints scoring under ``threshold`` are hidden."""
+    out = img.copy()
+    people = keypoints[None] if keypoints.ndim == 2 else keypoints
+    scale = max(out.shape[:2]) / 400
+    thick = max(1, int(round(2 * scale)))
+    radius = max(2, int(round(3 * scale)))
+    for kpts in people:
+        visible = kpts[:, 2] >= threshold
+        for a, b in schema.skeleton:
+            if visible[a] and visible[b]:
+                pa = tuple(int(round(v)) for v in kpts[a, :2])
+                pb = tuple(int(round(v)) for v in kpts[b, :2])
+                c = color or _side(schema.keypoints[b])
+                cv2.line(out, pa, pb, c, thick, cv2.LINE_AA)
+        for i, (x, y, s) in enumerate(kpts):
+            if visible[i]:
+                cv2.circle(out, (int(round(x)), int(round(y))), radius,
+                           color or _side(schema.keypoints[i]), -1, cv2.LINE_AA)
+    return out
+
+
+def write_image(path, img_rgb: np.ndarray) -> None:
+    """Write an RGB image atomically (format from the extension)."""
+    from pathlib import Path
+
+    from .fileio import atomic_path
+
+    ext = Path(path).suffix or ".jpg"
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(img_rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"{path}: cannot encode image as {ext}")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.tobytes())

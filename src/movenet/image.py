@@ -1,0 +1,93 @@
+"""Image reading and the whole-image preprocessing: pad to a square at the bottom/right,
+resize, and map keypoints back to the original pixels. numpy + opencv only."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import MoveNetError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read any image as RGB uint8 HxWx3 (grayscale, RGBA and 16-bit are converted)."""
+    path = Path(path)
+    if not path.exists():
+        raise MoveNetError(f"{path}: file not found")
+    if path.is_dir():
+        raise MoveNetError(f"{path}: is a directory")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    if data.size == 0:
+        raise MoveNetError(f"{path}: empty file")
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise MoveNetError(f"{path}: not a readable image (corrupt or unsupported format)")
+    return to_rgb8(img)
+
+
+def to_rgb8(img: np.ndarray) -> np.ndarray:
+    """OpenCV BGR/BGRA/gray of any depth -> RGB uint8."""
+    if img.dtype == np.uint16:
+        img = (img / 257.0 + 0.5).astype(np.uint8)
+    elif img.dtype in (np.float32, np.float64):
+        img = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    if img.shape[2] == 1:
+        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def letterbox(img: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """Pad to a square (black, bottom/right) and resize bilinearly to ``size``.
+    Returns the square image and the side of the padded square in original pixels."""
+    h, w = img.shape[:2]
+    side = max(h, w)
+    if h != w:
+        img = cv2.copyMakeBorder(img, 0, side - h, 0, side - w, cv2.BORDER_CONSTANT, value=0)
+    if side != size:
+        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
+    return img, float(side)
+
+
+def crop_and_resize(img: np.ndarray, box: tuple[float, float, float, float], size: int) -> np.ndarray:
+    """Crop a square region ``box`` = (x0, y0, side_x, side_y) in pixels (may leave the image,
+    padded with black) and resize to ``size`` with one affine warp."""
+    x0, y0, sw, sh = box
+    m = np.array([[size / sw, 0, -x0 * size / sw], [0, size / sh, -y0 * size / sh]], np.float32)
+    return cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def to_image_coords(keypoints: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """Map (x, y, score) normalised to a crop ``box`` = (x0, y0, w, h) back to image pixels."""
+    out = np.array(keypoints, dtype=np.float32, copy=True)
+    out[..., 0] = box[0] + out[..., 0] * box[2]
+    out[..., 1] = box[1] + out[..., 1] * box[3]
+    return out
+
+
+def list_images(sources: list[str]) -> list[str]:
+    """Expand files, directories (sorted, non-recursive) and glob patterns; keep given order.
+    Names that match nothing are returned as-is so the caller reports them."""
+    import glob
+
+    out: list[str] = []
+    for src in sources:
+        p = Path(src)
+        if p.is_dir():
+            out += sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+        elif any(ch in src for ch in "*?[") and not p.exists():
+            matches = sorted(glob.glob(src))
+            out += matches if matches else [src]
+        else:
+            out.append(src)
+    return out

@@ -1,0 +1,38 @@
+"""The torch backend of the predictor, and model loading by name/path for any backend."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .checkpoint import load_model
+from .model import MoveNet
+from .runtime import OnnxPredictor, Predictor
+
+
+class TorchPredictor(Predictor):
+    def __init__(self, model: MoveNet, device: str = "cpu"):
+        self.model = model.eval().to(device)
+        self.device = device
+        self.input_size = model.config.input_size
+        self.prior = model.center_prior.cpu().numpy()
+        self.distance_offset = float(model.distance_offset)
+        self.coord_scale = float(model.coord_scale)
+
+    @torch.inference_mode()
+    def run(self, batch: np.ndarray):
+        outs = self.model(torch.from_numpy(batch).to(self.device))
+        return tuple(o.float().cpu().numpy() for o in outs)
+
+
+def create_predictor(spec: str, backend: str = "torch", threads: int | None = None) -> Predictor:
+    """``spec``: ``lightning``/``thunder``, a checkpoint, a TF.js model.json or an exported
+    ``.onnx`` file (the latter always runs in onnxruntime)."""
+    if str(spec).endswith(".onnx"):
+        return OnnxPredictor(spec, threads=threads)
+    if backend == "onnx":
+        from .export import export_onnx_cached
+        return OnnxPredictor(export_onnx_cached(spec), threads=threads)
+    if threads:
+        torch.set_num_threads(threads)
+    model, _ = load_model(spec)
+    return TorchPredictor(model)
