@@ -15,7 +15,9 @@ BUILTIN_IMAGE = Path(__file__).parent / "assets" / "astronaut.jpg"
 
 
 def _error(msg: str) -> None:
-    print(f"movenet: error: {msg}", file=sys.stderr, flush=True)
+    from tqdm import tqdm  # writes above any active progress bar
+
+    tqdm.write(f"movenet: error: {msg}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- predict

@@ -1,0 +1,75 @@
+"""Image reading (formats, bad files) and the pad/resize/map-back geometry."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from movenet.errors import MoveNetError
+from movenet.image import crop_and_resize, letterbox, list_images, read_image, to_image_coords
+
+
+def _write(path, img):
+    assert cv2.imwrite(str(path), img)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["gray", "rgba", "16bit", "bgr"])
+def test_read_image_formats(tmp_path, kind):
+    rng = np.random.default_rng(0)
+    img = {
+        "gray": rng.integers(0, 255, (30, 40), dtype=np.uint8),
+        "rgba": rng.integers(0, 255, (30, 40, 4), dtype=np.uint8),
+        "16bit": rng.integers(0, 65535, (30, 40, 3), dtype=np.uint16),
+        "bgr": rng.integers(0, 255, (30, 40, 3), dtype=np.uint8),
+    }[kind]
+    out = read_image(_write(tmp_path / f"{kind}.png", img))
+    assert out.shape == (30, 40, 3) and out.dtype == np.uint8
+    if kind == "bgr":
+        np.testing.assert_array_equal(out, img[:, :, ::-1])
+    if kind == "16bit":
+        np.testing.assert_allclose(out.astype(int), (img[:, :, ::-1] / 257).round(), atol=1)
+
+
+def test_read_image_bad_files(tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("not an image")
+    for name, problem in [("missing.jpg", "not found"), ("empty.jpg", "empty"), ("text.jpg", "not a readable image")]:
+        with pytest.raises(MoveNetError, match=problem) as e:
+            read_image(tmp_path / name)
+        assert name in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("h,w", [(100, 60), (60, 100), (64, 64), (1000, 3000)])
+def test_letterbox_and_map_back(h, w):
+    img = np.zeros((h, w, 3), np.uint8)
+    px, py = int(w * 0.7), int(h * 0.3)
+    img[py, px] = 255
+    square, side = letterbox(img, 192)
+    assert square.shape == (192, 192, 3) and side == max(h, w)
+    # a point at the pixel centre maps back to itself
+    x_in, y_in = (px + 0.5) / side, (py + 0.5) / side
+    back = to_image_coords(np.array([[x_in, y_in, 1.0]]), (0, 0, side, side))
+    np.testing.assert_allclose(back[0, :2], [px + 0.5, py + 0.5], atol=1e-3)
+    # padding is at the bottom/right only
+    assert square[: int(192 * h / side) - 2, : int(192 * w / side) - 2].shape[0] > 0
+    if h < w:
+        assert square[int(192 * h / side) + 2:].max() == 0
+
+
+def test_crop_and_resize_round_trip():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (200, 300, 3), dtype=np.uint8)
+    box = (50.0, 20.0, 120.0, 120.0)
+    crop = crop_and_resize(img, box, 120)  # scale 1: exact copy of the region
+    np.testing.assert_array_equal(crop, img[20:140, 50:170])
+    kp = np.array([[0.25, 0.5, 0.9]])
+    np.testing.assert_allclose(to_image_coords(kp, box)[0], [80, 80, 0.9])
+
+
+def test_list_images(tmp_path):
+    for n in ("b.jpg", "a.png", "notes.txt"):
+        (tmp_path / n).write_bytes(b"x")
+    assert [p.split("/")[-1] for p in list_images([str(tmp_path)])] == ["a.png", "b.jpg"]
+    assert list_images([str(tmp_path / "*.jpg")]) == [str(tmp_path / "b.jpg")]
+    assert list_images(["nope*.jpg"]) == ["nope*.jpg"]

@@ -1,0 +1,82 @@
+"""`movenet predict`: JSON schema, drawings, the built-in photo and bad inputs."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from movenet.cli import BUILTIN_IMAGE, main
+
+
+@pytest.fixture()
+def images(tmp_path, lightning):
+    img = cv2.imread(str(BUILTIN_IMAGE))
+    good = tmp_path / "person.jpg"
+    cv2.imwrite(str(good), img)
+    gray = tmp_path / "gray.png"
+    cv2.imwrite(str(gray), cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
+    wide = tmp_path / "wide16.png"
+    cv2.imwrite(str(wide), (cv2.copyMakeBorder(img, 0, 0, 0, 400, cv2.BORDER_CONSTANT).astype(np.uint16) * 257))
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0garbage")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    return {"good": good, "gray": gray, "wide": wide, "corrupt": corrupt, "empty": empty}
+
+
+def test_json_schema_and_drawings(tmp_path, images, capsys):
+    out = tmp_path / "out.json"
+    srcs = [str(images[k]) for k in ("good", "gray", "wide")]
+    assert main(["predict", *srcs, "--json", str(out), "--save-dir", str(tmp_path / "draw")]) == 0
+    data = json.loads(out.read_text())
+    assert [r["image"] for r in data] == srcs
+    for r in data:
+        assert set(r) == {"image", "width", "height", "people"}
+        assert len(r["people"]) == 1 and set(r["people"][0]) == {"keypoints", "score"}
+        kp = np.array(r["people"][0]["keypoints"])
+        assert kp.shape == (17, 3)
+        side = max(r["width"], r["height"])  # keypoints may lie past the frame, not past the square
+        assert (kp[:, :2] >= -side * 0.05).all() and (kp[:, :2] <= side * 1.05).all()
+    assert data[2]["width"] == 912 and data[2]["height"] == 512
+    # the padded wide image holds the same person at the same place (padding is right/bottom);
+    # she is smaller at the input resolution, so compare the confident face points only
+    np.testing.assert_allclose(np.array(data[2]["people"][0]["keypoints"])[:3, :2],
+                               np.array(data[0]["people"][0]["keypoints"])[:3, :2], atol=8)
+    nose = np.array(data[0]["people"][0]["keypoints"])[0]
+    assert 180 < nose[0] < 260 and 80 < nose[1] < 160 and nose[2] > 0.3  # the astronaut's face
+    for name in ("person", "gray", "wide16"):
+        assert cv2.imread(str(tmp_path / "draw" / f"{name}.jpg")) is not None
+
+
+def test_bad_inputs_are_reported_and_others_processed(tmp_path, images, capsys):
+    out = tmp_path / "out.json"
+    srcs = [str(images["corrupt"]), str(images["good"]), str(images["empty"]), str(tmp_path / "missing.jpg")]
+    assert main(["predict", *srcs, "--json", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("movenet: error:")]
+    assert len(errors) == 3
+    assert any("corrupt.jpg" in e and "not a readable image" in e for e in errors)
+    assert any("empty.png" in e and "empty file" in e for e in errors)
+    assert any("missing.jpg" in e and "not found" in e for e in errors)
+    assert "Traceback" not in "\n".join(err)
+    assert [r["image"] for r in json.loads(out.read_text())] == [str(images["good"])]
+
+
+def test_builtin_photo_without_arguments(tmp_path, lightning):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    r = subprocess.run([sys.executable, "-m", "movenet.cli", "predict"], cwd=tmp_path,
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "movenet-output/astronaut.jpg" in r.stdout
+    assert cv2.imread(str(tmp_path / "movenet-output" / "astronaut.jpg")).shape == (512, 512, 3)
+
+
+def test_unknown_model_is_one_line_error(capsys):
+    assert main(["predict", str(BUILTIN_IMAGE), "--model", "nonexistent.pt"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "nonexistent.pt" in err
