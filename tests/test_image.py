@@ -63,6 +63,11 @@ def test_crop_and_resize_round_trip():
     box = (50.0, 20.0, 120.0, 120.0)
     crop = crop_and_resize(img, box, 120)  # scale 1: exact copy of the region
     np.testing.assert_array_equal(crop, img[20:140, 50:170])
+    # cropping the padded square (past the image) is the whole-image letterbox
+    wide = rng.integers(0, 255, (150, 400, 3), dtype=np.uint8)
+    square, side = letterbox(wide, 192)
+    via_crop = crop_and_resize(wide, (0, 0, side, side), 192)
+    assert np.abs(via_crop.astype(int) - square).max() <= 1
     kp = np.array([[0.25, 0.5, 0.9]])
     np.testing.assert_allclose(to_image_coords(kp, box)[0], [80, 80, 0.9])
 

@@ -62,7 +62,10 @@ def crop_and_resize(img: np.ndarray, box: tuple[float, float, float, float], siz
     """Crop a square region ``box`` = (x0, y0, side_x, side_y) in pixels (may leave the image,
     padded with black) and resize to ``size`` with one affine warp."""
     x0, y0, sw, sh = box
-    m = np.array([[size / sw, 0, -x0 * size / sw], [0, size / sh, -y0 * size / sh]], np.float32)
+    sx, sy = size / sw, size / sh
+    # Pixel centres map to pixel centres, as in cv2.resize: cropping the padded square gives
+    # exactly what ``letterbox`` gives.
+    m = np.array([[sx, 0, -x0 * sx + 0.5 * sx - 0.5], [0, sy, -y0 * sy + 0.5 * sy - 0.5]], np.float32)
     return cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 

@@ -1,0 +1,506 @@
+"""`movenet eval`: accuracy of one or more models on a keypoint data set, side by side.
+
+Protocols (one prediction per evaluated person):
+- ``whole``: the whole image, letterboxed, on images with exactly one annotated person
+  (not crowd, at least one labelled keypoint); other images are left out and counted.
+- ``topdown``: one square crop per annotated person on its ground-truth box (centre kept,
+  side = 1.25 x the longer box side), predicted through ``Predictor(img, box)``.
+
+Every model sees the same samples in one pass (each image is read once). Metrics are those of
+``metrics``: PCK@0.2 torso, PCK at a fixed number of pixels at the input resolution, PCKh@0.5
+where the data has head sizes, and COCO keypoint AP/AR (pycocotools). The report folder
+(``report.md``, ``report.json``, PNG plots) is written into a temporary folder and moved into
+place only when complete.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .datasets import KeypointDataset, PersonAnnotation
+from .errors import MoveNetError
+from .image import read_image
+from .metrics import (coco_keypoint_ap, fixed_px_thresholds, head_size, oks, pck, pck_curve,
+                      torso_size)
+from .runtime import Predictor, ReferencePredictor, pose_score
+from .schema import COCO17
+
+PROTOCOLS = ("whole", "topdown")
+TOPDOWN_BOX_SCALE = 1.25
+TORSO_ALPHA = 0.2
+HEAD_ALPHA = 0.5
+CURVE_ALPHAS = np.round(np.linspace(0.0, 0.5, 51), 4)
+
+
+@dataclass
+class Sample:
+    """One evaluated person: its image (index into the data set's images) and, top-down, the
+    square crop (x0, y0, side, side) it is predicted from (None: the whole image)."""
+
+    image_index: int
+    person: PersonAnnotation
+    box: tuple[float, float, float, float] | None
+
+
+@dataclass
+class ModelResult:
+    label: str
+    spec: str
+    input_size: int
+    predictions: np.ndarray  # [N,K,3] x, y, score in image pixels, one row per evaluated sample
+    seconds: float  # time inside the predictor (preprocess + inference + decoding)
+    metrics: dict = field(default_factory=dict)
+    oks: np.ndarray | None = None  # [N] per sample, for ranking the worst
+
+
+@dataclass
+class EvalRun:
+    dataset: KeypointDataset
+    protocol: str
+    samples: list[Sample]  # the evaluated ones (images that could not be read are dropped)
+    excluded_images: int  # images the protocol does not apply to
+    skipped: list[str]  # one line per unreadable image
+    crop_sides: np.ndarray  # [N] side of the square the model saw, in image pixels
+    models: list[ModelResult]
+    settings: dict
+
+
+# ---------------------------------------------------------------- models
+def open_predictor(spec: str, threads: int | None = None) -> Predictor:
+    """``lightning``/``thunder``, a checkpoint or TF.js model.json (torch), an ONNX file from
+    ``movenet export`` (movenet metadata), or an external MoveNet-format ``.onnx``/``.tflite``."""
+    suffix = Path(spec).suffix.lower()
+    if suffix == ".tflite":
+        return ReferencePredictor(spec, threads=threads)
+    if suffix == ".onnx":
+        from .runtime import OnnxPredictor
+
+        if _has_movenet_metadata(spec):
+            return OnnxPredictor(spec, threads=threads)
+        return ReferencePredictor(spec, threads=threads)
+    from .predict import create_predictor
+
+    return create_predictor(spec, threads=threads)
+
+
+def _has_movenet_metadata(path: str) -> bool:
+    import onnxruntime as ort
+
+    if not Path(path).is_file():
+        raise MoveNetError(f"{path}: file not found")
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise MoveNetError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:120]})") from None
+    return "movenet" in session.get_modelmeta().custom_metadata_map
+
+
+def model_labels(specs: list[str]) -> list[str]:
+    """Short unique names: the built-in name or the file stem (``#2``... for repeats)."""
+    labels: list[str] = []
+    for spec in specs:
+        base = Path(spec).stem if Path(spec).suffix else str(spec)
+        label, n = base, 2
+        while label in labels:
+            label, n = f"{base}#{n}", n + 1
+        labels.append(label)
+    return labels
+
+
+def check_keypoint_count(predictor: Predictor, label: str, dataset: KeypointDataset) -> None:
+    """A model must predict the data's keypoints (checked on a blank image, which also warms it up)."""
+    k = predictor(np.zeros((predictor.input_size, predictor.input_size, 3), np.uint8)).shape[0]
+    if k != dataset.schema.num_keypoints:
+        raise MoveNetError(f"{label}: predicts {k} keypoints, the data has {dataset.schema.num_keypoints} "
+                           f"({dataset.schema.name})")
+
+
+# ---------------------------------------------------------------- samples
+def person_crop_box(bbox: tuple[float, float, float, float], scale: float = TOPDOWN_BOX_SCALE
+                    ) -> tuple[float, float, float, float]:
+    """Square (x0, y0, side, side) with the box's centre and ``scale`` x its longer side."""
+    x, y, w, h = bbox
+    side = scale * max(w, h)
+    return (x + w / 2 - side / 2, y + h / 2 - side / 2, side, side)
+
+
+def make_samples(dataset: KeypointDataset, protocol: str) -> tuple[list[Sample], int]:
+    """-> (samples, number of images the protocol leaves out)."""
+    if protocol not in PROTOCOLS:
+        raise MoveNetError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    samples, excluded = [], 0
+    for i, entry in enumerate(dataset.images):
+        people = [p for p in entry.people if not p.iscrowd and p.num_labelled > 0]
+        if protocol == "whole":
+            if len(people) == 1:
+                samples.append(Sample(i, people[0], None))
+            else:
+                excluded += 1
+            continue
+        people = [p for p in people if max(p.bbox[2], p.bbox[3]) > 0]
+        samples += [Sample(i, p, person_crop_box(p.bbox)) for p in people]
+        excluded += not people
+    return samples, excluded
+
+
+# ---------------------------------------------------------------- the pass over the data
+def run_models(dataset: KeypointDataset, samples: list[Sample], predictors: dict[str, Predictor],
+               progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Predict every sample with every model, reading each image once.
+    Returns (predictions [M,N,K,3], crop sides [N], seconds per model [M], kept mask [N],
+    skipped lines)."""
+    from tqdm import tqdm
+
+    k = dataset.schema.num_keypoints
+    preds = np.full((len(predictors), len(samples), k, 3), np.nan)
+    sides = np.full(len(samples), np.nan)
+    seconds = np.zeros(len(predictors))
+    kept = np.ones(len(samples), bool)
+    skipped: list[str] = []
+    by_image: dict[int, list[int]] = {}
+    for n, s in enumerate(samples):
+        by_image.setdefault(s.image_index, []).append(n)
+    for image_index, rows in tqdm(by_image.items(), desc="eval", unit="img", file=sys.stderr,
+                                  disable=not progress or len(by_image) < 2):
+        try:
+            img = read_image(dataset.images[image_index].path)
+        except MoveNetError as e:
+            skipped.append(str(e))
+            kept[rows] = False
+            continue
+        for n in rows:
+            box = samples[n].box
+            sides[n] = box[2] if box is not None else max(img.shape[:2])
+            for m, predictor in enumerate(predictors.values()):
+                start = time.perf_counter()
+                preds[m, n] = predictor(img, box)
+                seconds[m] += time.perf_counter() - start
+    return preds, sides, seconds, kept, skipped
+
+
+def evaluate(dataset: KeypointDataset, specs: list[str], protocol: str = "whole", threads: int | None = None,
+             px: float = 5.0, px_size: int | None = None, progress: bool = True) -> EvalRun:
+    """Load the models, check them against the data's schema, run the pass and the metrics."""
+    samples, excluded = make_samples(dataset, protocol)
+    if not samples:
+        raise MoveNetError(f"{dataset.name}: no person to evaluate with the {protocol} protocol")
+    labels = model_labels(specs)
+    predictors = {label: open_predictor(spec, threads) for label, spec in zip(labels, specs)}
+    for label, predictor in predictors.items():
+        check_keypoint_count(predictor, label, dataset)
+    # One resolution for the fixed-pixel PCK keeps the column comparable across models.
+    px_size = px_size or min(p.input_size for p in predictors.values())
+    preds, sides, seconds, kept, skipped = run_models(dataset, samples, predictors, progress)
+    samples = [s for s, keep in zip(samples, kept) if keep]
+    run = EvalRun(dataset, protocol, samples, excluded, skipped, sides[kept], [],
+                  {"protocol": protocol, "px": px, "px_size": px_size, "threads": threads,
+                   "topdown_box_scale": TOPDOWN_BOX_SCALE, "torso_alpha": TORSO_ALPHA,
+                   "head_alpha": HEAD_ALPHA})
+    for m, (label, spec) in enumerate(zip(labels, specs)):
+        result = ModelResult(label, str(spec), int(predictors[label].input_size), preds[m][kept], float(seconds[m]))
+        score_model(run, result)
+        run.models.append(result)
+    return run
+
+
+# ---------------------------------------------------------------- metrics
+def score_model(run: EvalRun, result: ModelResult) -> None:
+    """Fill ``result.metrics`` and ``result.oks``."""
+    schema = run.dataset.schema
+    gt = np.stack([s.person.keypoints for s in run.samples]) if run.samples else np.zeros((0, schema.num_keypoints, 3))
+    pred = result.predictions
+    torso = torso_size(gt, schema) if len(gt) else np.zeros(0)
+    annotations = _annotation_dicts(run)
+    heads = head_size(annotations)
+    px_size = run.settings["px_size"]
+
+    def summary(per_keypoint: np.ndarray, overall: float) -> dict:
+        return {"overall": _num(overall),
+                "per_keypoint": {name: _num(v) for name, v in zip(schema.keypoints, per_keypoint)}}
+
+    m = {"pck_torso": summary(*pck(pred, gt, TORSO_ALPHA * torso)),
+         "pck_px": summary(*pck(pred, gt, fixed_px_thresholds(run.crop_sides, run.settings["px"], px_size))),
+         "pckh": summary(*pck(pred, gt, HEAD_ALPHA * heads)) if np.isfinite(heads).any() else None,
+         "pck_torso_curve": [_num(v) for v in pck_curve(pred, gt, torso, CURVE_ALPHAS)],
+         "labelled_keypoints": int((gt[..., 2] > 0).sum()),
+         "samples_with_torso": int(np.isfinite(torso).sum())}
+    results = [{"image_id": s.person.image_id, "keypoints": [round(float(v), 3) for v in p.reshape(-1)],
+                "score": pose_score(p)} for s, p in zip(run.samples, pred)]
+    image_ids = {s.person.image_id for s in run.samples}
+    # OKS needs per-keypoint sigmas: a schema without them has no COCO AP.
+    m["coco"] = ({k: _num(v) for k, v in coco_keypoint_ap(run.dataset.subset(image_ids).coco, results,
+                                                          np.asarray(schema.sigmas)).items()}
+                 if schema.sigmas else None)
+    m["ms_per_person"] = _num(1000.0 * result.seconds / max(len(run.samples), 1))
+    result.metrics = m
+    # Without sigmas the worst samples are ranked with COCO's body-part average.
+    sigmas = schema.sigmas or np.full(schema.num_keypoints, np.mean(COCO17.sigmas))
+    result.oks = np.array([oks(p, s.person.keypoints, max(s.person.area, 1.0), sigmas)
+                           for s, p in zip(run.samples, pred)])
+
+
+def _annotation_dicts(run: EvalRun) -> list[dict]:
+    by_id = {a["id"]: a for a in run.dataset.coco["annotations"]}
+    return [by_id.get(s.person.id, {}) for s in run.samples]
+
+
+def _num(v) -> float | None:
+    """JSON-friendly number: nan (nothing to measure) becomes None."""
+    v = float(v)
+    return round(v, 6) if np.isfinite(v) else None
+
+
+# ---------------------------------------------------------------- report
+def report_dict(run: EvalRun, data: str) -> dict:
+    return {
+        "data": str(data),
+        "dataset": run.dataset.name,
+        "schema": run.dataset.schema.name,
+        "protocol": run.protocol,
+        "images": len({s.image_index for s in run.samples}),
+        "people": len(run.samples),
+        "excluded_images": run.excluded_images,
+        "skipped": run.skipped,
+        "settings": run.settings,
+        "pck_curve_alphas": CURVE_ALPHAS.tolist(),
+        "models": {r.label: {"spec": r.spec, "input_size": r.input_size, "seconds": round(r.seconds, 3),
+                             **r.metrics} for r in run.models},
+    }
+
+
+def _fmt(v, digits: int = 3) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def report_markdown(report: dict, plots: dict[str, str]) -> str:
+    models = report["models"]
+    px = report["settings"]["px"]
+    lines = [f"# Evaluation on {report['dataset']} ({report['protocol']} protocol)", "",
+             f"Data: `{report['data']}`: {report['people']} people in {report['images']} images"
+             f" ({report['excluded_images']} images left out by the protocol,"
+             f" {len(report['skipped'])} unreadable).", ""]
+    px_size = report["settings"]["px_size"]
+    lines += [f"| model | input | PCK@0.2 torso | PCK@{px:g}px@{px_size} | PCKh@0.5 | AP | AP50 | AP75 | AR | ms/person |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for label, m in models.items():
+        pckh = m["pckh"]["overall"] if m["pckh"] else None
+        c = m["coco"] or {}
+        lines.append(f"| {label} | {m['input_size']} | {_fmt(m['pck_torso']['overall'])} | "
+                     f"{_fmt(m['pck_px']['overall'])} | {_fmt(pckh)} | {_fmt(c.get('AP'))} | {_fmt(c.get('AP50'))} | "
+                     f"{_fmt(c.get('AP75'))} | {_fmt(c.get('AR'))} | {_fmt(m['ms_per_person'], 1)} |")
+    labels = list(models)
+    lines += ["", "## PCK@0.2 torso per keypoint", "", "| keypoint | " + " | ".join(labels) + " |",
+              "|---|" + "---|" * len(labels)]
+    first = models[labels[0]]["pck_torso"]["per_keypoint"]
+    for name in first:
+        lines.append(f"| {name} | " + " | ".join(_fmt(models[lb]["pck_torso"]["per_keypoint"][name])
+                                                 for lb in labels) + " |")
+    lines += ["", f"![PCK per keypoint]({plots['per_keypoint']})", "",
+              f"![PCK against threshold]({plots['curve']})", "", "## Worst predictions", "",
+              "Lowest OKS first; ground truth on the left, prediction on the right.", ""]
+    lines += [f"### {label}\n\n![worst {label}]({plots['worst'][label]})\n" for label in labels]
+    if report["skipped"]:
+        lines += ["## Skipped images", ""] + [f"- {s}" for s in report["skipped"]] + [""]
+    lines += ["## Definitions", "",
+              "- Only keypoints labelled in the data count (v > 0); keypoints never labelled show n/a.",
+              "- PCK@0.2 torso: error <= 0.2 x distance(left shoulder, right hip) of that person.",
+              f"- PCK@{px:g}px@{px_size}: error <= {px:g} px at an input resolution of {px_size} "
+              f"(threshold = {px:g} x crop side / {px_size} image pixels).",
+              "- PCKh@0.5: error <= 0.5 x head size (0.6 x head box diagonal, or neck to head top); "
+              "n/a where the data has no head annotation (COCO).",
+              "- AP/AR: pycocotools keypoint evaluation (OKS), person score = mean of keypoint scores > 0.2. "
+              "Where the data has no real segment areas (LSP), the area is that of the keypoints' box.",
+              "- ms/person: time inside the predictor (preprocessing, inference, decoding) per person.", ""]
+    return "\n".join(lines)
+
+
+def _file_label(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label)
+
+
+def plot_per_keypoint(report: dict, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    models = report["models"]
+    names = list(next(iter(models.values()))["pck_torso"]["per_keypoint"])
+    labelled = [n for n in names if any(m["pck_torso"]["per_keypoint"][n] is not None for m in models.values())]
+    fig = Figure(figsize=(max(6, 0.6 * len(labelled) + 2), 4), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(models)
+    x = np.arange(len(labelled))
+    for i, (label, m) in enumerate(models.items()):
+        values = [m["pck_torso"]["per_keypoint"][n] or 0.0 for n in labelled]
+        ax.bar(x + (i - (len(models) - 1) / 2) * width, values, width, label=label)
+    ax.set_xticks(x, [n.replace("_", " ") for n in labelled], rotation=45, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("PCK@0.2 torso")
+    ax.set_title(f"{report['dataset']}: PCK per keypoint ({report['protocol']})")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.savefig(path, dpi=100)
+
+
+def plot_pck_curves(report: dict, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 4), layout="constrained")
+    ax = fig.subplots()
+    for label, m in report["models"].items():
+        ax.plot(report["pck_curve_alphas"], [v if v is not None else np.nan for v in m["pck_torso_curve"]],
+                label=label)
+    ax.axvline(TORSO_ALPHA, color="gray", lw=0.8, ls="--")
+    ax.set_xlabel("threshold (fraction of torso size)")
+    ax.set_ylabel("PCK")
+    ax.set_ylim(0, 1)
+    ax.set_xlim(0, CURVE_ALPHAS[-1])
+    ax.set_title(f"{report['dataset']}: PCK against threshold")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=100)
+
+
+def plot_worst(run: EvalRun, result: ModelResult, path: Path, count: int = 8, tile: int = 200) -> None:
+    """Gallery of the ``count`` samples with the lowest OKS: ground truth | prediction."""
+    from matplotlib.figure import Figure
+
+    from .draw import draw_pose
+    from .image import crop_and_resize
+
+    order = np.argsort(np.nan_to_num(result.oks, nan=2.0), kind="stable")[:count]
+    cols = min(4, max(len(order), 1))
+    rows = max(1, -(-len(order) // cols))
+    fig = Figure(figsize=(cols * 4.0, rows * 2.25), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols)).reshape(-1)
+    for ax in axes:
+        ax.axis("off")
+    for ax, n in zip(axes, order):
+        sample = run.samples[n]
+        entry = run.dataset.images[sample.image_index]
+        img = read_image(entry.path)
+        gt = sample.person.keypoints.astype(np.float32).copy()
+        gt[:, 2] = gt[:, 2] > 0
+        view = _view_box(sample, img.shape)
+        crop = crop_and_resize(img, view, tile)
+        left = draw_pose(crop, _to_tile(gt, view, tile), run.dataset.schema, threshold=0.5)
+        right = draw_pose(crop, _to_tile(result.predictions[n], view, tile), run.dataset.schema, threshold=0.0)
+        ax.imshow(np.concatenate([left, np.full((tile, 4, 3), 255, np.uint8), right], axis=1))
+        ax.set_title(f"{entry.path.name}  OKS {result.oks[n]:.2f}", fontsize=8)
+    fig.suptitle(f"{result.label}: worst {len(order)} ({run.protocol})", fontsize=10)
+    _save_palette_png(fig, path, dpi=90)
+
+
+def _save_palette_png(fig, path: Path, dpi: int) -> None:
+    """A photo gallery as a 256-colour PNG: about a third of the size, fine for viewing."""
+    import io
+
+    from PIL import Image  # a dependency of matplotlib
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    image = Image.open(buf).convert("RGB")
+    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
+
+
+def _view_box(sample: Sample, shape: tuple[int, ...]) -> tuple[float, float, float, float]:
+    if sample.box is not None:
+        return sample.box
+    return person_crop_box(sample.person.bbox, 1.5) if max(sample.person.bbox[2:]) > 0 \
+        else (0.0, 0.0, float(max(shape[:2])), float(max(shape[:2])))
+
+
+def _to_tile(keypoints: np.ndarray, box, size: int) -> np.ndarray:
+    """Image pixels -> pixels of the ``size`` x ``size`` tile cut at ``box`` (inverse of
+    ``to_image_coords`` after scaling)."""
+    out = np.array(keypoints, np.float32, copy=True)
+    out[:, 0] = (out[:, 0] - box[0]) * size / box[2]
+    out[:, 1] = (out[:, 1] - box[1]) * size / box[3]
+    return out
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse to replace a folder that is not an earlier report."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "report.json").exists())):
+        raise MoveNetError(f"{out}: exists and is not an earlier eval report; choose another --out")
+
+
+def write_report(run: EvalRun, data: str, out: str | os.PathLike) -> Path:
+    """Write report.md, report.json and the PNGs into ``out`` as a whole (temp folder, rename)."""
+    from .fileio import write_json_atomic, write_text_atomic
+
+    out = Path(out)
+    check_out_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        report = report_dict(run, data)
+        plots = {"per_keypoint": "pck_per_keypoint.png", "curve": "pck_curve.png",
+                 "worst": {r.label: f"worst_{_file_label(r.label)}.png" for r in run.models}}
+        plot_per_keypoint(report, tmp / plots["per_keypoint"])
+        plot_pck_curves(report, tmp / plots["curve"])
+        for r in run.models:
+            plot_worst(run, r, tmp / plots["worst"][r.label])
+        write_json_atomic(tmp / "report.json", report)
+        write_text_atomic(tmp / "report.md", report_markdown(report, plots))
+        os.chmod(tmp, 0o777 & ~_umask())
+        _replace_dir(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _replace_dir(new: Path, out: Path) -> None:
+    if not out.exists():
+        os.replace(new, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    os.replace(out, old / out.name)
+    os.replace(new, out)
+    shutil.rmtree(old)
+
+
+# ---------------------------------------------------------------- command line
+def cmd_eval(args) -> int:
+    """``movenet eval``: 0 when every image was read, 1 when some were skipped."""
+    from .datasets import load_keypoint_dataset
+
+    out = Path(args.out)
+    check_out_dir(out)
+    for name, value in (("--limit", args.limit), ("--px", args.px), ("--px-size", args.px_size)):
+        if value is not None and value <= 0:
+            raise MoveNetError(f"{name} must be positive, got {value}")
+    dataset = load_keypoint_dataset(args.data, image_root=args.images)
+    if args.limit is not None:
+        dataset = dataset.subset([e.id for e in dataset.images[:args.limit]])
+    specs = args.models or ["lightning"]
+    start = time.perf_counter()
+    run = evaluate(dataset, specs, args.protocol, args.threads, args.px, args.px_size)
+    for line in run.skipped:
+        print(f"movenet: skipped {line}", file=sys.stderr)
+    write_report(run, args.data, out)
+    print(f"{dataset.name}: {len(run.samples)} people, {args.protocol} protocol, "
+          f"{time.perf_counter() - start:.1f} s")
+    for r in run.models:
+        m = r.metrics
+        print(f"  {r.label:<24} PCK@0.2 {_fmt(m['pck_torso']['overall'])}  "
+              f"PCK@{args.px:g}px {_fmt(m['pck_px']['overall'])}  AP {_fmt((m['coco'] or {}).get('AP'))}  "
+              f"{_fmt(m['ms_per_person'], 1)} ms/person")
+    print(f"wrote {out}/report.md")
+    if run.skipped:
+        print(f"movenet: error: {len(run.skipped)} unreadable images skipped", file=sys.stderr)
+        return 1
+    return 0

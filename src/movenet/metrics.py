@@ -1,0 +1,120 @@
+"""Keypoint accuracy metrics (numpy; COCO AP through pycocotools).
+
+Conventions: predictions are [N,K,2+] (x, y[, score]) and ground truth [N,K,3] (x, y, v) in
+the same pixels; only ground-truth keypoints with v > 0 count. A sample whose normaliser is
+missing (nan, e.g. no torso labelled) counts for nothing.
+
+- PCK@a torso: correct if the distance <= a * torso size, torso = left shoulder to right hip
+  (the LSP protocol; COCO indices 5 and 12).
+- PCKh@a: correct if the distance <= a * head size; head size = 0.6 x the head box diagonal
+  where the data has MPII-style ``head_box``, else the neck to head-top distance where it has
+  ``neck`` and ``head_top`` (LSP). COCO has neither, so PCKh is unavailable there.
+- PCK@p px: correct if the distance, measured at an input resolution (the model's), is <= p px,
+  i.e. the threshold in image pixels is p * crop side / input size.
+- COCO AP: OKS-based AP/AR of pycocotools. Each predicted person needs a ``score``; we use
+  ``runtime.pose_score`` (mean of keypoint scores > 0.2, as TF.js MoveNet).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+
+import numpy as np
+
+from .schema import COCO17, KeypointSchema
+
+COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+MPII_HEAD_BOX_FACTOR = 0.6
+
+
+def keypoint_distances(pred_xy: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """[N,K] Euclidean distances; nan where the ground truth is unlabelled (v == 0)."""
+    pred_xy, gt = np.asarray(pred_xy, np.float64), np.asarray(gt, np.float64)
+    d = np.linalg.norm(pred_xy[..., :2] - gt[..., :2], axis=-1)
+    return np.where(gt[..., 2] > 0, d, np.nan)
+
+
+def pck(pred_xy: np.ndarray, gt: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, float]:
+    """Percentage of correct keypoints. ``thresholds`` [N] in pixels (nan drops the sample).
+    Returns (per keypoint [K], nan where nothing is labelled; overall over all counted
+    keypoints, nan if none)."""
+    dist = keypoint_distances(pred_xy, gt)
+    thr = np.asarray(thresholds, np.float64).reshape(-1, 1)
+    counted = np.isfinite(dist) & np.isfinite(thr) & (thr >= 0)
+    correct = counted & (dist <= thr)
+    n = counted.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_keypoint = np.where(n > 0, correct.sum(axis=0) / np.maximum(n, 1), np.nan)
+    total = counted.sum()
+    return per_keypoint, float(correct.sum() / total) if total else float("nan")
+
+
+def pck_curve(pred_xy: np.ndarray, gt: np.ndarray, norm: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+    """Overall PCK at each ``alphas[i] * norm`` (norm [N], e.g. torso sizes)."""
+    return np.array([pck(pred_xy, gt, a * np.asarray(norm, np.float64))[1] for a in alphas])
+
+
+def torso_size(gt: np.ndarray, schema: KeypointSchema = COCO17) -> np.ndarray:
+    """[N] distance left shoulder - right hip; nan where either is unlabelled."""
+    gt = np.asarray(gt, np.float64)
+    a, b = gt[:, schema.index("left_shoulder")], gt[:, schema.index("right_hip")]
+    size = np.linalg.norm(a[:, :2] - b[:, :2], axis=-1)
+    return np.where((a[:, 2] > 0) & (b[:, 2] > 0) & (size > 0), size, np.nan)
+
+
+def head_size(annotations: list[dict]) -> np.ndarray:
+    """[N] PCKh normaliser per COCO annotation dict: 0.6 x diagonal of ``head_box`` [x, y, w, h]
+    (MPII), else |``neck`` - ``head_top``| (LSP head segment), else nan (not available)."""
+    out = np.full(len(annotations), np.nan)
+    for i, ann in enumerate(annotations):
+        if "head_box" in ann:
+            w, h = ann["head_box"][2:4]
+            out[i] = MPII_HEAD_BOX_FACTOR * float(np.hypot(w, h))
+        elif "neck" in ann and "head_top" in ann:
+            out[i] = float(np.hypot(*(np.subtract(ann["neck"][:2], ann["head_top"][:2]))))
+    return np.where(out > 0, out, np.nan)
+
+
+def fixed_px_thresholds(crop_sides: np.ndarray, px: float, input_size: int) -> np.ndarray:
+    """Image-pixel thresholds equivalent to ``px`` pixels at the model input resolution."""
+    return px * np.asarray(crop_sides, np.float64) / float(input_size)
+
+
+def oks(pred_xy: np.ndarray, gt: np.ndarray, area: float, sigmas: np.ndarray | None = None) -> float:
+    """Object keypoint similarity of one person (COCO's formula, as pycocotools):
+    mean over labelled keypoints of exp(-d^2 / (2 * area * (2 sigma)^2)). nan if none labelled."""
+    sigmas = np.asarray(COCO17.sigmas if sigmas is None else sigmas, np.float64) / 10.0
+    d = keypoint_distances(np.asarray(pred_xy)[None], np.asarray(gt)[None])[0]
+    labelled = np.isfinite(d)
+    if not labelled.any():
+        return float("nan")
+    e = d[labelled] ** 2 / (2.0 * (2.0 * sigmas[labelled]) ** 2 * (area + np.spacing(1)))
+    return float(np.exp(-e).mean())
+
+
+def coco_keypoint_ap(coco_gt: dict, results: list[dict], sigmas: np.ndarray | None = None) -> dict:
+    """COCO keypoint AP/AR of ``results`` (dicts with ``image_id``, ``keypoints`` [3K flat:
+    x, y, score], ``score``; ``category_id`` defaults to the person category) against the COCO
+    dict ``coco_gt``, over all its images. ``sigmas`` as in the schema (COCO's by default).
+    Returns {AP, AP50, AP75, APm, APl, AR, AR50, AR75, ARm, ARl}; nan where pycocotools has no
+    ground truth for an entry (e.g. no medium-sized people)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    if not results:
+        return {name: 0.0 for name in COCO_STAT_NAMES}
+    category_id = coco_gt["categories"][0]["id"]
+    results = [{"category_id": category_id, **r} for r in results]
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = copy.deepcopy(coco_gt)
+        gt.createIndex()
+        dt = gt.loadRes(results)
+        ev = COCOeval(gt, dt, iouType="keypoints")
+        if sigmas is not None:
+            ev.params.kpt_oks_sigmas = np.asarray(sigmas, np.float64) / 10.0
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {name: (float(v) if v >= 0 else float("nan")) for name, v in zip(COCO_STAT_NAMES, ev.stats)}

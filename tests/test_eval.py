@@ -1,0 +1,334 @@
+"""The annotation loader, the top-down crop round trip, the reference-model predictor and
+`movenet eval` end to end (report files, bad inputs)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from movenet.cli import main
+from movenet.datasets import load_keypoint_dataset, lsp_to_coco
+from movenet.errors import MoveNetError
+from movenet.evaluate import make_samples, person_crop_box, run_models
+from movenet.image import to_image_coords
+from movenet.runtime import Predictor, ReferencePredictor
+
+pytest.importorskip("pycocotools")
+
+
+# ---------------------------------------------------------------- loader
+def test_loader_sources_agree(coco_mini, lsp_dir):
+    folder = load_keypoint_dataset(coco_mini, check_files=True)
+    path = load_keypoint_dataset(coco_mini / "person_keypoints.json")
+    raw = json.loads((coco_mini / "person_keypoints.json").read_text())
+    loaded = load_keypoint_dataset(raw, image_root=coco_mini / "images")
+    assert len(folder) == len(raw["images"]) == 28 and folder.num_people == 147
+    for other in (path, loaded):
+        assert [e.path for e in other.images] == [e.path for e in folder.images]
+        assert [p.id for e in other.images for p in e.people] == [p.id for e in folder.images for p in e.people]
+    assert sum(p.iscrowd for e in folder.images for p in e.people) == 5
+    lsp = load_keypoint_dataset(lsp_dir)
+    assert len(lsp) == 1000 and lsp.images[0].path == lsp_dir / "images" / "im0001.jpg"
+    assert all(len(e.people) == 1 and e.people[0].num_labelled == 12 for e in lsp.images)
+
+
+def test_loader_keeps_people_only_and_derives_missing_boxes(coco_mini):
+    raw = json.loads((coco_mini / "person_keypoints.json").read_text())
+    raw["categories"].append({"id": 7, "name": "dog"})
+    raw["annotations"].append({"id": 10**9, "image_id": raw["images"][0]["id"], "category_id": 7, "bbox": [0, 0, 1, 1]})
+    ann = next(a for a in raw["annotations"] if a.get("num_keypoints", 0) > 3)
+    del ann["bbox"], ann["area"]
+    ds = load_keypoint_dataset(raw, image_root=coco_mini / "images")
+    assert all(a["category_id"] == 1 for a in ds.coco["annotations"]) and len(ds.coco["annotations"]) == 147
+    person = next(p for e in ds.images for p in e.people if p.id == ann["id"])
+    k = np.asarray(ann["keypoints"], float).reshape(17, 3)
+    xy = k[k[:, 2] > 0, :2]
+    np.testing.assert_allclose(person.bbox, [*xy.min(0), *(xy.max(0) - xy.min(0))])
+    assert person.area == pytest.approx(person.bbox[2] * person.bbox[3])
+
+
+def _break(raw: dict, how: str) -> dict:
+    ann = raw["annotations"][0]
+    if how == "no images":
+        del raw["images"]
+    elif how == "no annotations":
+        del raw["annotations"]
+    elif how == "short keypoints":
+        ann["keypoints"] = ann["keypoints"][:-3]
+    elif how == "no keypoints":
+        del ann["keypoints"]
+    elif how == "unknown image":
+        ann["image_id"] = -5
+    elif how == "duplicate id":
+        raw["annotations"][1]["id"] = ann["id"]
+    elif how == "bad visibility":
+        ann["keypoints"][2] = 3
+    elif how == "no file_name":
+        del raw["images"][0]["file_name"]
+    elif how == "no person":
+        raw["categories"][0]["name"] = "human"
+    elif how == "schema mismatch":
+        raw["categories"][0]["keypoints"] = raw["categories"][0]["keypoints"][:13]
+    return raw
+
+
+@pytest.mark.parametrize("how, message", [
+    ("no images", "missing 'images'"), ("no annotations", "missing 'annotations'"),
+    ("short keypoints", "48 keypoint values, expected 51"), ("no keypoints", "no 'keypoints'"),
+    ("unknown image", "unknown image_id -5"), ("duplicate id", "duplicate annotation id"),
+    ("bad visibility", "visibility must be 0, 1 or 2"), ("no file_name", "needs 'id' and 'file_name'"),
+    ("no person", "no 'person' category"), ("schema mismatch", "has 13 keypoints"),
+])
+def test_loader_rejects_malformed_annotations(tmp_path, coco_mini, how, message):
+    raw = _break(json.loads((coco_mini / "person_keypoints.json").read_text()), how)
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(MoveNetError) as err:
+        load_keypoint_dataset(path)
+    text = str(err.value)
+    assert text.startswith(str(path)) and message in text and "\n" not in text
+
+
+def test_loader_rejects_non_json_and_missing_files(tmp_path, coco_mini):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{'images': ")
+    with pytest.raises(MoveNetError, match="not valid JSON"):
+        load_keypoint_dataset(bad)
+    with pytest.raises(MoveNetError, match="neither an LSP folder"):
+        load_keypoint_dataset(tmp_path)
+    moved = tmp_path / "person_keypoints.json"
+    shutil.copy(coco_mini / "person_keypoints.json", moved)
+    ds = load_keypoint_dataset(moved)  # images are looked for beside the JSON, reported when read
+    assert ds.images[0].path.parent == tmp_path
+    with pytest.raises(MoveNetError, match="28 of 28 image files missing"):
+        load_keypoint_dataset(moved, check_files=True)
+
+
+# ---------------------------------------------------------------- top-down round trip
+class DotPredictor(Predictor):
+    """Finds one single-pixel dot per colour channel: keypoint k = brightest pixel of channel k."""
+
+    def __init__(self, input_size: int):
+        self.input_size = input_size
+
+    def run(self, batch):
+        return batch
+
+    def postprocess(self, outputs, box):
+        chans = outputs[0]
+        ys, xs = np.unravel_index(chans.reshape(3, -1).argmax(axis=1), chans.shape[1:])
+        norm = np.zeros((17, 3))
+        norm[:3] = np.stack([xs / self.input_size, ys / self.input_size, np.ones(3)], axis=1)
+        return to_image_coords(norm, box)
+
+
+def _dot_dataset(tmp_path) -> tuple:
+    import cv2
+
+    points = np.array([[50, 40], [70, 90], [60, 120]], float)
+    img = np.zeros((200, 300, 3), np.uint8)
+    for c, (x, y) in enumerate(points.astype(int)):
+        img[y, x, c] = 255
+    cv2.imwrite(str(tmp_path / "dots.png"), img[:, :, ::-1])
+    kpts = np.zeros((17, 3))
+    kpts[:3, :2], kpts[:3, 2] = points, 2
+    raw = {"images": [{"id": 1, "file_name": "dots.png", "width": 300, "height": 200}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "keypoints": kpts.reshape(-1).tolist()}],
+           "categories": [{"id": 1, "name": "person"}]}
+    return load_keypoint_dataset(raw, image_root=tmp_path), points
+
+
+def test_person_crop_box_is_square_around_the_box_centre():
+    x0, y0, w, h = person_crop_box((10, 20, 40, 80))
+    assert w == h == 100 and (x0 + w / 2, y0 + h / 2) == (30, 60)
+
+
+@pytest.mark.parametrize("input_size", [100, 200])
+def test_topdown_crop_and_map_back_round_trip_exact(tmp_path, input_size):
+    ds, points = _dot_dataset(tmp_path)
+    samples, excluded = make_samples(ds, "topdown")
+    assert excluded == 0 and len(samples) == 1 and samples[0].box == (10.0, 30.0, 100.0, 100.0)
+    preds, sides, _, kept, skipped = run_models(ds, samples, {"dots": DotPredictor(input_size)}, progress=False)
+    assert kept.all() and not skipped and sides[0] == 100
+    np.testing.assert_allclose(preds[0, 0, :3, :2], points, atol=1e-4)
+
+
+def test_each_image_is_read_once_for_all_models_and_people(tmp_path, monkeypatch):
+    import movenet.evaluate as evaluate
+
+    ds, points = _dot_dataset(tmp_path)
+    ds.images[0].people.append(ds.images[0].people[0])  # a second person in the same image
+    reads = []
+    monkeypatch.setattr(evaluate, "read_image", lambda path: reads.append(path) or _read(path))
+    samples, _ = make_samples(ds, "topdown")
+    preds, *_ = run_models(ds, samples, {"a": DotPredictor(100), "b": DotPredictor(200)}, progress=False)
+    assert len(reads) == 1 and preds.shape[:2] == (2, 2)
+    np.testing.assert_allclose(preds[:, :, :3, :2], np.broadcast_to(points, (2, 2, 3, 2)), atol=1e-4)
+
+
+def _read(path):
+    from movenet.image import read_image
+    return read_image(path)
+
+
+def test_protocols_select_people(coco_mini):
+    ds = load_keypoint_dataset(coco_mini)
+    usable = [[p for p in e.people if not p.iscrowd and p.num_labelled > 0] for e in ds.images]
+    whole, out_whole = make_samples(ds, "whole")
+    topdown, _ = make_samples(ds, "topdown")
+    assert len(whole) == sum(len(u) == 1 for u in usable) and len(whole) + out_whole == len(ds)
+    assert len(topdown) == sum(len(u) for u in usable) == 86
+
+
+# ---------------------------------------------------------------- reference predictor
+@pytest.fixture
+def one_torch_thread():
+    """Two intra-op threads on a busy 2-core machine are many times slower than one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_reference_predictor_matches_our_port(lsp_dir, reference_dir, lightning, one_torch_thread):
+    from movenet.image import read_image
+    from movenet.predict import TorchPredictor
+
+    ref = ReferencePredictor(reference_dir / "movenet_lightning.onnx", threads=1)
+    ours = TorchPredictor(lightning)
+    assert ref.input_size == 192 and ref.num_keypoints == 17
+    for i in (1, 2, 3):
+        img = read_image(lsp_dir / "images" / f"im{i:04d}.jpg")
+        side = max(img.shape[:2])
+        for box in (None, (10.0, 5.0, 120.0, 120.0)):
+            a, b = ref(img, box), ours(img, box)
+            scale = side if box is None else box[2]
+            assert np.abs(a[:, :2] - b[:, :2]).max() / scale < 2e-3  # well below one input pixel
+            np.testing.assert_allclose(a[:, 2], b[:, 2], atol=2e-3)
+
+
+def test_reference_tflite_int8_runs_close_to_fp32(lsp_dir, reference_dir):
+    pytest.importorskip("ai_edge_litert")
+    from movenet.image import read_image
+
+    int8 = ReferencePredictor(reference_dir / "movenet_lightning_int8.tflite", threads=1)
+    fp32 = ReferencePredictor(reference_dir / "movenet_lightning.onnx", threads=1)
+    assert int8.input_size == 192
+    img = read_image(lsp_dir / "images" / "im0001.jpg")
+    err = np.linalg.norm(int8(img)[5:, :2] - fp32(img)[5:, :2], axis=1) / max(img.shape[:2])
+    assert np.median(err) < 0.03
+
+
+def test_reference_predictor_rejects_non_models(tmp_path):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(MoveNetError, match="not a loadable ONNX model"):
+        ReferencePredictor(junk)
+    with pytest.raises(MoveNetError, match="file not found"):
+        ReferencePredictor(tmp_path / "absent.tflite")
+
+
+# ---------------------------------------------------------------- movenet eval
+def _movenet_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("movenet:")]
+
+
+def test_eval_two_models_writes_full_report(tmp_path, lsp_dir, reference_dir, capsys):
+    out = tmp_path / "report"
+    ref = str(reference_dir / "movenet_lightning.onnx")
+    assert main(["eval", str(lsp_dir), "--model", "lightning", "--model", ref, "--limit", "20",
+                 "--out", str(out), "--threads", "1"]) == 0
+    names = {"report.md", "report.json", "pck_per_keypoint.png", "pck_curve.png",
+             "worst_lightning.png", "worst_movenet_lightning.png"}
+    assert {p.name for p in out.iterdir()} == names
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no temporary folder left
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads((out / "report.json").read_text())
+    assert report["people"] == 20 and report["skipped"] == []
+    a, b = report["models"]["lightning"], report["models"]["movenet_lightning"]
+    assert abs(a["pck_torso"]["overall"] - b["pck_torso"]["overall"]) <= 0.01  # same network
+    assert a["pck_torso"]["per_keypoint"]["nose"] is None  # LSP has no face points
+    assert 0 < a["pck_torso"]["overall"] <= 1 and 0 < a["coco"]["AP"] <= 1
+    assert a["pckh"] is not None and len(a["pck_torso_curve"]) == len(report["pck_curve_alphas"])
+    text = (out / "report.md").read_text()
+    assert "| lightning | 192 |" in text and "worst_movenet_lightning.png" in text
+    # a second run replaces the earlier report as a whole
+    assert main(["eval", str(lsp_dir), "--model", ref, "--limit", "3", "--out", str(out)]) == 0
+    assert list(json.loads((out / "report.json").read_text())["models"]) == ["movenet_lightning"]
+    assert not (out / "worst_lightning.png").exists()
+
+
+def _small_coco(tmp_path, lsp_dir, n: int = 3) -> Path:
+    images = tmp_path / "images"
+    images.mkdir()
+    coco = lsp_to_coco(lsp_dir)
+    coco["images"], coco["annotations"] = coco["images"][:n], coco["annotations"][:n]
+    for im in coco["images"]:
+        shutil.copy(lsp_dir / "images" / im["file_name"], images / im["file_name"])
+    path = tmp_path / "people.json"
+    path.write_text(json.dumps(coco))
+    return path
+
+
+def test_eval_reports_unreadable_images_and_exits_non_zero(tmp_path, lsp_dir, reference_dir, capsys):
+    path = _small_coco(tmp_path, lsp_dir)
+    (tmp_path / "images" / "im0002.jpg").write_bytes(b"garbage")
+    out = tmp_path / "out"
+    rc = main(["eval", str(path), "--model", str(reference_dir / "movenet_lightning.onnx"), "--out", str(out)])
+    assert rc == 1
+    lines = _movenet_lines(capsys.readouterr().err)
+    assert len(lines) == 2 and "im0002.jpg: not a readable image" in lines[0]
+    report = json.loads((out / "report.json").read_text())
+    assert report["people"] == 2 and len(report["skipped"]) == 1
+
+
+def test_eval_bad_annotation_file_is_one_line(tmp_path, reference_dir, capsys):
+    path = tmp_path / "people.json"
+    path.write_text(json.dumps({"images": []}))
+    rc = main(["eval", str(path), "--model", str(reference_dir / "movenet_lightning.onnx"),
+               "--out", str(tmp_path / "out")])
+    assert rc == 2
+    assert capsys.readouterr().err.strip() == f"movenet: error: {path}: missing 'annotations'"
+    assert not (tmp_path / "out").exists()
+
+
+def _thirteen_keypoint_model(path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    const = numpy_helper.from_array(np.full((1, 1, 13, 3), 0.5, np.float32), "c")
+    zero = numpy_helper.from_array(np.zeros((), np.float32), "zero")
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["input"], ["f"], to=TensorProto.FLOAT),
+         helper.make_node("ReduceMean", ["f"], ["m"], keepdims=0),
+         helper.make_node("Mul", ["m", "zero"], ["z"]),
+         helper.make_node("Add", ["c", "z"], ["out"])],
+        "thirteen", [helper.make_tensor_value_info("input", TensorProto.INT32, [1, 32, 32, 3])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 1, 13, 3])], [const, zero])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def test_eval_rejects_model_with_other_keypoint_count(tmp_path, lsp_dir, capsys):
+    model = tmp_path / "thirteen.onnx"
+    _thirteen_keypoint_model(model)
+    rc = main(["eval", str(_small_coco(tmp_path, lsp_dir, 1)), "--model", str(model), "--out", str(tmp_path / "o")])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "movenet: error: thirteen: predicts 13 keypoints, the data has 17 (coco17)"
+
+
+def test_eval_refuses_to_replace_a_foreign_folder(tmp_path, lsp_dir, reference_dir, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    rc = main(["eval", str(lsp_dir), "--model", str(reference_dir / "movenet_lightning.onnx"), "--out", str(out)])
+    assert rc == 2 and "not an earlier eval report" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
