@@ -209,3 +209,28 @@ def lightning() -> ModelConfig:
 @register_model
 def thunder() -> ModelConfig:
     return ModelConfig(backbone="mobilenetv2", width=1.75, input_size=256)
+
+
+@register_model
+def mobilenetv2_050() -> ModelConfig:
+    return ModelConfig(backbone="mobilenetv2", width=0.5, input_size=192)
+
+
+@register_model
+def shufflenetv2_x0_5() -> ModelConfig:
+    return ModelConfig(backbone="shufflenetv2", width=0.5, input_size=192)
+
+
+@register_model
+def shufflenetv2_x1_0() -> ModelConfig:
+    return ModelConfig(backbone="shufflenetv2", width=1.0, input_size=192)
+
+
+@register_model
+def mobilenetv3_small() -> ModelConfig:
+    return ModelConfig(backbone="mobilenetv3_small", width=1.0, input_size=192)
+
+
+@register_model
+def mobilenetv3_large() -> ModelConfig:
+    return ModelConfig(backbone="mobilenetv3_large", width=1.0, input_size=192)

