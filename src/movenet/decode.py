@@ -85,3 +85,92 @@ def decode_batch_torch(heatmaps, centers, regression, offsets, prior=None, dista
     sx = float(coord_scale) if coord_scale is not None else 1.0 / w
     sy = float(coord_scale) if coord_scale is not None else 1.0 / h
     return torch.stack([(kx + off_x) * sx, (ky + off_y) * sy, score], dim=-1)
+
+
+# ---------------------------------------------------------------- several people
+# Google's single-pose heads were trained to answer for one, centred person; decoding every
+# centre peak without the centre prior is an extension that works for people who are not too
+# small or too close together (see docs/video.md for measurements).
+KEYPOINT_SCORE_THRESHOLD = 0.2  # TF.js MoveNet: keypoints above this count as found
+
+
+def center_peaks(centers: np.ndarray, threshold: float = 0.1, max_peaks: int = 6) -> np.ndarray:
+    """Local maxima of a centre heatmap ([H,W] or [1,H,W]): cells equal to the maximum of
+    their 3x3 neighbourhood (a 3x3 max-pool) and above ``threshold``, strongest first.
+    Returns [P,2] integer (cy, cx)."""
+    c = np.asarray(centers, np.float32).reshape(centers.shape[-2:])
+    h, w = c.shape
+    padded = np.pad(c, 1, mode="constant", constant_values=-np.inf)
+    pooled = np.max([padded[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)], axis=0)
+    ys, xs = np.nonzero((c >= pooled) & (c > threshold))
+    order = np.argsort(-c[ys, xs], kind="stable")[:max_peaks]
+    return np.stack([ys[order], xs[order]], axis=1).astype(np.int64)
+
+
+def person_score(center_score: float, keypoints: np.ndarray,
+                 keypoint_threshold: float = KEYPOINT_SCORE_THRESHOLD) -> float:
+    """Geometric mean of the centre score and the TF.js pose score (mean of the keypoint
+    scores above ``keypoint_threshold``, 0 if none): a person needs both a centre peak and
+    keypoints that were found around it."""
+    s = keypoints[:, 2]
+    good = s > keypoint_threshold
+    pose = float(s[good].mean()) if good.any() else 0.0
+    return float(np.sqrt(max(center_score, 0.0) * pose))
+
+
+def keypoint_box(keypoints: np.ndarray, threshold: float = KEYPOINT_SCORE_THRESHOLD,
+                 fallback: tuple[float, float] | None = None) -> np.ndarray:
+    """(x0, y0, x1, y1) around the keypoints scoring above ``threshold``; a point box at
+    ``fallback`` (x, y) or at the keypoints' mean when none does."""
+    good = keypoints[:, 2] > threshold
+    if good.any():
+        xy = keypoints[good, :2]
+        return np.concatenate([xy.min(axis=0), xy.max(axis=0)]).astype(np.float32)
+    x, y = fallback if fallback is not None else keypoints[:, :2].mean(axis=0)
+    return np.array([x, y, x, y], np.float32)
+
+
+def _duplicate(a: np.ndarray, b: np.ndarray, box_b: np.ndarray, max_distance: float) -> bool:
+    """True when the keypoints of ``a`` lie on those of ``b``: median keypoint distance below
+    ``max_distance`` times the size (sqrt of the box area, at least its longer side / 4) of b."""
+    size = max(np.sqrt(max((box_b[2] - box_b[0]) * (box_b[3] - box_b[1]), 0.0)),
+               max(box_b[2] - box_b[0], box_b[3] - box_b[1]) / 4, 1e-6)
+    return float(np.median(np.linalg.norm(a[:, :2] - b[:, :2], axis=1))) < max_distance * size
+
+
+def decode_multi(heatmaps: np.ndarray, centers: np.ndarray, regression: np.ndarray,
+                 offsets: np.ndarray, max_people: int = 6, center_threshold: float = 0.1,
+                 distance_offset: float = 1.8, coord_scale: float | None = None,
+                 box_threshold: float = KEYPOINT_SCORE_THRESHOLD,
+                 duplicate_distance: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode every person of one sample: each centre peak (``center_peaks``, no centre prior)
+    is decoded as in ``decode_single`` around its own centre (``decode_at_center``).
+
+    A person whose keypoints duplicate a stronger person's (median keypoint distance under
+    ``duplicate_distance`` of that person's size: two peaks on one body) is dropped.
+    Returns, strongest first: keypoints [P,K,3] (x, y, score; x, y in 0..1 of the input),
+    person scores [P] (``person_score``: geometric mean of the centre score and the mean
+    keypoint score above 0.2) and boxes [P,4] (x0, y0, x1, y1 in 0..1 around the keypoints
+    scoring above ``box_threshold``)."""
+    k, h, w = heatmaps.shape
+    center_map = np.asarray(centers, np.float32).reshape(h, w)
+    # look at a few more peaks than wanted: some are duplicates
+    peaks = center_peaks(center_map, center_threshold, 2 * max_people + 2)
+    people = []
+    for cy, cx in peaks:
+        kpts = decode_at_center(heatmaps, regression, offsets, int(cy), int(cx), distance_offset,
+                                coord_scale)
+        box = keypoint_box(kpts, box_threshold, fallback=(cx * (coord_scale or 1.0 / w),
+                                                          cy * (coord_scale or 1.0 / h)))
+        people.append((person_score(float(center_map[cy, cx]), kpts), kpts, box))
+    people.sort(key=lambda p: -p[0])
+    kept: list[tuple[float, np.ndarray, np.ndarray]] = []
+    for person in people:
+        if len(kept) == max_people:
+            break
+        if not any(_duplicate(person[1], other[1], other[2], duplicate_distance) for other in kept):
+            kept.append(person)
+    if not kept:
+        return (np.zeros((0, k, 3), np.float32), np.zeros(0, np.float32), np.zeros((0, 4), np.float32))
+    return (np.stack([p[1] for p in kept]), np.array([p[0] for p in kept], np.float32),
+            np.stack([p[2] for p in kept]))

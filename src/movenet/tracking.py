@@ -1,0 +1,481 @@
+"""Video: the tracking crop of TF.js MoveNet, One Euro smoothing, identity tracking, and
+``PoseTracker`` / ``MultiPoseTracker``, thin wrappers around any ``runtime.Predictor``.
+
+numpy only (no torch). Keypoints are [K,3] (x, y, score) in image pixels, crop boxes are
+squares (x0, y0, side, side) in pixels that may extend past the image (padded black), as
+``image.crop_and_resize`` takes them.
+
+Constants marked TF.js come from tfjs-models, pose-detection/src/movenet (``constants.ts``,
+``crop_utils.ts``, ``detector.ts``) and pose-detection/src/calculators (``one_euro_filter.ts``,
+``low_pass_filter.ts``, ``keypoint_tracker.ts``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .decode import decode_at_center, decode_multi, keypoint_box, person_score
+from .image import to_image_coords
+from .runtime import Predictor, pose_score
+from .schema import COCO17, KeypointSchema
+
+Box = tuple[float, float, float, float]  # x0, y0, width, height in pixels
+
+MIN_CROP_KEYPOINT_SCORE = 0.2  # TF.js MIN_CROP_KEYPOINT_SCORE: keypoints that count for the crop
+TORSO_EXPANSION = 1.9  # TF.js determineNextCropRegion: half side >= 1.9 x torso range
+BODY_EXPANSION = 1.2  # TF.js determineNextCropRegion: half side >= 1.2 x body range
+CROP_FILTER_ALPHA = 0.9  # TF.js CROP_FILTER_ALPHA: weight of the new crop corners (low-pass)
+# ours: person score (decode.person_score) below which decode_multi's people are not reported;
+# on LSP photos pasted side by side it keeps recall and drops most spurious people
+# (benchmarks/multi_person.py, docs/video.md)
+MIN_PERSON_SCORE = 0.3
+MIN_CROP_HALF_SIDE = 2.0  # pixels; ours: keeps a degenerate pose (all points on one spot) croppable
+
+# TF.js KEYPOINT_FILTER_CONFIG (constants.ts of tfjs-models 2021-2022), for coordinates
+# normalised to the image (x / width, y / height) and time in seconds: the TF.js detector
+# filters keypoints *before* multiplying them by the image size. Later TF.js releases use
+# min_cutoff 2.5, beta 300, derivative_cutoff 2.5 (``TFJS_ONE_EURO_2023``).
+TFJS_ONE_EURO = {"frequency": 30.0, "min_cutoff": 6.36, "beta": 636.61, "derivative_cutoff": 4.77,
+                 "threshold_cutoff": 0.5, "threshold_beta": 5.0}
+TFJS_ONE_EURO_2023 = {**TFJS_ONE_EURO, "min_cutoff": 2.5, "beta": 300.0, "derivative_cutoff": 2.5}
+
+
+# ---------------------------------------------------------------- crop region (TF.js)
+def full_frame_box(width: int, height: int) -> Box:
+    """The whole frame padded to a square on both sides (TF.js ``initCropRegion`` when
+    tracking is lost)."""
+    side = float(max(width, height))
+    return ((width - side) / 2, (height - side) / 2, side, side)
+
+
+def torso_visible(keypoints: np.ndarray, schema: KeypointSchema = COCO17,
+                  threshold: float = MIN_CROP_KEYPOINT_SCORE) -> bool:
+    """TF.js ``torsoVisible``: a hip and a shoulder score above ``threshold``."""
+    s = keypoints[:, 2]
+    hips = s[[schema.index("left_hip"), schema.index("right_hip")]]
+    shoulders = s[[schema.index("left_shoulder"), schema.index("right_shoulder")]]
+    return bool((hips > threshold).any() and (shoulders > threshold).any())
+
+
+def torso_and_body_range(keypoints: np.ndarray, center_x: float, center_y: float,
+                         schema: KeypointSchema = COCO17,
+                         threshold: float = MIN_CROP_KEYPOINT_SCORE) -> tuple[float, float, float, float]:
+    """TF.js ``determineTorsoAndBodyRange``, in pixels: the largest |dx|, |dy| from the centre
+    of the 4 torso keypoints (whatever their score, as TF.js) and of all keypoints scoring at
+    least ``threshold``. Returns (torso_x, torso_y, body_x, body_y)."""
+    torso = [schema.index(n) for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip")]
+    d = np.abs(keypoints[:, :2] - np.array([center_x, center_y], np.float32))
+    torso_x, torso_y = d[torso].max(axis=0)
+    confident = keypoints[:, 2] >= threshold
+    body_x, body_y = d[confident].max(axis=0) if confident.any() else (0.0, 0.0)
+    return float(torso_x), float(torso_y), float(body_x), float(body_y)
+
+
+def determine_crop_region(keypoints: np.ndarray, width: int, height: int,
+                          schema: KeypointSchema = COCO17,
+                          threshold: float = MIN_CROP_KEYPOINT_SCORE) -> Box:
+    """TF.js ``determineNextCropRegion`` in pixels: a square centred on the hip midpoint with
+    half side max(1.9 x torso range, 1.2 x body range), capped at the farthest image edge
+    from that centre; the whole frame padded to a square when the torso is not visible or
+    the crop would be larger than half the longer image side."""
+    if not torso_visible(keypoints, schema, threshold):
+        return full_frame_box(width, height)
+    hips = keypoints[[schema.index("left_hip"), schema.index("right_hip")], :2]
+    cx, cy = (float(v) for v in hips.mean(axis=0))
+    torso_x, torso_y, body_x, body_y = torso_and_body_range(keypoints, cx, cy, schema, threshold)
+    half = max(TORSO_EXPANSION * torso_x, TORSO_EXPANSION * torso_y,
+               BODY_EXPANSION * body_x, BODY_EXPANSION * body_y)
+    half = min(half, max(cx, width - cx, cy, height - cy))
+    if half > max(width, height) / 2:
+        return full_frame_box(width, height)
+    half = max(half, MIN_CROP_HALF_SIDE)
+    return (cx - half, cy - half, 2 * half, 2 * half)
+
+
+class LowPassFilter:
+    """Exponential smoothing ``y += alpha * (x - y)`` (TF.js ``LowPassFilter``), elementwise."""
+
+    def __init__(self, alpha: float = CROP_FILTER_ALPHA):
+        self.alpha = alpha
+        self.value: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self.value = None
+
+    def __call__(self, x) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        self.value = x.copy() if self.value is None else self.value + self.alpha * (x - self.value)
+        return self.value.copy()
+
+
+class CropFilter:
+    """Low-pass filter on the corners of square crop boxes (TF.js ``filterCropRegion``).
+    A blend of squares is a square, so the result stays square."""
+
+    def __init__(self, alpha: float = CROP_FILTER_ALPHA):
+        self.corners = LowPassFilter(alpha)
+
+    def reset(self) -> None:
+        self.corners.reset()
+
+    def __call__(self, box: Box) -> Box:
+        x0, y0, w, h = box
+        fx0, fy0, fx1, fy1 = self.corners([x0, y0, x0 + w, y0 + h])
+        return (float(fx0), float(fy0), float(fx1 - fx0), float(fy1 - fy0))
+
+
+# ---------------------------------------------------------------- One Euro filter
+class OneEuroFilter:
+    """One Euro filter (Casiez et al. 2012) as in TF.js/MediaPipe, vectorised over any array
+    of values (e.g. [K,2] keypoint coordinates), including the TF.js asinh threshold.
+
+    The parameters are those of TF.js, for values in units of ``scale`` (TF.js: coordinates
+    normalised to the image). Values are divided by ``scale`` before filtering, so for pixel
+    keypoints pass ``scale=(width, height)`` (broadcast against the values). In pixel units
+    that is ``beta / width`` and ``threshold_cutoff * width`` (``min_cutoff``,
+    ``derivative_cutoff`` in Hz and ``threshold_beta`` in seconds do not change).
+    Timestamps are in seconds; without them samples are 1 / ``frequency`` apart. A sample
+    whose timestamp is not after the previous one is returned unfiltered (as TF.js)."""
+
+    def __init__(self, frequency: float = TFJS_ONE_EURO["frequency"],
+                 min_cutoff: float = TFJS_ONE_EURO["min_cutoff"], beta: float = TFJS_ONE_EURO["beta"],
+                 derivative_cutoff: float = TFJS_ONE_EURO["derivative_cutoff"],
+                 threshold_cutoff: float | None = TFJS_ONE_EURO["threshold_cutoff"],
+                 threshold_beta: float = TFJS_ONE_EURO["threshold_beta"], scale=1.0):
+        self.default_frequency = frequency
+        self.min_cutoff = min_cutoff
+        self.beta = beta
+        self.derivative_cutoff = derivative_cutoff
+        self.threshold_cutoff = threshold_cutoff
+        self.threshold_beta = threshold_beta
+        self.scale = np.asarray(scale, np.float64)
+        self.reset()
+
+    def reset(self) -> None:
+        self.frequency = self.default_frequency
+        self.last_time: float | None = None
+        self.raw: np.ndarray | None = None  # last input (normalised)
+        self.filtered: np.ndarray | None = None
+        self.derivative: np.ndarray | None = None
+
+    def _alpha(self, cutoff):
+        return 1.0 / (1.0 + self.frequency / (2 * np.pi * cutoff))
+
+    def __call__(self, values, timestamp: float | None = None) -> np.ndarray:
+        values = np.asarray(values, np.float64)
+        if timestamp is None:
+            timestamp = 0.0 if self.last_time is None else self.last_time + 1.0 / self.frequency
+        if self.last_time is not None and timestamp <= self.last_time:
+            return values.copy()
+        if self.last_time is not None:
+            self.frequency = 1.0 / (timestamp - self.last_time)
+        self.last_time = timestamp
+        x = values / self.scale
+        if self.filtered is None or self.filtered.shape != x.shape:
+            self.raw, self.filtered, self.derivative = x, x.copy(), np.zeros_like(x)
+            return values.copy()
+        dx = (x - self.raw) * self.frequency
+        self.derivative = self.derivative + self._alpha(self.derivative_cutoff) * (dx - self.derivative)
+        speed = np.abs(self.derivative)
+        alpha = self._alpha(self.min_cutoff + self.beta * speed)
+        step = x - self.filtered
+        if self.threshold_cutoff is not None:
+            # TF.js: compress large jumps, asinh(d / t) * t ~ d for small d, ~log for large d
+            threshold = self.threshold_cutoff + self.threshold_beta * speed
+            step = threshold * np.arcsinh(step / threshold)
+        self.filtered = self.filtered + alpha * step
+        self.raw = x
+        return self.filtered * self.scale
+
+
+def keypoint_filter(width: int, height: int, **params) -> OneEuroFilter:
+    """A One Euro filter for [K,2] pixel coordinates of a ``width`` x ``height`` frame with the
+    TF.js defaults (``TFJS_ONE_EURO``) overridden by ``params``."""
+    return OneEuroFilter(**{**TFJS_ONE_EURO, **params}, scale=(float(width), float(height)))
+
+
+def keypoint_jitter(keypoints: np.ndarray, threshold: float = 0.3) -> float:
+    """Mean keypoint acceleration magnitude |p[t+1] - 2 p[t] + p[t-1]| of a [T,K,3] track (in
+    pixels per frame^2), over keypoints scoring above ``threshold`` in all three frames."""
+    k = np.asarray(keypoints, np.float64)
+    acc = np.linalg.norm(k[2:, :, :2] - 2 * k[1:-1, :, :2] + k[:-2, :, :2], axis=-1)
+    confident = (k[2:, :, 2] > threshold) & (k[1:-1, :, 2] > threshold) & (k[:-2, :, 2] > threshold)
+    return float(acc[confident].mean()) if confident.any() else 0.0
+
+
+# ---------------------------------------------------------------- identity tracking
+def object_keypoint_similarity(a: np.ndarray, b: np.ndarray, sigmas: np.ndarray,
+                               threshold: float = 0.3, min_keypoints: int = 4) -> float:  # TF.js defaults
+    """TF.js ``KeypointTracker.oks`` between pose ``a`` and track pose ``b`` ([K,3] pixels):
+    mean over keypoints scoring >= ``threshold`` in both of exp(-d^2 / (2 area (2 sigma)^2)),
+    area = box of ``b``'s confident keypoints; 0 with fewer than ``min_keypoints``."""
+    both = (a[:, 2] >= threshold) & (b[:, 2] >= threshold)
+    if both.sum() < max(min_keypoints, 1):
+        return 0.0
+    x0, y0, x1, y1 = keypoint_box(b, threshold)
+    area = (x1 - x0) * (y1 - y0) + 1e-6
+    d2 = ((a[both, :2] - b[both, :2]) ** 2).sum(axis=1)
+    return float(np.exp(-d2 / (2 * area * (2 * sigmas[both]) ** 2)).mean())
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two (x0, y0, x1, y1) boxes."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+@dataclass
+class Track:
+    id: int
+    keypoints: np.ndarray
+    last_seen: int
+
+
+@dataclass
+class IdentityTracker:
+    """Greedy identity tracking of poses across frames (TF.js ``Tracker``): pairs of (pose,
+    track) are taken by decreasing similarity (``"oks"``: ``object_keypoint_similarity`` with
+    the schema's sigmas; ``"iou"``: IoU of the keypoint boxes) while at least
+    ``min_similarity``; unmatched poses start new tracks; a track unseen for more than
+    ``max_age`` frames is dropped. TF.js defaults: min similarity 0.2 (OKS) / 0.15 (IoU),
+    18 tracks, 1 s of age (``max_age`` here counts frames)."""
+
+    metric: str = "oks"
+    min_similarity: float = 0.2  # TF.js DEFAULT_KEYPOINT_TRACKER_CONFIG.minSimilarity
+    max_age: int = 30  # frames; TF.js maxAge is 1000 ms, 30 frames at 30 fps
+    max_tracks: int = 18  # TF.js maxTracks
+    keypoint_threshold: float = 0.3  # TF.js keypointConfidenceThreshold
+    schema: KeypointSchema = COCO17
+    tracks: list[Track] = field(default_factory=list)
+    frame: int = -1
+    next_id: int = 1
+
+    def similarity(self, pose: np.ndarray, track: np.ndarray) -> float:
+        if self.metric == "iou":
+            return box_iou(keypoint_box(pose, self.keypoint_threshold),
+                           keypoint_box(track, self.keypoint_threshold))
+        return object_keypoint_similarity(pose, track, np.asarray(self.schema.sigmas) / 10.0,
+                                          self.keypoint_threshold)
+
+    def update(self, poses: np.ndarray, fixed_ids: list[int | None] | None = None) -> np.ndarray:
+        """Assign ids to this frame's poses [P,K,3]. ``fixed_ids[i]``, when not None, is the
+        id pose i already belongs to (a live track). Returns ids [P] (int64)."""
+        self.frame += 1
+        ids = np.zeros(len(poses), np.int64)
+        fixed = list(fixed_ids) if fixed_ids is not None else [None] * len(poses)
+        by_id = {t.id: t for t in self.tracks}
+        taken = {i for i in fixed if i is not None}
+        free = [t for t in self.tracks if t.id not in taken]
+        pairs = sorted(((self.similarity(poses[p], t.keypoints), p, t.id) for p in range(len(poses))
+                        if fixed[p] is None for t in free), reverse=True)
+        for sim, p, tid in pairs:
+            if sim < self.min_similarity:
+                break
+            if fixed[p] is None and tid not in taken:
+                fixed[p] = tid
+                taken.add(tid)
+        for p, tid in enumerate(fixed):
+            if tid is None or tid not in by_id:
+                tid = tid if tid is not None else self._new_id()
+                by_id[tid] = Track(tid, poses[p], self.frame)
+                self.tracks.append(by_id[tid])
+            by_id[tid].keypoints, by_id[tid].last_seen = poses[p], self.frame
+            ids[p] = tid
+        self.tracks = [t for t in self.tracks if self.frame - t.last_seen <= self.max_age]
+        self.tracks = sorted(self.tracks, key=lambda t: -t.last_seen)[:self.max_tracks]
+        return ids
+
+    def _new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id - 1
+
+    def live_ids(self) -> set[int]:
+        return {t.id for t in self.tracks}
+
+
+# ---------------------------------------------------------------- predictors over time
+def predict_people(predictor: Predictor, img: np.ndarray, box: Box | None = None, max_people: int = 6,
+                   center_threshold: float = 0.1, min_score: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every person in ``img`` (or in the crop ``box``) with ``decode.decode_multi``, keeping
+    those whose ``decode.person_score`` is at least ``min_score``. Returns keypoints [P,K,3]
+    and boxes [P,4] (x0, y0, x1, y1) in image pixels, and scores [P]."""
+    _check_heads(predictor)
+    batch, box = predictor.preprocess(img) if box is None else predictor.preprocess_crop(img, box)
+    heat, center, reg, off = (o[0] for o in predictor.run(batch))
+    kpts, scores, boxes = decode_multi(heat, center, reg, off, max_people, center_threshold,
+                                       predictor.distance_offset, predictor.coord_scale)
+    keep = scores >= min_score
+    corners = to_image_coords(boxes[keep].reshape(-1, 2, 2), box).reshape(-1, 4)
+    return to_image_coords(kpts[keep], box), scores[keep], corners
+
+
+def _check_heads(predictor: Predictor) -> None:
+    from .errors import MoveNetError
+
+    if getattr(predictor, "prior", None) is None:
+        raise MoveNetError(f"{getattr(predictor, 'path', type(predictor).__name__)}: several people need "
+                           "a model with MoveNet's four heads (this one outputs keypoints only)")
+
+
+def predict_centred(predictor: Predictor, img: np.ndarray, box: Box) -> tuple[np.ndarray, float]:
+    """Single-person prediction in the crop ``box`` (the person nearest the crop centre, as
+    ``decode_single``) -> (keypoints [K,3] in pixels, ``decode.person_score``)."""
+    _check_heads(predictor)
+    batch, box = predictor.preprocess_crop(img, box)
+    heat, center, reg, off = (o[0] for o in predictor.run(batch))
+    h, w = heat.shape[1:]
+    center_map = center.reshape(h, w)
+    cy, cx = divmod(int(np.argmax(center_map * predictor.prior)), w)
+    kpts = decode_at_center(heat, reg, off, cy, cx, predictor.distance_offset, predictor.coord_scale)
+    return to_image_coords(kpts, box), person_score(float(center_map[cy, cx]), kpts)
+
+
+class PoseTracker:
+    """One person through a video, the TF.js MoveNet way, around any ``Predictor``:
+    ``tracker(frame_rgb, timestamp_s) -> [K,3]`` keypoints in pixels.
+
+    ``track``: look at a square crop around the person found in the previous frame
+    (``determine_crop_region``, corners low-pass filtered); the first frame, and any frame
+    after the torso is lost, looks at the whole frame padded to a square. Without it every
+    frame is predicted whole (``predictor(frame)``).
+    ``smooth``: One Euro filter on the keypoint coordinates (``filter_params`` override
+    ``TFJS_ONE_EURO``); the next crop is computed from the smoothed keypoints, as TF.js.
+    A pose score (mean keypoint score above 0.2) at or below ``reset_score`` resets the
+    state (TF.js: 0)."""
+
+    def __init__(self, predictor: Predictor, track: bool = True, smooth: bool = True,
+                 filter_params: dict | None = None, crop_alpha: float = CROP_FILTER_ALPHA,
+                 reset_score: float = 0.0, schema: KeypointSchema = COCO17):
+        self.predictor = predictor
+        self.track = track
+        self.smooth = smooth
+        self.filter_params = dict(filter_params or {})
+        self.crop_filter = CropFilter(crop_alpha)
+        self.reset_score = reset_score
+        self.schema = schema
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the previous frames (the next frame is looked at whole)."""
+        self.crop: Box | None = None
+        self.size: tuple[int, int] | None = None
+        self.keypoint_filter: OneEuroFilter | None = None
+        self.crop_filter.reset()
+
+    def _start(self, width: int, height: int) -> None:
+        self.reset()
+        self.size = (width, height)
+        self.keypoint_filter = keypoint_filter(width, height, **self.filter_params)
+
+    def __call__(self, frame: np.ndarray, timestamp: float | None = None) -> np.ndarray:
+        h, w = frame.shape[:2]
+        if self.size != (w, h):
+            self._start(w, h)
+        if self.track:
+            box = self.crop if self.crop is not None else full_frame_box(w, h)
+            kpts = self.predictor(frame, box)
+        else:
+            kpts = self.predictor(frame)
+        if pose_score(kpts) <= self.reset_score:
+            self._start(w, h)
+            return kpts
+        if self.smooth:
+            kpts = kpts.copy()
+            kpts[:, :2] = self.keypoint_filter(kpts[:, :2], timestamp)
+        if self.track:
+            self.crop = self.crop_filter(determine_crop_region(kpts, w, h, self.schema))
+        return kpts
+
+
+class MultiPoseTracker:
+    """Several people through a video: ``tracker(frame_rgb, timestamp_s) -> (keypoints
+    [P,K,3] pixels, scores [P], ids [P])``.
+
+    Every frame the whole frame is decoded for all people (``predict_people``). With
+    ``track``, each person seen in the previous frame is also predicted in its own tracking
+    crop (``determine_crop_region`` of its keypoints, low-pass filtered), which keeps small
+    people at the model's resolution; whole-frame people that duplicate a crop prediction are
+    dropped. Ids come from ``IdentityTracker`` (crop predictions keep their track's id).
+    ``smooth``: a One Euro filter per id. People scoring below ``min_score``
+    (``decode.person_score``) are not reported."""
+
+    def __init__(self, predictor: Predictor, track: bool = True, smooth: bool = True,
+                 max_people: int = 6, center_threshold: float = 0.1, min_score: float = MIN_PERSON_SCORE,
+                 filter_params: dict | None = None, crop_alpha: float = CROP_FILTER_ALPHA,
+                 identity: IdentityTracker | None = None, schema: KeypointSchema = COCO17):
+        self.predictor = predictor
+        self.track = track
+        self.smooth = smooth
+        self.max_people = max_people
+        self.center_threshold = center_threshold
+        self.min_score = min_score
+        self.filter_params = dict(filter_params or {})
+        self.crop_alpha = crop_alpha
+        self.identity = identity or IdentityTracker(schema=schema)
+        self.schema = schema
+        self.filters: dict[int, OneEuroFilter] = {}
+        self.crops: dict[int, tuple[Box, CropFilter]] = {}
+        self.size: tuple[int, int] | None = None
+
+    def __call__(self, frame: np.ndarray, timestamp: float | None = None):
+        h, w = frame.shape[:2]
+        if self.size != (w, h):
+            self.size = (w, h)
+            self.filters.clear()
+            self.crops.clear()
+        poses, scores, fixed = self._crop_people(frame) if self.track else ([], [], [])
+        kpts, det_scores, _ = predict_people(self.predictor, frame, None, self.max_people,
+                                             self.center_threshold, self.min_score)
+        for k, s in zip(kpts, det_scores):
+            if len(poses) >= self.max_people:
+                break
+            if not any(_same_person(k, p) for p in poses):
+                poses.append(k)
+                scores.append(float(s))
+                fixed.append(None)
+        empty = np.zeros((0, self.schema.num_keypoints, 3), np.float32)
+        stacked = np.stack(poses) if poses else empty
+        ids = self.identity.update(stacked, fixed)
+        live = self.identity.live_ids()
+        self.filters = {i: f for i, f in self.filters.items() if i in live}
+        crops = {}
+        out = stacked.copy()
+        for n, tid in enumerate(ids):
+            if self.smooth:
+                filt = self.filters.setdefault(int(tid), keypoint_filter(w, h, **self.filter_params))
+                out[n, :, :2] = filt(out[n, :, :2], timestamp)
+            if self.track and torso_visible(out[n], self.schema):
+                _, crop_filter = self.crops.get(int(tid), (None, CropFilter(self.crop_alpha)))
+                crops[int(tid)] = (crop_filter(determine_crop_region(out[n], w, h, self.schema)), crop_filter)
+        self.crops = crops
+        return out, np.asarray(scores, np.float32), ids
+
+    def _crop_people(self, frame: np.ndarray) -> tuple[list, list, list]:
+        """Predictions in the crops of the people tracked in the previous frame, oldest track
+        first; a crop that found someone already found by an older track is dropped."""
+        poses, scores, fixed = [], [], []
+        for tid in sorted(self.crops):
+            box, _ = self.crops[tid]
+            kpts, score = predict_centred(self.predictor, frame, box)
+            if score >= self.min_score and not any(_same_person(kpts, p) for p in poses):
+                poses.append(kpts)
+                scores.append(score)
+                fixed.append(tid)
+        return poses, scores, fixed
+
+
+def _same_person(a: np.ndarray, b: np.ndarray, min_overlap: float = 0.5,
+                 threshold: float = MIN_CROP_KEYPOINT_SCORE) -> bool:
+    """Keypoint boxes overlapping by at least ``min_overlap`` of the smaller one (a side view
+    of a person found in its crop and a narrower one from the whole frame do)."""
+    box_a, box_b = keypoint_box(a, threshold), keypoint_box(b, threshold)
+    iw = min(box_a[2], box_b[2]) - max(box_a[0], box_b[0])
+    ih = min(box_a[3], box_b[3]) - max(box_a[1], box_b[1])
+    if iw < 0 or ih < 0:
+        return False
+    smaller = min((box_a[2] - box_a[0]) * (box_a[3] - box_a[1]), (box_b[2] - box_b[0]) * (box_b[3] - box_b[1]))
+    return bool(iw * ih >= min_overlap * smaller)

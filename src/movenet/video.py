@@ -1,0 +1,165 @@
+"""Pose on every frame of a video file or camera: an annotated video and/or one JSON line per
+frame, written atomically (complete or absent). Used by ``movenet video``."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .draw import draw_pose
+from .errors import MoveNetError
+from .fileio import atomic_path
+from .runtime import Predictor, pose_score
+from .tracking import MultiPoseTracker, PoseTracker
+
+DEFAULT_CAMERA_FPS = 30.0  # when a camera does not report its frame rate
+
+
+def person_record(keypoints: np.ndarray, score: float, track_id: int | None = None) -> dict:
+    """One person as in ``movenet predict --json``: pixel (x, y, score) per keypoint, a pose
+    score and, when tracked, an ``id``."""
+    rec = {"keypoints": [[round(float(x), 2), round(float(y), 2), round(float(s), 4)] for x, y, s in keypoints],
+           "score": round(float(score), 4)}
+    if track_id is not None:
+        rec["id"] = int(track_id)
+    return rec
+
+
+@dataclass
+class VideoSource:
+    capture: cv2.VideoCapture
+    name: str
+    is_camera: bool
+    fps: float
+    width: int
+    height: int
+    frame_count: int | None  # None for cameras (and files that do not say)
+    first_frame: np.ndarray | None  # read by open_source to reject empty videos early (BGR)
+
+    def read(self) -> np.ndarray | None:
+        """The next BGR frame, or None at the end."""
+        if self.first_frame is not None:
+            frame, self.first_frame = self.first_frame, None
+            return frame
+        ok, frame = self.capture.read()
+        return frame if ok else None
+
+
+def open_source(source: str) -> VideoSource:
+    """A video file, or a camera given by its index ("0", "1"...)."""
+    is_camera = str(source).isdigit()
+    name = f"camera {source}" if is_camera else str(source)
+    if not is_camera:
+        path = Path(source)
+        if not path.exists():
+            raise MoveNetError(f"{source}: file not found")
+        if path.is_dir():
+            raise MoveNetError(f"{source}: is a directory")
+    previous = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our one-line error instead
+    try:
+        cap = cv2.VideoCapture(int(source)) if is_camera else cv2.VideoCapture(str(source))
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
+    if not cap.isOpened():
+        raise MoveNetError(f"{name}: cannot be opened" if is_camera
+                           else f"{source}: not a readable video (corrupt or unsupported format)")
+    ok, first = cap.read()
+    if not ok or first is None or first.size == 0:
+        cap.release()
+        raise MoveNetError(f"{name}: no frames could be read (empty or unreadable video)")
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    fps = float(fps) if fps and np.isfinite(fps) and fps > 0 else DEFAULT_CAMERA_FPS
+    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not is_camera else 0
+    return VideoSource(cap, name, is_camera, fps, first.shape[1], first.shape[0],
+                       count if count > 0 else None, first)
+
+
+def draw_ids(img: np.ndarray, keypoints: np.ndarray, ids: np.ndarray, threshold: float) -> np.ndarray:
+    """Write each person's id above its confident keypoints (in place; returns ``img``)."""
+    scale = max(img.shape[:2]) / 800
+    for kpts, tid in zip(keypoints, ids):
+        good = kpts[:, 2] >= threshold
+        if good.any():
+            x, y = kpts[good, 0].min(), kpts[good, 1].min()
+            cv2.putText(img, str(int(tid)), (int(x), max(int(y) - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX,
+                        max(0.4, scale), (255, 255, 0), max(1, int(2 * scale)), cv2.LINE_AA)
+    return img
+
+
+def run_video(source: str | VideoSource, predictor: Predictor, out: str | None = None, json_out: str | None = None,
+              multi: bool = False, smooth: bool = True, track: bool = True, threshold: float = 0.3,
+              max_frames: int | None = None, max_people: int = 6, progress: bool = True) -> dict:
+    """Predict every frame of ``source`` (file, camera index or ``open_source``) and write the annotated video
+    ``out`` (mp4v, same fps and size) and/or ``json_out`` (one JSON object per frame:
+    ``{"frame", "time", "people": [{"keypoints", "score", "id"?}]}``). Outputs are written to
+    temporary files renamed at the end; on an error or interrupt they are removed. For a
+    camera, Ctrl-C ends the capture and keeps what was recorded.
+    Returns {"frames", "seconds", "fps"}."""
+    from tqdm import tqdm
+
+    if max_frames is not None and max_frames < 1:
+        raise MoveNetError(f"--max-frames must be at least 1, got {max_frames}")
+    src = source if isinstance(source, VideoSource) else open_source(source)
+    tracker = (MultiPoseTracker(predictor, track=track, smooth=smooth, max_people=max_people) if multi
+               else PoseTracker(predictor, track=track, smooth=smooth))
+    total = min(filter(None, [src.frame_count, max_frames]), default=None)
+    frames = 0
+    start = time.perf_counter()
+    try:
+        with ExitStack() as stack:
+            writer = jsonl = None
+            if out:
+                tmp = stack.enter_context(atomic_path(out))
+                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), src.fps,
+                                         (src.width, src.height))
+                stack.callback(writer.release)
+                if not writer.isOpened():
+                    raise MoveNetError(f"{out}: cannot write an mp4v video here")
+            if json_out:
+                jsonl = stack.enter_context(atomic_path(json_out)).open("w")
+                stack.enter_context(jsonl)
+            bar = stack.enter_context(tqdm(total=total, desc=Path(src.name).name, unit="frame",
+                                           file=sys.stderr, disable=not progress, smoothing=0.3))
+            try:
+                while max_frames is None or frames < max_frames:
+                    bgr = src.read()
+                    if bgr is None:
+                        break
+                    if bgr.shape[:2] != (src.height, src.width):
+                        raise MoveNetError(f"{src.name}: frame {frames} is {bgr.shape[1]}x{bgr.shape[0]}, "
+                                           f"the video says {src.width}x{src.height}")
+                    timestamp = time.perf_counter() - start if src.is_camera else frames / src.fps
+                    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                    kpts, people = _predict_frame(tracker, rgb, timestamp, multi)
+                    if jsonl is not None:
+                        jsonl.write(json.dumps({"frame": frames, "time": round(timestamp, 4),
+                                                "people": people}) + "\n")
+                    if writer is not None:
+                        drawn = draw_pose(rgb, kpts, threshold=threshold)
+                        if multi:
+                            draw_ids(drawn, kpts, [p["id"] for p in people], threshold)
+                        writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+                    frames += 1
+                    bar.update(1)
+            except KeyboardInterrupt:
+                if not src.is_camera or frames == 0:
+                    raise
+    finally:
+        src.capture.release()
+    seconds = time.perf_counter() - start
+    return {"frames": frames, "seconds": seconds, "fps": frames / seconds if seconds > 0 else 0.0}
+
+
+def _predict_frame(tracker, rgb: np.ndarray, timestamp: float, multi: bool) -> tuple[np.ndarray, list[dict]]:
+    if multi:
+        kpts, scores, ids = tracker(rgb, timestamp)
+        return kpts, [person_record(k, s, i) for k, s, i in zip(kpts, scores, ids)]
+    kpts = tracker(rgb, timestamp)
+    return kpts, [person_record(kpts, pose_score(kpts))]

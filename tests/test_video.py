@@ -1,0 +1,181 @@
+"""`movenet video`: outputs, JSON lines schema, frame count, multi-person ids, bad input, and
+outputs that are complete or absent."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from movenet.cli import main
+from movenet.errors import MoveNetError
+from movenet.video import run_video
+
+ONE_THREAD = ["--threads", "1"]  # the CPU is shared: one thread is faster than several contending
+
+
+@pytest.fixture(scope="module")
+def media(shared_dir):
+    return shared_dir / "data" / "media"
+
+
+@pytest.fixture(scope="module")
+def predictor(lightning):
+    import torch
+
+    from movenet.predict import TorchPredictor
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield TorchPredictor(lightning)
+    torch.set_num_threads(threads)
+
+
+def read_jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def video_info(path) -> tuple[int, float, int, int]:
+    cap = cv2.VideoCapture(str(path))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    info = (frames, cap.get(cv2.CAP_PROP_FPS), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    cap.release()
+    return info
+
+
+def test_video_and_json_lines(tmp_path, media, lightning):
+    out, js = tmp_path / "yoga.mp4", tmp_path / "yoga.jsonl"
+    rc = main(["video", str(media / "yoga.mp4"), "--out", str(out), "--json", str(js), "--max-frames", "6"]
+              + ONE_THREAD)
+    assert rc == 0
+    assert video_info(out) == (6, 25.0, 360, 360)
+    lines = read_jsonl(js)
+    assert [r["frame"] for r in lines] == list(range(6))
+    assert [r["time"] for r in lines] == pytest.approx([i / 25 for i in range(6)])
+    for r in lines:
+        (person,) = r["people"]
+        kpts = np.asarray(person["keypoints"])
+        assert kpts.shape == (17, 3) and 0 <= person["score"] <= 1
+        assert (kpts[:, :2] >= -50).all() and (kpts[:, :2] <= 410).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["yoga.jsonl", "yoga.mp4"]  # no temporary files
+
+
+def test_person_schema_is_that_of_predict(tmp_path, media, lightning):
+    from movenet.draw import write_image
+
+    js = tmp_path / "v.jsonl"
+    assert main(["video", str(media / "yoga.mp4"), "--json", str(js), "--max-frames", "1", "--no-track",
+                 "--no-smooth"] + ONE_THREAD) == 0
+    cap = cv2.VideoCapture(str(media / "yoga.mp4"))
+    write_image(tmp_path / "first.png", cv2.cvtColor(cap.read()[1], cv2.COLOR_BGR2RGB))
+    assert main(["predict", str(tmp_path / "first.png"), "--json", str(tmp_path / "p.json")] + ONE_THREAD) == 0
+    from_video = read_jsonl(js)[0]["people"]
+    from_predict = json.loads((tmp_path / "p.json").read_text())[0]["people"]
+    # the whole frame without smoothing is exactly what predict sees (lossless PNG of the frame)
+    assert from_video == from_predict
+
+
+def test_full_video_one_json_line_per_frame(tmp_path, media, lightning):
+    js = tmp_path / "all.jsonl"
+    assert main(["video", str(media / "yoga.mp4"), "--json", str(js)] + ONE_THREAD) == 0
+    cap = cv2.VideoCapture(str(media / "yoga.mp4"))
+    assert len(read_jsonl(js)) == int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 140
+    assert not (tmp_path / "movenet-output").exists()
+
+
+def test_multi_person_ids(tmp_path, media, lightning):
+    out, js = tmp_path / "ped.mp4", tmp_path / "ped.jsonl"
+    assert main(["video", str(media / "pedestrians.avi"), "--multi", "--out", str(out), "--json", str(js),
+                 "--max-frames", "4"] + ONE_THREAD) == 0
+    assert video_info(out)[0] == 4 and video_info(out)[2:] == (768, 576)
+    lines = read_jsonl(js)
+    assert len(lines) == 4
+    ids_per_frame = [[p["id"] for p in r["people"]] for r in lines]
+    assert all(len(ids) == len(set(ids)) for ids in ids_per_frame)
+    assert sum(len(ids) for ids in ids_per_frame) >= 4  # people walking there are found
+    first, last = set(ids_per_frame[0]), set(ids_per_frame[-1])
+    assert first & last  # someone keeps their id
+    for r in lines:
+        for p in r["people"]:
+            assert set(p) == {"keypoints", "score", "id"} and np.asarray(p["keypoints"]).shape == (17, 3)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "movenet.cli", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_bad_sources_are_one_line_errors(tmp_path):
+    (tmp_path / "text.mp4").write_text("not a video\n")
+    empty = tmp_path / "empty.avi"
+    writer = cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 64))
+    writer.release()
+    cases = {str(tmp_path / "missing.mp4"): "file not found", str(tmp_path / "text.mp4"): "not a readable video",
+             str(empty): "no frames", str(tmp_path): "is a directory", "99": "camera 99: cannot be opened"}
+    for source, message in cases.items():
+        r = run_cli("video", source, "--json", str(tmp_path / "out.jsonl"))
+        assert r.returncode != 0, source
+        assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("movenet: error: "), r.stderr
+        assert message in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+    assert not (tmp_path / "out.jsonl").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.avi", "text.mp4"]
+
+
+class FailingPredictor:
+    """Wraps a predictor and raises ``error`` on the call number ``after``."""
+
+    def __init__(self, predictor, after: int, error: BaseException):
+        self.predictor, self.after, self.error, self.calls = predictor, after, error, 0
+
+    def __call__(self, img, box=None):
+        self.calls += 1
+        if self.calls > self.after:
+            raise self.error
+        return self.predictor(img, box)
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), RuntimeError("backend died")])
+def test_failure_leaves_no_partial_outputs(tmp_path, media, predictor, error):
+    out, js = tmp_path / "v.mp4", tmp_path / "v.jsonl"
+    js.write_text("previous complete output\n")
+    with pytest.raises(type(error)):
+        run_video(str(media / "yoga.mp4"), FailingPredictor(predictor, 3, error), out=str(out),
+                  json_out=str(js), progress=False)
+    assert not out.exists()
+    assert js.read_text() == "previous complete output\n"  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.jsonl"]
+
+
+def test_max_frames_must_be_positive(media, predictor):
+    with pytest.raises(MoveNetError, match="--max-frames"):
+        run_video(str(media / "yoga.mp4"), predictor, json_out=None, max_frames=0, progress=False)
+
+
+def test_onnx_backend_matches_torch(tmp_path, media, lightning):
+    outs = {}
+    for backend in ("torch", "onnx"):
+        js = tmp_path / f"{backend}.jsonl"
+        assert main(["video", str(media / "yoga.mp4"), "--backend", backend, "--json", str(js),
+                     "--max-frames", "3", "--no-smooth"] + ONE_THREAD) == 0
+        outs[backend] = np.array([r["people"][0]["keypoints"] for r in read_jsonl(js)])
+    confident = outs["torch"][..., 2] > 0.3
+    assert confident.sum() > 20
+    np.testing.assert_allclose(outs["onnx"][confident][:, :2], outs["torch"][confident][:, :2], atol=1.0)
+
+
+def test_ctrl_c_ends_a_camera_capture_and_keeps_it(tmp_path, media, predictor):
+    from movenet.video import VideoSource, open_source
+
+    source = open_source(str(media / "yoga.mp4"))
+    camera = VideoSource(**{**source.__dict__, "is_camera": True, "name": "camera 0", "frame_count": None})
+    js = tmp_path / "cam.jsonl"
+    summary = run_video(camera, FailingPredictor(predictor, 3, KeyboardInterrupt()), json_out=str(js),
+                        progress=False)
+    assert summary["frames"] == 3 and len(read_jsonl(js)) == 3
