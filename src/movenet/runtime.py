@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .decode import center_prior, decode_single
+from .decode import decode_single
 from .image import crop_and_resize, letterbox, to_image_coords
 
 # TF.js MoveNet: keypoints scoring above this count towards the pose score.
@@ -58,11 +58,100 @@ class Predictor:
 
 class OnnxPredictor(Predictor):
     """onnxruntime backend for models exported by ``movenet export`` (four head outputs,
-    input size, schema and decoding constants in the ONNX metadata)."""
+    input size, schema and decoding constants in the ONNX metadata), fp32 or int8."""
 
-    def __init__(self, path: str, threads: int | None = None, providers: list[str] | None = None):
+    output_names = ("heatmaps", "centers", "regression", "offsets")
+
+    def __init__(self, path: str, threads: int | None = None, providers: list[str] | None = None,
+                 spinning: bool = True):
+        """``spinning=False`` makes onnxruntime's threads sleep between runs instead of busy-waiting:
+        slower on an idle machine, faster where other processes (or models) share the cores."""
         import json
+        from pathlib import Path
 
+        import onnxruntime as ort
+
+        from .errors import MoveNetError
+        from .schema import KeypointSchema
+
+        if not Path(path).is_file():
+            raise MoveNetError(f"{path}: file not found")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        if not spinning:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise MoveNetError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:120]})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "movenet" not in meta:
+            raise MoveNetError(f"{path}: no movenet metadata (export it with `movenet export`)")
+        try:
+            info = json.loads(meta["movenet"])
+            self.input_size = int(info["input_size"])
+            self.distance_offset = float(info["distance_offset"])
+            self.coord_scale = float(info["coord_scale"])
+            self.schema = KeypointSchema.from_dict(info["schema"])
+            grid = self.input_size // 4
+            self.prior = np.asarray(info["center_prior"], np.float32).reshape(grid, grid)
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise MoveNetError(f"{path}: broken movenet metadata ({type(e).__name__}: {e})") from None
+        self.metadata = info
+        self.num_keypoints = self.schema.num_keypoints
+        self._check_signature(path)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def _check_signature(self, path: str) -> None:
+        from .errors import MoveNetError
+
+        inputs, outputs = self.session.get_inputs(), {o.name: o for o in self.session.get_outputs()}
+        missing = [n for n in self.output_names if n not in outputs]
+        if missing:
+            raise MoveNetError(f"{path}: outputs {sorted(outputs)} lack {missing}; not a movenet export")
+        shape = inputs[0].shape if len(inputs) == 1 else []
+        s = self.input_size
+        if len(shape) != 4 or list(shape[1:]) != [3, s, s] or inputs[0].type != "tensor(float)":
+            got = [(i.name, i.type, i.shape) for i in inputs]
+            raise MoveNetError(f"{path}: input {got} is not float [N,3,{s},{s}] as the metadata says")
+        channels = outputs["heatmaps"].shape[1]
+        if isinstance(channels, int) and channels != self.num_keypoints:
+            raise MoveNetError(f"{path}: heatmaps have {channels} channels, the schema "
+                               f"{self.schema.name} has {self.num_keypoints} keypoints")
+
+    def run(self, batch: np.ndarray):
+        return tuple(self.session.run(list(self.output_names), {self.input_name: batch}))
+
+
+class ReferencePredictor(Predictor):
+    """External models in Google's MoveNet SinglePose format: one input [1,S,S,3] NHWC RGB 0..255
+    (int32, uint8 or float), one output [1,1,K,3] = (y, x, score) normalised to the input square.
+    ``.tflite`` files run in ai-edge-litert (the ``tflite`` extra), anything else in onnxruntime.
+    The input size is read from the model; preprocessing is the same as ``Predictor``'s."""
+
+    def __init__(self, path: str, threads: int | None = None):
+        from pathlib import Path
+
+        from .errors import MoveNetError
+
+        self.path = str(path)
+        if not Path(self.path).is_file():
+            raise MoveNetError(f"{self.path}: file not found")
+        if self.path.lower().endswith(".tflite"):
+            self._open_tflite(threads)
+        else:
+            self._open_onnx(threads)
+        if len(self._in_shape) != 4 or self._in_shape[0] != 1 or self._in_shape[3] != 3 \
+                or self._in_shape[1] != self._in_shape[2] or not isinstance(self._in_shape[1], int):
+            raise MoveNetError(f"{self.path}: input shape {list(self._in_shape)} is not MoveNet's [1,S,S,3]")
+        if len(self._out_shape) < 2 or self._out_shape[-1] != 3 or not isinstance(self._out_shape[-2], int):
+            raise MoveNetError(f"{self.path}: output shape {list(self._out_shape)} is not MoveNet's [1,1,K,3]")
+        self.input_size = int(self._in_shape[1])
+        self.num_keypoints = int(self._out_shape[-2])
+
+    def _open_onnx(self, threads: int | None) -> None:
         import onnxruntime as ort
 
         from .errors import MoveNetError
@@ -72,23 +161,54 @@ class OnnxPredictor(Predictor):
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
+            session = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types
-            raise MoveNetError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:120]})") from None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if "movenet" not in meta:
-            raise MoveNetError(f"{path}: no movenet metadata (export it with `movenet export`)")
-        info = json.loads(meta["movenet"])
-        self.metadata = info
-        self.input_size = int(info["input_size"])
-        self.distance_offset = float(info["distance_offset"])
-        self.coord_scale = float(info.get("coord_scale", 4.0 / self.input_size))
-        grid = self.input_size // 4
-        prior = info.get("center_prior")
-        self.prior = (np.asarray(prior, np.float32).reshape(grid, grid) if prior is not None
-                      else center_prior(grid, self.distance_offset))
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_names = [o.name for o in self.session.get_outputs()][:4]
+            raise MoveNetError(f"{self.path}: not a loadable ONNX model ({str(e).splitlines()[0][:120]})") from None
+        inp, out = session.get_inputs()[0], session.get_outputs()[0]
+        onnx_types = {"tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(float)": np.float32}
+        if inp.type not in onnx_types:
+            raise MoveNetError(f"{self.path}: unsupported input type {inp.type}")
+        self._in_shape, self._out_shape, self._in_dtype = list(inp.shape), list(out.shape), onnx_types[inp.type]
+        self._infer = lambda batch: session.run([out.name], {inp.name: batch})[0]
 
-    def run(self, batch: np.ndarray):
-        return tuple(self.session.run(self.output_names, {self.input_name: batch}))
+    def _open_tflite(self, threads: int | None) -> None:
+        from .errors import MoveNetError
+
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise MoveNetError(f"{self.path}: running .tflite models needs ai-edge-litert "
+                               "(pip install 'movenet[tflite]')") from None
+        try:
+            interp = Interpreter(model_path=self.path, num_threads=threads)
+            interp.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise MoveNetError(f"{self.path}: not a loadable TFLite model ({str(e).splitlines()[0][:120]})") from None
+        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+        self._in_shape = [int(v) for v in inp["shape"]]
+        self._out_shape = [int(v) for v in out["shape"]]
+        self._in_dtype = inp["dtype"]
+        in_scale, in_zero = inp["quantization"]
+        out_scale, out_zero = out["quantization"]
+
+        def infer(batch: np.ndarray) -> np.ndarray:
+            if in_scale:  # quantised input: real = scale * (q - zero)
+                limits = np.iinfo(self._in_dtype)
+                q = np.round(batch.astype(np.float32) / in_scale + in_zero)
+                batch = np.clip(q, limits.min, limits.max).astype(self._in_dtype)
+            interp.set_tensor(inp["index"], batch)
+            interp.invoke()
+            result = interp.get_tensor(out["index"]).astype(np.float32)
+            return (result - out_zero) * out_scale if out_scale else result
+
+        self._infer = infer
+
+    def _to_batch(self, square: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(square[None]).astype(self._in_dtype)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self._infer(batch)
+
+    def postprocess(self, outputs: np.ndarray, box) -> np.ndarray:
+        yxs = np.asarray(outputs, np.float32).reshape(-1, 3)
+        return to_image_coords(yxs[:, [1, 0, 2]], box)

@@ -1,0 +1,158 @@
+"""Latency of several models side by side: model only (one forward pass on a prepared batch)
+and end to end (read the image file -> preprocess -> run -> decode), measured interleaved
+(every iteration runs every model, in a rotating order) so that all see the same machine load.
+
+Model entries: ``torch`` (PyTorch eager), ``onnx`` (our ONNX export of the same model, run in
+onnxruntime), an exported ``.onnx`` file (fp32 or int8; it has movenet metadata), or an
+external MoveNet-format ``.onnx``/``.tflite`` (Google's graphs, which decode inside the graph).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MoveNetError
+from .image import read_image
+from .runtime import Predictor
+
+
+@dataclass
+class Timing:
+    label: str
+    model_ms: list[float]
+    e2e_ms: list[float]
+
+    def stats(self, which: str) -> dict[str, float]:
+        t = np.asarray(self.model_ms if which == "model" else self.e2e_ms)
+        median = float(np.median(t))
+        return {"median": median, "p90": float(np.percentile(t, 90)), "fps": 1000.0 / median}
+
+
+def open_model(entry: str, base: str = "lightning", threads: int | None = None) -> tuple[str, Predictor]:
+    """(label, predictor) for a model entry (see the module doc).
+
+    Several models take turns on the same cores here, so onnxruntime's threads must not
+    busy-wait between runs (they would steal the cores from the next model): every onnxruntime
+    session is opened without spinning, and PyTorch's OpenMP threads are made passive."""
+    if entry == "torch":
+        if "torch" not in sys.modules:
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        from .predict import create_predictor
+        return f"torch:{base}", create_predictor(base, backend="torch", threads=threads)
+    from .runtime import OnnxPredictor, ReferencePredictor
+
+    if entry == "onnx":
+        from .export import export_onnx_cached
+        return f"onnx:{base}", OnnxPredictor(str(export_onnx_cached(base)), threads=threads, spinning=False)
+    path = Path(entry)
+    if not path.is_file():
+        raise MoveNetError(f"{entry}: no such model file (entries: torch, onnx, or a .onnx/.tflite file)")
+    if path.suffix.lower() != ".onnx":
+        return path.name, ReferencePredictor(str(path), threads=threads)
+    if _has_movenet_metadata(path):
+        return path.name, OnnxPredictor(str(path), threads=threads, spinning=False)
+    reference = ReferencePredictor(str(path), threads=threads)
+    session = _session(path, threads)  # the same model, opened without spinning
+    inp, out = session.get_inputs()[0].name, session.get_outputs()[0].name
+    reference.run = lambda batch: session.run([out], {inp: batch})[0]
+    return path.name, reference
+
+
+def _session(path: Path, threads: int | None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _has_movenet_metadata(path: Path) -> bool:
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise MoveNetError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:120]})") from None
+    return "movenet" in session.get_modelmeta().custom_metadata_map
+
+
+def measure(predictors: dict[str, Predictor], image: str | os.PathLike, runs: int = 100,
+            warmup: int = 10, progress: bool = True) -> list[Timing]:
+    """Interleaved timing of every predictor on ``image``; ``warmup`` rounds are not counted."""
+    from tqdm import tqdm
+
+    labels = list(predictors)
+    batches = {k: p.preprocess(read_image(image))[0] for k, p in predictors.items()}
+    timings = {k: Timing(k, [], []) for k in labels}
+    for i in tqdm(range(warmup + runs), desc="benchmark", unit="round", file=sys.stderr, disable=not progress):
+        order = labels[i % len(labels):] + labels[:i % len(labels)]
+        for k in order:
+            ms = _time_ms(lambda: predictors[k].run(batches[k]))
+            if i >= warmup:
+                timings[k].model_ms.append(ms)
+        for k in order:
+            ms = _time_ms(lambda: predictors[k](read_image(image)))
+            if i >= warmup:
+                timings[k].e2e_ms.append(ms)
+    return [timings[k] for k in labels]
+
+
+def _time_ms(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000.0
+
+
+def format_table(timings: list[Timing]) -> str:
+    """Markdown table; ratios are medians divided by the first model's."""
+    ref_model, ref_e2e = timings[0].stats("model")["median"], timings[0].stats("e2e")["median"]
+    rows = ["| model | model-only median ms | p90 | FPS | ratio | end-to-end median ms | p90 | FPS | ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for t in timings:
+        m, e = t.stats("model"), t.stats("e2e")
+        rows.append(f"| {t.label} | {m['median']:.2f} | {m['p90']:.2f} | {m['fps']:.0f} | "
+                    f"{m['median'] / ref_model:.2f} | {e['median']:.2f} | {e['p90']:.2f} | {e['fps']:.0f} | "
+                    f"{e['median'] / ref_e2e:.2f} |")
+    return "\n".join(rows)
+
+
+def report_dict(timings: list[Timing], settings: dict) -> dict:
+    return {"settings": settings,
+            "models": [{"label": t.label, "model_ms": t.stats("model"), "end_to_end_ms": t.stats("e2e")}
+                       for t in timings]}
+
+
+def run_benchmark(entries: list[str], base: str = "lightning", threads: int | None = 2, runs: int = 100,
+                  warmup: int = 10, image: str | os.PathLike | None = None) -> tuple[list[Timing], dict]:
+    """Open every entry, measure them interleaved; returns (timings, settings)."""
+    image = Path(image) if image else Path(__file__).parent / "assets" / "astronaut.jpg"
+    read_image(image)  # a bad image fails here, before the models load
+    predictors: dict[str, Predictor] = {}
+    for entry in entries:
+        label, predictor = open_model(entry, base, threads)
+        while label in predictors:
+            label += "'"
+        predictors[label] = predictor
+    timings = measure(predictors, image, runs, warmup)
+    settings = {"threads": threads, "runs": runs, "warmup": warmup, "image": str(image),
+                "cpu": _cpu_name(), "cores": os.cpu_count()}
+    return timings, settings
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()

@@ -1,0 +1,357 @@
+"""Static int8 quantization of an exported model (onnxruntime, QDQ, per-channel weights), with
+an accuracy check against the float model on labelled images.
+
+Calibration images go through exactly the inference preprocessing (``Predictor.preprocess``:
+pad to a square, resize). The accuracy check is PCK@0.2 of the torso (left shoulder to right
+hip) over the 12 limb joints (COCO 5..16), one whole-image pass per image, as on LSP.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from onnxruntime.quantization import CalibrationDataReader
+from tqdm import tqdm
+
+from .errors import MoveNetError
+from .fileio import atomic_path
+from .image import list_images, read_image
+from .runtime import OnnxPredictor, Predictor
+
+LIMB_JOINTS = slice(5, 17)  # COCO shoulders .. ankles: the joints LSP labels
+PCK_ALPHA = 0.2
+DEFAULT_MAX_DROP = 0.01  # one PCK point
+# Images per calibration chunk: onnxruntime holds all activations of a chunk (~50 MB per
+# Lightning image) in memory.
+CALIBRATION_CHUNK = 16
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How to quantize. ``keep_float``: prefixes of node names (the exported graph names nodes
+    after the PyTorch modules) kept in float; the default is the stem (the first conv and the
+    first inverted-residual block, at 96x96): quantized, it moved keypoints most on LSP and ran
+    slower than in float (see docs/deploy.md). The Sigmoid of the heatmaps and centres is always
+    kept in float."""
+
+    method: str = "minmax"  # minmax | entropy | percentile
+    percentile: float = 99.999
+    per_channel: bool = True
+    reduce_range: bool = False
+    activation_type: str = "uint8"  # uint8 | int8
+    keep_float: tuple[str, ...] = ("/backbone/conv1/", "/backbone/blocks.0/")
+    quant_format: str = "QDQ"  # QDQ | QOperator
+    preprocess: bool = True  # onnxruntime's quant_pre_process (shape inference, fusions)
+    # Cross-layer equalisation strength (0 = off): channel c of a tensor between two convs is
+    # divided by (range_c / max range) ** alpha and the next conv's weights multiplied by it.
+    equalize_alpha: float = 0.5
+    equalize_images: int = 64
+
+
+DEFAULT_CONFIG = QuantConfig()
+
+
+class ImageCalibrationReader(CalibrationDataReader):
+    """Calibration batches from image files, preprocessed like inference. ``set_range`` lets
+    onnxruntime calibrate in chunks (it keeps every activation of a chunk in memory)."""
+
+    def __init__(self, images: list[str | os.PathLike], input_size: int, input_name: str = "image"):
+        self.images = [str(p) for p in images]
+        self.input_size = input_size
+        self.input_name = input_name
+        self._range = (0, len(self.images))
+        self._next = 0
+        self._bar = tqdm(total=len(self.images), desc="calibrate", unit="img", file=sys.stderr)
+
+    def get_next(self) -> dict | None:
+        if self._next >= self._range[1]:
+            return None
+        img = read_image(self.images[self._next])
+        self._next += 1
+        self._bar.update()
+        if self._next == len(self.images):
+            self._bar.close()
+        return {self.input_name: preprocess_image(img, self.input_size)}
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._range = (start_index, min(end_index, len(self.images)))
+        self._next = start_index
+
+    def rewind(self) -> None:
+        self._next = self._range[0]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def chunk_size(n: int, most: int = CALIBRATION_CHUNK) -> int:
+    """Largest divisor of ``n`` up to ``most`` (onnxruntime wants equal chunks)."""
+    return max(d for d in range(1, min(n, most) + 1) if n % d == 0)
+
+
+def preprocess_image(img: np.ndarray, input_size: int) -> np.ndarray:
+    """The float32 [1,3,S,S] batch the runtime feeds for a whole image."""
+    probe = Predictor()
+    probe.input_size = input_size
+    return probe.preprocess(img)[0]
+
+
+def calibration_images(sources: list[str], limit: int | None = None) -> list[str]:
+    """Image files from files/folders/globs (an LSP folder means its ``images/``)."""
+    expanded = []
+    for src in sources:
+        p = Path(src)
+        expanded.append(str(p / "images") if (p / "images").is_dir() and (p / "joints.mat").exists() else src)
+    images = [p for p in list_images(expanded) if Path(p).is_file()]
+    if not images:
+        raise MoveNetError(f"{' '.join(sources)}: no calibration images found")
+    return images[:limit] if limit else images
+
+
+def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
+                  calib_images: list[str | os.PathLike], config: QuantConfig = QuantConfig()) -> Path:
+    """Write a static int8 version of the exported ``fp32_path`` calibrated on ``calib_images``;
+    the movenet metadata is carried over (with the quantization settings added)."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    info = read_movenet_metadata(fp32_path)
+    reader = ImageCalibrationReader(calib_images, int(info["input_size"]))
+    with tempfile.TemporaryDirectory(prefix="movenet-quant-") as tmp:
+        source = Path(tmp) / "prepared.onnx"
+        if config.preprocess:
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+            quant_pre_process(str(fp32_path), str(source), skip_symbolic_shape=True)
+        else:
+            source = fp32_path
+        model = onnx.load(str(source))
+        equalized = []
+        if config.equalize_alpha > 0:
+            equalized = equalize_channels(model, reader.images[:config.equalize_images],
+                                          int(info["input_size"]), config.equalize_alpha)
+            source = Path(tmp) / "equalized.onnx"
+            onnx.save(model, str(source))
+        exclude = excluded_nodes(model, config.keep_float)
+        act = QuantType.QUInt8 if config.activation_type == "uint8" else QuantType.QInt8
+        with atomic_path(out_path) as tmp_out:
+            quantize_static(
+                str(source), str(tmp_out), reader,
+                quant_format=QuantFormat.QDQ if config.quant_format == "QDQ" else QuantFormat.QOperator,
+                per_channel=config.per_channel, reduce_range=config.reduce_range,
+                activation_type=act, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                calibrate_method=_calibration_method(config.method),
+                extra_options=_extra_options(config, len(reader)))
+            quantized = onnx.load(str(tmp_out))
+            info = {**info, "quantization": {**asdict(config), "calibration_images": len(reader.images),
+                                             "excluded_nodes": exclude, "equalized": equalized}}
+            _set_movenet_metadata(quantized, info)
+            onnx.save(quantized, str(tmp_out))
+    return out_path
+
+
+def _extra_options(config: QuantConfig, num_images: int) -> dict:
+    options = {"CalibStridedMinMax": chunk_size(num_images)}  # chunks for every method
+    if config.method == "percentile":
+        options["CalibPercentile"] = config.percentile
+    return options
+
+
+def _calibration_method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    if name not in methods:
+        raise MoveNetError(f"unknown calibration method {name!r}; known: {sorted(methods)}")
+    return methods[name]
+
+
+# ---------------------------------------------------------------- equalisation
+def equalizable_pairs(model) -> list[tuple]:
+    """(first conv, second conv, tensor between) where rescaling the tensor's channels is exact:
+    the tensor is the first conv's output or its ReLU (ReLU(x / s) = ReLU(x) / s for s > 0),
+    nothing else reads it, the second conv is a dense one (group 1) and both convs own their
+    weights. ReLU6 is not scale
+    invariant, so MobileNet's depthwise -> project pairs are not among them."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    initializers = {init.name for init in model.graph.initializer}
+    readers: dict[str, int] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers[i] = readers.get(i, 0) + 1
+    pairs = []
+    for second in model.graph.node:
+        if second.op_type != "Conv" or _attr(second, "group", 1) != 1:
+            continue
+        tensor = second.input[0]
+        mid = producers.get(tensor)
+        if mid is None or readers.get(tensor) != 1:
+            continue
+        if mid.op_type == "Relu" and readers.get(mid.input[0]) == 1:
+            mid = producers.get(mid.input[0])
+        weights = [mid.input[1], *mid.input[2:], second.input[1]] if mid is not None else []
+        if mid is not None and mid.op_type == "Conv" and all(
+                w in initializers and readers.get(w) == 1 for w in weights if w):
+            pairs.append((mid, second, tensor))
+    return pairs
+
+
+def _attr(node, name: str, default):
+    from onnx import helper
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+
+def equalize_channels(model, images: list[str], input_size: int, alpha: float = 0.5) -> list[str]:
+    """Cross-layer equalisation in place: for every ``equalizable_pairs`` tensor, divide channel c
+    by s_c = (range_c / max range) ** alpha (first conv's weights and bias) and multiply the
+    second conv's input channel c by s_c. The float model computes the same function; the
+    per-tensor int8 activation grid then fits the small channels better. Ranges are the largest
+    magnitudes over ``images``. Returns the names of the rescaled tensors."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    pairs = equalizable_pairs(model)
+    if not pairs:
+        return []
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    tensors = [t for _, _, t in pairs]
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in tensors)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    ranges = [np.zeros(0, np.float32)] * len(tensors)
+    for path in images:
+        outs = session.run(tensors, {input_name: preprocess_image(read_image(path), input_size)})
+        ranges = [np.maximum(r, np.abs(o).max(axis=(0, 2, 3))) if r.size else np.abs(o).max(axis=(0, 2, 3))
+                  for r, o in zip(ranges, outs)]
+    inits = {init.name: init for init in model.graph.initializer}
+
+    def scale(name: str, factor: np.ndarray) -> None:
+        inits[name].CopyFrom(numpy_helper.from_array(
+            (numpy_helper.to_array(inits[name]) * factor).astype(np.float32), name))
+
+    for (first, second, _), r in zip(pairs, ranges):
+        r = np.maximum(r, 1e-6 * r.max())  # dead channels keep a finite scale
+        s = (r / r.max()) ** alpha
+        scale(first.input[1], 1 / s.reshape(-1, 1, 1, 1))
+        if len(first.input) > 2 and first.input[2]:
+            scale(first.input[2], 1 / s)
+        scale(second.input[1], s.reshape(1, -1, 1, 1))
+    return tensors
+
+
+def excluded_nodes(model, prefixes: tuple[str, ...]) -> list[str]:
+    """Names of the nodes kept in float: those whose name starts with one of ``prefixes``, and
+    the nodes between each graph output and the last Conv before it (the output Sigmoids)."""
+    names = [n.name for n in model.graph.node if n.name.startswith(tuple(prefixes))]
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for out in model.graph.output:
+        node = producers[out.name]
+        while node.op_type != "Conv":
+            names.append(node.name)
+            node = producers[node.input[0]]
+    return list(dict.fromkeys(names))
+
+
+def read_movenet_metadata(path: Path) -> dict:
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # onnx raises DecodeError and others for a non-ONNX file
+        raise MoveNetError(f"{path}: not an ONNX model ({type(e).__name__})") from None
+    for prop in proto.metadata_props:
+        if prop.key == "movenet":
+            return json.loads(prop.value)
+    raise MoveNetError(f"{path}: no movenet metadata (export it with `movenet export`)")
+
+
+def _set_movenet_metadata(proto, info: dict) -> None:
+    from .export import set_metadata
+    set_metadata(proto, info)
+
+
+# ---------------------------------------------------------------- accuracy check
+def load_labelled(source: str | os.PathLike, indices: slice | list[int] | None = None
+                  ) -> tuple[list[Path], np.ndarray]:
+    """(image paths, [N,K,3] keypoints) of the first annotated person of each image of a
+    labelled set (LSP folder, COCO json...; see ``datasets.load_keypoint_dataset``)."""
+    from .datasets import load_keypoint_dataset
+
+    data = load_keypoint_dataset(source)
+    entries = [e for e in data.images if e.people]
+    if indices is not None:
+        entries = entries[indices] if isinstance(indices, slice) else [entries[i] for i in indices]
+    if not entries:
+        raise MoveNetError(f"{source}: no labelled people to check accuracy on")
+    return [e.path for e in entries], np.stack([e.people[0].keypoints for e in entries]).astype(np.float32)
+
+
+def predict_all(predictor: Predictor, images: list[Path], desc: str = "evaluate") -> np.ndarray:
+    return np.stack([predictor(read_image(p)) for p in tqdm(images, desc=desc, unit="img", file=sys.stderr,
+                                                            disable=len(images) < 20)])
+
+
+def limb_pck(pred: np.ndarray, gt: np.ndarray, alpha: float = PCK_ALPHA) -> float:
+    """PCK@alpha of the torso (COCO 5-12 distance) over the 12 limb joints."""
+    from .metrics import pck, torso_size
+
+    return pck(pred[:, LIMB_JOINTS], gt[:, LIMB_JOINTS], alpha * torso_size(gt))[1]
+
+
+@dataclass
+class AccuracyCheck:
+    fp32_pck: float
+    int8_pck: float
+    images: int
+    max_drop: float
+
+    @property
+    def drop(self) -> float:
+        return self.fp32_pck - self.int8_pck
+
+    @property
+    def passed(self) -> bool:
+        return self.drop <= self.max_drop
+
+    def __str__(self) -> str:
+        return (f"PCK@{PCK_ALPHA} on {self.images} images: fp32 {self.fp32_pck:.4f}, int8 "
+                f"{self.int8_pck:.4f} (drop {100 * self.drop:.2f} points, budget {100 * self.max_drop:.2f})")
+
+
+def check_accuracy(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, labelled: str | os.PathLike,
+                   max_drop: float = DEFAULT_MAX_DROP, indices=None, threads: int | None = None) -> AccuracyCheck:
+    images, gt = load_labelled(labelled, indices)
+    fp32 = predict_all(OnnxPredictor(str(fp32_path), threads=threads), images, "check fp32")
+    int8 = predict_all(OnnxPredictor(str(int8_path), threads=threads), images, "check int8")
+    return AccuracyCheck(limb_pck(fp32, gt), limb_pck(int8, gt), len(images), max_drop)
+
+
+def quantize_checked(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib_images: list,
+                     labelled: str | os.PathLike | None, config: QuantConfig = QuantConfig(),
+                     max_drop: float = DEFAULT_MAX_DROP, check_indices=None,
+                     threads: int | None = None) -> AccuracyCheck | None:
+    """``quantize_onnx`` then ``check_accuracy`` on ``labelled`` (skipped if None); the int8
+    file is removed and MoveNetError raised if it loses more than ``max_drop``."""
+    out_path = Path(out_path)
+    if labelled is not None:
+        load_labelled(labelled, check_indices)  # a bad labelled set fails before the long part
+    quantize_onnx(fp32_path, out_path, calib_images, config)
+    if labelled is None:
+        return None
+    try:
+        result = check_accuracy(fp32_path, out_path, labelled, max_drop, check_indices, threads)
+    except BaseException:
+        out_path.unlink(missing_ok=True)
+        raise
+    if not result.passed:
+        out_path.unlink(missing_ok=True)
+        raise MoveNetError(f"{out_path}: int8 model fails its accuracy budget ({result}); not written")
+    return result

@@ -1,0 +1,166 @@
+"""ONNX export: parity with PyTorch on real images, a clean graph, metadata, dynamic batch,
+the export cache and the `movenet export` command."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from movenet.checkpoint import save_checkpoint
+from movenet.cli import main
+from movenet.errors import MoveNetError
+from movenet.export import (BUILTIN_IMAGE, OUTPUT_NAMES, export_onnx, export_onnx_cached, parity_error,
+                            read_metadata, verify_onnx)
+from movenet.model import ModelConfig, create_model
+from movenet.runtime import OnnxPredictor
+from movenet.schema import COCO17, KeypointSchema
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """PyTorch's OpenMP threads busy-wait between ops; on a loaded 2-core machine one thread
+    is several times faster, and the results do not depend on it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def lightning_onnx(lightning, tmp_path_factory) -> Path:
+    return export_onnx(lightning, tmp_path_factory.mktemp("export") / "lightning.onnx", source="lightning")
+
+
+@pytest.fixture(scope="module")
+def lsp_images(lsp_dir) -> list[Path]:
+    return [lsp_dir / "images" / f"im{i:04d}.jpg" for i in (1, 2, 3, 50, 400, 999)]
+
+
+def test_parity_with_torch_on_real_images(lightning, lightning_onnx, lsp_images):
+    worst = verify_onnx(lightning, lightning_onnx, [BUILTIN_IMAGE, *lsp_images])
+    assert set(worst) == set(OUTPUT_NAMES)
+    assert all(v <= 1e-4 for v in worst.values()), worst
+    # heatmaps and centres are 0..1: the bound is absolute for them
+    assert worst["heatmaps"] < 1e-4 and worst["centers"] < 1e-4
+
+
+def test_parity_check_catches_a_different_model(lightning_onnx):
+    other = create_model("lightning").eval()  # random weights
+    with pytest.raises(MoveNetError, match="differs from PyTorch"):
+        verify_onnx(other, lightning_onnx, [BUILTIN_IMAGE])
+
+
+def test_failed_verification_writes_nothing(lightning, tmp_path, monkeypatch):
+    import movenet.export as export
+
+    real = export._torch_export
+    random_model = create_model("lightning").eval()
+    monkeypatch.setattr(export, "_torch_export", lambda model, dyn, opset: real(random_model, dyn, opset))
+    out = tmp_path / "bad.onnx"
+    with pytest.raises(MoveNetError, match="not written"):
+        export_onnx(lightning, out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_graph_has_no_needless_ops(lightning_onnx):
+    graph = onnx.load(str(lightning_onnx)).graph
+    ops = [n.op_type for n in graph.node]
+    assert set(ops) <= {"Conv", "Clip", "Relu", "Add", "Resize", "Sigmoid", "Mul", "Sub"}, set(ops)
+    assert ops.count("Conv") == 74 and ops.count("Sigmoid") == 2
+    assert ops.count("Sub") + ops.count("Mul") <= 2  # normalisation without the zero mean
+    # TF 'SAME' stride-2 padding lives in the Conv attributes (bottom/right only)
+    pads = [list(a.ints) for n in graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "pads"]
+    assert [0, 0, 1, 1] in pads
+    used = {i for n in graph.node for i in n.input}
+    assert all(init.name in used for init in graph.initializer)
+    assert [o.name for o in graph.output] == list(OUTPUT_NAMES)
+    assert [i.name for i in graph.input] == ["image"]
+
+
+def test_metadata_round_trip(lightning, lightning_onnx):
+    meta = read_metadata(lightning_onnx)
+    assert meta["input_size"] == 192 and meta["num_keypoints"] == 17
+    assert KeypointSchema.from_dict(meta["schema"]) == COCO17
+    assert ModelConfig.from_dict(meta["model_config"]) == lightning.config
+    assert meta["distance_offset"] == float(lightning.distance_offset)
+    assert meta["coord_scale"] == float(lightning.coord_scale)
+    np.testing.assert_array_equal(np.asarray(meta["center_prior"], np.float32), lightning.center_prior.numpy())
+    assert meta["normalisation"]["inside_graph"] is True
+    assert meta["outputs"] == list(OUTPUT_NAMES) and meta["source"] == "lightning"
+    predictor = OnnxPredictor(str(lightning_onnx))
+    assert predictor.input_size == 192 and predictor.schema == COCO17
+    assert predictor.distance_offset == float(lightning.distance_offset)
+
+
+def test_dynamic_batch(lightning, tmp_path, lsp_images):
+    path = export_onnx(lightning, tmp_path / "dyn.onnx", dynamic_batch=True, verify_images=lsp_images[:2])
+    predictor = OnnxPredictor(str(path))
+    batch = np.concatenate([predictor.preprocess(np.asarray(_rgb(p)))[0] for p in lsp_images[:3]])
+    together = predictor.run(batch)
+    for i in range(3):
+        alone = predictor.run(batch[i:i + 1])
+        for a, b in zip(alone, together):
+            np.testing.assert_allclose(a[0], b[i], atol=1e-4, rtol=0)
+    assert read_metadata(path)["input"]["dynamic_batch"] is True
+
+
+def _rgb(path):
+    from movenet.image import read_image
+    return read_image(path)
+
+
+def test_export_cache_is_keyed_by_content(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOVENET_HOME", str(tmp_path / "home"))
+    torch.manual_seed(0)
+    ckpt = tmp_path / "model.pt"
+    save_checkpoint(ckpt, create_model("lightning").eval())
+    first = export_onnx_cached(str(ckpt), verbose=False)
+    assert first.parent == tmp_path / "home" / "onnx" and first.exists()
+    import movenet.export as export
+
+    monkeypatch.setattr(export, "export_onnx", lambda *a, **k: pytest.fail("cache hit expected"))
+    assert export_onnx_cached(str(ckpt), verbose=False) == first
+    monkeypatch.undo()
+    monkeypatch.setenv("MOVENET_HOME", str(tmp_path / "home"))
+    torch.manual_seed(1)
+    save_checkpoint(ckpt, create_model("lightning").eval())
+    second = export_onnx_cached(str(ckpt), verbose=False)
+    assert second != first and second.exists()
+
+
+def test_export_cache_bad_spec(tmp_path):
+    with pytest.raises(MoveNetError, match="no such model file"):
+        export_onnx_cached(str(tmp_path / "missing.pt"))
+
+
+def test_cli_export_and_predict(lightning, tmp_path, capsys):
+    out = tmp_path / "l.onnx"
+    assert main(["export", "lightning", "--format", "onnx", "--output", str(out), "--opset", "17"]) == 0
+    assert read_metadata(out)["opset"] == 17
+    pred_json = tmp_path / "pred.json"
+    assert main(["predict", str(BUILTIN_IMAGE), "--backend", "onnx", "--model", str(out),
+                 "--json", str(pred_json)]) == 0
+    onnx_kpts = np.array(json.loads(pred_json.read_text())[0]["people"][0]["keypoints"])
+    from movenet.image import read_image
+    from movenet.predict import TorchPredictor
+
+    torch_kpts = TorchPredictor(lightning)(read_image(BUILTIN_IMAGE))
+    np.testing.assert_allclose(onnx_kpts[:, :2], torch_kpts[:, :2], atol=0.01)  # JSON rounds to 0.01 px
+
+
+def test_cli_export_int8_needs_calibration(capsys):
+    assert main(["export", "lightning", "--int8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--calib" in err[0]
+
+
+def test_parity_error_is_relative_to_the_output_scale():
+    ref = np.array([0.0, 0.5, 1.0])
+    assert parity_error(ref, ref + 5e-5) == pytest.approx(5e-5)  # 0..1 maps: absolute
+    big = np.array([-40.0, 3.0, 12.0])
+    assert parity_error(big, big + 2e-3) == pytest.approx(5e-5)  # regression: relative to 40
+    assert parity_error(big, big + np.array([0, 1.0, 0])) > 1e-4

@@ -1,0 +1,179 @@
+"""The torch-free runtime: same keypoints as PyTorch, works with torch blocked, one-line errors
+for bad model files."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from movenet.cli import main
+from movenet.errors import MoveNetError
+from movenet.export import BUILTIN_IMAGE, export_onnx, read_metadata, set_metadata
+from movenet.image import read_image
+from movenet.runtime import OnnxPredictor
+
+
+@pytest.fixture(scope="module")
+def lightning_onnx(lightning, tmp_path_factory) -> Path:
+    return export_onnx(lightning, tmp_path_factory.mktemp("runtime") / "lightning.onnx")
+
+
+@pytest.fixture(scope="module")
+def photos(lsp_dir, shared_dir) -> list[Path]:
+    media = sorted((shared_dir / "data" / "media").glob("pexels*.jpg"))[:2]
+    return [BUILTIN_IMAGE, *media, *(lsp_dir / "images" / f"im{i:04d}.jpg" for i in (1, 7, 123, 640))]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """PyTorch's OpenMP threads busy-wait between ops; on a loaded 2-core machine one thread
+    is several times faster, and the results do not depend on it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_same_keypoints_as_torch(lightning, lightning_onnx, photos):
+    from movenet.predict import TorchPredictor
+
+    ours, ref = OnnxPredictor(str(lightning_onnx), threads=2), TorchPredictor(lightning)
+    for i, path in enumerate(photos):
+        img = read_image(path)
+        a, b = ours(img), ref(img)
+        np.testing.assert_allclose(a[:, :2], b[:, :2], atol=1e-3, rtol=0, err_msg=str(path))
+        np.testing.assert_allclose(a[:, 2], b[:, 2], atol=1e-4, rtol=0, err_msg=str(path))
+        if i < 3:
+            h, w = img.shape[:2]
+            box = (w * 0.1, h * 0.05, 0.8 * max(w, h), 0.8 * max(w, h))  # a crop as in video tracking
+            np.testing.assert_allclose(ours(img, box)[:, :2], ref(img, box)[:, :2], atol=1e-3, rtol=0)
+
+
+_BLOCK_TORCH = '''
+import importlib.abc, json, sys
+
+class BlockTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+
+sys.meta_path.insert(0, BlockTorch())
+model, image, out = sys.argv[1:4]
+
+from movenet.runtime import OnnxPredictor
+from movenet.image import read_image
+kpts = OnnxPredictor(model, threads=1)(read_image(image))
+
+from movenet.cli import main
+rc = main(["predict", image, "--backend", "onnx", "--model", model, "--json", out])
+assert "torch" not in sys.modules
+print(json.dumps({"rc": rc, "keypoints": kpts.tolist()}))
+'''
+
+
+def test_runtime_and_cli_work_without_torch(lightning, lightning_onnx, tmp_path):
+    out = tmp_path / "pred.json"
+    proc = subprocess.run([sys.executable, "-c", _BLOCK_TORCH, str(lightning_onnx), str(BUILTIN_IMAGE), str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["rc"] == 0
+    from movenet.predict import TorchPredictor
+
+    expected = TorchPredictor(lightning)(read_image(BUILTIN_IMAGE))
+    np.testing.assert_allclose(np.array(result["keypoints"])[:, :2], expected[:, :2], atol=1e-3)
+    cli = np.array(json.loads(out.read_text())[0]["people"][0]["keypoints"])
+    np.testing.assert_allclose(cli[:, :2], expected[:, :2], atol=0.01)
+
+
+def test_blocking_torch_really_blocks():
+    code = _BLOCK_TORCH.split("model, image")[0] + "import torch\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "torch is blocked" in proc.stderr
+
+
+# ---------------------------------------------------------------- bad model files
+def _tiny_onnx(path: Path, metadata: dict | None = None, output: str = "y") -> Path:
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 192, 192])
+    y = helper.make_tensor_value_info(output, TensorProto.FLOAT, [1, 3, 192, 192])
+    graph = helper.make_graph([helper.make_node("Identity", ["image"], [output])], "tiny", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    if metadata is not None:
+        set_metadata(model, metadata)
+    onnx.save(model, str(path))
+    return path
+
+
+def _cli_error(capsys, model: Path) -> str:
+    assert main(["predict", str(BUILTIN_IMAGE), "--backend", "onnx", "--model", str(model), "--json", "/dev/null"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("movenet: error: ") and str(model) in lines[0]
+    return lines[0]
+
+
+def test_not_an_onnx_file(tmp_path, capsys):
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("this is not a model\n")
+    with pytest.raises(MoveNetError, match="not a loadable ONNX model"):
+        OnnxPredictor(str(bad))
+    assert "not a loadable ONNX model" in _cli_error(capsys, bad)
+
+
+def test_missing_file(tmp_path, capsys):
+    assert "file not found" in _cli_error(capsys, tmp_path / "missing.onnx")
+
+
+def test_onnx_without_metadata(tmp_path, capsys):
+    plain = _tiny_onnx(tmp_path / "plain.onnx")
+    assert "no movenet metadata" in _cli_error(capsys, plain)
+
+
+def test_google_graph_is_not_an_export(reference_dir, capsys):
+    google = reference_dir / "movenet_lightning.onnx"
+    if not google.exists():
+        pytest.skip("reference model not available")
+    assert "no movenet metadata" in _cli_error(capsys, google)
+
+
+def test_wrong_model_with_metadata(lightning_onnx, tmp_path, capsys):
+    meta = read_metadata(lightning_onnx)
+    wrong = _tiny_onnx(tmp_path / "wrong.onnx", meta)
+    assert "not a movenet export" in _cli_error(capsys, wrong)
+
+
+def test_metadata_that_does_not_fit_the_graph(lightning_onnx, tmp_path, capsys):
+    proto = onnx.load(str(lightning_onnx))
+    meta = read_metadata(lightning_onnx)
+    set_metadata(proto, {**meta, "input_size": 256, "center_prior": np.zeros((64, 64)).tolist()})
+    onnx.save(proto, str(tmp_path / "size.onnx"))
+    assert "as the metadata says" in _cli_error(capsys, tmp_path / "size.onnx")
+    broken = {k: v for k, v in meta.items() if k != "distance_offset"}
+    set_metadata(proto, broken)
+    onnx.save(proto, str(tmp_path / "broken.onnx"))
+    assert "broken movenet metadata" in _cli_error(capsys, tmp_path / "broken.onnx")
+
+
+def test_benchmark_command(lightning_onnx, reference_dir, tmp_path, capsys):
+    models = [str(lightning_onnx)]
+    google = reference_dir / "movenet_lightning.onnx"
+    if google.exists():
+        models.append(str(google))
+    out = tmp_path / "bench.json"
+    assert main(["benchmark", "--models", *models, "--runs", "3", "--warmup", "1", "--json", str(out)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + len(models) and rows[1].split("|")[5].strip() == "1.00"  # ratio to itself
+    report = json.loads(out.read_text())
+    assert [m["label"] for m in report["models"]] == [Path(m).name for m in models]
+    assert all(m["model_ms"]["median"] > 0 and m["end_to_end_ms"]["median"] >= m["model_ms"]["median"] * 0.5
+               for m in report["models"])
+    assert main(["benchmark", "--models", str(tmp_path / "nope.onnx"), "--runs", "1"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
