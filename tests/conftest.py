@@ -6,6 +6,11 @@ from pathlib import Path
 
 import pytest
 
+try:
+    import torch
+except ImportError:  # the torch-free runtime is tested without it
+    torch = None
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 if not SHARED.exists():  # a checkout elsewhere: look beside the repository root
     SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -58,3 +63,16 @@ def lightning():
 @pytest.fixture(scope="session")
 def thunder():
     return _official("thunder")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """The tests run small tensors: one intra-op thread is as fast, and on a busy CPU much
+    faster than several busy-waiting ones. Results do not depend on it."""
+    if torch is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

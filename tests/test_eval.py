@@ -184,18 +184,7 @@ def test_protocols_select_people(coco_mini):
 
 
 # ---------------------------------------------------------------- reference predictor
-@pytest.fixture
-def one_torch_thread():
-    """Two intra-op threads on a busy 2-core machine are many times slower than one."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_reference_predictor_matches_our_port(lsp_dir, reference_dir, lightning, one_torch_thread):
+def test_reference_predictor_matches_our_port(lsp_dir, reference_dir, lightning):
     from movenet.image import read_image
     from movenet.predict import TorchPredictor
 

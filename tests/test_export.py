@@ -20,16 +20,6 @@ from movenet.runtime import OnnxPredictor
 from movenet.schema import COCO17, KeypointSchema
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """PyTorch's OpenMP threads busy-wait between ops; on a loaded 2-core machine one thread
-    is several times faster, and the results do not depend on it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def lightning_onnx(lightning, tmp_path_factory) -> Path:
     return export_onnx(lightning, tmp_path_factory.mktemp("export") / "lightning.onnx", source="lightning")

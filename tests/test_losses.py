@@ -12,15 +12,6 @@ G = S // 4
 KEYS = ("heatmaps", "heatmap_weight", "center", "center_weight", "regression", "regression_mask",
         "offsets", "offset_mask", "center_cell")
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small CPU tensors: one thread avoids OpenMP oversubscription on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_batch(n=3, seed=0, unlabelled=(0, 1, 2)):
     rng = np.random.default_rng(seed)
     encs, kpts = [], []

@@ -8,15 +8,6 @@ from movenet.checkpoint import model_from_checkpoint, read_checkpoint, save_chec
 from movenet.model import create_model, list_models
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small CPU tensors: one thread avoids OpenMP oversubscription on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 SMALL = 64  # training-path checks run at a small input to stay fast on CPU
 
 

@@ -21,14 +21,6 @@ COFFEE = {504, 967, 968}                   # coffee mug, espresso, cup
 HEADGEAR = {518, 560}                      # crash helmet, football helmet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def torchvision_state():
     try:

@@ -25,16 +25,6 @@ CHECK = slice(300, 420)  # LSP im0301..im0420: disjoint from the calibration ima
 SMALL_SET_BUDGET = 0.02
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """PyTorch's OpenMP threads busy-wait between ops; on a loaded 2-core machine one thread
-    is several times faster, and the results do not depend on it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def fp32_onnx(lightning, tmp_path_factory) -> Path:
     return export_onnx(lightning, tmp_path_factory.mktemp("quant") / "fp32.onnx")

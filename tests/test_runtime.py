@@ -30,18 +30,6 @@ def photos(lsp_dir, shared_dir) -> list[Path]:
     return [BUILTIN_IMAGE, *media, *(lsp_dir / "images" / f"im{i:04d}.jpg" for i in (1, 7, 123, 640))]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """PyTorch's OpenMP threads busy-wait between ops; on a loaded 2-core machine one thread
-    is several times faster, and the results do not depend on it."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_same_keypoints_as_torch(lightning, lightning_onnx, photos):
     from movenet.predict import TorchPredictor
 

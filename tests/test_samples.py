@@ -20,14 +20,6 @@ CONTRACT = {"image": (3, S, S), "heatmaps": (17, 48, 48), "heatmap_weight": (17,
             "keypoints": (17, 3), "has_labels": ()}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def coco(coco_mini):
     return load_keypoint_dataset(coco_mini)

@@ -195,14 +195,9 @@ def test_fixed_ids_are_kept_and_not_given_to_others():
 # ---------------------------------------------------------------- with the model
 @pytest.fixture(scope="module")
 def predictor(lightning):
-    import torch
-
     from movenet.predict import TorchPredictor
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a shared CPU one thread is much faster than several contending
-    yield TorchPredictor(lightning)
-    torch.set_num_threads(threads)
+    return TorchPredictor(lightning)
 
 
 @pytest.fixture(scope="module")

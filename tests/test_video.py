@@ -24,14 +24,9 @@ def media(shared_dir):
 
 @pytest.fixture(scope="module")
 def predictor(lightning):
-    import torch
-
     from movenet.predict import TorchPredictor
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield TorchPredictor(lightning)
-    torch.set_num_threads(threads)
+    return TorchPredictor(lightning)
 
 
 def read_jsonl(path) -> list[dict]:
