@@ -32,6 +32,8 @@ def add_predict(sub) -> None:
     p.add_argument("--save-dir", help="write images with the skeleton drawn into this folder")
     p.add_argument("--threshold", type=float, default=0.3, help="hide keypoints scoring below this")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of the backend")
+    p.add_argument("--multi", action="store_true",
+                   help="every person (each centre peak of the heads) instead of the central one")
     p.set_defaults(func=cmd_predict)
 
 
@@ -54,12 +56,17 @@ def cmd_predict(args) -> int:
             _error(str(e))
             failed += 1
             continue
-        kpts = predictor(img)
-        results.append({
-            "image": src, "width": int(img.shape[1]), "height": int(img.shape[0]),
-            "people": [{"keypoints": [[round(float(x), 2), round(float(y), 2), round(float(s), 4)]
-                                      for x, y, s in kpts], "score": round(pose_score(kpts), 4)}],
-        })
+        if args.multi:
+            from .tracking import MIN_PERSON_SCORE, predict_people
+            from .video import person_record
+            kpts, scores, _ = predict_people(predictor, img, min_score=MIN_PERSON_SCORE)
+            people = [person_record(k, s) for k, s in zip(kpts, scores)]
+        else:
+            kpts = predictor(img)
+            people = [{"keypoints": [[round(float(x), 2), round(float(y), 2), round(float(s), 4)]
+                                     for x, y, s in kpts], "score": round(pose_score(kpts), 4)}]
+        results.append({"image": src, "width": int(img.shape[1]), "height": int(img.shape[0]),
+                        "people": people})
         if save_dir:
             out = Path(save_dir) / (Path(src).stem + ".jpg")
             write_image(out, draw_pose(img, kpts, threshold=args.threshold))
@@ -69,7 +76,8 @@ def cmd_predict(args) -> int:
         print(f"wrote {args.json_out} ({len(results)} images)")
     if not save_dir and not args.json_out:
         for r in results:
-            print(f"{r['image']}: pose score {r['people'][0]['score']:.3f}")
+            scores = ", ".join(f"{p['score']:.3f}" for p in r["people"]) or "nobody found"
+            print(f"{r['image']}: pose score {scores}")
     return 1 if failed else 0
 
 
@@ -78,6 +86,8 @@ def _predictor(model: str, backend: str, threads: int | None):
         from .runtime import OnnxPredictor
         if str(model).endswith(".onnx"):
             return OnnxPredictor(model, threads=threads)
+        from .export import export_onnx_cached  # needs torch only on the first, exporting call
+        return OnnxPredictor(str(export_onnx_cached(model)), threads=threads)
     from .predict import create_predictor
     return create_predictor(model, backend=backend, threads=threads)
 
@@ -118,8 +128,222 @@ def cmd_weights_convert(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- eval
+def add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="accuracy of models on a keypoint data set (PCK, COCO AP)")
+    p.add_argument("data", help="COCO person-keypoints JSON, a folder with person_keypoints.json, "
+                   "or an LSP folder")
+    p.add_argument("--model", action="append", dest="models", metavar="MODEL",
+                   help="lightning, thunder, a checkpoint .pt, an exported .onnx, or a MoveNet-format "
+                   ".onnx/.tflite; repeat to compare (default: lightning)")
+    p.add_argument("--protocol", choices=["whole", "topdown"], default="whole",
+                   help="whole image (one-person images) or one crop per ground-truth box")
+    p.add_argument("--out", default="eval-report", help="report folder (default: eval-report)")
+    p.add_argument("--images", help="image folder (default: images/ beside the JSON)")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of the backends")
+    p.add_argument("--px", type=float, default=5.0, help="fixed PCK threshold in input pixels (default 5)")
+    p.add_argument("--px-size", type=int, default=None,
+                   help="input resolution the --px threshold refers to (default: the smallest "
+                   "input size of the models)")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import cmd_eval as run_eval
+    return run_eval(args)
+
+
+# ---------------------------------------------------------------- train
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train or fine-tune a model from a YAML config",
+                       description="Train from CONFIG.yaml; key=value arguments override config "
+                       "keys (dotted, e.g. optim.lr=3e-4 data.num_workers=4). Multi-GPU/multi-node: "
+                       "torchrun --nproc_per_node N -m movenet train ...")
+    p.add_argument("config", help="training config (YAML)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_DIR|CKPT",
+                   help="continue a run from its last.pt (default: the run folder of --out/out_dir)")
+    p.add_argument("--out", help="run folder (default: the config's out_dir)")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from .config import load_config
+    from .train import resolve_resume, run
+
+    if args.resume is not None and "=" in args.resume:  # `--resume key=value ...`: no path given
+        args.overrides.insert(0, args.resume)
+        args.resume = ""
+    cfg = load_config(args.config, args.overrides)
+    resume, out = None, args.out or cfg.out_dir
+    if args.resume is not None:
+        resume, out = resolve_resume(args.resume or out, args.out)
+    state = run(cfg, out, resume)
+    best = f"{state.best:.4f} (epoch {state.best_epoch})" if state.best > float("-inf") else "n/a"
+    print(f"{out}: {state.epoch} epochs, {state.step} steps; best val {cfg.best_metric} {best}; "
+          f"model: {out}/best.pt")
+    return 0
+
+
+# ---------------------------------------------------------------- export
+def add_export(sub) -> None:
+    p = sub.add_parser("export", help="export a model to ONNX (fp32 or int8) for the torch-free runtime")
+    p.add_argument("model", help="lightning, thunder, a checkpoint .pt or a TF.js model.json")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--output", "-o", help="file to write (default: <model>.onnx, <model>_int8.onnx)")
+    p.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: batch 1)")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--verify", nargs="+", default=[], metavar="IMAGE",
+                   help="images for the parity check besides the built-in photo")
+    q = p.add_argument_group("int8")
+    q.add_argument("--int8", action="store_true", help="static int8 quantization (needs --calib)")
+    q.add_argument("--calib", nargs="+", metavar="IMAGES",
+                   help="calibration images: files, folders, globs or an LSP folder")
+    q.add_argument("--calib-limit", type=int, default=300, help="use at most this many (default 300)")
+    q.add_argument("--calib-method", choices=["minmax", "entropy", "percentile"], default=None,
+                   help="activation range calibration (default: the tuned setting, see docs/deploy.md)")
+    q.add_argument("--check", metavar="DATA", help="labelled images (LSP folder or COCO json) for the "
+                   "accuracy check against fp32; use images disjoint from --calib")
+    q.add_argument("--max-drop", type=float, default=1.0, help="allowed PCK@0.2 loss, in points (default 1)")
+    q.add_argument("--threads", type=int, default=None, help="CPU threads for the accuracy check")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args) -> int:
+    import dataclasses
+    import tempfile
+
+    from .checkpoint import load_model
+    from .export import export_onnx
+
+    if args.int8 and not args.calib:
+        raise MoveNetError("--int8 needs calibration images: --calib FOLDER")
+    out = Path(args.output or f"{Path(args.model).stem}{'_int8' if args.int8 else ''}.onnx")
+    model, schema = load_model(args.model)
+    export = dict(dynamic_batch=args.dynamic_batch, opset=args.opset, verify_images=args.verify,
+                  schema=schema, source=str(args.model))
+    if not args.int8:
+        export_onnx(model, out, **export)
+        print(f"wrote {out}")
+        return 0
+    from .quantize import DEFAULT_CONFIG, calibration_images, quantize_checked
+
+    config = DEFAULT_CONFIG
+    if args.calib_method:
+        config = dataclasses.replace(config, method=args.calib_method)
+    images = calibration_images(args.calib, args.calib_limit)
+    with tempfile.TemporaryDirectory(prefix="movenet-export-") as tmp:
+        fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", **export)
+        check = quantize_checked(fp32, out, images, args.check, config, args.max_drop / 100, threads=args.threads)
+    print(f"wrote {out} (int8, calibrated on {len(images)} images)")
+    print(check if check else "movenet: warning: int8 accuracy not checked (give --check DATA)")
+    return 0
+
+
+# ---------------------------------------------------------------- benchmark
+def add_benchmark(sub) -> None:
+    p = sub.add_parser("benchmark", help="latency of models side by side (model only and end to end)")
+    p.add_argument("--models", nargs="+", default=["torch", "onnx"], metavar="MODEL",
+                   help="torch (PyTorch eager), onnx (our ONNX export), an exported .onnx (fp32/int8) "
+                   "or a MoveNet-format .onnx/.tflite; ratios are to the first (default: torch onnx)")
+    p.add_argument("--model", default="lightning", help="the model behind torch and onnx (default lightning)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads of every backend (default 2)")
+    p.add_argument("--runs", type=int, default=100, help="measured rounds (default 100)")
+    p.add_argument("--warmup", type=int, default=10, help="uncounted rounds first (default 10)")
+    p.add_argument("--image", default=str(BUILTIN_IMAGE), help="image to run on (default: built-in photo)")
+    p.add_argument("--json", dest="json_out", help="also write the numbers to this JSON file")
+    p.set_defaults(func=cmd_benchmark)
+
+
+def cmd_benchmark(args) -> int:
+    from .benchmark import format_table, report_dict, run_benchmark
+    from .fileio import write_json_atomic
+
+    timings, settings = run_benchmark(args.models, args.model, args.threads, args.runs, args.warmup, args.image)
+    print(f"{settings['cpu']}, {args.threads} threads, {args.runs} interleaved rounds, image {args.image}")
+    print(format_table(timings))
+    if args.json_out:
+        write_json_atomic(args.json_out, report_dict(timings, settings))
+        print(f"wrote {args.json_out}")
+    return 0
+
+
+# ---------------------------------------------------------------- data
+def add_data(sub) -> None:
+    p = sub.add_parser("data", help="inspect training data")
+    dsub = p.add_subparsers(dest="data_cmd", required=True)
+    s = dsub.add_parser("stats", help="target sizes before and after augmentation (PNG + percentiles)")
+    s.add_argument("source", metavar="CONFIG_OR_DATA",
+                   help="training config YAML (data/augment sections), COCO JSON or LSP folder")
+    s.add_argument("--out", default="data-stats", help="folder for target_sizes.png (default: data-stats)")
+    s.add_argument("--limit", type=int, default=20000, help="at most this many targets (default 20000)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_data_stats)
+
+
+def cmd_data_stats(args) -> int:
+    from .samples import build_datasets, configs_from_file, plot_target_sizes, size_summary, target_sizes
+
+    data_cfg, aug_cfg = configs_from_file(args.source)
+    train, _ = build_datasets(data_cfg, aug_cfg)
+    before = target_sizes(train, augmented=False, limit=args.limit, seed=args.seed)
+    after = target_sizes(train, augmented=True, limit=args.limit, seed=args.seed)
+    size = data_cfg.input_size
+    print(f"{len(before)} targets at input {size}")
+    print("no augmentation:\n" + size_summary(before, size))
+    print("training augmentation:\n" + size_summary(after, size))
+    out = Path(args.out) / "target_sizes.png"
+    plot_target_sizes(before, after, size, out)
+    print(f"wrote {out}")
+    return 0
+
+
+# ---------------------------------------------------------------- video
+def add_video(sub) -> None:
+    p = sub.add_parser("video", help="pose on every frame of a video file or camera")
+    p.add_argument("source", help="video file, or a camera index (0, 1...)")
+    p.add_argument("--out", help="annotated video to write (.mp4, mp4v; default "
+                   "movenet-output/<name>.mp4 when --json is not given)")
+    p.add_argument("--json", dest="json_out", help="write one JSON line per frame to this file")
+    p.add_argument("--model", default="lightning",
+                   help="lightning, thunder, a checkpoint .pt, a TF.js model.json or an exported .onnx")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--multi", action="store_true", help="several people, with track ids")
+    p.add_argument("--no-smooth", dest="smooth", action="store_false", help="no One Euro smoothing")
+    p.add_argument("--no-track", dest="track", action="store_false",
+                   help="look at the whole frame every time (no tracking crop)")
+    p.add_argument("--threshold", type=float, default=0.3, help="hide keypoints scoring below this")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of the backend")
+    p.set_defaults(func=cmd_video)
+
+
+def cmd_video(args) -> int:
+    import os
+
+    # FFmpeg reads this when OpenCV loads; our one-line errors replace its messages
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    from .video import open_source, run_video
+
+    out = args.out
+    if out is None and args.json_out is None:
+        stem = f"camera{args.source}" if str(args.source).isdigit() else Path(args.source).stem
+        out = str(Path("movenet-output") / f"{stem}.mp4")
+    source = open_source(args.source)  # a bad source fails before the model loads
+    predictor = _predictor(args.model, args.backend, args.threads)
+    summary = run_video(source, predictor, out=out, json_out=args.json_out, multi=args.multi,
+                        smooth=args.smooth, track=args.track, threshold=args.threshold,
+                        max_frames=args.max_frames)
+    for path in (out, args.json_out):
+        if path:
+            print(f"wrote {path}")
+    print(f"{summary['frames']} frames in {summary['seconds']:.1f} s ({summary['fps']:.1f} fps)")
+    return 0
+
+
 # ---------------------------------------------------------------- main
-COMMANDS = [add_predict, add_weights]
+COMMANDS = [add_predict, add_weights, add_eval, add_train, add_export, add_benchmark, add_data, add_video]
 
 
 def build_parser() -> argparse.ArgumentParser:

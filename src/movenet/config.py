@@ -1,0 +1,319 @@
+"""Training configuration: dataclasses loaded from YAML with ``key=value`` overrides.
+
+``load_config("configs/x.yaml", ["optim.lr=3e-4", "epochs=5"])`` reads the YAML, applies the
+overrides (dotted keys, values parsed as YAML and checked against the dataclass field types)
+and returns a ``TrainConfig``. Unknown keys and badly typed values raise ``MoveNetError`` with a
+one-line message. ``save_config`` writes the resolved configuration (every field, defaults
+included) so a run folder's ``config.yaml`` reproduces the run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .augment import AugmentConfig
+from .errors import MoveNetError
+from .fileio import write_text_atomic
+from .losses import LossConfig
+from .samples import DataConfig
+
+
+@dataclass
+class ModelSpec:
+    """A registered variant (``model.list_models()``) plus ``ModelConfig`` field overrides,
+    e.g. ``{width: 0.5, input_size: 128}``."""
+
+    name: str = "lightning"
+    overrides: dict = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"  # adam | adamw
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: str = "cosine"  # cosine | step | constant (after the linear warm-up)
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01  # cosine ends at lr * min_lr_ratio
+    milestones: list[float] = field(default_factory=list)  # step schedule: epochs
+    gamma: float = 0.1  # step schedule: lr factor at each milestone
+    clip_grad_norm: float = 0.0  # 0: no clipping
+    # Keep batch norms in eval mode (their statistics and affine fixed). Needed when starting
+    # from Google's weights: their batch norms are folded, so batch statistics would change
+    # what every layer computes.
+    freeze_bn: bool = False
+
+
+@dataclass
+class EMAConfig:
+    """Exponential moving average of the weights, used for validation and the saved model.
+    The effective decay ramps up as decay * (1 - exp(-updates / warmup_steps))."""
+
+    enabled: bool = False
+    decay: float = 0.999
+    warmup_steps: int = 200
+
+
+@dataclass
+class DistillConfig:
+    """Soft targets from a teacher (``lightning``, ``thunder`` or a checkpoint; empty: off).
+    Heatmap and centre targets become ``alpha * teacher + (1 - alpha) * ground truth``;
+    keypoint types without a label and ``unlabeled`` images learn from the teacher alone."""
+
+    teacher: str = ""
+    alpha: float = 0.5
+    # Centre targets' share of the teacher (None: alpha). 1.0 keeps the teacher's notion of a
+    # person's centre, which the regression head of a fine-tuned model is built around.
+    center_alpha: float | None = None
+    unlabeled: list[str] = field(default_factory=list)  # image folders, files or globs
+    unlabeled_fraction: float = 0.0  # share of unlabelled samples in the training stream
+
+
+@dataclass
+class LogConfig:
+    tensorboard: bool = True
+    every_steps: int = 20  # training scalars
+    images: int = 8  # validation images with predicted skeletons per epoch (0: none)
+
+
+@dataclass
+class TrainConfig:
+    model: ModelSpec = field(default_factory=ModelSpec)
+    # scratch | imagenet | lightning | thunder | path to a .pt checkpoint (weights only)
+    init: str = "scratch"
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    epochs: int = 10
+    batch_size: int = 32  # per process
+    val_batch_size: int = 64
+    val_every: int = 1  # epochs
+    best_metric: str = "pck"  # pck | ap: which validation metric picks best.pt
+    amp: bool = True  # mixed precision, used on CUDA only
+    sync_bn: bool = False  # SyncBatchNorm across processes (DDP on CUDA)
+    channels_last: bool = True  # NHWC memory layout: about 2x faster on CPU, faster with AMP
+    val_before: bool = False  # also validate the initial model (logged as epoch 0)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch CPU threads (0: torch's default)
+    max_steps: int = 0  # stop after this many optimiser steps in all (0: no limit; smoke tests)
+    out_dir: str = "runs/train"
+
+    def __post_init__(self) -> None:
+        checks = {
+            "optim.name": (self.optim.name, ("adam", "adamw")),
+            "optim.schedule": (self.optim.schedule, ("cosine", "step", "constant")),
+            "best_metric": (self.best_metric, ("pck", "ap")),
+        }
+        for key, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise ValueError(f"{key} must be one of {list(allowed)}, got {value!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        for key in ("alpha", "center_alpha"):
+            value = getattr(self.distill, key)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"distill.{key} must be in 0..1, got {value}")
+
+    def model_config(self):
+        """The resolved ``model.ModelConfig``."""
+        from .model import model_config
+
+        return model_config(self.model.name, **self.model.overrides)
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+
+# ---------------------------------------------------------------- loading
+def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """YAML file (None: all defaults) + ``key=value`` overrides -> ``TrainConfig``."""
+    label = str(path) if path is not None else "config"
+    raw: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise MoveNetError(f"{p}: file not found")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise MoveNetError(f"{p}: not valid YAML ({' '.join(str(e).split())})") from None
+        if not isinstance(raw, dict):
+            raise MoveNetError(f"{p}: expected a mapping of config keys at the top level")
+    for item in overrides:
+        _apply_override(raw, item, label)
+    return config_from_dict(raw, label)
+
+
+def config_from_dict(raw: dict, label: str = "config") -> TrainConfig:
+    try:
+        cfg = build(TrainConfig, raw, "")
+        _sync_input_size(cfg, raw)
+    except ConfigError as e:
+        raise MoveNetError(f"{label}: {e}") from None
+    except (ValueError, TypeError) as e:  # a dataclass' own validation
+        raise MoveNetError(f"{label}: {str(e).splitlines()[0]}") from None
+    return cfg
+
+
+def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def _sync_input_size(cfg: TrainConfig, raw: dict) -> None:
+    """The samples' input size follows the model's; setting both differently is an error."""
+    model_size = cfg.model_config().input_size
+    given = isinstance(raw.get("data"), dict) and "input_size" in raw["data"]
+    if given and cfg.data.input_size != model_size:
+        raise ConfigError(f"data.input_size {cfg.data.input_size} differs from the model's input "
+                          f"size {model_size} (set model.overrides.input_size)")
+    cfg.data.input_size = model_size
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _apply_override(raw: dict, item: str, label: str) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise MoveNetError(f"{label}: override {item!r} is not key=value")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    _field_type(TrainConfig, key.split("."), label)  # fail early on unknown keys
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = value
+
+
+def _field_type(cls, parts: list[str], label: str):
+    """The declared type at a dotted path (dict fields accept any sub-key)."""
+    tp: Any = cls
+    for i, part in enumerate(parts):
+        if _origin(tp) is dict or tp is dict:
+            return Any
+        tp = _unwrap_optional(tp)
+        if not dataclasses.is_dataclass(tp):
+            raise MoveNetError(f"{label}: {'.'.join(parts[:i])} has no sub-keys (got {'.'.join(parts)})")
+        hints = typing.get_type_hints(tp)
+        if part not in hints:
+            where = ".".join(parts[:i]) or "the top level"
+            raise MoveNetError(f"{label}: unknown key {'.'.join(parts)!r} (known at {where}: "
+                               f"{', '.join(hints)})")
+        tp = hints[part]
+    return tp
+
+
+# ---------------------------------------------------------------- typed construction
+def build(cls, data: Any, where: str):
+    """Construct dataclass ``cls`` from a dict, recursively, checking keys and types."""
+    if data is None:
+        data = {}
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    unknown = [k for k in data if k not in hints]
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else str(unknown[0])
+        raise ConfigError(f"unknown key {key!r} (known at {where or 'the top level'}: {', '.join(hints)})")
+    kwargs = {k: convert(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def convert(tp, value: Any, key: str):
+    """Check/convert ``value`` to the annotated type ``tp`` (ints widen to floats)."""
+    if tp is Any:
+        return value
+    origin, args = _origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return convert(arg, value, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, key)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+            return tuple(convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        item = args[0] if args else Any
+        out = [convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _origin(tp):
+    return typing.get_origin(tp)
+
+
+def _unwrap_optional(tp):
+    if _origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _plain(obj):
+    """Tuples -> lists, recursively (YAML-safe)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj

@@ -1,0 +1,662 @@
+"""Training engine: ``movenet train CONFIG.yaml [key=value ...] [--resume [RUN|CKPT]] [--out DIR]``.
+
+One process or many (``torchrun``: DistributedDataParallel, one process per GPU or CPU
+process with gloo). Per optimiser step: forward (AMP on CUDA), loss, NaN/inf check agreed by
+all processes, backward, gradient clipping on the unscaled gradients, step, per-step learning
+rate schedule, EMA update. Per epoch: validation on the main process (PCK@0.2 torso and COCO
+keypoint AP in original image pixels), TensorBoard scalars and images, ``last.pt`` and
+``best.pt`` written atomically with everything needed to resume exactly.
+
+The data order of an epoch depends only on (seed, epoch) and the random state saved at the end
+of the previous epoch, so a run resumed from ``last.pt`` repeats the uninterrupted run.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .checkpoint import read_checkpoint, save_checkpoint
+from .config import TrainConfig, save_config
+from .errors import MoveNetError
+from .schema import COCO17, KeypointSchema
+
+LAST, BEST = "last.pt", "best.pt"
+
+
+# ---------------------------------------------------------------- processes and devices
+@dataclass
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: str = "auto") -> DistEnv:
+    """From torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT); a single
+    process without it. NCCL on CUDA, gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if use_cuda and not torch.cuda.is_available():
+        raise MoveNetError(f"device {device}: CUDA is not available")
+    if use_cuda:
+        index = local if device in ("auto", "cuda") else int(device.split(":")[1])
+        dev = torch.device("cuda", index)
+        torch.cuda.set_device(dev)
+    else:
+        dev = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return DistEnv(rank, world, local, dev)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _worker_init(worker_id: int) -> None:
+    # torch gives each worker seed = loader base seed + worker id; derive numpy/python from it.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+# ---------------------------------------------------------------- model
+def build_model(cfg: TrainConfig, verbose: bool = True) -> nn.Module:
+    """The configured model, initialised as ``cfg.init`` says (``pretrained.init_model``)."""
+    from .model import MoveNet
+    from .pretrained import init_model
+
+    try:
+        model = MoveNet(cfg.model_config())
+    except (ValueError, TypeError) as e:
+        raise MoveNetError(f"model {cfg.model.name}: {e}") from None
+    message = init_model(model, cfg.init, verbose)
+    if verbose:
+        print(message, file=sys.stderr)
+    return model
+
+
+def set_bn_eval(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+class ModelEMA:
+    """Exponential moving average of a model's parameters and buffers."""
+
+    def __init__(self, model: nn.Module, decay: float, warmup_steps: int):
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay, self.warmup_steps, self.updates = decay, max(1, warmup_steps), 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = self.decay * (1 - math.exp(-self.updates / self.warmup_steps))
+        own = self.module.state_dict()
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                own[k].mul_(d).add_(v.detach(), alpha=1 - d)
+            else:
+                own[k].copy_(v)
+
+    def state_dict(self) -> dict:
+        return {"module": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = state["updates"]
+
+
+# ---------------------------------------------------------------- optimisation
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """Adam/AdamW; no weight decay on biases and normalisation weights (1-d tensors)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    cls = torch.optim.AdamW if cfg.optim.name == "adamw" else torch.optim.Adam
+    return cls(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
+
+
+def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
+    """Learning-rate multiplier at optimiser step ``step``: linear warm-up, then cosine
+    (down to ``min_lr_ratio``), step decay at epoch ``milestones`` or constant."""
+    o = cfg.optim
+    warmup = int(round(o.warmup_epochs * steps_per_epoch))
+    if step < warmup:
+        return (step + 1) / warmup
+    if o.schedule == "constant":
+        return 1.0
+    if o.schedule == "step":
+        epoch = step / steps_per_epoch
+        return o.gamma ** sum(epoch >= m for m in o.milestones)
+    total = max(cfg.epochs * steps_per_epoch - warmup, 1)
+    progress = min((step - warmup) / total, 1.0)
+    return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# ---------------------------------------------------------------- data
+class EpochSampler(torch.utils.data.Sampler):
+    """Indices of one epoch, fixed by (seed, epoch): a permutation, or a weighted draw with
+    replacement; split between processes (rank::world) after padding to equal length."""
+
+    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 weights: torch.Tensor | None = None, shuffle: bool = True):
+        self.size, self.seed, self.rank, self.world = size, seed, rank, world_size
+        self.weights = weights if weights is not None and not torch.all(weights == weights[0]) else None
+        self.shuffle, self.epoch = shuffle, 0
+        self.per_rank = math.ceil(size / world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, self.size, replacement=True, generator=g)
+        elif self.shuffle:
+            order = torch.randperm(self.size, generator=g)
+        else:
+            order = torch.arange(self.size)
+        total = self.per_rank * self.world
+        order = torch.cat([order, order[: total - self.size]]) if total > self.size else order
+        return iter(order[self.rank::self.world].tolist())
+
+
+def make_loader(dataset, batch_size: int, sampler: torch.utils.data.Sampler, workers: int,
+                train: bool, generator: torch.Generator | None = None) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=train,
+        pin_memory=torch.cuda.is_available(), worker_init_fn=_worker_init, generator=generator,
+        persistent_workers=False)
+
+
+def to_device(batch, device: torch.device):
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    return batch
+
+
+@dataclass
+class ValData:
+    """Validation samples plus the ground truth they are scored against: a COCO dict whose
+    image and annotation ids are ``id * sources + source`` (``merge_coco``)."""
+
+    samples: torch.utils.data.Dataset
+    coco: dict
+    sources: int = 1
+
+
+def merge_coco(parts: list[dict]) -> dict:
+    """One COCO dict from several, ids made unique as ``id * len(parts) + source``."""
+    n = len(parts)
+    out = {"images": [], "annotations": [], "categories": parts[0]["categories"] if parts else []}
+    for s, coco in enumerate(parts):
+        out["images"] += [{**im, "id": im["id"] * n + s} for im in coco["images"]]
+        out["annotations"] += [{**a, "id": a["id"] * n + s, "image_id": a["image_id"] * n + s}
+                               for a in coco["annotations"]]
+    return out
+
+
+def build_data(cfg: TrainConfig, schema: KeypointSchema = COCO17, verbose: bool = True):
+    """(train samples, ValData or None) from ``cfg.data`` (the split of ``samples``)."""
+    from . import samples
+
+    data = cfg.data
+    if not data.sources:
+        raise MoveNetError("config: data.sources is empty")
+    loaded = samples.load_sources(data.sources, schema)
+    if data.val_sources:
+        train_parts, val_parts = loaded, samples.load_sources(data.val_sources, schema)
+    elif data.val_fraction > 0:
+        train_parts, val_parts = [], []
+        for ds in loaded:
+            train_ids, val_ids = samples.split_image_ids(ds, data.val_fraction, data.split_seed)
+            train_parts.append(ds.subset(train_ids))
+            val_parts.append(ds.subset(val_ids))
+    else:
+        train_parts, val_parts = loaded, []
+    weights = [s["weight"] for s in data.sources]
+    train = samples.PoseSampleDataset(train_parts, data, cfg.augment, True, schema, weights, verbose)
+    val = None
+    if val_parts:
+        val_samples = samples.PoseSampleDataset(val_parts, data, cfg.augment, False, schema, None, verbose)
+        val = ValData(val_samples, merge_coco([p.coco for p in val_parts]), len(val_parts))
+    return train, val
+
+
+# ---------------------------------------------------------------- validation
+@torch.no_grad()
+def evaluate(model: nn.Module, val: ValData, batch_size: int, device: torch.device,
+             workers: int = 0, loss_fn: Callable | None = None, amp: bool = False,
+             previews: int = 0, schema: KeypointSchema = COCO17,
+             memory_format: torch.memory_format = torch.contiguous_format) -> tuple[dict, list]:
+    """PCK@0.2 torso and COCO keypoint AP of ``model`` on the validation crops, in original
+    image pixels (crop box of each sample's meta), plus the mean loss. Returns (metrics,
+    up to ``previews`` images with predicted skeletons drawn)."""
+    from .decode import decode_batch_torch
+    from .draw import draw_pose
+    from .metrics import coco_keypoint_ap, pck, torso_size
+    from .runtime import pose_score
+
+    was_training = model.training
+    model.eval()
+    loader = make_loader(val.samples, batch_size, EpochSampler(len(val.samples), 0, shuffle=False),
+                         workers, train=False)
+    anns = {a["id"]: a for a in val.coco["annotations"]}
+    preds, gts, results, drawn = [], [], [], []
+    loss_sum, loss_n = 0.0, 0
+    for batch in loader:
+        batch = to_device(batch, device)
+        with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+            outputs = model(batch["image"].contiguous(memory_format=memory_format))
+        outputs = tuple(o.float() for o in outputs)
+        if loss_fn is not None:
+            loss, _ = loss_fn(outputs, batch)
+            loss_sum += float(loss) * len(batch["image"])
+            loss_n += len(batch["image"])
+        kpts = decode_batch_torch(*outputs, model.center_prior, float(model.distance_offset),
+                                  float(model.coord_scale)).cpu().numpy()
+        box = batch["meta"]["box"].cpu().numpy()
+        orig = kpts.copy()
+        orig[..., 0] = box[:, None, 0] + kpts[..., 0] * box[:, None, 2]
+        orig[..., 1] = box[:, None, 1] + kpts[..., 1] * box[:, None, 3]
+        source = batch["meta"]["source"].cpu().numpy()
+        ann_ids = batch["meta"]["ann_id"].cpu().numpy() * val.sources + source
+        for j, ann_id in enumerate(ann_ids):
+            ann = anns[int(ann_id)]
+            preds.append(orig[j])
+            gts.append(np.asarray(ann["keypoints"], np.float64).reshape(-1, 3))
+            results.append({"image_id": ann["image_id"], "score": pose_score(orig[j]),
+                            "keypoints": [round(float(v), 3) for v in orig[j].reshape(-1)]})
+        size = batch["image"].shape[-1]
+        for j in range(min(previews - len(drawn), len(kpts))):
+            img = batch["image"][j].permute(1, 2, 0).clamp(0, 255).byte().cpu().numpy()
+            px = kpts[j].copy()
+            px[:, :2] *= size
+            drawn.append(draw_pose(np.ascontiguousarray(img), px, schema))
+    model.train(was_training)
+    if not preds:
+        return {}, drawn
+    pred, gt = np.stack(preds), np.stack(gts)
+    _, pck_all = pck(pred[..., :2], gt, 0.2 * torso_size(gt, schema))
+    metrics = {"pck": pck_all, "ap": coco_keypoint_ap(val.coco, results, np.asarray(schema.sigmas))["AP"]}
+    if loss_n:
+        metrics["loss"] = loss_sum / loss_n
+    return metrics, drawn
+
+
+# ---------------------------------------------------------------- the loop
+class NonFiniteLoss(MoveNetError):
+    pass
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimiser steps done
+    best: float = -math.inf
+    best_epoch: int = -1
+    history: list = field(default_factory=list)
+
+
+class Trainer:
+    """Owns the model, optimiser, schedule, EMA, data loaders and writers of one run."""
+
+    def __init__(self, cfg: TrainConfig, out_dir: str | os.PathLike, train_set, val: ValData | None,
+                 loss_fn: Callable, model: nn.Module | None = None, teacher=None,
+                 schema: KeypointSchema = COCO17, env: DistEnv | None = None, verbose: bool = True,
+                 unlabeled=None):
+        self.cfg, self.out_dir, self.val, self.loss_fn = cfg, Path(out_dir), val, loss_fn
+        self.schema, self.teacher, self.verbose = schema, teacher, verbose
+        self.env = env or DistEnv()
+        dev = self.env.device
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        seed_everything(cfg.seed + self.env.rank)
+        self.model = (model if model is not None else build_model(cfg, verbose and self.env.is_main)).to(dev)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
+        if cfg.sync_bn and self.env.distributed and dev.type == "cuda":
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.net = self.model
+        if self.env.distributed:  # DDP also copies rank 0's initial weights to every process
+            ids = [dev.index] if dev.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids,
+                                                           find_unused_parameters=False)
+        self.ema = (ModelEMA(self.model, cfg.ema.decay, cfg.ema.warmup_steps) if cfg.ema.enabled else None)
+        self.optimizer = build_optimizer(cfg, self.model)
+        self.train_set = train_set
+        if unlabeled is not None:
+            train_set = torch.utils.data.ConcatDataset([train_set, unlabeled])
+        self.sampler = EpochSampler(len(train_set), cfg.seed, self.env.rank, self.env.world_size,
+                                    self._sample_weights(unlabeled))
+        self.loader_generator = torch.Generator()
+        self.loader = make_loader(train_set, cfg.batch_size, self.sampler, cfg.data.num_workers,
+                                  train=True, generator=self.loader_generator)
+        self.steps_per_epoch = len(self.loader)
+        if self.steps_per_epoch == 0:
+            raise MoveNetError(f"{len(train_set)} training samples per process do not fill one "
+                               f"batch of {cfg.batch_size}")
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, cfg, self.steps_per_epoch))
+        self.amp = cfg.amp and dev.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.state = TrainState()
+        self.writer = None
+
+    def _sample_weights(self, unlabeled) -> torch.Tensor | None:
+        from .samples import sample_weights
+
+        base = (sample_weights(self.train_set, self.cfg.augment)
+                if hasattr(self.train_set, "index") else torch.ones(len(self.train_set), dtype=torch.float64))
+        if unlabeled is None:
+            return base
+        share = self.cfg.distill.unlabeled_fraction
+        extra = torch.ones(len(unlabeled), dtype=torch.float64)
+        if share > 0:
+            extra *= share / (1 - share) * base.sum() / len(unlabeled)
+        return torch.cat([base, extra])
+
+    # ------------------------------------------------------------ checkpoints
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def save(self, path: Path, metrics: dict) -> None:
+        rng = rng_state()
+        if self.env.distributed:  # every process' random state, for an exact resume
+            states = [None] * self.env.world_size
+            dist.all_gather_object(states, rng)
+        else:
+            states = [rng]
+        if not self.env.is_main:
+            return
+        s = self.state
+        save_checkpoint(path, self.eval_model(), self.schema, extra={
+            "config": self.cfg.to_dict(),
+            "epoch": s.epoch, "step": s.step, "metrics": metrics,
+            "best": {"metric": self.cfg.best_metric, "value": s.best, "epoch": s.best_epoch},
+            "train_state": {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "rng": states,
+                "history": s.history,
+            },
+        })
+
+    def resume(self, path: str | os.PathLike) -> None:
+        ckpt = read_checkpoint(path)
+        ts = ckpt.get("train_state")
+        if ts is None:
+            raise MoveNetError(f"{path}: no training state to resume from (weights only)")
+        try:
+            self.model.load_state_dict(ts["model"])
+            self.optimizer.load_state_dict(ts["optimizer"])
+            self.scheduler.load_state_dict(ts["scheduler"])
+            self.scaler.load_state_dict(ts["scaler"])
+            if self.ema is not None and ts["ema"] is not None:
+                self.ema.load_state_dict(ts["ema"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise MoveNetError(f"{path}: training state does not fit this configuration "
+                               f"({str(e).strip().splitlines()[0]})") from None
+        best = ckpt["best"]
+        self.state = TrainState(ckpt["epoch"], ckpt["step"], best["value"], best["epoch"], list(ts["history"]))
+        states = ts["rng"]
+        set_rng_state(states[self.env.rank] if self.env.rank < len(states) else states[0])
+        if self.verbose and self.env.is_main:
+            print(f"resumed from {path}: {ckpt['epoch']} epochs, {ckpt['step']} steps done", file=sys.stderr)
+
+    # ------------------------------------------------------------ loop
+    def fit(self) -> TrainState:
+        cfg, env, s = self.cfg, self.env, self.state
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if env.is_main:
+            save_config(cfg, self.out_dir / "config.yaml")
+            self.writer = self._open_writer()
+        try:
+            if cfg.val_before and self.val is not None and s.epoch == 0 and not s.history:
+                metrics = {f"val_{k}": v for k, v in self._validate(0).items()}
+                s.history.append({"epoch": 0, "step": 0, **metrics})
+                if env.is_main and self.verbose:
+                    print(format_epoch(s.history[-1], cfg.epochs), file=sys.stderr)
+            while s.epoch < cfg.epochs and not self._step_limit_reached():
+                t0 = time.perf_counter()
+                train_metrics = self._train_epoch(s.epoch)
+                seconds = time.perf_counter() - t0
+                s.epoch += 1
+                metrics = {**train_metrics, "epoch": s.epoch, "step": s.step, "train_seconds": seconds}
+                if self.val is not None and (s.epoch % cfg.val_every == 0 or s.epoch == cfg.epochs):
+                    metrics.update({f"val_{k}": v for k, v in self._validate(s.epoch).items()})
+                self._finish_epoch(metrics)
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+        return s
+
+    def _step_limit_reached(self) -> bool:
+        return bool(self.cfg.max_steps) and self.state.step >= self.cfg.max_steps
+
+    def _train_epoch(self, epoch: int) -> dict:
+        from tqdm import tqdm
+
+        cfg, env, s = self.cfg, self.env, self.state
+        self.net.train()
+        if cfg.optim.freeze_bn:
+            set_bn_eval(self.net)
+        self.sampler.set_epoch(epoch)
+        self.loader_generator.manual_seed(cfg.seed * 1_000_003 + epoch)
+        sums: dict[str, float] = {}
+        images = 0
+        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                   disable=not (env.is_main and self.verbose), file=sys.stderr, leave=False)
+        for batch in bar:
+            batch = to_device(batch, env.device)
+            loss, parts = self._step(batch)
+            n = len(batch["image"])
+            images += n * env.world_size
+            for k, v in {"loss": loss, **parts}.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * n
+            if env.is_main and self.writer is not None and s.step % cfg.log.every_steps == 0:
+                self.writer.add_scalar("train/loss", float(loss), s.step)
+                for k, v in parts.items():
+                    self.writer.add_scalar(f"train/{k}", float(v), s.step)
+                self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], s.step)
+            bar.set_postfix(loss=f"{float(loss):.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+            if self._step_limit_reached():
+                break
+        keys = sorted(sums)
+        totals = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
+        if env.distributed:  # the epoch's mean losses over every process' samples
+            dist.all_reduce(totals)
+        seen = max(images, 1)
+        return {f"train_{k}": float(v) / seen for k, v in zip(keys, totals)} | {"train_images": images}
+
+    def _step(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        cfg, s = self.cfg, self.state
+        teacher_out = None
+        with torch.autocast(self.env.device.type, enabled=self.amp):
+            if self.teacher is not None:
+                batch, teacher_out = self.teacher(batch)
+            outputs = self.net(batch["image"].contiguous(memory_format=self.memory_format))
+        # The loss in float32: heatmaps near 0 and 1 lose too much in float16.
+        outputs = tuple(o.float() for o in outputs)
+        loss, parts = self.loss_fn(outputs, batch, teacher_out) if teacher_out is not None \
+            else self.loss_fn(outputs, batch)
+        self._check_finite(loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.optim.clip_grad_norm > 0:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        s.step += 1
+        return loss.detach(), parts
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+        if self.env.distributed:  # every process must stop at the same step
+            dist.all_reduce(bad)
+        if bad.item() > 0:
+            last = self.out_dir / LAST
+            kept = f"last good checkpoint kept: {last}" if last.exists() else "no checkpoint written yet"
+            raise NonFiniteLoss(f"{self.out_dir}: loss is {float(loss.detach())} at epoch {self.state.epoch + 1}, "
+                                f"step {self.state.step + 1}; training stopped ({kept})")
+
+    def _validate(self, epoch: int) -> dict:
+        metrics: dict = {}
+        if self.env.is_main:
+            metrics, drawn = evaluate(self.eval_model(), self.val, self.cfg.val_batch_size, self.env.device,
+                                      self.cfg.data.num_workers, self.loss_fn, self.amp,
+                                      self.cfg.log.images if self.writer is not None else 0, self.schema,
+                                      self.memory_format)
+            if self.writer is not None:
+                for k, v in metrics.items():
+                    self.writer.add_scalar(f"val/{k}", v, self.state.step)
+                for i, img in enumerate(drawn):
+                    self.writer.add_image(f"val/sample_{i}", img, epoch, dataformats="HWC")
+        if self.env.distributed:
+            box = [metrics]
+            dist.broadcast_object_list(box, src=0)
+            metrics = box[0]
+        return metrics
+
+    def _finish_epoch(self, metrics: dict) -> None:
+        cfg, s = self.cfg, self.state
+        key = f"val_{cfg.best_metric}"
+        value = metrics.get(key, metrics.get("val_pck"))
+        improved = value is not None and np.isfinite(value) and value > s.best
+        if improved:
+            s.best, s.best_epoch = float(value), s.epoch
+        elif value is None and self.val is None:  # no validation: the latest is the best
+            improved, s.best_epoch = True, s.epoch
+        s.history.append(metrics)
+        self.save(self.out_dir / LAST, metrics)
+        if improved:
+            self.save(self.out_dir / BEST, metrics)
+        if self.env.is_main and self.verbose:
+            print(format_epoch(metrics, cfg.epochs), file=sys.stderr)
+        if self.env.distributed:
+            dist.barrier()
+
+    def _open_writer(self):
+        if not self.cfg.log.tensorboard:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.state.step or None)
+
+
+def format_epoch(m: dict, epochs: int) -> str:
+    parts = [f"epoch {m['epoch']}/{epochs}", f"loss {m.get('train_loss', float('nan')):.4f}"]
+    heads = [f"{k[6:]} {m[k]:.4f}" for k in ("train_heatmap", "train_center", "train_regression",
+                                              "train_offset") if k in m]
+    if heads:
+        parts.append("(" + ", ".join(heads) + ")")
+    if "val_pck" in m:
+        parts.append(f"val PCK@0.2 {m['val_pck']:.4f} AP {m.get('val_ap', float('nan')):.4f}")
+    if m.get("train_seconds"):
+        parts.append(f"{m['train_images'] / m['train_seconds']:.1f} img/s")
+    return ", ".join(parts)
+
+
+# ---------------------------------------------------------------- entry points
+def build_loss(cfg: TrainConfig, schema: KeypointSchema = COCO17) -> Callable:
+    from .losses import MoveNetLoss
+
+    return MoveNetLoss(cfg.loss, schema)
+
+
+def run(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
+        verbose: bool = True) -> TrainState:
+    """Build data, model, loss (and teacher) from ``cfg`` and train, in this process (or in
+    each process started by torchrun)."""
+    env = init_distributed(cfg.device)
+    try:
+        out = Path(out_dir or cfg.out_dir)
+        if resume is None and (out / LAST).exists():
+            raise MoveNetError(f"{out}: already holds a run ({LAST}); resume it with --resume "
+                               "or choose another --out")
+        schema = COCO17
+        train_set, val = build_data(cfg, schema, verbose and env.is_main)
+        teacher, unlabeled = None, None
+        if cfg.distill.teacher:
+            from .distill import Teacher, UnlabeledImages
+
+            teacher = Teacher.from_spec(cfg.distill.teacher, cfg.distill.alpha, env.device, cfg.model_config(),
+                                        cfg.distill.center_alpha)
+            teacher.model.to(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+            if cfg.distill.unlabeled:
+                unlabeled = UnlabeledImages(cfg.distill.unlabeled, train_set, cfg.augment)
+        trainer = Trainer(cfg, out, train_set, val, build_loss(cfg, schema), teacher=teacher,
+                          schema=schema, env=env, verbose=verbose, unlabeled=unlabeled)
+        if resume is not None:
+            trainer.resume(resume)
+        return trainer.fit()
+    finally:
+        if env.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def resolve_resume(resume: str, out_dir: str | None) -> tuple[Path, Path]:
+    """``--resume`` value -> (checkpoint, run folder). '' means the run folder's last.pt."""
+    target = Path(resume or out_dir or "")
+    ckpt = target / LAST if target.is_dir() or not target.suffix else target
+    if not ckpt.exists():
+        raise MoveNetError(f"{ckpt}: no checkpoint to resume from")
+    return ckpt, Path(out_dir) if out_dir else ckpt.parent

@@ -1,0 +1,138 @@
+"""Training configuration: YAML + key=value overrides, types, unknown keys, the saved copy,
+the learning-rate schedule, and the recipes in configs/ load."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from movenet.config import TrainConfig, load_config, save_config
+from movenet.errors import MoveNetError
+from movenet.train import lr_factor
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def cfg_file(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({
+        "model": {"name": "lightning", "overrides": {"input_size": 128}},
+        "data": {"sources": [{"path": "somewhere"}], "val_fraction": 0.2},
+        "optim": {"lr": 0.001, "betas": [0.8, 0.99]},
+        "epochs": 3,
+    }))
+    return path
+
+
+def test_yaml_and_typed_overrides(cfg_file):
+    cfg = load_config(cfg_file, ["optim.lr=3e-4", "epochs=7", "ema.enabled=true", "optim.warmup_epochs=2",
+                                 "augment.scale_range=[0.5, 1.5]", "model.overrides.width=0.5"])
+    assert cfg.optim.lr == pytest.approx(3e-4) and isinstance(cfg.optim.lr, float)
+    assert cfg.epochs == 7 and cfg.ema.enabled is True
+    assert cfg.optim.warmup_epochs == 2.0 and isinstance(cfg.optim.warmup_epochs, float)
+    assert cfg.augment.scale_range == (0.5, 1.5)
+    assert cfg.optim.betas == (0.8, 0.99)
+    assert cfg.data.sources[0]["path"] == "somewhere" and cfg.data.val_fraction == 0.2
+    model_cfg = cfg.model_config()
+    assert model_cfg.width == 0.5 and model_cfg.input_size == 128
+    assert cfg.data.input_size == 128  # the samples follow the model's input size
+
+
+@pytest.mark.parametrize("override, words", [
+    ("optim.lrr=1", ["unknown key 'optim.lrr'", "lr"]),
+    ("nosuch=1", ["unknown key 'nosuch'"]),
+    ("epochs=many", ["epochs", "integer"]),
+    ("ema.enabled=3", ["ema.enabled", "true or false"]),
+    ("optim.betas=[0.9]", ["optim.betas", "2 values"]),
+    ("optim.name=sgd", ["optim.name", "adam"]),
+    ("epochs", ["not key=value"]),
+    ("model.name.x=1", ["no sub-keys"]),
+])
+def test_bad_overrides_fail_in_one_line(cfg_file, override, words):
+    with pytest.raises(MoveNetError) as e:
+        load_config(cfg_file, [override])
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(str(cfg_file))
+    for w in words:
+        assert w in msg
+
+
+def test_unknown_key_in_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("optim:\n  lr: 0.1\n  momentum: 0.9\n")
+    with pytest.raises(MoveNetError, match=r"unknown key 'optim.momentum'"):
+        load_config(path)
+
+
+def test_input_size_conflict(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {name: lightning}\ndata: {input_size: 256}\n")
+    with pytest.raises(MoveNetError, match="differs from the model's input size 192"):
+        load_config(path)
+    assert load_config(path, ["model.overrides.input_size=256"]).data.input_size == 256
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(MoveNetError, match="file not found"):
+        load_config(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(MoveNetError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(MoveNetError, match="mapping"):
+        load_config(bad)
+
+
+def test_saved_config_reproduces_the_run(cfg_file, tmp_path):
+    cfg = load_config(cfg_file, ["optim.lr=0.02", "distill.unlabeled=[a, b]"])
+    out = tmp_path / "run" / "config.yaml"
+    save_config(cfg, out)
+    again = load_config(out)
+    assert again.to_dict() == cfg.to_dict()
+    assert again == cfg
+
+
+def test_recipes_load():
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        cfg = load_config(path)
+        assert isinstance(cfg, TrainConfig) and cfg.data.sources, path.name
+        cfg.model_config()
+
+
+def test_cli_reports_bad_key_in_one_line(cfg_file):
+    proc = subprocess.run([sys.executable, "-m", "movenet.cli", "train", str(cfg_file), "optim.lrr=1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("movenet: error:") and "optim.lrr" in lines[0]
+
+
+def _cfg(**optim) -> TrainConfig:
+    from movenet.config import config_from_dict
+    return config_from_dict({"epochs": 10, "optim": optim})
+
+
+def test_lr_schedule_warmup_cosine_step():
+    spe = 10  # steps per epoch
+    cos = _cfg(warmup_epochs=1.0, schedule="cosine", min_lr_ratio=0.1)
+    warm = [lr_factor(s, cos, spe) for s in range(10)]
+    assert warm == pytest.approx([(s + 1) / 10 for s in range(10)])  # linear, reaching 1
+    assert lr_factor(10, cos, spe) == pytest.approx(1.0)
+    mid = 10 + 45  # halfway through the cosine
+    assert lr_factor(mid, cos, spe) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_factor(100, cos, spe) == pytest.approx(0.1)
+    values = [lr_factor(s, cos, spe) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+    step = _cfg(warmup_epochs=0.0, schedule="step", milestones=[3, 6], gamma=0.5)
+    assert [lr_factor(s, step, spe) for s in (0, 29, 30, 59, 60, 99)] == \
+        pytest.approx([1, 1, 0.5, 0.5, 0.25, 0.25])
+    const = _cfg(warmup_epochs=0.5, schedule="constant")
+    assert lr_factor(4, const, spe) == pytest.approx(1.0) and lr_factor(80, const, spe) == 1.0
+    assert not math.isnan(lr_factor(0, _cfg(warmup_epochs=0.0), spe))

@@ -1,0 +1,144 @@
+"""Training engine: it learns (one batch overfits), a resumed run equals an uninterrupted one,
+a NaN loss stops cleanly keeping the last good checkpoint, and the CLI trains, resumes and
+produces a checkpoint that `movenet predict` takes alone (smoke recipe on LSP, COCO recipe on
+coco-mini)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from movenet.checkpoint import load_model, read_checkpoint
+from movenet.train import LAST, NonFiniteLoss, Trainer, build_loss
+from train_helpers import SyntheticPoses, tiny_config, val_data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class CountingLoss:
+    """The real loss, recording each training value; ``fail_at`` (call number) raises or returns nan."""
+
+    def __init__(self, cfg, fail_at: int | None = None, failure: str = "interrupt"):
+        self.loss = build_loss(cfg)
+        self.values: list[float] = []
+        self.fail_at, self.failure = fail_at, failure
+
+    def __call__(self, outputs, batch, *teacher):
+        if not torch.is_grad_enabled():  # validation
+            return self.loss(outputs, batch)
+        if self.fail_at is not None and len(self.values) + 1 == self.fail_at:
+            if self.failure == "interrupt":
+                raise KeyboardInterrupt
+            total, parts = self.loss(outputs, batch)
+            return total * float("nan"), parts
+        total, parts = self.loss(outputs, batch, *teacher)
+        self.values.append(float(total.detach()))
+        return total, parts
+
+
+def test_overfits_one_batch(tmp_path):
+    cfg = tiny_config(**{"optim.lr": 1e-2, "model.overrides.input_size": 64, "batch_size": 2, "threads": 1})
+    loss = CountingLoss(cfg)
+    trainer = Trainer(cfg, tmp_path, SyntheticPoses(2, 64, repeat=60), None, loss, verbose=False)
+    trainer.fit()
+    assert len(loss.values) == 60
+    assert loss.values[-1] < 0.1 * loss.values[0], loss.values[::10]
+
+
+def _resume_config():
+    return tiny_config(**{
+        "model.overrides.input_size": 64, "batch_size": 2, "epochs": 3, "threads": 1,
+        "optim.schedule": "cosine", "optim.warmup_epochs": 1.0, "optim.clip_grad_norm": 1.0,
+        "optim.weight_decay": 1e-3, "optim.lr": 3e-3, "ema.enabled": True, "ema.warmup_steps": 4,
+    })
+
+
+def _trainer(cfg, out, loss):
+    # image noise drawn from torch's generator: the random state must be restored exactly
+    return Trainer(cfg, out, SyntheticPoses(4, 64, noise=30.0, repeat=2), val_data(4, 64), loss, verbose=False)
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path):
+    cfg = _resume_config()
+    full_loss = CountingLoss(cfg)
+    full = _trainer(cfg, tmp_path / "full", full_loss)
+    full.fit()
+    assert len(full_loss.values) == 12  # 3 epochs of 4 steps
+
+    broken_loss = CountingLoss(cfg, fail_at=7)  # interrupted in the middle of epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(cfg, tmp_path / "cut", broken_loss).fit()
+    assert read_checkpoint(tmp_path / "cut" / LAST)["epoch"] == 1
+
+    resumed_loss = CountingLoss(cfg)
+    resumed = _trainer(cfg, tmp_path / "cut", resumed_loss)
+    resumed.resume(tmp_path / "cut" / LAST)
+    resumed.fit()
+    assert broken_loss.values[:4] + resumed_loss.values == full_loss.values
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    for a, b in zip(full.ema.module.state_dict().values(), resumed.ema.module.state_dict().values()):
+        assert torch.equal(a, b)
+    def untimed(history):
+        return [{k: v for k, v in h.items() if k != "train_seconds"} for h in history]
+    assert untimed(resumed.state.history) == untimed(full.state.history)
+    assert resumed.optimizer.state_dict()["state"][0]["step"] == full.optimizer.state_dict()["state"][0]["step"]
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
+    cfg = _resume_config()
+    loss = CountingLoss(cfg, fail_at=6, failure="nan")
+    trainer = _trainer(cfg, tmp_path, loss)
+    with pytest.raises(NonFiniteLoss) as e:
+        trainer.fit()
+    msg = str(e.value)
+    assert "\n" not in msg and "loss is nan" in msg and "epoch 2" in msg and "last good checkpoint" in msg
+    ckpt = read_checkpoint(tmp_path / LAST)
+    assert ckpt["epoch"] == 1 and ckpt["step"] == 4
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    model, _ = load_model(tmp_path / LAST)  # still a usable model
+    assert model.config.input_size == 64
+
+
+def _movenet(*args, timeout=240):
+    return subprocess.run([sys.executable, "-m", "movenet.cli", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_train_resume_predict(lsp_dir, tmp_path):
+    out = tmp_path / "run"
+    proc = _movenet("train", "configs/smoke.yaml", "threads=1", "--out", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {"config.yaml", "last.pt", "best.pt"} <= {p.name for p in out.iterdir()}
+    assert (out / "tensorboard").is_dir()
+    ckpt = read_checkpoint(out / "best.pt")
+    assert ckpt["epoch"] == 1 and ckpt["step"] == 2 and 0 <= ckpt["metrics"]["val_pck"] <= 1
+    assert ckpt["config"]["model"]["name"] == "mobilenetv2_050"
+
+    again = _movenet("train", "configs/smoke.yaml", "threads=1", "--out", out)
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+    proc = _movenet("train", "configs/smoke.yaml", "threads=1", "epochs=2", "max_steps=4", "--resume", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ckpt = read_checkpoint(out / LAST)
+    assert ckpt["epoch"] == 2 and ckpt["step"] == 4 and len(ckpt["train_state"]["history"]) == 2
+
+    image = lsp_dir / "images" / "im0001.jpg"
+    proc = _movenet("predict", image, "--model", out / "best.pt", "--json", tmp_path / "p.json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    people = json.loads((tmp_path / "p.json").read_text())[0]["people"]
+    assert len(people[0]["keypoints"]) == 17
+
+
+def test_coco_recipe_two_steps(coco_mini, tmp_path):
+    mini = str(coco_mini)
+    proc = _movenet("train", "configs/coco_full.yaml", f"data.sources=[{{path: {mini}}}]",
+                    f"data.val_sources=[{{path: {mini}}}]", "init=scratch", "max_steps=2", "batch_size=2",
+                    "val_batch_size=16", "data.num_workers=1", "threads=1", "--out", tmp_path / "coco")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ckpt = read_checkpoint(tmp_path / "coco" / LAST)
+    assert ckpt["step"] == 2 and "val_ap" in ckpt["metrics"]
