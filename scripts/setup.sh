@@ -9,4 +9,4 @@ fi
 python -m pip install -q --upgrade pip
 # torch first, pinned, so no requirement pulls a (multi-GB CUDA) newer build.
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[train,test]"
+python -m pip install -q -e ".[train,test,tflite]"
