@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from movenet.errors import MoveNetError
 from movenet.export import export_onnx, read_metadata

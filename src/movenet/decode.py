@@ -107,15 +107,18 @@ def center_peaks(centers: np.ndarray, threshold: float = 0.1, max_peaks: int = 6
     return np.stack([ys[order], xs[order]], axis=1).astype(np.int64)
 
 
+def pose_score(keypoints: np.ndarray, threshold: float = KEYPOINT_SCORE_THRESHOLD) -> float:
+    """Mean score of the keypoints above ``threshold`` (0 if none), as TF.js MoveNet."""
+    s = keypoints[:, 2]
+    good = s > threshold
+    return float(s[good].mean()) if good.any() else 0.0
+
+
 def person_score(center_score: float, keypoints: np.ndarray,
                  keypoint_threshold: float = KEYPOINT_SCORE_THRESHOLD) -> float:
-    """Geometric mean of the centre score and the TF.js pose score (mean of the keypoint
-    scores above ``keypoint_threshold``, 0 if none): a person needs both a centre peak and
-    keypoints that were found around it."""
-    s = keypoints[:, 2]
-    good = s > keypoint_threshold
-    pose = float(s[good].mean()) if good.any() else 0.0
-    return float(np.sqrt(max(center_score, 0.0) * pose))
+    """Geometric mean of the centre score and the TF.js pose score: a person needs both a
+    centre peak and keypoints that were found around it."""
+    return float(np.sqrt(max(center_score, 0.0) * pose_score(keypoints, keypoint_threshold)))
 
 
 def keypoint_box(keypoints: np.ndarray, threshold: float = KEYPOINT_SCORE_THRESHOLD,

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import ConvBNAct, create_backbone
+from .backbones import create_backbone
 
 # Offset added to the distance in the keypoint weighting of the decoder; Google's graph
 # stores 1.7998047 (1.8 in float16), and the converted weights carry that exact value.

@@ -7,18 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .decode import decode_single
+from .decode import decode_single, pose_score  # noqa: F401  (pose_score is part of this API)
 from .image import crop_and_resize, letterbox, to_image_coords
-
-# TF.js MoveNet: keypoints scoring above this count towards the pose score.
-POSE_SCORE_KEYPOINT_THRESHOLD = 0.2
-
-
-def pose_score(keypoints: np.ndarray, threshold: float = POSE_SCORE_KEYPOINT_THRESHOLD) -> float:
-    """Mean score of the keypoints above ``threshold`` (0 if none), as TF.js MoveNet."""
-    s = keypoints[:, 2]
-    good = s > threshold
-    return float(s[good].mean()) if good.any() else 0.0
 
 
 class Predictor:
