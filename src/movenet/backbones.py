@@ -38,6 +38,18 @@ def make_divisible(v: float, divisor: int = 8) -> int:
     return new_v
 
 
+def tapped_forward(x: torch.Tensor, blocks: nn.ModuleList, taps: tuple[int, ...],
+                   last: nn.Module) -> list[torch.Tensor]:
+    """Run ``blocks``, keeping the outputs of the tapped ones, then ``last`` on the end."""
+    feats = []
+    for i, block in enumerate(blocks):
+        x = block(x)
+        if i in taps:
+            feats.append(x)
+    feats.append(last(x))
+    return feats
+
+
 class ConvBNAct(nn.Sequential):
     """Conv (no bias) + BatchNorm + optional activation, with TensorFlow 'SAME' padding.
 
@@ -115,14 +127,7 @@ class MobileNetV2(nn.Module):
         self.out_channels = [channels[i] for i in self.taps] + [last_channels]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = []
-        x = self.conv1(x)
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            if i in self.taps:
-                feats.append(x)
-        feats.append(self.conv_last(x))
-        return feats
+        return tapped_forward(self.conv1(x), self.blocks, self.taps, self.conv_last)
 
 
 @register_backbone
@@ -279,14 +284,7 @@ class MobileNetV3(nn.Module):
         self.out_channels = [channels[i] for i in self.taps] + [last]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = []
-        x = self.stem(x)
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            if i in self.taps:
-                feats.append(x)
-        feats.append(self.conv_last(x))
-        return feats
+        return tapped_forward(self.stem(x), self.blocks, self.taps, self.conv_last)
 
 
 @register_backbone
