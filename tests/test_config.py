@@ -136,3 +136,15 @@ def test_lr_schedule_warmup_cosine_step():
     const = _cfg(warmup_epochs=0.5, schedule="constant")
     assert lr_factor(4, const, spe) == pytest.approx(1.0) and lr_factor(80, const, spe) == 1.0
     assert not math.isnan(lr_factor(0, _cfg(warmup_epochs=0.0), spe))
+
+
+def test_cli_overrides_after_options_are_applied(cfg_file, tmp_path):
+    # `train CONFIG --out DIR key=value`: the override after the option must still count
+    # (here: a bad key, which proves it reached the config loader).
+    proc = subprocess.run([sys.executable, "-m", "movenet.cli", "train", str(cfg_file), "--out",
+                           str(tmp_path / "run"), "optim.lrr=1"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "optim.lrr" in proc.stderr and "unrecognized" not in proc.stderr
+    stray = subprocess.run([sys.executable, "-m", "movenet.cli", "train", str(cfg_file), "--out",
+                            str(tmp_path / "run"), "--bogus"], capture_output=True, text=True, timeout=60)
+    assert stray.returncode == 2 and "unrecognized arguments: --bogus" in stray.stderr

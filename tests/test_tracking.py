@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from movenet.schema import COCO17
-from movenet.tracking import (TFJS_ONE_EURO, CropFilter, IdentityTracker, MultiPoseTracker, OneEuroFilter,
-                              PoseTracker, determine_crop_region, full_frame_box, keypoint_filter,
-                              keypoint_jitter, object_keypoint_similarity, torso_and_body_range,
-                              torso_visible)
+from movenet.tracking import (ONE_EURO, SMOOTHING_PRESETS, TFJS_CROP, TFJS_ONE_EURO, TFJS_ONE_EURO_2023, CropFilter,
+                              CropTracker, IdentityTracker, MultiPoseTracker, OneEuroFilter, PoseTracker,
+                              determine_crop_region, full_frame_box, keypoint_filter, keypoint_jitter,
+                              object_keypoint_similarity, same_crop, torso_and_body_range, torso_visible)
 
 L_SH, R_SH, L_HIP, R_HIP = 5, 6, 11, 12
 
@@ -51,17 +51,44 @@ def test_step_response_settles_without_overshoot():
     assert abs(after[-1] - 100) < 0.01  # ...and settles
 
 
-def test_reduces_jitter_of_a_noisy_constant_signal():
+def filtered(values: np.ndarray, fps: float = 25.0, width: int = 360, **params) -> np.ndarray:
+    f = keypoint_filter(width, width, **params)
+    return np.stack([f(x, i / fps) for i, x in enumerate(values)])
+
+
+def test_defaults_remove_noise_that_tfjs_values_let_through():
     rng = np.random.default_rng(0)
     noisy = 200 + rng.normal(0, 0.5, (200, 17, 2))  # half a pixel of noise on a 360 px frame
-    f = keypoint_filter(360, 360)
-    smooth = np.stack([f(x, i / 25) for i, x in enumerate(noisy)])
-    # TF.js' large beta lets the filter open up at once: the defaults smooth only a little
-    assert jitter(smooth[20:]) < 0.85 * jitter(noisy[20:])
-    assert np.abs(smooth[20:] - 200).mean() < np.abs(noisy[20:] - 200).mean()
-    stronger = keypoint_filter(360, 360, min_cutoff=1.0, beta=50.0)  # lower cut-off, less speed-up
-    smoother = np.stack([stronger(x, i / 25) for i, x in enumerate(noisy)])
-    assert jitter(smoother[20:]) < 0.5 * jitter(noisy[20:])
+    smooth = filtered(noisy)
+    assert smooth[20:].var() < 0.45 * noisy[20:].var()  # 0.38 when written
+    assert jitter(smooth[20:]) < 0.5 * jitter(noisy[20:])  # 0.41
+    # TF.js' large beta opens the filter on the noise itself: its values smooth only a little
+    tfjs = filtered(noisy, **TFJS_ONE_EURO)
+    assert tfjs[20:].var() > 0.7 * noisy[20:].var()
+    assert filtered(noisy, **TFJS_ONE_EURO_2023)[20:].var() > 0.5 * noisy[20:].var()
+
+
+@pytest.mark.parametrize("speed,max_lag", [(0.5, 1.0), (2.0, 0.6), (5.0, 0.35), (10.0, 0.2)])
+def test_ramp_lag_is_small_and_shrinks_with_speed(speed, max_lag):
+    """A keypoint moving at ``speed`` px/frame (360 px frame, 25 fps) is followed within
+    ``max_lag`` frames once the filter has settled (One Euro: faster motion, higher cut-off)."""
+    ramp = 100 + speed * np.arange(60.0)[:, None, None] * np.ones((1, 17, 2))
+    lag = (ramp[-1] - filtered(ramp)[-1]) / speed
+    assert np.all(lag > 0) and np.all(lag <= max_lag)
+
+
+def test_step_settles_within_two_frames_at_25_fps():
+    signal = np.where(np.arange(40)[:, None, None] < 10, 100.0, 150.0) * np.ones((1, 17, 2))
+    out = filtered(signal)
+    assert np.all(out[10] < 150) and np.all(out[10] > 140)  # follows a 50 px jump at once...
+    assert np.all(np.abs(out[11:] - 150) < 2.5)  # ...within 5 % one frame later
+
+
+def test_presets():
+    assert SMOOTHING_PRESETS == {"default": ONE_EURO, "tfjs": TFJS_ONE_EURO, "tfjs-2023": TFJS_ONE_EURO_2023}
+    f = OneEuroFilter()
+    assert (f.min_cutoff, f.beta, f.derivative_cutoff) == (ONE_EURO["min_cutoff"], ONE_EURO["beta"],
+                                                          ONE_EURO["derivative_cutoff"])
 
 
 def test_vectorised_filter_equals_one_filter_per_value():
@@ -81,9 +108,21 @@ def test_pixel_units_are_normalised_units_times_image_size():
     rng = np.random.default_rng(2)
     norm = 0.5 + np.cumsum(rng.normal(0, 0.01, (50, 17, 2)), axis=0)
     size = np.array([640.0, 480.0])
-    in_pixels, normalised = keypoint_filter(640, 480), OneEuroFilter(**TFJS_ONE_EURO)
+    in_pixels, normalised = keypoint_filter(640, 480, **TFJS_ONE_EURO), OneEuroFilter(**TFJS_ONE_EURO)
     for i, x in enumerate(norm):
         np.testing.assert_allclose(in_pixels(x * size, i / 30), normalised(x, i / 30) * size, rtol=1e-9)
+
+
+def test_filter_is_scale_invariant_and_takes_the_scale_per_call():
+    """The same motion relative to the scale is filtered the same: a person 3x larger in a
+    3x larger crop moves 3x as many pixels and is smoothed alike."""
+    rng = np.random.default_rng(4)
+    xs = 100 + np.cumsum(rng.normal(0, 2, (60, 17, 2)), axis=0)
+    small, large, per_call = OneEuroFilter(scale=120.0), OneEuroFilter(scale=360.0), OneEuroFilter(scale=1.0)
+    for i, x in enumerate(xs):
+        want = small(x, i / 30)
+        np.testing.assert_allclose(large(3 * x, i / 30), 3 * want, rtol=1e-9)
+        np.testing.assert_allclose(per_call(x, i / 30, scale=120.0), want, rtol=1e-12)
 
 
 def test_timestamps_not_increasing_pass_the_value_through():
@@ -147,6 +186,34 @@ def test_crop_is_capped_by_the_image():
     moved = {k: (x + 10, y) for k, (x, y) in tall.items()}  # cap 330 > 320: whole frame
     assert determine_crop_region(pose(moved), 640, 480) == full_frame_box(640, 480)
     assert full_frame_box(300, 500) == (-100.0, 0.0, 500.0, 500.0)
+
+
+def test_crop_tracker_uses_the_whole_frame_for_a_crop_nearly_as_large_with_hysteresis():
+    crops = CropTracker(640, 480)  # full-frame square: 640
+    assert crops.box is None and crops.current() == full_frame_box(640, 480)
+    standing = pose(STANDING)  # half side 114: a 228 px crop
+    assert crops.update(standing) == determine_crop_region(standing, 640, 480)
+    big = pose({k: (300 + 2.5 * (x - 300), 260 + 2.5 * (y - 260)) for k, (x, y) in STANDING.items()})
+    assert 0.8 * 640 < determine_crop_region(big, 640, 480)[2] < 640  # TF.js would crop
+    assert crops.update(big) is None and crops.current() == full_frame_box(640, 480)
+    middle = pose({k: (300 + 2.1 * (x - 300), 260 + 2.1 * (y - 260)) for k, (x, y) in STANDING.items()})
+    assert 0.7 * 640 < determine_crop_region(middle, 640, 480)[2] < 0.8 * 640
+    assert crops.update(middle) is None  # from the whole frame, a crop needs to be under 0.7
+    assert crops.update(standing) is not None
+    assert crops.update(middle) is not None  # ...and a crop stays one up to 0.8
+    tfjs = CropTracker(640, 480, dead_band=0.0, full_frame=None)
+    assert tfjs.update(big) == determine_crop_region(big, 640, 480)
+
+
+def test_crop_tracker_keeps_its_crop_while_the_person_barely_moves():
+    crops = CropTracker(640, 480)
+    first = crops.update(pose(STANDING))
+    for dx in (2.0, -3.0, 5.0, 1.0):  # under 5 % of the 228 px side
+        assert crops.update(pose({k: (x + dx, y) for k, (x, y) in STANDING.items()})) == first
+    moved = crops.update(pose({k: (x + 40, y) for k, (x, y) in STANDING.items()}))
+    assert moved[0] == pytest.approx(first[0] + 0.9 * 40)  # TF.js' low-pass once it moves
+    assert same_crop(first, (first[0] + 10, first[1], first[2], first[3]))
+    assert not same_crop(first, (first[0], first[1], first[2] * 1.1, first[3] * 1.1))
 
 
 def test_crop_filter_is_a_low_pass_on_corners_and_keeps_squares():
@@ -219,13 +286,30 @@ def test_without_track_and_smooth_the_wrapper_is_the_predictor(predictor, yoga):
         np.testing.assert_array_equal(tracker(frame), predictor(frame))
 
 
+def track_of(tracker, frames) -> np.ndarray:
+    return np.stack([tracker(f, i / 25) for i, f in enumerate(frames)])
+
+
 def test_smoothing_reduces_jitter_on_video(predictor, yoga):
-    raw, smooth = PoseTracker(predictor, track=False, smooth=False), PoseTracker(predictor, track=False)
-    a = np.stack([raw(f, i / 25) for i, f in enumerate(yoga)])
-    b = np.stack([smooth(f, i / 25) for i, f in enumerate(yoga)])
-    assert (a[..., 2] > 0.3).all(axis=0).sum() >= 10
-    assert keypoint_jitter(b) < 0.95 * keypoint_jitter(a)
-    assert np.abs(b[..., :2] - a[..., :2]).mean() < 3.0  # no big lag either
+    raw = track_of(PoseTracker(predictor, track=False, smooth=False), yoga)
+    smooth = track_of(PoseTracker(predictor, track=False), yoga)
+    tfjs = track_of(PoseTracker(predictor, track=False, filter_params=TFJS_ONE_EURO), yoga)
+    assert (raw[..., 2] > 0.3).all(axis=0).sum() >= 10
+    assert keypoint_jitter(smooth) < 0.7 * keypoint_jitter(raw)  # 0.59 when written
+    assert keypoint_jitter(tfjs) > 0.9 * keypoint_jitter(raw)  # TF.js' values: 0.94
+    assert np.abs(smooth[..., :2] - raw[..., :2]).mean() < 1.5  # no big lag either
+
+
+def test_tracking_crop_adds_no_jitter_when_the_person_fills_the_frame(predictor, yoga):
+    """yoga.mp4: TF.js' crop is almost the whole frame but jumps between it and a shifted
+    square, and the keypoints jump with it; ours stays on the whole frame."""
+    whole = track_of(PoseTracker(predictor, track=False, smooth=False), yoga)
+    tracker = PoseTracker(predictor, smooth=False)
+    tracked = track_of(tracker, yoga)
+    assert tracker.crop is None
+    assert keypoint_jitter(tracked) < 1.05 * keypoint_jitter(whole)
+    tfjs = track_of(PoseTracker(predictor, smooth=False, **TFJS_CROP), yoga)
+    assert keypoint_jitter(tfjs) > 1.3 * keypoint_jitter(whole)  # 1.6x when written
 
 
 def test_tracking_crop_closes_in_on_a_small_person(predictor, lsp_dir):

@@ -174,3 +174,48 @@ def test_ctrl_c_ends_a_camera_capture_and_keeps_it(tmp_path, media, predictor):
     summary = run_video(camera, FailingPredictor(predictor, 3, KeyboardInterrupt()), json_out=str(js),
                         progress=False)
     assert summary["frames"] == 3 and len(read_jsonl(js)) == 3
+
+
+def test_smoothing_presets(tmp_path, media, predictor):
+    """``--smoothing tfjs`` is PoseTracker with TF.js' One Euro values; the default smooths more."""
+    from movenet.tracking import TFJS_ONE_EURO, PoseTracker, keypoint_jitter
+
+    tracks = {}
+    for preset in ("default", "tfjs"):
+        js = tmp_path / f"{preset}.jsonl"
+        assert main(["video", str(media / "yoga.mp4"), "--json", str(js), "--max-frames", "12", "--no-track",
+                     "--smoothing", preset] + ONE_THREAD) == 0
+        tracks[preset] = np.array([r["people"][0]["keypoints"] for r in read_jsonl(js)])
+    cap = cv2.VideoCapture(str(media / "yoga.mp4"))
+    tracker = PoseTracker(predictor, track=False, filter_params=TFJS_ONE_EURO)
+    direct = np.stack([tracker(cv2.cvtColor(cap.read()[1], cv2.COLOR_BGR2RGB), i / 25) for i in range(12)])
+    np.testing.assert_allclose(tracks["tfjs"][..., :2], direct[..., :2], atol=0.01)
+    assert keypoint_jitter(tracks["default"]) < keypoint_jitter(tracks["tfjs"])
+    with pytest.raises(MoveNetError, match="unknown smoothing"):
+        run_video(str(media / "yoga.mp4"), predictor, smoothing="none", progress=False)
+
+
+class CountingRuns:
+    def __init__(self, predictor):
+        self.predictor, self.calls = predictor, 0
+
+    def __getattr__(self, name):
+        return getattr(self.predictor, name)
+
+    def __call__(self, img, box=None):
+        return self.predictor(img, box)
+
+    def run(self, batch):
+        self.calls += 1
+        return self.predictor.run(batch)
+
+
+def test_multi_refine_looks_again_and_no_refine_does_not(tmp_path, media, predictor):
+    passes = {}
+    for refine in (True, False):
+        counting = CountingRuns(predictor)
+        run_video(str(media / "pedestrians.avi"), counting, json_out=str(tmp_path / "p.jsonl"), multi=True,
+                  track=False, refine=refine, max_frames=2, progress=False)
+        passes[refine] = counting.calls
+    assert passes[False] == 2  # one pass per frame
+    assert passes[True] > 2

@@ -33,7 +33,10 @@ def add_predict(sub) -> None:
     p.add_argument("--threshold", type=float, default=0.3, help="hide keypoints scoring below this")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of the backend")
     p.add_argument("--multi", action="store_true",
-                   help="every person (each centre peak of the heads) instead of the central one")
+                   help="every person (centre peaks of the heads, each looked at again in its own crop) "
+                   "instead of the central one")
+    p.add_argument("--no-refine", dest="refine", action="store_false",
+                   help="with --multi: one pass only, no second look at each person (faster, misses more)")
     p.set_defaults(func=cmd_predict)
 
 
@@ -59,7 +62,7 @@ def cmd_predict(args) -> int:
         if args.multi:
             from .tracking import MIN_PERSON_SCORE, predict_people
             from .video import person_record
-            kpts, scores, _ = predict_people(predictor, img, min_score=MIN_PERSON_SCORE)
+            kpts, scores, _ = predict_people(predictor, img, min_score=MIN_PERSON_SCORE, refine=args.refine)
             people = [person_record(k, s) for k, s in zip(kpts, scores)]
         else:
             kpts = predictor(img)
@@ -132,7 +135,7 @@ def cmd_weights_convert(args) -> int:
 def add_eval(sub) -> None:
     p = sub.add_parser("eval", help="accuracy of models on a keypoint data set (PCK, COCO AP)")
     p.add_argument("data", help="COCO person-keypoints JSON, a folder with person_keypoints.json, "
-                   "or an LSP folder")
+                   "an LSP folder, or MPII annotations (.mat or HRNet/mmpose .json)")
     p.add_argument("--model", action="append", dest="models", metavar="MODEL",
                    help="lightning, thunder, a checkpoint .pt, an exported .onnx, or a MoveNet-format "
                    ".onnx/.tflite; repeat to compare (default: lightning)")
@@ -271,15 +274,24 @@ def cmd_benchmark(args) -> int:
 
 # ---------------------------------------------------------------- data
 def add_data(sub) -> None:
-    p = sub.add_parser("data", help="inspect training data")
+    p = sub.add_parser("data", help="inspect and convert training data")
     dsub = p.add_subparsers(dest="data_cmd", required=True)
     s = dsub.add_parser("stats", help="target sizes before and after augmentation (PNG + percentiles)")
     s.add_argument("source", metavar="CONFIG_OR_DATA",
-                   help="training config YAML (data/augment sections), COCO JSON or LSP folder")
+                   help="training config YAML (data/augment sections), COCO JSON, LSP folder "
+                   "or MPII .mat/.json")
     s.add_argument("--out", default="data-stats", help="folder for target_sizes.png (default: data-stats)")
     s.add_argument("--limit", type=int, default=20000, help="at most this many targets (default 20000)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_data_stats)
+    c = dsub.add_parser("convert", help="write a data set as one COCO person-keypoints JSON")
+    c.add_argument("source", help="LSP folder, MPII .mat or .json, COCO JSON or a folder with "
+                   "person_keypoints.json")
+    c.add_argument("out", metavar="OUT.json", help="COCO JSON to write (image names relative to "
+                   "images/ beside it if that exists, else to its folder)")
+    c.add_argument("--images", help="image folder of the source (default: images/ beside it; "
+                   "for MPII also images/ one folder up)")
+    c.set_defaults(func=cmd_data_convert)
 
 
 def cmd_data_stats(args) -> int:
@@ -299,6 +311,15 @@ def cmd_data_stats(args) -> int:
     return 0
 
 
+def cmd_data_convert(args) -> int:
+    from .datasets import write_coco
+
+    data = write_coco(args.source, args.out, image_root=args.images)
+    labelled = sum(p.num_labelled for e in data.images for p in e.people)
+    print(f"wrote {args.out}: {len(data)} images, {data.num_people} people, {labelled} labelled keypoints")
+    return 0
+
+
 # ---------------------------------------------------------------- video
 def add_video(sub) -> None:
     p = sub.add_parser("video", help="pose on every frame of a video file or camera")
@@ -311,6 +332,10 @@ def add_video(sub) -> None:
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     p.add_argument("--multi", action="store_true", help="several people, with track ids")
     p.add_argument("--no-smooth", dest="smooth", action="store_false", help="no One Euro smoothing")
+    p.add_argument("--smoothing", choices=["default", "tfjs", "tfjs-2023"], default="default",
+                   help="One Euro parameters: ours (default) or TF.js' (docs/video.md)")
+    p.add_argument("--no-refine", dest="refine", action="store_false",
+                   help="with --multi: no second look at each person found in the whole frame (faster)")
     p.add_argument("--no-track", dest="track", action="store_false",
                    help="look at the whole frame every time (no tracking crop)")
     p.add_argument("--threshold", type=float, default=0.3, help="hide keypoints scoring below this")
@@ -334,7 +359,7 @@ def cmd_video(args) -> int:
     predictor = _predictor(args.model, args.backend, args.threads)
     summary = run_video(source, predictor, out=out, json_out=args.json_out, multi=args.multi,
                         smooth=args.smooth, track=args.track, threshold=args.threshold,
-                        max_frames=args.max_frames)
+                        max_frames=args.max_frames, smoothing=args.smoothing, refine=args.refine)
     for path in (out, args.json_out):
         if path:
             print(f"wrote {path}")
@@ -355,7 +380,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `train CONFIG --out DIR key=value`: argparse leaves overrides that follow an option unparsed.
+    if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides.extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except MoveNetError as e:

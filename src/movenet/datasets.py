@@ -1,10 +1,11 @@
 """Annotation formats. COCO person-keypoints JSON is the canonical format; other data sets
-are converted into it (``lsp_to_coco``). ``load_keypoint_dataset`` reads any of them into one
-validated structure."""
+are converted into it (``lsp_to_coco``, ``mpii_to_coco``). ``load_keypoint_dataset`` reads any
+of them into one validated structure; ``write_coco`` writes it back as COCO JSON."""
 from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,6 +96,274 @@ def coco_person_category() -> dict:
             "keypoints": list(COCO17.keypoints), "skeleton": [[a + 1, b + 1] for a, b in COCO17.skeleton]}
 
 
+# ---------------------------------------------------------------- MPII
+# MPII joint order (person-centric left/right, as in COCO).
+MPII_JOINTS = ("right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
+               "pelvis", "thorax", "upper_neck", "head_top", "right_wrist", "right_elbow",
+               "right_shoulder", "left_shoulder", "left_elbow", "left_wrist")
+MPII_TO_COCO = {i: COCO17.index(name) for i, name in enumerate(MPII_JOINTS) if name in COCO17.keypoints}
+MPII_NECK, MPII_HEAD_TOP = MPII_JOINTS.index("upper_neck"), MPII_JOINTS.index("head_top")
+MPII_PIXEL_STD = 200.0  # MPII's ``scale`` is the person's height in units of 200 px
+# MPII stores MATLAB pixel indices (pixel 1 is centred at 1); our pixel i is centred at i + 0.5.
+MATLAB_TO_PIXEL = -0.5
+MPII_SPLITS = ("train", "test", "all")
+
+
+@dataclass
+class MpiiPerson:
+    """One MPII person in our pixel coordinates. ``joints`` [16,3] = x, y, v in MPII joint
+    order with COCO visibility (0 unlabelled, 1 occluded, 2 visible or not stated);
+    ``center``/``scale``: MPII's rough person position and height / 200 px; ``head_box``
+    (x, y, w, h) where the annotation has one (the .mat; PCKh's head size)."""
+
+    joints: np.ndarray
+    center: tuple[float, float] | None = None
+    scale: float | None = None
+    head_box: tuple[float, float, float, float] | None = None
+
+
+def read_mpii(path: str | os.PathLike, split: str = "train") -> list[tuple[str, list[MpiiPerson]]]:
+    """MPII annotations -> [(image file name, people)] in file order.
+
+    ``path``: the official ``mpii_human_pose_v1_u12_1.mat`` (``split`` picks its images by
+    ``img_train``: ``train`` (the labelled ones), ``test`` or ``all``) or an HRNet/mmpose-style
+    JSON list of ``{"image", "joints", "joints_vis", "center", "scale"}`` records (already one
+    split per file; records of one image become one entry)."""
+    path = Path(path)
+    if split not in MPII_SPLITS:
+        raise MoveNetError(f"unknown MPII split {split!r}; use one of {', '.join(MPII_SPLITS)}")
+    if not path.is_file():
+        raise MoveNetError(f"{path}: file not found")
+    if path.suffix.lower() == ".mat":
+        return _read_mpii_mat(path, split)
+    return _mpii_from_records(_read_json(path), str(path))
+
+
+def mpii_to_coco(annotation_path: str | os.PathLike, image_root: str | os.PathLike | None = None,
+                 split: str = "train") -> dict:
+    """Convert MPII annotations (see ``read_mpii``) into a COCO person-keypoints dict.
+
+    The 12 limb joints become COCO keypoints 5-16; nose, eyes and ears are unlabelled (v 0).
+    ``bbox`` is the box of the person's labelled MPII joints (head top included), or the
+    square of side ``scale`` x 200 px at ``center`` for people without joints. ``file_name`` is
+    the MPII image name, relative to ``image_root`` (default: ``mpii_image_root``); width and
+    height are read from the image headers where the files are there."""
+    path = Path(annotation_path)
+    images = read_mpii(path, split)
+    return _mpii_coco(images, Path(image_root) if image_root is not None else mpii_image_root(path))
+
+
+def mpii_image_root(annotation_path: str | os.PathLike) -> Path:
+    """Where MPII images are looked for: ``images/`` beside the annotation file, else beside
+    its folder (``mpii/annot/train.json`` + ``mpii/images/``), else the file's folder."""
+    path = Path(annotation_path)
+    for candidate in (path.parent / "images", path.parent.parent / "images"):
+        if candidate.is_dir():
+            return candidate
+    return path.parent
+
+
+def _mpii_joints(xy: np.ndarray, labelled: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """[16,2] MATLAB coordinates + [16] masks -> [16,3] our pixels with COCO visibility."""
+    joints = np.zeros((len(MPII_JOINTS), 3))
+    joints[:, :2] = np.where(labelled[:, None], xy + MATLAB_TO_PIXEL, 0.0)
+    joints[:, 2] = np.where(labelled, np.where(visible, 2, 1), 0)
+    return joints
+
+
+def _mpii_position(center, scale) -> tuple[tuple[float, float] | None, float | None]:
+    """MPII's (center, scale) in our pixels; None for what is absent (MPII marks it -1)."""
+    ok = center is not None and scale is not None and scale > 0 and tuple(center) != (-1, -1)
+    if not ok:
+        return None, None
+    return (float(center[0]) + MATLAB_TO_PIXEL, float(center[1]) + MATLAB_TO_PIXEL), float(scale)
+
+
+def _mpii_from_records(records, label: str) -> list[tuple[str, list[MpiiPerson]]]:
+    def fail(problem: str):
+        raise MoveNetError(f"{label}: {problem}")
+
+    if not isinstance(records, list) or not records:
+        fail("expected a non-empty JSON list of MPII records ({'image', 'joints', 'joints_vis', ...})")
+    images: dict[str, list[MpiiPerson]] = {}
+    for i, record in enumerate(records):
+        if not isinstance(record, dict) or not isinstance(record.get("image"), str) or not record["image"]:
+            fail(f"records[{i}] is not an MPII record (needs an 'image' name and 'joints')")
+        person = _mpii_record_person(record, f"records[{i}] ({record['image']})", fail)
+        people = images.setdefault(record["image"], [])
+        if person is not None:
+            people.append(person)
+    return list(images.items())
+
+
+def _mpii_record_person(record: dict, where: str, fail) -> MpiiPerson | None:
+    """One JSON record; None when it places nobody (every joint missing, no position)."""
+    center = _as_floats(record["center"], f"{where} center", fail) if "center" in record else None
+    if center is not None and center.size != 2:
+        fail(f"{where}: 'center' must be [x, y]")
+    scale = record.get("scale")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
+        fail(f"{where}: 'scale' is not a number")
+    center, scale = _mpii_position(center, scale)
+    n = len(MPII_JOINTS)
+    if "joints" not in record:
+        if center is None:
+            fail(f"{where}: neither 'joints' nor 'center' and 'scale'")
+        return MpiiPerson(np.zeros((n, 3)), center, scale)
+    joints = record["joints"]
+    if not isinstance(joints, list):
+        fail(f"{where}: 'joints' is not a list")
+    if len(joints) != n:
+        fail(f"{where}: {len(joints)} joints, expected {n} (MPII)")
+    if not all(isinstance(p, list) and len(p) == 2 for p in joints):
+        fail(f"{where}: 'joints' must be {n} [x, y] pairs")
+    xy = _as_floats([v for p in joints for v in p], f"{where} joints", fail).reshape(n, 2)
+    at_marker = np.isin(xy, (-1.0, 0.0)).all(axis=1)  # MPII's missing-joint marker
+    vis = _as_floats(record["joints_vis"], f"{where} joints_vis", fail) if "joints_vis" in record \
+        else (~at_marker).astype(np.float64)
+    if vis.size != n:
+        fail(f"{where}: {vis.size} joints_vis values, expected {n}")
+    # Flag 0 at the marker is unlabelled; flag 0 elsewhere is an annotated joint not visible.
+    missing = (vis == 0) & at_marker
+    if missing.all() and center is None:
+        return None
+    return MpiiPerson(_mpii_joints(xy, ~missing, vis > 0), center, scale)
+
+
+def _read_mpii_mat(path: Path, split: str) -> list[tuple[str, list[MpiiPerson]]]:
+    from scipy.io import loadmat
+
+    def fail(problem: str):
+        raise MoveNetError(f"{path}: {problem}")
+
+    try:
+        mat = loadmat(str(path), struct_as_record=False, squeeze_me=True)
+    except Exception as e:  # scipy raises several types for bad files
+        fail(f"cannot read the MATLAB file ({e})")
+    release = mat.get("RELEASE")
+    if release is None or not hasattr(release, "annolist"):
+        fail("no RELEASE struct with annolist (not MPII's mpii_human_pose_v1_u12_1.mat)")
+    annolist = _mat_list(release.annolist)
+    img_train = np.atleast_1d(np.asarray(getattr(release, "img_train", []))).ravel()
+    if img_train.size != len(annolist):
+        fail(f"RELEASE.img_train has {img_train.size} flags for {len(annolist)} images")
+    keep = {"train": img_train == 1, "test": img_train == 0, "all": np.ones(len(annolist), bool)}[split]
+    images = []
+    for i in np.flatnonzero(keep):
+        where = f"annolist({i + 1})"  # MATLAB's 1-based index, as in MPII's documentation
+        name = getattr(getattr(annolist[i], "image", None), "name", None)
+        if not isinstance(name, str) or not name:
+            fail(f"{where}: no image name")
+        rects = _mat_list(getattr(annolist[i], "annorect", None))
+        people = [_mat_person(r, f"{where}.annorect({j + 1}) ({name})", fail) for j, r in enumerate(rects)]
+        images.append((name, [p for p in people if p is not None]))
+    return images
+
+
+def _mat_person(rect, where: str, fail) -> MpiiPerson | None:
+    """One ``annorect``; None when it places nobody (no joints, no position)."""
+    n = len(MPII_JOINTS)
+    xy, labelled, visible = np.zeros((n, 2)), np.zeros(n, bool), np.ones(n, bool)
+    for point in _mat_list(getattr(getattr(rect, "annopoints", None), "point", None)):
+        joint = _mat_number(getattr(point, "id", None))
+        x, y = _mat_number(getattr(point, "x", None)), _mat_number(getattr(point, "y", None))
+        if joint is None or joint != int(joint) or not 0 <= joint < n:
+            fail(f"{where}: joint id {getattr(point, 'id', None)!r} is not one of 0..{n - 1}")
+        if x is None or y is None:
+            fail(f"{where}: joint {int(joint)} has no x, y")
+        xy[int(joint)], labelled[int(joint)] = (x, y), True
+        flag = _mat_number(getattr(point, "is_visible", None))  # 1, 0, '1', '0' or '' (not stated)
+        visible[int(joint)] = flag is None or flag != 0
+    objpos = getattr(rect, "objpos", None)
+    center = (_mat_number(getattr(objpos, "x", None)), _mat_number(getattr(objpos, "y", None)))
+    scale = _mat_number(getattr(rect, "scale", None))
+    center, scale = _mpii_position(None if None in center else center, scale)
+    if not labelled.any() and center is None:
+        return None
+    corners = [_mat_number(getattr(rect, k, None)) for k in ("x1", "y1", "x2", "y2")]
+    head_box = None
+    if None not in corners:
+        x1, y1, x2, y2 = corners
+        head_box = (min(x1, x2) + MATLAB_TO_PIXEL, min(y1, y2) + MATLAB_TO_PIXEL,
+                    abs(x2 - x1), abs(y2 - y1))
+    return MpiiPerson(_mpii_joints(xy, labelled, visible), center, scale, head_box)
+
+
+def _mat_list(value) -> list:
+    """A squeezed MATLAB struct array as a list: one struct, an array of them, or nothing."""
+    if value is None:
+        return []
+    if isinstance(value, np.ndarray):
+        return list(value.ravel())
+    return [value]
+
+
+def _mat_number(value) -> float | None:
+    """A squeezed MATLAB scalar (number, numeric string or 1-element array); None for empty
+    arrays, empty strings and anything else."""
+    if isinstance(value, np.ndarray):
+        if value.size != 1:
+            return None
+        value = value.item()
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        return None
+    return float(value) if np.isfinite(value) else None
+
+
+def _mpii_coco(images: list[tuple[str, list[MpiiPerson]]], image_root: Path) -> dict:
+    from tqdm import tqdm
+
+    out = {"images": [], "annotations": [], "categories": [coco_person_category()]}
+    progress = tqdm(images, desc="MPII images", unit="img", file=sys.stderr, disable=len(images) < 1000)
+    for image_id, (name, people) in enumerate(progress, start=1):
+        size = _image_size(image_root / name)
+        out["images"].append({"id": image_id, "file_name": name,
+                              **({"width": size[0], "height": size[1]} if size else {})})
+        for person in people:
+            out["annotations"].append(_mpii_annotation(person, len(out["annotations"]) + 1, image_id))
+    return out
+
+
+def _mpii_annotation(person: MpiiPerson, ann_id: int, image_id: int) -> dict:
+    kpts = np.zeros((COCO17.num_keypoints, 3))
+    for mpii_idx, coco_idx in MPII_TO_COCO.items():
+        kpts[coco_idx] = person.joints[mpii_idx]
+    if (person.joints[:, 2] > 0).any():
+        x0, y0, w, h = _keypoint_box(person.joints)
+    else:
+        side = person.scale * MPII_PIXEL_STD
+        x0, y0, w, h = person.center[0] - side / 2, person.center[1] - side / 2, side, side
+    ann = {"id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+           "keypoints": np.round(kpts.reshape(-1), 3).tolist(),
+           "num_keypoints": int((kpts[:, 2] > 0).sum()),
+           "bbox": [float(x0), float(y0), float(w), float(h)], "area": float(w * h)}
+    # Not COCO keypoints, kept for PCKh (head size).
+    if person.joints[MPII_NECK, 2] > 0 and person.joints[MPII_HEAD_TOP, 2] > 0:
+        ann["neck"] = [round(float(v), 3) for v in person.joints[MPII_NECK, :2]]
+        ann["head_top"] = [round(float(v), 3) for v in person.joints[MPII_HEAD_TOP, :2]]
+    if person.head_box is not None:
+        ann["head_box"] = [round(float(v), 3) for v in person.head_box]
+    return ann
+
+
+def _image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the image header without decoding; None if missing or unreadable."""
+    from PIL import Image  # a dependency of matplotlib
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, ValueError):  # missing, unreadable or not an image
+        return None
+
+
 # ---------------------------------------------------------------- the canonical loader
 @dataclass
 class PersonAnnotation:
@@ -153,12 +422,15 @@ def load_keypoint_dataset(source: str | os.PathLike | dict, image_root: str | os
     """Read person keypoints from any supported source into one validated structure.
 
     ``source``: a COCO person-keypoints JSON file, a folder holding ``person_keypoints.json``,
-    an LSP folder (``joints.mat`` + ``images/``) or an already-loaded COCO dict. Image paths are
-    resolved against ``image_root`` (default: an ``images/`` folder beside the JSON if there is
-    one, else the JSON's folder; the working directory for a dict). Only the person category
-    is kept; crowd annotations are kept with ``iscrowd=True``. With ``check_files`` every image
-    file must exist, otherwise a missing file is reported when it is read."""
-    coco, label, default_root, name = _read_source(source)
+    an LSP folder (``joints.mat`` + ``images/``), MPII annotations (the official ``.mat``, of
+    which the labelled training images, or an HRNet/mmpose-style JSON list of records; see
+    ``mpii_to_coco``) or an already-loaded COCO dict. Image paths are resolved against
+    ``image_root`` (default: an ``images/`` folder beside the JSON if there is one, else the
+    JSON's folder; ``mpii_image_root`` for MPII; the working directory for a dict). Only the
+    person category is kept; crowd annotations are kept with ``iscrowd=True``. With
+    ``check_files`` every image file must exist, otherwise a missing file is reported when it
+    is read."""
+    coco, label, default_root, name = _read_source(source, image_root)
     root = Path(image_root) if image_root is not None else default_root
     dataset = _parse_coco(coco, label, root, schema, name)
     if check_files:
@@ -169,7 +441,23 @@ def load_keypoint_dataset(source: str | os.PathLike | dict, image_root: str | os
     return dataset
 
 
-def _read_source(source) -> tuple[object, str, Path, str]:
+def write_coco(source: str | os.PathLike | dict, out: str | os.PathLike,
+               image_root: str | os.PathLike | None = None) -> KeypointDataset:
+    """Write any source ``load_keypoint_dataset`` reads as one COCO person-keypoints JSON
+    file (atomically) and return the loaded data. Image file names are written relative to the
+    folder ``load_keypoint_dataset(out)`` resolves them against (``images/`` beside ``out``
+    where there is one, else ``out``'s folder), so the file loads where it is written."""
+    from .fileio import write_json_atomic
+
+    dataset = load_keypoint_dataset(source, image_root)
+    root = _default_image_root(Path(out))
+    images = [{**im, "file_name": os.path.relpath(entry.path, root)}
+              for im, entry in zip(dataset.coco["images"], dataset.images)]
+    write_json_atomic(out, {**dataset.coco, "images": images}, indent=None)
+    return dataset
+
+
+def _read_source(source, image_root=None) -> tuple[object, str, Path, str]:
     """-> (parsed COCO object, label for messages, default image root, data set name)."""
     if isinstance(source, dict):
         info = source.get("info")
@@ -186,7 +474,17 @@ def _read_source(source) -> tuple[object, str, Path, str]:
         return _read_json(json_path), str(json_path), _default_image_root(json_path), path.name
     if not path.exists():
         raise MoveNetError(f"{path}: file not found")
-    return _read_json(path), str(path), _default_image_root(path), path.stem
+    if path.suffix.lower() == ".mat":
+        return _mpii_source(path, read_mpii(path), image_root)
+    data = _read_json(path)
+    if isinstance(data, list):  # a COCO file is an object; a list is MPII records
+        return _mpii_source(path, _mpii_from_records(data, str(path)), image_root)
+    return data, str(path), _default_image_root(path), path.stem
+
+
+def _mpii_source(path: Path, images: list, image_root) -> tuple[dict, str, Path, str]:
+    root = Path(image_root) if image_root is not None else mpii_image_root(path)
+    return _mpii_coco(images, root), str(path), root, path.stem
 
 
 def _default_image_root(json_path: Path) -> Path:

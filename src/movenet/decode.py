@@ -177,3 +177,27 @@ def decode_multi(heatmaps: np.ndarray, centers: np.ndarray, regression: np.ndarr
         return (np.zeros((0, k, 3), np.float32), np.zeros(0, np.float32), np.zeros((0, 4), np.float32))
     return (np.stack([p[1] for p in kept]), np.array([p[0] for p in kept], np.float32),
             np.stack([p[2] for p in kept]))
+
+
+def regressed_keypoints(regression: np.ndarray, cy: int, cx: int, coord_scale: float | None = None) -> np.ndarray:
+    """Step 2 alone: the rough keypoints (centre + regression at the centre cell) of a person
+    whose centre cell is (cy, cx), [K,2] (x, y) normalised to the input. They come from the
+    centre alone, so they place even a person whose keypoint heatmaps are weak."""
+    k2, h, w = regression.shape
+    reg = regression[:, cy, cx].reshape(k2 // 2, 2)
+    return np.stack([(cx + reg[:, 1]) * (coord_scale or 1.0 / w), (cy + reg[:, 0]) * (coord_scale or 1.0 / h)],
+                    axis=1).astype(np.float32)
+
+
+def distinct_people(keypoints: np.ndarray, scores: np.ndarray, max_people: int | None = None,
+                    box_threshold: float = KEYPOINT_SCORE_THRESHOLD, duplicate_distance: float = 0.1) -> list[int]:
+    """Indices of the people [P,K,3] to keep, strongest first: a person whose keypoints lie on
+    a stronger kept person's (as in ``decode_multi``) is dropped; at most ``max_people``."""
+    kept: list[int] = []
+    for i in np.argsort(-np.asarray(scores), kind="stable"):
+        if max_people is not None and len(kept) == max_people:
+            break
+        if not any(_duplicate(keypoints[i], keypoints[j], keypoint_box(keypoints[j], box_threshold), duplicate_distance)
+                   for j in kept):
+            kept.append(int(i))
+    return kept

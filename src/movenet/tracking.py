@@ -1,5 +1,6 @@
-"""Video: the tracking crop of TF.js MoveNet, One Euro smoothing, identity tracking, and
-``PoseTracker`` / ``MultiPoseTracker``, thin wrappers around any ``runtime.Predictor``.
+"""Video: the tracking crop of TF.js MoveNet, One Euro smoothing, identity tracking, every
+person of an image (``predict_people``), and ``PoseTracker`` / ``MultiPoseTracker``, thin
+wrappers around any ``runtime.Predictor``.
 
 numpy only (no torch). Keypoints are [K,3] (x, y, score) in image pixels, crop boxes are
 squares (x0, y0, side, side) in pixels that may extend past the image (padded black), as
@@ -11,11 +12,13 @@ Constants marked TF.js come from tfjs-models, pose-detection/src/movenet (``cons
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .decode import decode_at_center, decode_multi, keypoint_box, person_score
+from .decode import (center_peaks, decode_at_center, decode_multi, distinct_people, keypoint_box, person_score,
+                     regressed_keypoints)
 from .image import to_image_coords
 from .runtime import Predictor, pose_score
 from .schema import COCO17, KeypointSchema
@@ -30,7 +33,21 @@ CROP_FILTER_ALPHA = 0.9  # TF.js CROP_FILTER_ALPHA: weight of the new crop corne
 # on LSP photos pasted side by side it keeps recall and drops most spurious people
 # (benchmarks/multi_person.py, docs/video.md)
 MIN_PERSON_SCORE = 0.3
+CENTER_THRESHOLD = 0.1  # ours: centre peaks above this are people (decode.decode_multi)
+# ours, the second (top-down) pass of predict_people (benchmarks/multi_person.py, docs/video.md):
+REFINE_CENTER_THRESHOLD = 0.05  # weaker centre peaks are worth a second look
+REFINE_EXPANSION = 1.5  # crop side / longer side of the regressed keypoints' box
+CANDIDATE_OVERLAP = 0.5  # a candidate whose regressed box overlaps a stronger one's more (IoU) is that one
 MIN_CROP_HALF_SIDE = 2.0  # pixels; ours: keeps a degenerate pose (all points on one spot) croppable
+# ours (CropTracker; benchmarks/video_jitter.py, docs/video.md): every move of the crop moves the
+# model's sampling grid, and the model answers with jitter of its own. A crop whose side is above
+# FULL_FRAME_ABOVE of the full-frame square gains little resolution: the full frame is used, and
+# left again only for a crop under FULL_FRAME_BELOW (hysteresis). A new crop whose centre and side
+# differ from the current one by less than CROP_DEAD_BAND of its side does not replace it.
+FULL_FRAME_ABOVE = 0.8
+FULL_FRAME_BELOW = 0.7
+CROP_DEAD_BAND = 0.05
+TFJS_CROP = {"crop_dead_band": 0.0, "crop_full_frame": None}  # PoseTracker(..., **TFJS_CROP): TF.js' crop
 
 # TF.js KEYPOINT_FILTER_CONFIG (constants.ts of tfjs-models 2021-2022), for coordinates
 # normalised to the image (x / width, y / height) and time in seconds: the TF.js detector
@@ -39,6 +56,12 @@ MIN_CROP_HALF_SIDE = 2.0  # pixels; ours: keeps a degenerate pose (all points on
 TFJS_ONE_EURO = {"frequency": 30.0, "min_cutoff": 6.36, "beta": 636.61, "derivative_cutoff": 4.77,
                  "threshold_cutoff": 0.5, "threshold_beta": 5.0}
 TFJS_ONE_EURO_2023 = {**TFJS_ONE_EURO, "min_cutoff": 2.5, "beta": 300.0, "derivative_cutoff": 2.5}
+# ours, same units: on the Pareto front of jitter vs lag of benchmarks/video_jitter.py --sweep
+# (docs/video.md). TF.js' large beta opens the filter on half a pixel of noise, so it removes only
+# 9-18 % of the jitter; these remove about 40 %. A 4 Hz minimum cut-off is a 40 ms time constant:
+# a lag of at most one frame at 25 fps, less when moving.
+ONE_EURO = {**TFJS_ONE_EURO, "min_cutoff": 4.0, "beta": 30.0, "derivative_cutoff": 2.5}
+SMOOTHING_PRESETS = {"default": ONE_EURO, "tfjs": TFJS_ONE_EURO, "tfjs-2023": TFJS_ONE_EURO_2023}
 
 
 # ---------------------------------------------------------------- crop region (TF.js)
@@ -109,6 +132,58 @@ class LowPassFilter:
         return self.value.copy()
 
 
+def same_crop(a: Box, b: Box, dead_band: float = CROP_DEAD_BAND) -> bool:
+    """True when the square ``b`` differs from ``a`` by less than ``dead_band`` of ``a``'s side,
+    in the distance of their centres and in their sides."""
+    shift = np.hypot(b[0] + b[2] / 2 - a[0] - a[2] / 2, b[1] + b[3] / 2 - a[1] - a[3] / 2)
+    return bool(shift < dead_band * a[2] and abs(b[2] - a[2]) < dead_band * a[2])
+
+
+class CropTracker:
+    """The tracking crop of one person across frames: ``update(keypoints)`` -> the box to look
+    at in the next frame (``box``; None = the whole frame padded to a square).
+
+    TF.js: ``determine_crop_region`` of the keypoints, corners low-pass filtered (``alpha``).
+    Ours, against the jitter that a moving crop adds: with ``full_frame = (above, below)``, a
+    crop larger than ``above`` x the full-frame square (or no torso) means the whole frame,
+    which is left again only for a crop under ``below`` x that square; a new crop within
+    ``dead_band`` of the current one (``same_crop``) keeps the current one.
+    ``full_frame=None, dead_band=0`` is TF.js' loop."""
+
+    def __init__(self, width: int, height: int, alpha: float = CROP_FILTER_ALPHA,
+                 dead_band: float = CROP_DEAD_BAND,
+                 full_frame: tuple[float, float] | None = (FULL_FRAME_ABOVE, FULL_FRAME_BELOW),
+                 schema: KeypointSchema = COCO17):
+        self.width, self.height = width, height
+        self.dead_band = dead_band
+        self.full_frame = full_frame
+        self.schema = schema
+        self.filter = CropFilter(alpha)
+        self.box: Box | None = None
+
+    def reset(self) -> None:
+        self.box = None
+        self.filter.reset()
+
+    def current(self) -> Box:
+        """The box to look at now: the tracking crop, or the whole frame padded to a square."""
+        return self.box if self.box is not None else full_frame_box(self.width, self.height)
+
+    def update(self, keypoints: np.ndarray) -> Box | None:
+        """Take this frame's keypoints [K,3] (pixels); returns the new ``box``."""
+        target = determine_crop_region(keypoints, self.width, self.height, self.schema)
+        if self.full_frame is not None:
+            full = full_frame_box(self.width, self.height)
+            limit = self.full_frame[1] if self.box is None else self.full_frame[0]
+            if target == full or target[2] > limit * full[2]:
+                self.reset()
+                return None
+        if self.box is not None and self.dead_band > 0 and same_crop(self.box, target, self.dead_band):
+            return self.box
+        self.box = self.filter(target)
+        return self.box
+
+
 class CropFilter:
     """Low-pass filter on the corners of square crop boxes (TF.js ``filterCropRegion``).
     A blend of squares is a square, so the result stays square."""
@@ -131,18 +206,22 @@ class OneEuroFilter:
     of values (e.g. [K,2] keypoint coordinates), including the TF.js asinh threshold.
 
     The parameters are those of TF.js, for values in units of ``scale`` (TF.js: coordinates
-    normalised to the image). Values are divided by ``scale`` before filtering, so for pixel
-    keypoints pass ``scale=(width, height)`` (broadcast against the values). In pixel units
-    that is ``beta / width`` and ``threshold_cutoff * width`` (``min_cutoff``,
-    ``derivative_cutoff`` in Hz and ``threshold_beta`` in seconds do not change).
+    normalised to the image): filtering ``values`` with ``scale`` is filtering
+    ``values / scale`` with these parameters, times ``scale``. For pixel keypoints pass
+    ``scale=(width, height)`` (broadcast against the values); in pixel units that is
+    ``beta / width`` and ``threshold_cutoff * width`` (``min_cutoff``, ``derivative_cutoff`` in
+    Hz and ``threshold_beta`` in seconds do not change). The state is kept in the units of the
+    values, so ``scale`` may change from call to call (``PoseTracker`` passes the side of the
+    crop the model looked at: parameters relative to the model's view, whatever the person's
+    size). Defaults: ``ONE_EURO``; TF.js' values are ``TFJS_ONE_EURO``, ``TFJS_ONE_EURO_2023``.
     Timestamps are in seconds; without them samples are 1 / ``frequency`` apart. A sample
     whose timestamp is not after the previous one is returned unfiltered (as TF.js)."""
 
-    def __init__(self, frequency: float = TFJS_ONE_EURO["frequency"],
-                 min_cutoff: float = TFJS_ONE_EURO["min_cutoff"], beta: float = TFJS_ONE_EURO["beta"],
-                 derivative_cutoff: float = TFJS_ONE_EURO["derivative_cutoff"],
-                 threshold_cutoff: float | None = TFJS_ONE_EURO["threshold_cutoff"],
-                 threshold_beta: float = TFJS_ONE_EURO["threshold_beta"], scale=1.0):
+    def __init__(self, frequency: float = ONE_EURO["frequency"],
+                 min_cutoff: float = ONE_EURO["min_cutoff"], beta: float = ONE_EURO["beta"],
+                 derivative_cutoff: float = ONE_EURO["derivative_cutoff"],
+                 threshold_cutoff: float | None = ONE_EURO["threshold_cutoff"],
+                 threshold_beta: float = ONE_EURO["threshold_beta"], scale=1.0):
         self.default_frequency = frequency
         self.min_cutoff = min_cutoff
         self.beta = beta
@@ -155,44 +234,45 @@ class OneEuroFilter:
     def reset(self) -> None:
         self.frequency = self.default_frequency
         self.last_time: float | None = None
-        self.raw: np.ndarray | None = None  # last input (normalised)
+        self.raw: np.ndarray | None = None  # last input
         self.filtered: np.ndarray | None = None
         self.derivative: np.ndarray | None = None
 
     def _alpha(self, cutoff):
         return 1.0 / (1.0 + self.frequency / (2 * np.pi * cutoff))
 
-    def __call__(self, values, timestamp: float | None = None) -> np.ndarray:
-        values = np.asarray(values, np.float64)
+    def __call__(self, values, timestamp: float | None = None, scale=None) -> np.ndarray:
+        """Filter one sample; ``scale``, when given, replaces the constructor's for it."""
+        x = np.asarray(values, np.float64)
+        scale = self.scale if scale is None else np.asarray(scale, np.float64)
         if timestamp is None:
             timestamp = 0.0 if self.last_time is None else self.last_time + 1.0 / self.frequency
         if self.last_time is not None and timestamp <= self.last_time:
-            return values.copy()
+            return x.copy()
         if self.last_time is not None:
             self.frequency = 1.0 / (timestamp - self.last_time)
         self.last_time = timestamp
-        x = values / self.scale
         if self.filtered is None or self.filtered.shape != x.shape:
             self.raw, self.filtered, self.derivative = x, x.copy(), np.zeros_like(x)
-            return values.copy()
+            return x.copy()
         dx = (x - self.raw) * self.frequency
         self.derivative = self.derivative + self._alpha(self.derivative_cutoff) * (dx - self.derivative)
-        speed = np.abs(self.derivative)
+        speed = np.abs(self.derivative) / scale
         alpha = self._alpha(self.min_cutoff + self.beta * speed)
         step = x - self.filtered
         if self.threshold_cutoff is not None:
             # TF.js: compress large jumps, asinh(d / t) * t ~ d for small d, ~log for large d
-            threshold = self.threshold_cutoff + self.threshold_beta * speed
+            threshold = (self.threshold_cutoff + self.threshold_beta * speed) * scale
             step = threshold * np.arcsinh(step / threshold)
         self.filtered = self.filtered + alpha * step
         self.raw = x
-        return self.filtered * self.scale
+        return self.filtered.copy()
 
 
 def keypoint_filter(width: int, height: int, **params) -> OneEuroFilter:
-    """A One Euro filter for [K,2] pixel coordinates of a ``width`` x ``height`` frame with the
-    TF.js defaults (``TFJS_ONE_EURO``) overridden by ``params``."""
-    return OneEuroFilter(**{**TFJS_ONE_EURO, **params}, scale=(float(width), float(height)))
+    """A One Euro filter for [K,2] pixel coordinates of a ``width`` x ``height`` frame with our
+    defaults (``ONE_EURO``) overridden by ``params`` (e.g. ``**TFJS_ONE_EURO``)."""
+    return OneEuroFilter(**{**ONE_EURO, **params}, scale=(float(width), float(height)))
 
 
 def keypoint_jitter(keypoints: np.ndarray, threshold: float = 0.3) -> float:
@@ -299,18 +379,84 @@ class IdentityTracker:
 
 # ---------------------------------------------------------------- predictors over time
 def predict_people(predictor: Predictor, img: np.ndarray, box: Box | None = None, max_people: int = 6,
-                   center_threshold: float = 0.1, min_score: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every person in ``img`` (or in the crop ``box``) with ``decode.decode_multi``, keeping
-    those whose ``decode.person_score`` is at least ``min_score``. Returns keypoints [P,K,3]
-    and boxes [P,4] (x0, y0, x1, y1) in image pixels, and scores [P]."""
+                   center_threshold: float | None = None, min_score: float = 0.0, refine: bool = True,
+                   known: Sequence[np.ndarray] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every person in ``img`` (or in the crop ``box``), keeping those whose
+    ``decode.person_score`` is at least ``min_score``. Returns keypoints [P,K,3], scores [P]
+    and boxes [P,4] (x0, y0, x1, y1 around the keypoints scoring above 0.2), in image pixels,
+    strongest first.
+
+    Without ``refine``: one pass, ``decode.decode_multi`` (centre peaks above
+    ``center_threshold``, default 0.1). With ``refine`` (ours, top-down): the pass only
+    proposes people (``person_candidates``: centre peaks above ``center_threshold``, default
+    ``REFINE_CENTER_THRESHOLD``); each is looked at again in a square crop around its regressed
+    keypoints (``refine_crop``, single-person decoding there: one more forward pass per
+    candidate), and ``decode.distinct_people`` drops the duplicates. Google's single-pose heads
+    give off-centre people weak centres and keypoints, but the centre regression still places
+    them. Candidates that are the same person as one of ``known`` (poses [K,3] found
+    elsewhere, e.g. in tracking crops) are not looked at again."""
     _check_heads(predictor)
+    if not refine:
+        threshold = CENTER_THRESHOLD if center_threshold is None else center_threshold
+        batch, box = predictor.preprocess(img) if box is None else predictor.preprocess_crop(img, box)
+        heat, center, reg, off = (o[0] for o in predictor.run(batch))
+        kpts, scores, boxes = decode_multi(heat, center, reg, off, max_people, threshold,
+                                           predictor.distance_offset, predictor.coord_scale)
+        keep = scores >= min_score
+        corners = to_image_coords(boxes[keep].reshape(-1, 2, 2), box).reshape(-1, 4)
+        return to_image_coords(kpts[keep], box), scores[keep], corners
+    threshold = REFINE_CENTER_THRESHOLD if center_threshold is None else center_threshold
+    _, _, rough = person_candidates(predictor, img, box, 2 * max_people + 2, threshold)
+    looked: list[np.ndarray] = []
+    people, scores = [], []
+    for points in rough:
+        region = np.concatenate([points.min(axis=0), points.max(axis=0)])
+        as_pose = np.concatenate([points, np.ones((len(points), 1), np.float32)], axis=1)
+        if any(box_iou(region, other) > CANDIDATE_OVERLAP for other in looked) or \
+                any(_same_person(as_pose, pose) for pose in known):
+            continue
+        looked.append(region)
+        kpts, score = predict_centred(predictor, img, refine_crop(points))
+        people.append(kpts)
+        scores.append(score)
+    k = rough.shape[1]
+    kept = [i for i in distinct_people(np.asarray(people).reshape(-1, k, 3), np.asarray(scores), max_people)
+            if scores[i] >= min_score]
+    kpts = np.asarray([people[i] for i in kept], np.float32).reshape(-1, k, 3)
+    boxes = np.asarray([keypoint_box(p) for p in kpts], np.float32).reshape(-1, 4)
+    return kpts, np.asarray([scores[i] for i in kept], np.float32), boxes
+
+
+def person_candidates(predictor: Predictor, img: np.ndarray, box: Box | None = None, max_candidates: int = 14,
+                      center_threshold: float = REFINE_CENTER_THRESHOLD) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One pass over ``img`` (or the crop ``box``): each centre peak above ``center_threshold``
+    (``decode.center_peaks``, strongest first) decoded around its centre. Returns, in image
+    pixels, keypoints [P,K,3], person scores [P] and the regressed keypoints [P,K,2]
+    (``decode.regressed_keypoints``)."""
     batch, box = predictor.preprocess(img) if box is None else predictor.preprocess_crop(img, box)
     heat, center, reg, off = (o[0] for o in predictor.run(batch))
-    kpts, scores, boxes = decode_multi(heat, center, reg, off, max_people, center_threshold,
-                                       predictor.distance_offset, predictor.coord_scale)
-    keep = scores >= min_score
-    corners = to_image_coords(boxes[keep].reshape(-1, 2, 2), box).reshape(-1, 4)
-    return to_image_coords(kpts[keep], box), scores[keep], corners
+    k, h, w = heat.shape
+    center_map = center.reshape(h, w)
+    peaks = center_peaks(center_map, center_threshold, max_candidates)
+    kpts = np.zeros((len(peaks), k, 3), np.float32)
+    rough = np.zeros((len(peaks), k, 2), np.float32)
+    scores = np.zeros(len(peaks), np.float32)
+    for i, (cy, cx) in enumerate(peaks):
+        decoded = decode_at_center(heat, reg, off, int(cy), int(cx), predictor.distance_offset, predictor.coord_scale)
+        scores[i] = person_score(float(center_map[cy, cx]), decoded)
+        kpts[i] = to_image_coords(decoded, box)
+        rough[i] = to_image_coords(regressed_keypoints(reg, int(cy), int(cx), predictor.coord_scale), box)
+    return kpts, scores, rough
+
+
+def refine_crop(points: np.ndarray, expansion: float = REFINE_EXPANSION) -> Box:
+    """The square crop centred on the box of ``points`` [K,>=2] (pixels), ``expansion`` times
+    its longer side."""
+    x0, y0 = points[:, :2].min(axis=0)
+    x1, y1 = points[:, :2].max(axis=0)
+    half = max(expansion * max(x1 - x0, y1 - y0) / 2, MIN_CROP_HALF_SIDE)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return (float(cx - half), float(cy - half), float(2 * half), float(2 * half))
 
 
 def _check_heads(predictor: Predictor) -> None:
@@ -339,55 +485,63 @@ class PoseTracker:
     ``tracker(frame_rgb, timestamp_s) -> [K,3]`` keypoints in pixels.
 
     ``track``: look at a square crop around the person found in the previous frame
-    (``determine_crop_region``, corners low-pass filtered); the first frame, and any frame
-    after the torso is lost, looks at the whole frame padded to a square. Without it every
-    frame is predicted whole (``predictor(frame)``).
+    (``CropTracker``: ``determine_crop_region``, corners low-pass filtered with ``crop_alpha``,
+    ``crop_dead_band`` and ``crop_full_frame`` against crop jitter; ``**TFJS_CROP`` is TF.js'
+    crop); the first frame, and any frame after the torso is lost, looks at the whole frame
+    padded to a square. Without it every frame is predicted whole (``predictor(frame)``).
     ``smooth``: One Euro filter on the keypoint coordinates (``filter_params`` override
-    ``TFJS_ONE_EURO``); the next crop is computed from the smoothed keypoints, as TF.js.
-    A pose score (mean keypoint score above 0.2) at or below ``reset_score`` resets the
-    state (TF.js: 0)."""
+    ``ONE_EURO``, e.g. ``filter_params=TFJS_ONE_EURO``) in units of the side of the square the
+    model looked at (TF.js: of the frame's width and height, the same for the whole frame of a
+    square video); the next crop is computed from the smoothed keypoints, as TF.js.
+    A pose score (mean keypoint score above 0.2) at or below ``reset_score`` resets the state
+    (TF.js: 0)."""
 
     def __init__(self, predictor: Predictor, track: bool = True, smooth: bool = True,
                  filter_params: dict | None = None, crop_alpha: float = CROP_FILTER_ALPHA,
+                 crop_dead_band: float = CROP_DEAD_BAND,
+                 crop_full_frame: tuple[float, float] | None = (FULL_FRAME_ABOVE, FULL_FRAME_BELOW),
                  reset_score: float = 0.0, schema: KeypointSchema = COCO17):
         self.predictor = predictor
         self.track = track
         self.smooth = smooth
         self.filter_params = dict(filter_params or {})
-        self.crop_filter = CropFilter(crop_alpha)
+        self.crop_params = dict(alpha=crop_alpha, dead_band=crop_dead_band, full_frame=crop_full_frame,
+                                schema=schema)
         self.reset_score = reset_score
         self.schema = schema
         self.reset()
 
     def reset(self) -> None:
         """Forget the previous frames (the next frame is looked at whole)."""
-        self.crop: Box | None = None
         self.size: tuple[int, int] | None = None
         self.keypoint_filter: OneEuroFilter | None = None
-        self.crop_filter.reset()
+        self.crop_tracker: CropTracker | None = None
+
+    @property
+    def crop(self) -> Box | None:
+        """The crop the next frame is looked at (None: the whole frame)."""
+        return self.crop_tracker.box if self.crop_tracker is not None else None
 
     def _start(self, width: int, height: int) -> None:
         self.reset()
         self.size = (width, height)
         self.keypoint_filter = keypoint_filter(width, height, **self.filter_params)
+        self.crop_tracker = CropTracker(width, height, **self.crop_params)
 
     def __call__(self, frame: np.ndarray, timestamp: float | None = None) -> np.ndarray:
         h, w = frame.shape[:2]
         if self.size != (w, h):
             self._start(w, h)
-        if self.track:
-            box = self.crop if self.crop is not None else full_frame_box(w, h)
-            kpts = self.predictor(frame, box)
-        else:
-            kpts = self.predictor(frame)
+        view = self.crop_tracker.current()[2] if self.track else float(max(w, h))  # side the model sees
+        kpts = self.predictor(frame, self.crop_tracker.current()) if self.track else self.predictor(frame)
         if pose_score(kpts) <= self.reset_score:
             self._start(w, h)
             return kpts
         if self.smooth:
             kpts = kpts.copy()
-            kpts[:, :2] = self.keypoint_filter(kpts[:, :2], timestamp)
+            kpts[:, :2] = self.keypoint_filter(kpts[:, :2], timestamp, scale=view)
         if self.track:
-            self.crop = self.crop_filter(determine_crop_region(kpts, w, h, self.schema))
+            self.crop_tracker.update(kpts)
         return kpts
 
 
@@ -395,30 +549,36 @@ class MultiPoseTracker:
     """Several people through a video: ``tracker(frame_rgb, timestamp_s) -> (keypoints
     [P,K,3] pixels, scores [P], ids [P])``.
 
-    Every frame the whole frame is decoded for all people (``predict_people``). With
-    ``track``, each person seen in the previous frame is also predicted in its own tracking
-    crop (``determine_crop_region`` of its keypoints, low-pass filtered), which keeps small
+    Every frame the whole frame is decoded for all people (``predict_people``, with its
+    second look at each candidate when ``refine``). With ``track``, each person seen in the
+    previous frame is also predicted in its own tracking crop (a ``CropTracker`` per id, as
+    ``PoseTracker``; a person whose crop would be the whole frame has none), which keeps small
     people at the model's resolution; whole-frame people that duplicate a crop prediction are
-    dropped. Ids come from ``IdentityTracker`` (crop predictions keep their track's id).
-    ``smooth``: a One Euro filter per id. People scoring below ``min_score``
-    (``decode.person_score``) are not reported."""
+    dropped (and not refined). Ids come from ``IdentityTracker`` (crop predictions keep their
+    track's id). ``smooth``: a One Euro filter per id, in units of the tracking crop's side
+    (of the whole frame's for people found in the whole frame). People scoring below
+    ``min_score`` (``decode.person_score``) are not reported."""
 
-    def __init__(self, predictor: Predictor, track: bool = True, smooth: bool = True,
-                 max_people: int = 6, center_threshold: float = 0.1, min_score: float = MIN_PERSON_SCORE,
+    def __init__(self, predictor: Predictor, track: bool = True, smooth: bool = True, refine: bool = True,
+                 max_people: int = 6, center_threshold: float | None = None, min_score: float = MIN_PERSON_SCORE,
                  filter_params: dict | None = None, crop_alpha: float = CROP_FILTER_ALPHA,
+                 crop_dead_band: float = CROP_DEAD_BAND,
+                 crop_full_frame: tuple[float, float] | None = (FULL_FRAME_ABOVE, FULL_FRAME_BELOW),
                  identity: IdentityTracker | None = None, schema: KeypointSchema = COCO17):
         self.predictor = predictor
         self.track = track
         self.smooth = smooth
+        self.refine = refine
         self.max_people = max_people
         self.center_threshold = center_threshold
         self.min_score = min_score
         self.filter_params = dict(filter_params or {})
-        self.crop_alpha = crop_alpha
+        self.crop_params = dict(alpha=crop_alpha, dead_band=crop_dead_band, full_frame=crop_full_frame,
+                                schema=schema)
         self.identity = identity or IdentityTracker(schema=schema)
         self.schema = schema
         self.filters: dict[int, OneEuroFilter] = {}
-        self.crops: dict[int, tuple[Box, CropFilter]] = {}
+        self.crops: dict[int, CropTracker] = {}
         self.size: tuple[int, int] | None = None
 
     def __call__(self, frame: np.ndarray, timestamp: float | None = None):
@@ -427,9 +587,9 @@ class MultiPoseTracker:
             self.size = (w, h)
             self.filters.clear()
             self.crops.clear()
-        poses, scores, fixed = self._crop_people(frame) if self.track else ([], [], [])
-        kpts, det_scores, _ = predict_people(self.predictor, frame, None, self.max_people,
-                                             self.center_threshold, self.min_score)
+        poses, scores, fixed, views = self._crop_people(frame) if self.track else ([], [], [], [])
+        kpts, det_scores, _ = predict_people(self.predictor, frame, None, self.max_people, self.center_threshold,
+                                             self.min_score, self.refine, known=poses)
         for k, s in zip(kpts, det_scores):
             if len(poses) >= self.max_people:
                 break
@@ -437,6 +597,7 @@ class MultiPoseTracker:
                 poses.append(k)
                 scores.append(float(s))
                 fixed.append(None)
+                views.append(float(max(w, h)))
         empty = np.zeros((0, self.schema.num_keypoints, 3), np.float32)
         stacked = np.stack(poses) if poses else empty
         ids = self.identity.update(stacked, fixed)
@@ -447,25 +608,29 @@ class MultiPoseTracker:
         for n, tid in enumerate(ids):
             if self.smooth:
                 filt = self.filters.setdefault(int(tid), keypoint_filter(w, h, **self.filter_params))
-                out[n, :, :2] = filt(out[n, :, :2], timestamp)
+                out[n, :, :2] = filt(out[n, :, :2], timestamp, scale=views[n])
             if self.track and torso_visible(out[n], self.schema):
-                _, crop_filter = self.crops.get(int(tid), (None, CropFilter(self.crop_alpha)))
-                crops[int(tid)] = (crop_filter(determine_crop_region(out[n], w, h, self.schema)), crop_filter)
+                crops[int(tid)] = self.crops.get(int(tid)) or CropTracker(w, h, **self.crop_params)
+                crops[int(tid)].update(out[n])
         self.crops = crops
         return out, np.asarray(scores, np.float32), ids
 
-    def _crop_people(self, frame: np.ndarray) -> tuple[list, list, list]:
+    def _crop_people(self, frame: np.ndarray) -> tuple[list, list, list, list]:
         """Predictions in the crops of the people tracked in the previous frame, oldest track
-        first; a crop that found someone already found by an older track is dropped."""
-        poses, scores, fixed = [], [], []
+        first; a crop that found someone already found by an older track is dropped. Returns
+        poses, scores, track ids and crop sides."""
+        poses, scores, fixed, views = [], [], [], []
         for tid in sorted(self.crops):
-            box, _ = self.crops[tid]
+            box = self.crops[tid].box
+            if box is None:  # whole frame: the whole-frame decoding finds this person
+                continue
             kpts, score = predict_centred(self.predictor, frame, box)
             if score >= self.min_score and not any(_same_person(kpts, p) for p in poses):
                 poses.append(kpts)
                 scores.append(score)
                 fixed.append(tid)
-        return poses, scores, fixed
+                views.append(box[2])
+        return poses, scores, fixed, views
 
 
 def _same_person(a: np.ndarray, b: np.ndarray, min_overlap: float = 0.5,

@@ -16,7 +16,7 @@ from .draw import draw_pose
 from .errors import MoveNetError
 from .fileio import atomic_path
 from .runtime import Predictor, pose_score
-from .tracking import MultiPoseTracker, PoseTracker
+from .tracking import SMOOTHING_PRESETS, MultiPoseTracker, PoseTracker
 
 DEFAULT_CAMERA_FPS = 30.0  # when a camera does not report its frame rate
 
@@ -95,20 +95,27 @@ def draw_ids(img: np.ndarray, keypoints: np.ndarray, ids: np.ndarray, threshold:
 
 def run_video(source: str | VideoSource, predictor: Predictor, out: str | None = None, json_out: str | None = None,
               multi: bool = False, smooth: bool = True, track: bool = True, threshold: float = 0.3,
-              max_frames: int | None = None, max_people: int = 6, progress: bool = True) -> dict:
+              max_frames: int | None = None, max_people: int = 6, progress: bool = True,
+              smoothing: str = "default", refine: bool = True) -> dict:
     """Predict every frame of ``source`` (file, camera index or ``open_source``) and write the annotated video
     ``out`` (mp4v, same fps and size) and/or ``json_out`` (one JSON object per frame:
     ``{"frame", "time", "people": [{"keypoints", "score", "id"?}]}``). Outputs are written to
     temporary files renamed at the end; on an error or interrupt they are removed. For a
-    camera, Ctrl-C ends the capture and keeps what was recorded.
+    camera, Ctrl-C ends the capture and keeps what was recorded. ``smoothing`` names the One
+    Euro parameters (``tracking.SMOOTHING_PRESETS``); ``refine``: with ``multi``, the second
+    look at each person candidate of the whole frame (``tracking.predict_people``).
     Returns {"frames", "seconds", "fps"}."""
     from tqdm import tqdm
 
     if max_frames is not None and max_frames < 1:
         raise MoveNetError(f"--max-frames must be at least 1, got {max_frames}")
+    if smoothing not in SMOOTHING_PRESETS:
+        raise MoveNetError(f"unknown smoothing {smoothing!r}; choose from {', '.join(SMOOTHING_PRESETS)}")
     src = source if isinstance(source, VideoSource) else open_source(source)
-    tracker = (MultiPoseTracker(predictor, track=track, smooth=smooth, max_people=max_people) if multi
-               else PoseTracker(predictor, track=track, smooth=smooth))
+    params = SMOOTHING_PRESETS[smoothing]
+    tracker = (MultiPoseTracker(predictor, track=track, smooth=smooth, refine=refine, max_people=max_people,
+                                filter_params=params) if multi
+               else PoseTracker(predictor, track=track, smooth=smooth, filter_params=params))
     total = min(filter(None, [src.frame_count, max_frames]), default=None)
     frames = 0
     start = time.perf_counter()
