@@ -46,7 +46,7 @@ def int8_model(fp32: Path, lsp: Path) -> Path | None:
 
 def repeat_in_processes(args: argparse.Namespace) -> int:
     argv = [sys.executable, __file__, "--runs", str(args.runs), "--warmup", str(args.warmup),
-            "--threads", str(args.threads)] + (["--no-torch"] if args.no_torch else []) \
+            "--threads", str(args.threads), "--block", str(args.block)] + (["--no-torch"] if args.no_torch else []) \
         + (["--image", args.image] if args.image else [])
     reports = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,6 +81,8 @@ def main() -> int:
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch eager out")
     parser.add_argument("--json", dest="json_out")
     parser.add_argument("--processes", type=int, default=1, help="repeat in N fresh processes")
+    parser.add_argument("--block", type=int, default=1,
+                        help="runs of one model in a row per round, the first not counted (default 1)")
     args = parser.parse_args()
     if args.processes > 1:
         return repeat_in_processes(args)
@@ -98,9 +100,10 @@ def main() -> int:
         entries.append(str(tflite))
     if not args.no_torch:
         entries.append("torch")
-    timings, settings = run_benchmark(entries, "lightning", args.threads, args.runs, args.warmup, args.image)
+    timings, settings = run_benchmark(entries, "lightning", args.threads, args.runs, args.warmup, args.image,
+                                      args.block)
     print(f"{settings['cpu']} ({settings['cores']} cores), {args.threads} threads, "
-          f"{args.runs} interleaved rounds; ratios are to the first row")
+          f"{args.runs} interleaved runs per model (blocks of {args.block}); ratios are to the first row")
     print(format_table(timings))
     if args.json_out:
         write_json_atomic(args.json_out, report_dict(timings, settings))

@@ -165,3 +165,24 @@ def test_benchmark_command(lightning_onnx, reference_dir, tmp_path, capsys):
                for m in report["models"])
     assert main(["benchmark", "--models", str(tmp_path / "nope.onnx"), "--runs", "1"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_benchmark_blocks_count_runs_without_the_first_of_each_block(lightning_onnx):
+    from movenet.benchmark import measure
+    from movenet.runtime import OnnxPredictor
+
+    class Counting(OnnxPredictor):
+        calls = 0
+
+        def run(self, batch):
+            Counting.calls += 1
+            return super().run(batch)
+
+    predictor = Counting(str(lightning_onnx), threads=1)
+    image = Path(__file__).resolve().parents[1] / "src" / "movenet" / "assets" / "astronaut.jpg"
+    [timing] = measure({"m": predictor}, image, runs=5, warmup=1, progress=False, block=3)
+    assert len(timing.model_ms) == 5 and len(timing.e2e_ms) == 5
+    # 1 warm-up round + ceil(5 / 2) measured rounds, 3 model runs and 3 end-to-end runs each
+    assert Counting.calls == (1 + 3) * 3 * 2
+    with pytest.raises(MoveNetError):
+        measure({"m": predictor}, image, runs=1, block=0, progress=False)

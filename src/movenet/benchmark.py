@@ -85,23 +85,36 @@ def _has_movenet_metadata(path: Path) -> bool:
 
 
 def measure(predictors: dict[str, Predictor], image: str | os.PathLike, runs: int = 100,
-            warmup: int = 10, progress: bool = True) -> list[Timing]:
-    """Interleaved timing of every predictor on ``image``; ``warmup`` rounds are not counted."""
+            warmup: int = 10, progress: bool = True, block: int = 1) -> list[Timing]:
+    """Interleaved timing of every predictor on ``image``; ``warmup`` rounds are not counted.
+
+    ``block`` > 1: in every round each model runs ``block`` times in a row and the first run
+    of each block is not counted, which measures the steady state of one model running frame
+    after frame (switching models every run evicts the caches and penalises the smaller, faster
+    models most). ``runs`` counts the measured runs per model either way."""
     from tqdm import tqdm
 
+    if block < 1:
+        raise MoveNetError(f"block must be at least 1, got {block}")
     labels = list(predictors)
     batches = {k: p.preprocess(read_image(image))[0] for k, p in predictors.items()}
     timings = {k: Timing(k, [], []) for k in labels}
-    for i in tqdm(range(warmup + runs), desc="benchmark", unit="round", file=sys.stderr, disable=not progress):
+    counted = block - 1 if block > 1 else 1
+    rounds = warmup + -(-runs // counted)
+    for i in tqdm(range(rounds), desc="benchmark", unit="round", file=sys.stderr, disable=not progress):
         order = labels[i % len(labels):] + labels[:i % len(labels)]
         for k in order:
-            ms = _time_ms(lambda: predictors[k].run(batches[k]))
-            if i >= warmup:
-                timings[k].model_ms.append(ms)
+            for j in range(block):
+                ms = _time_ms(lambda: predictors[k].run(batches[k]))
+                if i >= warmup and (block == 1 or j > 0):
+                    timings[k].model_ms.append(ms)
         for k in order:
-            ms = _time_ms(lambda: predictors[k](read_image(image)))
-            if i >= warmup:
-                timings[k].e2e_ms.append(ms)
+            for j in range(block):
+                ms = _time_ms(lambda: predictors[k](read_image(image)))
+                if i >= warmup and (block == 1 or j > 0):
+                    timings[k].e2e_ms.append(ms)
+    for t in timings.values():
+        del t.model_ms[runs:], t.e2e_ms[runs:]
     return [timings[k] for k in labels]
 
 
@@ -131,7 +144,8 @@ def report_dict(timings: list[Timing], settings: dict) -> dict:
 
 
 def run_benchmark(entries: list[str], base: str = "lightning", threads: int | None = 2, runs: int = 100,
-                  warmup: int = 10, image: str | os.PathLike | None = None) -> tuple[list[Timing], dict]:
+                  warmup: int = 10, image: str | os.PathLike | None = None,
+                  block: int = 1) -> tuple[list[Timing], dict]:
     """Open every entry, measure them interleaved; returns (timings, settings)."""
     image = Path(image) if image else Path(__file__).parent / "assets" / "astronaut.jpg"
     read_image(image)  # a bad image fails here, before the models load
@@ -141,8 +155,8 @@ def run_benchmark(entries: list[str], base: str = "lightning", threads: int | No
         while label in predictors:
             label += "'"
         predictors[label] = predictor
-    timings = measure(predictors, image, runs, warmup)
-    settings = {"threads": threads, "runs": runs, "warmup": warmup, "image": str(image),
+    timings = measure(predictors, image, runs, warmup, block=block)
+    settings = {"threads": threads, "runs": runs, "warmup": warmup, "block": block, "image": str(image),
                 "cpu": _cpu_name(), "cores": os.cpu_count()}
     return timings, settings
 

@@ -254,6 +254,8 @@ def add_benchmark(sub) -> None:
     p.add_argument("--threads", type=int, default=2, help="CPU threads of every backend (default 2)")
     p.add_argument("--runs", type=int, default=100, help="measured rounds (default 100)")
     p.add_argument("--warmup", type=int, default=10, help="uncounted rounds first (default 10)")
+    p.add_argument("--block", type=int, default=1, help="runs of one model in a row per round, the first "
+                   "not counted (steady state, as on video; default 1: models alternate every run)")
     p.add_argument("--image", default=str(BUILTIN_IMAGE), help="image to run on (default: built-in photo)")
     p.add_argument("--json", dest="json_out", help="also write the numbers to this JSON file")
     p.set_defaults(func=cmd_benchmark)
@@ -263,8 +265,11 @@ def cmd_benchmark(args) -> int:
     from .benchmark import format_table, report_dict, run_benchmark
     from .fileio import write_json_atomic
 
-    timings, settings = run_benchmark(args.models, args.model, args.threads, args.runs, args.warmup, args.image)
-    print(f"{settings['cpu']}, {args.threads} threads, {args.runs} interleaved rounds, image {args.image}")
+    timings, settings = run_benchmark(args.models, args.model, args.threads, args.runs, args.warmup, args.image,
+                                      args.block)
+    blocks = f" in blocks of {args.block}" if args.block > 1 else ""
+    print(f"{settings['cpu']}, {args.threads} threads, {args.runs} interleaved runs per model{blocks}, "
+          f"image {args.image}")
     print(format_table(timings))
     if args.json_out:
         write_json_atomic(args.json_out, report_dict(timings, settings))
