@@ -142,3 +142,59 @@ def test_coco_recipe_two_steps(coco_mini, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     ckpt = read_checkpoint(tmp_path / "coco" / LAST)
     assert ckpt["step"] == 2 and "val_ap" in ckpt["metrics"]
+
+
+class SignallingLoss(CountingLoss):
+    """Sends this process SIGINT during training call ``at`` (Ctrl-C in the middle of a step)."""
+
+    def __init__(self, cfg, at: int):
+        super().__init__(cfg)
+        self.at = at
+
+    def __call__(self, outputs, batch, *teacher):
+        if torch.is_grad_enabled() and len(self.values) + 1 == self.at:
+            import os
+            import signal
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().__call__(outputs, batch, *teacher)
+
+
+def test_ctrl_c_inside_an_epoch_resumes_at_the_next_batch(tmp_path, capsys):
+    cfg = _resume_config()
+    full_loss = CountingLoss(cfg)
+    full = _trainer(cfg, tmp_path / "full", full_loss)
+    full.fit()
+
+    cut_loss = SignallingLoss(cfg, at=7)  # Ctrl-C during step 7 = batch 3 of epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(cfg, tmp_path / "cut", cut_loss).fit()
+    assert "interrupted at epoch 2, batch 3/4" in capsys.readouterr().err
+    ckpt = read_checkpoint(tmp_path / "cut" / LAST)
+    assert (ckpt["epoch"], ckpt["step"], ckpt["train_state"]["batch_in_epoch"]) == (1, 7, 3)
+
+    resumed_loss = CountingLoss(cfg)
+    resumed = _trainer(cfg, tmp_path / "cut", resumed_loss)
+    resumed.resume(tmp_path / "cut" / LAST)
+    resumed.fit()
+    assert cut_loss.values + resumed_loss.values == full_loss.values  # the step finished, none repeated
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    def untimed(history):
+        return [{k: v for k, v in h.items() if k != "train_seconds"} for h in history]
+    assert untimed(resumed.state.history) == untimed(full.state.history)  # epoch 2's mean losses too
+
+
+def test_checkpoint_every_steps_writes_within_epochs(tmp_path):
+    cfg = tiny_config(**{"model.overrides.input_size": 64, "batch_size": 2, "epochs": 1, "threads": 1,
+                         "checkpoint_every_steps": 3})
+    written = []
+
+    class Watching(CountingLoss):
+        def __call__(self, outputs, batch, *teacher):
+            if torch.is_grad_enabled() and (tmp_path / LAST).exists():
+                written.append(read_checkpoint(tmp_path / LAST)["train_state"]["batch_in_epoch"])
+            return super().__call__(outputs, batch, *teacher)
+
+    Trainer(cfg, tmp_path, SyntheticPoses(4, 64, repeat=2), None, Watching(cfg), verbose=False).fit()
+    assert written == [3]  # after step 3 of 4; the end of the epoch writes the final one
+    assert read_checkpoint(tmp_path / LAST)["train_state"]["batch_in_epoch"] == 0

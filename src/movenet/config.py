@@ -109,6 +109,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads (0: torch's default)
     max_steps: int = 0  # stop after this many optimiser steps in all (0: no limit; smoke tests)
+    # also write last.pt every N optimiser steps inside an epoch (0: at the end of epochs only;
+    # an interrupted run writes it anyway)
+    checkpoint_every_steps: int = 0
     out_dir: str = "runs/train"
 
     def __post_init__(self) -> None:

@@ -9,6 +9,13 @@ keypoint AP in original image pixels), TensorBoard scalars and images, ``last.pt
 
 The data order of an epoch depends only on (seed, epoch) and the random state saved at the end
 of the previous epoch, so a run resumed from ``last.pt`` repeats the uninterrupted run.
+
+Interruptions: Ctrl-C or SIGTERM (a scheduler's preemption) lets the current optimiser step
+finish, writes ``last.pt`` at that point of the epoch and stops; ``--resume`` continues with the
+next batch of the same epoch (with ``data.num_workers: 0`` exactly as the uninterrupted run; with
+workers the same images in the same order, augmented with other random draws). A second Ctrl-C
+stops at once. ``checkpoint_every_steps`` also writes ``last.pt`` regularly inside an epoch,
+against hard kills.
 """
 from __future__ import annotations
 
@@ -16,7 +23,9 @@ import copy
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,12 +199,13 @@ class EpochSampler(torch.utils.data.Sampler):
         self.weights = weights if weights is not None and not torch.all(weights == weights[0]) else None
         self.shuffle, self.epoch = shuffle, 0
         self.per_rank = math.ceil(size / world_size)
+        self.skip = 0  # indices of this epoch already used (a run resumed inside an epoch)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
 
     def __len__(self) -> int:
-        return self.per_rank
+        return self.per_rank - self.skip
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
@@ -207,7 +217,7 @@ class EpochSampler(torch.utils.data.Sampler):
             order = torch.arange(self.size)
         total = self.per_rank * self.world
         order = torch.cat([order, order[: total - self.size]]) if total > self.size else order
-        return iter(order[self.rank::self.world].tolist())
+        return iter(order[self.rank::self.world][self.skip:].tolist())
 
 
 def make_loader(dataset, batch_size: int, sampler: torch.utils.data.Sampler, workers: int,
@@ -347,6 +357,8 @@ class TrainState:
     best: float = -math.inf
     best_epoch: int = -1
     history: list = field(default_factory=list)
+    batch_in_epoch: int = 0  # batches of the unfinished epoch already trained on
+    epoch_sums: dict = field(default_factory=dict)  # their summed losses and image count
 
 
 class Trainer:
@@ -393,6 +405,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.state = TrainState()
         self.writer = None
+        self.stop_requested = False
 
     def _sample_weights(self, unlabeled) -> torch.Tensor | None:
         from .samples import sample_weights
@@ -433,6 +446,8 @@ class Trainer:
                 "ema": self.ema.state_dict() if self.ema is not None else None,
                 "rng": states,
                 "history": s.history,
+                "batch_in_epoch": s.batch_in_epoch,
+                "epoch_sums": s.epoch_sums,
             },
         })
 
@@ -452,11 +467,14 @@ class Trainer:
             raise MoveNetError(f"{path}: training state does not fit this configuration "
                                f"({str(e).strip().splitlines()[0]})") from None
         best = ckpt["best"]
-        self.state = TrainState(ckpt["epoch"], ckpt["step"], best["value"], best["epoch"], list(ts["history"]))
+        self.state = TrainState(ckpt["epoch"], ckpt["step"], best["value"], best["epoch"], list(ts["history"]),
+                                ts.get("batch_in_epoch", 0), dict(ts.get("epoch_sums", {})))
         states = ts["rng"]
         set_rng_state(states[self.env.rank] if self.env.rank < len(states) else states[0])
         if self.verbose and self.env.is_main:
-            print(f"resumed from {path}: {ckpt['epoch']} epochs, {ckpt['step']} steps done", file=sys.stderr)
+            within = (f", {self.state.batch_in_epoch} batches of epoch {ckpt['epoch'] + 1}"
+                      if self.state.batch_in_epoch else "")
+            print(f"resumed from {path}: {ckpt['epoch']} epochs{within}, {ckpt['step']} steps done", file=sys.stderr)
 
     # ------------------------------------------------------------ loop
     def fit(self) -> TrainState:
@@ -465,6 +483,7 @@ class Trainer:
         if env.is_main:
             save_config(cfg, self.out_dir / "config.yaml")
             self.writer = self._open_writer()
+        restore = self._catch_interrupts()
         try:
             if cfg.val_before and self.val is not None and s.epoch == 0 and not s.history:
                 metrics = {f"val_{k}": v for k, v in self._validate(0).items()}
@@ -481,9 +500,37 @@ class Trainer:
                     metrics.update({f"val_{k}": v for k, v in self._validate(s.epoch).items()})
                 self._finish_epoch(metrics)
         finally:
+            restore()
             if self.writer is not None:
                 self.writer.close()
         return s
+
+    def _catch_interrupts(self) -> Callable[[], None]:
+        """Ctrl-C / SIGTERM ask the loop to stop after the current step (see the module doc);
+        returns the function that puts the previous handlers back."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def request_stop(signum, frame):
+            self.stop_requested = True
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+
+        for sig in previous:
+            signal.signal(sig, request_stop)
+        return lambda: [signal.signal(sig, handler) for sig, handler in previous.items()]
+
+    def _stop_agreed(self) -> bool:
+        """Whether to stop now: asked for in this process or, under DDP, in any."""
+        if not self.env.distributed:
+            return self.stop_requested
+        flag = torch.tensor([float(self.stop_requested)], device=self.env.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item() > 0)
+
+    def _save_within_epoch(self) -> None:
+        self.save(self.out_dir / LAST, {"epoch": self.state.epoch, "step": self.state.step,
+                                         "batch_in_epoch": self.state.batch_in_epoch})
 
     def _step_limit_reached(self) -> bool:
         return bool(self.cfg.max_steps) and self.state.step >= self.cfg.max_steps
@@ -495,12 +542,14 @@ class Trainer:
         self.net.train()
         if cfg.optim.freeze_bn:
             set_bn_eval(self.net)
-        self.sampler.set_epoch(epoch)
+        done = s.batch_in_epoch  # > 0 when resuming inside this epoch
+        self.sampler.set_epoch(epoch, skip=done * cfg.batch_size)
         self.loader_generator.manual_seed(cfg.seed * 1_000_003 + epoch)
-        sums: dict[str, float] = {}
-        images = 0
-        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                   disable=not (env.is_main and self.verbose), file=sys.stderr, leave=False)
+        sums: dict[str, float] = dict(s.epoch_sums)
+        images = int(sums.pop("images", 0))
+        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", initial=done,
+                   total=done + len(self.loader), disable=not (env.is_main and self.verbose),
+                   file=sys.stderr, leave=False)
         for batch in bar:
             batch = to_device(batch, env.device)
             loss, parts = self._step(batch)
@@ -508,14 +557,27 @@ class Trainer:
             images += n * env.world_size
             for k, v in {"loss": loss, **parts}.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * n
+            s.batch_in_epoch += 1
+            s.epoch_sums = {**sums, "images": images}
             if env.is_main and self.writer is not None and s.step % cfg.log.every_steps == 0:
                 self.writer.add_scalar("train/loss", float(loss), s.step)
                 for k, v in parts.items():
                     self.writer.add_scalar(f"train/{k}", float(v), s.step)
                 self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], s.step)
             bar.set_postfix(loss=f"{float(loss):.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+            if self._stop_agreed():
+                bar.close()
+                self._save_within_epoch()
+                if env.is_main:
+                    print(f"interrupted at epoch {epoch + 1}, batch {s.batch_in_epoch}/{self.steps_per_epoch}: "
+                          f"wrote {self.out_dir / LAST}; continue with --resume", file=sys.stderr)
+                raise KeyboardInterrupt
             if self._step_limit_reached():
                 break
+            every = cfg.checkpoint_every_steps
+            if every and s.step % every == 0 and s.batch_in_epoch < self.steps_per_epoch:
+                self._save_within_epoch()
+        s.batch_in_epoch, s.epoch_sums = 0, {}
         keys = sorted(sums)
         totals = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
         if env.distributed:  # the epoch's mean losses over every process' samples
