@@ -142,3 +142,22 @@ def test_multi_pose_tracker_finds_and_keeps_three_people(predictor, lsp):
         assert None not in found_at
         ids.append([int(frame_ids[i]) for i in found_at])
     assert ids[0] == ids[1] == ids[2] and len(set(ids[0])) == 3
+
+
+def test_refine_keeps_a_person_only_the_first_look_finds(predictor, shared_dir):
+    # An upside-down dancer filling the photo: the crop around its regressed keypoints scores
+    # under 0.3, the whole-image look scores above; refine must not lose the person.
+    from movenet.image import read_image
+    from movenet.tracking import MIN_PERSON_SCORE
+
+    img = read_image(shared_dir / "data" / "media" / "pexels-luis-quintero-1510540.jpg")
+    single = predictor(img)
+    kpts, scores, _ = predict_people(predictor, img, min_score=MIN_PERSON_SCORE)
+    one_pass, _, _ = predict_people(predictor, img, min_score=MIN_PERSON_SCORE, refine=False)
+    side = max(img.shape[:2])
+
+    def found(people: np.ndarray) -> bool:
+        return any(np.median(np.linalg.norm(p[:, :2] - single[:, :2], axis=1)) < 0.02 * side for p in people)
+
+    assert found(one_pass) and found(kpts)
+    assert all(s >= MIN_PERSON_SCORE for s in scores)

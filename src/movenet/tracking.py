@@ -38,6 +38,10 @@ CENTER_THRESHOLD = 0.1  # ours: centre peaks above this are people (decode.decod
 REFINE_CENTER_THRESHOLD = 0.05  # weaker centre peaks are worth a second look
 REFINE_EXPANSION = 1.5  # crop side / longer side of the regressed keypoints' box
 CANDIDATE_OVERLAP = 0.5  # a candidate whose regressed box overlaps a stronger one's more (IoU) is that one
+# People whose regressed or found keypoints span less than this fraction of the image's longer
+# side are dropped: a crop of a few pixels, enlarged to the model's input, yields a confident
+# pose made of noise, and weak centres decode into poses collapsed on one spot.
+REFINE_MIN_EXTENT = 0.05
 MIN_CROP_HALF_SIDE = 2.0  # pixels; ours: keeps a degenerate pose (all points on one spot) croppable
 # ours (CropTracker; benchmarks/video_jitter.py, docs/video.md): every move of the crop moves the
 # model's sampling grid, and the model answers with jitter of its own. A crop whose side is above
@@ -391,7 +395,9 @@ def predict_people(predictor: Predictor, img: np.ndarray, box: Box | None = None
     proposes people (``person_candidates``: centre peaks above ``center_threshold``, default
     ``REFINE_CENTER_THRESHOLD``); each is looked at again in a square crop around its regressed
     keypoints (``refine_crop``, single-person decoding there: one more forward pass per
-    candidate), and ``decode.distinct_people`` drops the duplicates. Google's single-pose heads
+    candidate; the first pass's pose is kept where only it reaches ``min_score``; people smaller than
+    ``REFINE_MIN_EXTENT`` of the image are dropped), and ``decode.distinct_people`` drops the
+    duplicates. Google's single-pose heads
     give off-centre people weak centres and keypoints, but the centre regression still places
     them. Candidates that are the same person as one of ``known`` (poses [K,3] found
     elsewhere, e.g. in tracking crops) are not looked at again."""
@@ -406,17 +412,24 @@ def predict_people(predictor: Predictor, img: np.ndarray, box: Box | None = None
         corners = to_image_coords(boxes[keep].reshape(-1, 2, 2), box).reshape(-1, 4)
         return to_image_coords(kpts[keep], box), scores[keep], corners
     threshold = REFINE_CENTER_THRESHOLD if center_threshold is None else center_threshold
-    _, _, rough = person_candidates(predictor, img, box, 2 * max_people + 2, threshold)
+    first, first_scores, rough = person_candidates(predictor, img, box, 2 * max_people + 2, threshold)
+    min_extent = REFINE_MIN_EXTENT * (max(img.shape[:2]) if box is None else box[2])
     looked: list[np.ndarray] = []
     people, scores = [], []
-    for points in rough:
+    for pose, first_score, points in zip(first, first_scores, rough):
         region = np.concatenate([points.min(axis=0), points.max(axis=0)])
         as_pose = np.concatenate([points, np.ones((len(points), 1), np.float32)], axis=1)
-        if any(box_iou(region, other) > CANDIDATE_OVERLAP for other in looked) or \
+        if (region[2:] - region[:2]).max() < min_extent or \
+                any(box_iou(region, other) > CANDIDATE_OVERLAP for other in looked) or \
                 any(_same_person(as_pose, pose) for pose in known):
             continue
         looked.append(region)
         kpts, score = predict_centred(predictor, img, refine_crop(points))
+        if score < min_score <= first_score:  # the first look is kept where the second loses the person
+            kpts, score = pose, float(first_score)
+        found = keypoint_box(kpts)
+        if (found[2:] - found[:2]).max() < min_extent:
+            continue
         people.append(kpts)
         scores.append(score)
     k = rough.shape[1]
