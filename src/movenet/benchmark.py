@@ -101,18 +101,16 @@ def measure(predictors: dict[str, Predictor], image: str | os.PathLike, runs: in
     timings = {k: Timing(k, [], []) for k in labels}
     counted = block - 1 if block > 1 else 1
     rounds = warmup + -(-runs // counted)
+    phases = (("model_ms", lambda k: predictors[k].run(batches[k])),
+              ("e2e_ms", lambda k: predictors[k](read_image(image))))
     for i in tqdm(range(rounds), desc="benchmark", unit="round", file=sys.stderr, disable=not progress):
         order = labels[i % len(labels):] + labels[:i % len(labels)]
-        for k in order:
-            for j in range(block):
-                ms = _time_ms(lambda: predictors[k].run(batches[k]))
-                if i >= warmup and (block == 1 or j > 0):
-                    timings[k].model_ms.append(ms)
-        for k in order:
-            for j in range(block):
-                ms = _time_ms(lambda: predictors[k](read_image(image)))
-                if i >= warmup and (block == 1 or j > 0):
-                    timings[k].e2e_ms.append(ms)
+        for field_name, call in phases:
+            for k in order:
+                for j in range(block):
+                    ms = _time_ms(lambda: call(k))
+                    if i >= warmup and (block == 1 or j > 0):
+                        getattr(timings[k], field_name).append(ms)
     for t in timings.values():
         del t.model_ms[runs:], t.e2e_ms[runs:]
     return [timings[k] for k in labels]

@@ -64,16 +64,13 @@ def _lsp_to_coco_keypoints(joints: np.ndarray) -> np.ndarray:
 def lsp_to_coco(folder: str | os.PathLike, relative_to: str | os.PathLike | None = None) -> dict:
     """Convert an LSP folder into a COCO person-keypoints dict (one person per image).
     ``file_name`` is relative to ``relative_to`` (default: the LSP ``images/`` folder)."""
-    import cv2
-
     joints = _read_lsp_mat(Path(folder))
     images, kpts = _lsp_image_paths(Path(folder), joints.shape[2]), _lsp_to_coco_keypoints(joints)
     root = Path(relative_to) if relative_to else Path(folder) / "images"
     out = {"images": [], "annotations": [], "categories": [coco_person_category()]}
     for i, (path, k) in enumerate(zip(images, kpts), start=1):
         neck, head_top = joints[:2, LSP_NECK, i - 1], joints[:2, LSP_HEAD_TOP, i - 1]
-        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if path.exists() else None
-        h, w = img.shape[:2] if img is not None else (0, 0)
+        w, h = _image_size(path) or (0, 0)
         labelled = k[:, 2] > 0
         x0, y0 = k[labelled, :2].min(axis=0)
         x1, y1 = k[labelled, :2].max(axis=0)

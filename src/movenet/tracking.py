@@ -421,7 +421,7 @@ def predict_people(predictor: Predictor, img: np.ndarray, box: Box | None = None
         as_pose = np.concatenate([points, np.ones((len(points), 1), np.float32)], axis=1)
         if (region[2:] - region[:2]).max() < min_extent or \
                 any(box_iou(region, other) > CANDIDATE_OVERLAP for other in looked) or \
-                any(_same_person(as_pose, pose) for pose in known):
+                any(_same_person(as_pose, other) for other in known):
             continue
         looked.append(region)
         kpts, score = predict_centred(predictor, img, refine_crop(points))
@@ -545,8 +545,11 @@ class PoseTracker:
         h, w = frame.shape[:2]
         if self.size != (w, h):
             self._start(w, h)
-        view = self.crop_tracker.current()[2] if self.track else float(max(w, h))  # side the model sees
-        kpts = self.predictor(frame, self.crop_tracker.current()) if self.track else self.predictor(frame)
+        if self.track:
+            box = self.crop_tracker.current()
+            kpts, view = self.predictor(frame, box), box[2]  # view: the side of the square the model saw
+        else:
+            kpts, view = self.predictor(frame), float(max(w, h))
         if pose_score(kpts) <= self.reset_score:
             self._start(w, h)
             return kpts

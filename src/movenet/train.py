@@ -358,7 +358,8 @@ class TrainState:
     best_epoch: int = -1
     history: list = field(default_factory=list)
     batch_in_epoch: int = 0  # batches of the unfinished epoch already trained on
-    epoch_sums: dict = field(default_factory=dict)  # their summed losses and image count
+    epoch_sums: dict = field(default_factory=dict)  # their losses, summed over samples
+    epoch_images: int = 0  # and the number of images (all processes)
 
 
 class Trainer:
@@ -448,6 +449,7 @@ class Trainer:
                 "history": s.history,
                 "batch_in_epoch": s.batch_in_epoch,
                 "epoch_sums": s.epoch_sums,
+                "epoch_images": s.epoch_images,
             },
         })
 
@@ -468,7 +470,9 @@ class Trainer:
                                f"({str(e).strip().splitlines()[0]})") from None
         best = ckpt["best"]
         self.state = TrainState(ckpt["epoch"], ckpt["step"], best["value"], best["epoch"], list(ts["history"]),
-                                ts.get("batch_in_epoch", 0), dict(ts.get("epoch_sums", {})))
+                                batch_in_epoch=ts.get("batch_in_epoch", 0),
+                                epoch_sums=dict(ts.get("epoch_sums", {})),
+                                epoch_images=ts.get("epoch_images", 0))
         states = ts["rng"]
         set_rng_state(states[self.env.rank] if self.env.rank < len(states) else states[0])
         if self.verbose and self.env.is_main:
@@ -545,8 +549,7 @@ class Trainer:
         done = s.batch_in_epoch  # > 0 when resuming inside this epoch
         self.sampler.set_epoch(epoch, skip=done * cfg.batch_size)
         self.loader_generator.manual_seed(cfg.seed * 1_000_003 + epoch)
-        sums: dict[str, float] = dict(s.epoch_sums)
-        images = int(sums.pop("images", 0))
+        sums = s.epoch_sums  # updated in place: a checkpoint inside the epoch carries them
         bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", initial=done,
                    total=done + len(self.loader), disable=not (env.is_main and self.verbose),
                    file=sys.stderr, leave=False)
@@ -554,11 +557,10 @@ class Trainer:
             batch = to_device(batch, env.device)
             loss, parts = self._step(batch)
             n = len(batch["image"])
-            images += n * env.world_size
+            s.epoch_images += n * env.world_size
             for k, v in {"loss": loss, **parts}.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * n
             s.batch_in_epoch += 1
-            s.epoch_sums = {**sums, "images": images}
             if env.is_main and self.writer is not None and s.step % cfg.log.every_steps == 0:
                 self.writer.add_scalar("train/loss", float(loss), s.step)
                 for k, v in parts.items():
@@ -577,7 +579,8 @@ class Trainer:
             every = cfg.checkpoint_every_steps
             if every and s.step % every == 0 and s.batch_in_epoch < self.steps_per_epoch:
                 self._save_within_epoch()
-        s.batch_in_epoch, s.epoch_sums = 0, {}
+        images = s.epoch_images
+        s.batch_in_epoch, s.epoch_sums, s.epoch_images = 0, {}, 0
         keys = sorted(sums)
         totals = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
         if env.distributed:  # the epoch's mean losses over every process' samples
