@@ -6,6 +6,10 @@ plus the regression error at the true centre cell against a constant (median-pos
 
 If "true centre + true regression" scores far above "own heads", the heatmaps are fine and the
 regression head is what fails (see docs/training.md, "Where the ImageNet model fails").
+
+``--probe-steps N`` also trains a fresh regression head for N steps on each model's frozen
+backbone and neck (training crops of the config, batches of 16, AdamW) and reports its error: it
+tells whether the features carry the pose (a fresh head on them learns it) or the head failed.
 """
 from __future__ import annotations
 
@@ -17,8 +21,11 @@ import torch
 from movenet.checkpoint import load_model
 from movenet.config import load_config
 from movenet.decode import decode_batch_torch
+from movenet.losses import masked_l1
 from movenet.metrics import pck, torso_size
+from movenet.model import Head
 from movenet.samples import build_datasets
+from movenet.train import set_bn_eval
 
 
 def reg_at_center(maps: torch.Tensor, center_cell: torch.Tensor) -> torch.Tensor:
@@ -27,10 +34,44 @@ def reg_at_center(maps: torch.Tensor, center_cell: torch.Tensor) -> torch.Tensor
     return maps[b, :, center_cell[:, 0].long(), center_cell[:, 1].long()]
 
 
-def collect(dataset, limit: int) -> dict[str, torch.Tensor]:
-    items = [dataset[i] for i in range(min(limit, len(dataset)))]
+def collect(dataset, limit: int, indices: list[int] | None = None) -> dict[str, torch.Tensor]:
+    indices = indices if indices is not None else range(min(limit, len(dataset)))
+    items = [dataset[i] for i in indices]
     keys = ("image", "center", "center_cell", "regression", "regression_mask", "keypoints")
     return {k: torch.stack([it[k] for it in items]) for k in keys}
+
+
+def regression_error(reg: torch.Tensor, d: dict[str, torch.Tensor]) -> float:
+    """Mean L1 (cells) of regression maps against the targets at the true centre cells."""
+    cell = d["center_cell"]
+    return float(masked_l1(reg_at_center(reg, cell), reg_at_center(d["regression"], cell),
+                           reg_at_center(d["regression_mask"], cell)))
+
+
+def probe_regression(model, train_set, val: dict[str, torch.Tensor], steps: int, lr: float,
+                     seed: int = 0) -> float:
+    """Error of a fresh regression head trained ``steps`` steps on the frozen rest of ``model``."""
+    old = model.regression
+    hidden, out = old.conv.pointwise.out_channels, old.out.out_channels
+    model.regression = head = Head(old.conv.depthwise.in_channels, hidden, out)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in head.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        b = collect(train_set, 16, torch.randint(len(train_set), (16,), generator=g).tolist())
+        model.train()
+        set_bn_eval(model)
+        reg = model(b["image"])[2]
+        loss = masked_l1(reg, b["regression"], b["regression_mask"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        return regression_error(model(val["image"])[2], val)
 
 
 def pck_of(pred: torch.Tensor, keypoints: np.ndarray, input_size: int) -> float:
@@ -43,11 +84,14 @@ def main() -> int:
     parser.add_argument("config", help="training config whose validation split is used")
     parser.add_argument("models", nargs="+", help="checkpoints or lightning/thunder")
     parser.add_argument("--limit", type=int, default=200, help="validation crops (default 200)")
+    parser.add_argument("--probe-steps", type=int, default=0,
+                        help="also train a fresh regression head on the frozen features (0: off)")
+    parser.add_argument("--probe-lr", type=float, default=3e-2)
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     cfg = load_config(args.config)
-    _, val = build_datasets(cfg.data, cfg.augment, verbose=False)
+    train, val = build_datasets(cfg.data, cfg.augment, verbose=False)
     if val is None:
         raise SystemExit(f"{args.config}: no validation split")
     d = collect(val, args.limit)
@@ -59,10 +103,11 @@ def main() -> int:
     constant = torch.from_numpy(np.nan_to_num(median)).float()
     print(f"{len(kpts)} validation crops of {args.config}; PCK@0.2 (torso) in the crop")
     print(f"regression error at the true centre cell, constant median pose: "
-          f"{float(((target - constant).abs() * mask).sum() / mask.sum()):.2f} cells")
+          f"{float(masked_l1(constant.expand_as(target), target, mask)):.2f} cells")
+    probe = f" fresh head, {args.probe_steps} steps (cells) |" if args.probe_steps else ""
     print("| model | own heads | true centre + true regression | true centre | mean regression | "
-          "regression error (cells) |")
-    print("|---|---:|---:|---:|---:|---:|")
+          "regression error (cells) |" + probe)
+    print("|---|---:|---:|---:|---:|---:|" + ("---:|" if probe else ""))
     for spec in args.models:
         model, _ = load_model(spec)
         with torch.no_grad():
@@ -73,8 +118,11 @@ def main() -> int:
         true_center = pck_of(decode_batch_torch(heat, d["center"], reg, off, prior, offset), kpts, size)
         mean_reg = reg.mean(0, keepdim=True).expand_as(reg)
         mean = pck_of(decode_batch_torch(heat, center, mean_reg, off, prior, offset), kpts, size)
-        err = float(((reg_at_center(reg, d["center_cell"]) - target).abs() * mask).sum() / mask.sum())
-        print(f"| {spec} | {own:.3f} | {oracle:.3f} | {true_center:.3f} | {mean:.3f} | {err:.2f} |")
+        err = regression_error(reg, d)
+        row = f"| {spec} | {own:.3f} | {oracle:.3f} | {true_center:.3f} | {mean:.3f} | {err:.2f} |"
+        if args.probe_steps:
+            row += f" {probe_regression(model, train, d, args.probe_steps, args.probe_lr):.2f} |"
+        print(row, flush=True)
     return 0
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from movenet.checkpoint import load_model, read_checkpoint
-from movenet.train import LAST, NonFiniteLoss, Trainer, build_loss
+from movenet.train import LAST, NonFiniteLoss, Trainer, build_loss, build_model, build_optimizer
 from train_helpers import SyntheticPoses, tiny_config, val_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +47,21 @@ def test_overfits_one_batch(tmp_path):
     trainer.fit()
     assert len(loss.values) == 60
     assert loss.values[-1] < 0.1 * loss.values[0], loss.values[::10]
+
+
+def test_backbone_lr_scale_sets_the_backbone_step(tmp_path):
+    cfg = tiny_config(**{"optim.backbone_lr_scale": 0.0, "optim.weight_decay": 1e-2, "batch_size": 2,
+                         "model.overrides.input_size": 64, "threads": 1})
+    model = build_model(cfg, verbose=False)
+    groups = build_optimizer(cfg, model).param_groups
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer = Trainer(cfg, tmp_path, SyntheticPoses(2, 64, repeat=1), None, build_loss(cfg),
+                      verbose=False, model=model)
+    trainer.fit()
+    moved = {n for n, p in trainer.model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert moved and all(not n.startswith("backbone.") for n in moved)
+    assert any(n.startswith("neck.") for n in moved) and any(n.startswith("regression.") for n in moved)
 
 
 def _resume_config():

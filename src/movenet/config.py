@@ -46,6 +46,9 @@ class OptimConfig:
     milestones: list[float] = field(default_factory=list)  # step schedule: epochs
     gamma: float = 0.1  # step schedule: lr factor at each milestone
     clip_grad_norm: float = 0.0  # 0: no clipping
+    # The backbone's learning rate is lr * backbone_lr_scale: below 1 when the backbone is
+    # pretrained and the neck and heads start from scratch (they need the larger steps).
+    backbone_lr_scale: float = 1.0
     # Keep batch norms in eval mode (their statistics and affine fixed). Needed when starting
     # from Google's weights: their batch norms are folded, so batch statistics would change
     # what every layer computes.
@@ -125,6 +128,8 @@ class TrainConfig:
                 raise ValueError(f"{key} must be one of {list(allowed)}, got {value!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
+        if self.optim.backbone_lr_scale < 0:
+            raise ValueError(f"optim.backbone_lr_scale must be >= 0, got {self.optim.backbone_lr_scale}")
         for key in ("alpha", "center_alpha"):
             value = getattr(self.distill, key)
             if value is not None and not 0.0 <= value <= 1.0:

@@ -160,15 +160,18 @@ class ModelEMA:
 
 # ---------------------------------------------------------------- optimisation
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """Adam/AdamW; no weight decay on biases and normalisation weights (1-d tensors)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
+    """Adam/AdamW; no weight decay on biases and normalisation weights (1-d tensors); the
+    backbone's learning rate scaled by ``optim.backbone_lr_scale``."""
+    o = cfg.optim
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    cls = torch.optim.AdamW if cfg.optim.name == "adamw" else torch.optim.Adam
-    return cls(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
+            groups.setdefault((name.startswith("backbone."), p.ndim <= 1), []).append(p)
+    param_groups = [{"params": params, "weight_decay": 0.0 if no_decay else o.weight_decay,
+                     "lr": o.lr * (o.backbone_lr_scale if backbone else 1.0)}
+                    for (backbone, no_decay), params in sorted(groups.items())]
+    cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+    return cls(param_groups, lr=o.lr, betas=tuple(o.betas))
 
 
 def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
