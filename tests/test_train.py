@@ -55,6 +55,8 @@ def test_backbone_lr_scale_sets_the_backbone_step(tmp_path):
     model = build_model(cfg, verbose=False)
     groups = build_optimizer(cfg, model).param_groups
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    # without a scale, the two groups (decay / no decay) that earlier checkpoints hold
+    assert len(build_optimizer(tiny_config(), model).param_groups) == 2
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer = Trainer(cfg, tmp_path, SyntheticPoses(2, 64, repeat=1), None, build_loss(cfg),
                       verbose=False, model=model)

@@ -163,10 +163,11 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
     """Adam/AdamW; no weight decay on biases and normalisation weights (1-d tensors); the
     backbone's learning rate scaled by ``optim.backbone_lr_scale``."""
     o = cfg.optim
+    split = o.backbone_lr_scale != 1.0  # unsplit: the two groups that earlier runs saved
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            groups.setdefault((name.startswith("backbone."), p.ndim <= 1), []).append(p)
+            groups.setdefault((split and name.startswith("backbone."), p.ndim <= 1), []).append(p)
     param_groups = [{"params": params, "weight_decay": 0.0 if no_decay else o.weight_decay,
                      "lr": o.lr * (o.backbone_lr_scale if backbone else 1.0)}
                     for (backbone, no_decay), params in sorted(groups.items())]
