@@ -166,17 +166,11 @@ def decode_multi(heatmaps: np.ndarray, centers: np.ndarray, regression: np.ndarr
         box = keypoint_box(kpts, box_threshold, fallback=(cx * (coord_scale or 1.0 / w),
                                                           cy * (coord_scale or 1.0 / h)))
         people.append((person_score(float(center_map[cy, cx]), kpts), kpts, box))
-    people.sort(key=lambda p: -p[0])
-    kept: list[tuple[float, np.ndarray, np.ndarray]] = []
-    for person in people:
-        if len(kept) == max_people:
-            break
-        if not any(_duplicate(person[1], other[1], other[2], duplicate_distance) for other in kept):
-            kept.append(person)
-    if not kept:
+    if not people:
         return (np.zeros((0, k, 3), np.float32), np.zeros(0, np.float32), np.zeros((0, 4), np.float32))
-    return (np.stack([p[1] for p in kept]), np.array([p[0] for p in kept], np.float32),
-            np.stack([p[2] for p in kept]))
+    scores, kpts, boxes = (np.asarray(v, np.float32) for v in zip(*people))
+    kept = distinct_people(kpts, scores, max_people, duplicate_distance=duplicate_distance, boxes=boxes)
+    return kpts[kept], scores[kept], boxes[kept]
 
 
 def regressed_keypoints(regression: np.ndarray, cy: int, cx: int, coord_scale: float | None = None) -> np.ndarray:
@@ -190,14 +184,18 @@ def regressed_keypoints(regression: np.ndarray, cy: int, cx: int, coord_scale: f
 
 
 def distinct_people(keypoints: np.ndarray, scores: np.ndarray, max_people: int | None = None,
-                    box_threshold: float = KEYPOINT_SCORE_THRESHOLD, duplicate_distance: float = 0.1) -> list[int]:
-    """Indices of the people [P,K,3] to keep, strongest first: a person whose keypoints lie on
-    a stronger kept person's (as in ``decode_multi``) is dropped; at most ``max_people``."""
+                    box_threshold: float = KEYPOINT_SCORE_THRESHOLD, duplicate_distance: float = 0.1,
+                    boxes: np.ndarray | None = None) -> list[int]:
+    """Indices of the people [P,K,3] to keep, strongest first: a person whose median keypoint
+    distance to a stronger kept person's is under ``duplicate_distance`` of that person's size
+    (its box, [P,4], or the box of its keypoints above ``box_threshold``) is dropped; at most
+    ``max_people``."""
+    if boxes is None:
+        boxes = [keypoint_box(p, box_threshold) for p in keypoints]
     kept: list[int] = []
     for i in np.argsort(-np.asarray(scores), kind="stable"):
         if max_people is not None and len(kept) == max_people:
             break
-        if not any(_duplicate(keypoints[i], keypoints[j], keypoint_box(keypoints[j], box_threshold), duplicate_distance)
-                   for j in kept):
+        if not any(_duplicate(keypoints[i], keypoints[j], boxes[j], duplicate_distance) for j in kept):
             kept.append(int(i))
     return kept
