@@ -1,6 +1,7 @@
 """Training samples on real data (coco-mini, LSP) and on bad data: contract shapes, targets
 that decode back to the labels, crops that map back to the image, counted skips, clear errors."""
 import json
+from dataclasses import fields
 
 import cv2
 import numpy as np
@@ -12,6 +13,7 @@ from movenet.augment import AugmentConfig
 from movenet.datasets import load_keypoint_dataset
 from movenet.errors import MoveNetError
 from movenet.samples import DataConfig, PoseSampleDataset
+from movenet.targets import TargetParams
 
 S = 192
 CONTRACT = {"image": (3, S, S), "heatmaps": (17, 48, 48), "heatmap_weight": (17, 1, 1),
@@ -237,6 +239,17 @@ def test_data_config_validation_and_round_trip():
         DataConfig(on_bad_image="ignore")
     with pytest.raises(ValueError, match="kernel"):
         DataConfig(kernel="disk")
+
+
+def test_data_config_carries_every_target_setting_with_the_same_default():
+    # DataConfig repeats TargetParams' fields so configs stay flat; they must not drift apart.
+    data_fields = {f.name: f.default for f in fields(DataConfig)}
+    for f in fields(TargetParams):
+        assert f.name in data_fields, f.name
+        assert data_fields[f.name] == f.default, f.name
+    assert DataConfig(sigma_factor=0.021, sigma_min=0.7).target_params() == TargetParams(
+        sigma_factor=0.021, sigma_min=0.7
+    )
 
 
 def test_target_sizes_grow_with_zoom_in(coco):

@@ -57,6 +57,37 @@ def model_from_checkpoint(ckpt: dict, path: str | os.PathLike = "checkpoint") ->
     return model.eval(), get_schema(ckpt.get("schema", "coco17"))
 
 
+def average_checkpoints(paths: list[str | os.PathLike]) -> dict:
+    """The mean of several checkpoints' weights ("model soup", or the last checkpoints of one
+    run): same architecture and keypoint schema required. Integer buffers (batch-norm counters)
+    are the first file's. The result is a model checkpoint without training state; it records
+    the files it was averaged from."""
+    if len(paths) < 2:
+        raise MoveNetError(f"averaging needs at least two checkpoints, got {len(paths)}")
+    first = read_checkpoint(paths[0])
+    model_from_checkpoint(first, paths[0])  # the weights must fit their own architecture
+    total = {k: v.double() for k, v in first["state_dict"].items() if v.is_floating_point()}
+    for path in paths[1:]:
+        ckpt = read_checkpoint(path)
+        for key, what in (("model_config", "model config"), ("schema", "keypoint schema")):
+            if ckpt.get(key) != first.get(key):
+                raise MoveNetError(f"{path}: another {what} than {paths[0]}; only the same "
+                                   "architecture can be averaged")
+        state = ckpt["state_dict"]
+        if state.keys() != first["state_dict"].keys():
+            raise MoveNetError(f"{path}: other weight names than {paths[0]}")
+        for k in total:
+            if state[k].shape != total[k].shape:
+                raise MoveNetError(f"{path}: {k} has shape {tuple(state[k].shape)}, "
+                                   f"{paths[0]} {tuple(total[k].shape)}")
+            total[k] += state[k].double()
+    state = {k: (total[k] / len(paths)).to(v.dtype) if k in total else v.clone()
+             for k, v in first["state_dict"].items()}
+    keep = ("format", "model_config", "schema", "config")
+    return {**{k: first[k] for k in keep if k in first}, "state_dict": state,
+            "averaged_from": [str(p) for p in paths]}
+
+
 def load_model(spec: str | os.PathLike, verbose: bool = True) -> tuple[MoveNet, KeypointSchema]:
     """``lightning``/``thunder`` (Google's weights), a ``.pt`` checkpoint or a TF.js
     ``model.json``. Returns the model in eval mode and its keypoint schema."""

@@ -1,4 +1,4 @@
-"""`movenet` command line: predict, weights, train, eval, export, benchmark, video, data.
+"""`movenet` command line: predict, weights, train, eval, average, export, benchmark, video, data.
 
 Heavy imports (torch, pycocotools...) happen inside each command so that the torch-free
 commands (``predict --backend onnx``) work where torch is not installed.
@@ -189,6 +189,30 @@ def cmd_train(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- average
+def add_average(sub) -> None:
+    p = sub.add_parser("average", help="average the weights of checkpoints of one architecture (model soup)",
+                       description="Mean of the weights of several checkpoints, e.g. runs of one recipe "
+                       "with different seeds: one model, as fast as each, usually better than each.")
+    p.add_argument("checkpoints", nargs="+", help="two or more .pt checkpoints")
+    p.add_argument("--out", "-o", required=True, help="checkpoint to write")
+    p.set_defaults(func=cmd_average)
+
+
+def cmd_average(args) -> int:
+    import torch
+
+    from .checkpoint import average_checkpoints, model_from_checkpoint
+    from .fileio import atomic_path
+
+    soup = average_checkpoints(args.checkpoints)
+    model_from_checkpoint(soup, args.out)
+    with atomic_path(args.out) as tmp:
+        torch.save(soup, tmp)
+    print(f"wrote {args.out} (mean of {len(args.checkpoints)} checkpoints)")
+    return 0
+
+
 # ---------------------------------------------------------------- export
 def add_export(sub) -> None:
     p = sub.add_parser("export", help="export a model to ONNX (fp32 or int8) for the torch-free runtime")
@@ -373,7 +397,7 @@ def cmd_video(args) -> int:
 
 
 # ---------------------------------------------------------------- main
-COMMANDS = [add_predict, add_weights, add_eval, add_train, add_export, add_benchmark, add_data, add_video]
+COMMANDS = [add_predict, add_weights, add_eval, add_train, add_average, add_export, add_benchmark, add_data, add_video]
 
 
 def build_parser() -> argparse.ArgumentParser:

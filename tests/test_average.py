@@ -1,0 +1,89 @@
+"""`movenet average`: the mean of checkpoints' weights, refused across architectures, written
+atomically and usable wherever a checkpoint is."""
+import pytest
+import torch
+
+from movenet.checkpoint import average_checkpoints, load_model, model_from_checkpoint, save_checkpoint
+from movenet.cli import main
+from movenet.errors import MoveNetError
+from movenet.model import create_model
+
+SMALL = 64
+
+
+def _model(seed: int, name: str = "mobilenetv2_050"):
+    torch.manual_seed(seed)
+    model = create_model(name, input_size=SMALL)
+    with torch.no_grad():  # batch-norm statistics differ too, so buffers are averaged as well
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+                m.num_batches_tracked.fill_(seed + 1)
+    return model
+
+
+@pytest.fixture()
+def three(tmp_path):
+    paths = []
+    for seed in range(3):
+        paths.append(tmp_path / f"m{seed}.pt")
+        save_checkpoint(paths[-1], _model(seed), extra={"config": {"seed": seed}, "train_state": {"x": 1}})
+    return paths
+
+
+def test_average_is_the_mean_of_every_float_tensor(three):
+    states = [torch.load(p, weights_only=False)["state_dict"] for p in three]
+    soup = average_checkpoints(three)
+    for key, value in soup["state_dict"].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, sum(s[key] for s in states) / 3)
+        else:  # counters are the first file's
+            assert torch.equal(value, states[0][key])
+    assert soup["averaged_from"] == [str(p) for p in three]
+    assert "train_state" not in soup and soup["config"] == {"seed": 0}
+    differing = [k for k, v in states[0].items() if v.is_floating_point() and not torch.equal(v, states[1][k])]
+    assert len(differing) > 10
+    assert all(not torch.equal(soup["state_dict"][k], states[0][k]) for k in differing)
+    _, schema = model_from_checkpoint(soup)
+    assert schema.num_keypoints == 17
+
+
+def test_average_of_copies_is_the_same_model(tmp_path):
+    model = _model(0).eval()
+    for name in ("a.pt", "b.pt"):
+        save_checkpoint(tmp_path / name, model)
+    soup, _ = model_from_checkpoint(average_checkpoints([tmp_path / "a.pt", tmp_path / "b.pt"]))
+    x = torch.rand(1, 3, SMALL, SMALL) * 255
+    with torch.no_grad():
+        for a, b in zip(model(x), soup(x)):
+            torch.testing.assert_close(a, b)
+
+
+def test_average_refuses_other_architectures_and_bad_files(three, tmp_path):
+    save_checkpoint(tmp_path / "other.pt", create_model("mobilenetv3_small", input_size=SMALL))
+    with pytest.raises(MoveNetError, match="other.pt: another model config"):
+        average_checkpoints([three[0], tmp_path / "other.pt"])
+    with pytest.raises(MoveNetError, match="at least two"):
+        average_checkpoints(three[:1])
+    with pytest.raises(MoveNetError, match="absent.pt: file not found"):
+        average_checkpoints([three[0], tmp_path / "absent.pt"])
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(MoveNetError, match="junk.pt: not a readable checkpoint"):
+        average_checkpoints([three[0], tmp_path / "junk.pt"])
+
+
+def test_cli_writes_a_checkpoint_that_loads_or_exits_with_one_line(three, tmp_path, capsys):
+    out = tmp_path / "soup" / "soup.pt"
+    assert main(["average", *map(str, three), "--out", str(out)]) == 0
+    assert "mean of 3 checkpoints" in capsys.readouterr().out
+    model, _ = load_model(out)
+    expected = average_checkpoints(three)["state_dict"]
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, expected[key])
+    save_checkpoint(tmp_path / "other.pt", create_model("mobilenetv3_small", input_size=SMALL))
+    bad = tmp_path / "bad.pt"
+    assert main(["average", str(three[0]), str(tmp_path / "other.pt"), "--out", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "other.pt: another model config" in err[0]
+    assert not bad.exists() and not list(tmp_path.glob(".bad.pt.*"))
