@@ -40,13 +40,34 @@ def test_average_is_the_mean_of_every_float_tensor(three):
             torch.testing.assert_close(value, sum(s[key] for s in states) / 3)
         else:  # counters are the first file's
             assert torch.equal(value, states[0][key])
-    assert soup["averaged_from"] == [str(p) for p in three]
+    assert soup["averaged_from"] == [{"checkpoint": str(p), "weight": 1 / 3} for p in three]
     assert "train_state" not in soup and soup["config"] == {"seed": 0}
     differing = [k for k, v in states[0].items() if v.is_floating_point() and not torch.equal(v, states[1][k])]
     assert len(differing) > 10
     assert all(not torch.equal(soup["state_dict"][k], states[0][k]) for k in differing)
     _, schema = model_from_checkpoint(soup)
     assert schema.num_keypoints == 17
+
+
+def test_weighted_average_interpolates_and_names_resolve_to_official_files(three, monkeypatch):
+    from movenet import weights
+
+    states = [torch.load(p, weights_only=False)["state_dict"] for p in three[:2]]
+    monkeypatch.setattr(weights, "official_checkpoint", lambda name, verbose=True: three[1])
+    soup = average_checkpoints([three[0], "lightning"], weights=[3, 1])
+    for key, value in soup["state_dict"].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, 0.75 * states[0][key] + 0.25 * states[1][key])
+    assert soup["averaged_from"][1] == {"checkpoint": "lightning", "weight": 0.25}
+    one = average_checkpoints([three[0], three[1]], weights=[1, 0])
+    for key, value in one["state_dict"].items():
+        assert torch.equal(value, states[0][key])
+    with pytest.raises(MoveNetError, match="1 weights for 2 checkpoints"):
+        average_checkpoints(three[:2], weights=[1])
+    with pytest.raises(MoveNetError, match="weights must be >= 0"):
+        average_checkpoints(three[:2], weights=[1.5, -0.5])
+    with pytest.raises(MoveNetError, match="weights must be >= 0"):
+        average_checkpoints(three[:2], weights=[0, 0])
 
 
 def test_average_of_copies_is_the_same_model(tmp_path):
@@ -76,7 +97,7 @@ def test_average_refuses_other_architectures_and_bad_files(three, tmp_path):
 def test_cli_writes_a_checkpoint_that_loads_or_exits_with_one_line(three, tmp_path, capsys):
     out = tmp_path / "soup" / "soup.pt"
     assert main(["average", *map(str, three), "--out", str(out)]) == 0
-    assert "mean of 3 checkpoints" in capsys.readouterr().out
+    assert f"0.333 x {three[2]}" in capsys.readouterr().out
     model, _ = load_model(out)
     expected = average_checkpoints(three)["state_dict"]
     for key, value in model.state_dict().items():

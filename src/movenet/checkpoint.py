@@ -57,17 +57,34 @@ def model_from_checkpoint(ckpt: dict, path: str | os.PathLike = "checkpoint") ->
     return model.eval(), get_schema(ckpt.get("schema", "coco17"))
 
 
-def average_checkpoints(paths: list[str | os.PathLike]) -> dict:
-    """The mean of several checkpoints' weights ("model soup", or the last checkpoints of one
-    run): same architecture and keypoint schema required. Integer buffers (batch-norm counters)
-    are the first file's. The result is a model checkpoint without training state; it records
-    the files it was averaged from."""
-    if len(paths) < 2:
-        raise MoveNetError(f"averaging needs at least two checkpoints, got {len(paths)}")
+def checkpoint_file(spec: str | os.PathLike) -> Path:
+    """A ``.pt`` path, or ``lightning``/``thunder``: the file of Google's converted weights."""
+    from . import weights
+
+    if str(spec) in weights.OFFICIAL and not Path(spec).exists():
+        return Path(weights.official_checkpoint(str(spec), verbose=False))
+    return Path(spec)
+
+
+def average_checkpoints(specs: list[str | os.PathLike], weights: list[float] | None = None) -> dict:
+    """The (weighted) mean of several checkpoints' weights: runs of one recipe with other seeds
+    ("model soup"), or a fine-tuned model and the one it started from (``lightning``; weight-space
+    interpolation). Same architecture and keypoint schema required; ``weights`` are normalised
+    to sum 1 (default: equal). Integer buffers (batch-norm counters) are the first file's. The
+    result is a model checkpoint without training state that records what it was made from."""
+    if len(specs) < 2:
+        raise MoveNetError(f"averaging needs at least two checkpoints, got {len(specs)}")
+    weights = [1.0] * len(specs) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(specs):
+        raise MoveNetError(f"{len(weights)} weights for {len(specs)} checkpoints")
+    if any(not w >= 0 for w in weights) or sum(weights) <= 0:
+        raise MoveNetError(f"weights must be >= 0 with a positive sum, got {weights}")
+    weights = [w / sum(weights) for w in weights]
+    paths = [checkpoint_file(s) for s in specs]
     first = read_checkpoint(paths[0])
     model_from_checkpoint(first, paths[0])  # the weights must fit their own architecture
-    total = {k: v.double() for k, v in first["state_dict"].items() if v.is_floating_point()}
-    for path in paths[1:]:
+    total = {k: v.double() * weights[0] for k, v in first["state_dict"].items() if v.is_floating_point()}
+    for path, w in zip(paths[1:], weights[1:]):
         ckpt = read_checkpoint(path)
         for key, what in (("model_config", "model config"), ("schema", "keypoint schema")):
             if ckpt.get(key) != first.get(key):
@@ -80,12 +97,11 @@ def average_checkpoints(paths: list[str | os.PathLike]) -> dict:
             if state[k].shape != total[k].shape:
                 raise MoveNetError(f"{path}: {k} has shape {tuple(state[k].shape)}, "
                                    f"{paths[0]} {tuple(total[k].shape)}")
-            total[k] += state[k].double()
-    state = {k: (total[k] / len(paths)).to(v.dtype) if k in total else v.clone()
-             for k, v in first["state_dict"].items()}
+            total[k] += state[k].double() * w
+    state = {k: total[k].to(v.dtype) if k in total else v.clone() for k, v in first["state_dict"].items()}
     keep = ("format", "model_config", "schema", "config")
     return {**{k: first[k] for k in keep if k in first}, "state_dict": state,
-            "averaged_from": [str(p) for p in paths]}
+            "averaged_from": [{"checkpoint": str(s), "weight": w} for s, w in zip(specs, weights)]}
 
 
 def load_model(spec: str | os.PathLike, verbose: bool = True) -> tuple[MoveNet, KeypointSchema]:

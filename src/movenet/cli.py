@@ -192,9 +192,13 @@ def cmd_train(args) -> int:
 # ---------------------------------------------------------------- average
 def add_average(sub) -> None:
     p = sub.add_parser("average", help="average the weights of checkpoints of one architecture (model soup)",
-                       description="Mean of the weights of several checkpoints, e.g. runs of one recipe "
-                       "with different seeds: one model, as fast as each, usually better than each.")
-    p.add_argument("checkpoints", nargs="+", help="two or more .pt checkpoints")
+                       description="Weighted mean of the weights of checkpoints of one architecture: runs "
+                       "of one recipe with other seeds (model soup), or a fine-tuned model with the one it "
+                       "started from (e.g. run/last.pt lightning --weights 0.75 0.25). One model, as fast "
+                       "as each.")
+    p.add_argument("checkpoints", nargs="+", help="two or more .pt checkpoints (or lightning, thunder)")
+    p.add_argument("--weights", nargs="+", type=float, metavar="W",
+                   help="one weight per checkpoint, normalised to sum 1 (default: equal)")
     p.add_argument("--out", "-o", required=True, help="checkpoint to write")
     p.set_defaults(func=cmd_average)
 
@@ -205,11 +209,12 @@ def cmd_average(args) -> int:
     from .checkpoint import average_checkpoints, model_from_checkpoint
     from .fileio import atomic_path
 
-    soup = average_checkpoints(args.checkpoints)
+    soup = average_checkpoints(args.checkpoints, args.weights)
     model_from_checkpoint(soup, args.out)
     with atomic_path(args.out) as tmp:
         torch.save(soup, tmp)
-    print(f"wrote {args.out} (mean of {len(args.checkpoints)} checkpoints)")
+    parts = ", ".join(f"{a['weight']:.3g} x {a['checkpoint']}" for a in soup["averaged_from"])
+    print(f"wrote {args.out} ({parts})")
     return 0
 
 
