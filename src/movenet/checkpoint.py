@@ -57,12 +57,13 @@ def model_from_checkpoint(ckpt: dict, path: str | os.PathLike = "checkpoint") ->
     return model.eval(), get_schema(ckpt.get("schema", "coco17"))
 
 
-def checkpoint_file(spec: str | os.PathLike) -> Path:
-    """A ``.pt`` path, or ``lightning``/``thunder``: the file of Google's converted weights."""
+def checkpoint_file(spec: str | os.PathLike, verbose: bool = False) -> Path:
+    """A ``.pt`` path, or ``lightning``/``thunder``: the file of Google's converted weights
+    (fetched and converted on first use)."""
     from . import weights
 
     if str(spec) in weights.OFFICIAL and not Path(spec).exists():
-        return Path(weights.official_checkpoint(str(spec), verbose=False))
+        return Path(weights.official_checkpoint(str(spec), verbose=verbose))
     return Path(spec)
 
 
@@ -109,13 +110,9 @@ def load_model(spec: str | os.PathLike, verbose: bool = True) -> tuple[MoveNet, 
     ``model.json``. Returns the model in eval mode and its keypoint schema."""
     from . import weights
 
-    spec_str = str(spec)
-    if spec_str in weights.OFFICIAL and not Path(spec_str).exists():
-        path = weights.official_checkpoint(spec_str, verbose=verbose)
-        return model_from_checkpoint(read_checkpoint(path), path)
-    if spec_str.endswith(".json"):
-        return weights.convert_tfjs(spec_str), COCO17
-    path = Path(spec_str)
+    if str(spec).endswith(".json"):
+        return weights.convert_tfjs(str(spec)), COCO17
+    path = checkpoint_file(spec, verbose)
     if not path.exists():
-        raise MoveNetError(f"{spec_str}: no such model file, and not one of {sorted(weights.OFFICIAL)}")
+        raise MoveNetError(f"{spec}: no such model file, and not one of {sorted(weights.OFFICIAL)}")
     return model_from_checkpoint(read_checkpoint(path), path)
