@@ -68,6 +68,8 @@ def test_weighted_average_interpolates_and_names_resolve_to_official_files(three
         average_checkpoints(three[:2], weights=[1.5, -0.5])
     with pytest.raises(MoveNetError, match="weights must be >= 0"):
         average_checkpoints(three[:2], weights=[0, 0])
+    with pytest.raises(MoveNetError, match="weights must be >= 0"):
+        average_checkpoints(three[:2], weights=[1, float("inf")])
 
 
 def test_average_of_copies_is_the_same_model(tmp_path):

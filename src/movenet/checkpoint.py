@@ -78,7 +78,7 @@ def average_checkpoints(specs: list[str | os.PathLike], weights: list[float] | N
     weights = [1.0] * len(specs) if weights is None else [float(w) for w in weights]
     if len(weights) != len(specs):
         raise MoveNetError(f"{len(weights)} weights for {len(specs)} checkpoints")
-    if any(not w >= 0 for w in weights) or sum(weights) <= 0:
+    if any(not 0 <= w < float("inf") for w in weights) or sum(weights) <= 0:
         raise MoveNetError(f"weights must be >= 0 with a positive sum, got {weights}")
     weights = [w / sum(weights) for w in weights]
     paths = [checkpoint_file(s) for s in specs]
