@@ -206,11 +206,10 @@ def add_average(sub) -> None:
 def cmd_average(args) -> int:
     import torch
 
-    from .checkpoint import average_checkpoints, model_from_checkpoint
+    from .checkpoint import average_checkpoints
     from .fileio import atomic_path
 
-    soup = average_checkpoints(args.checkpoints, args.weights)
-    model_from_checkpoint(soup, args.out)
+    soup = average_checkpoints(args.checkpoints, args.weights)  # checks every input's fit
     with atomic_path(args.out) as tmp:
         torch.save(soup, tmp)
     parts = ", ".join(f"{a['weight']:.3g} x {a['checkpoint']}" for a in soup["averaged_from"])
