@@ -5,7 +5,7 @@ split of a training config and on all images, with both evaluation protocols of 
 - ``topdown``: a square crop around the ground-truth box (side 1.25 x its longer side).
 
     python benchmarks/lsp_finetune_pck.py [--config configs/lsp_finetune.yaml]
-        [--model lightning --model thunder --model runs/lsp_finetune/best.pt ...]
+        [--model lightning --model thunder --model runs/lsp_finetune/final.pt ...]
 
 The split is the training config's (``data.val_fraction``, ``data.split_seed``, by image), so
 the "val" column holds images no checkpoint trained on. Also prints COCO keypoint AP (OKS with
@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    models = args.models or ["lightning", "thunder", str(ROOT / "runs" / "lsp_finetune" / "best.pt")]
+    models = args.models or ["lightning", "thunder", str(ROOT / "runs" / "lsp_finetune" / "final.pt")]
     cfg = load_config(args.config)
     source = cfg.data.sources[0]
     dataset = load_keypoint_dataset(source["path"], source.get("image_root"))

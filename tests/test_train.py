@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from movenet.checkpoint import load_model, read_checkpoint
-from movenet.train import LAST, NonFiniteLoss, Trainer, build_loss, build_model, build_optimizer
+from movenet.checkpoint import load_model, read_checkpoint, save_checkpoint
+from movenet.errors import MoveNetError
+from movenet.train import FINAL, LAST, NonFiniteLoss, Trainer, build_loss, build_model, build_optimizer
 from train_helpers import SyntheticPoses, tiny_config, val_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,8 +145,14 @@ def test_cli_train_resume_predict(lsp_dir, tmp_path):
     ckpt = read_checkpoint(out / LAST)
     assert ckpt["epoch"] == 2 and ckpt["step"] == 4 and len(ckpt["train_state"]["history"]) == 2
 
+    # started from that run, finished with its weights mixed back in: final.pt
+    proc = _movenet("train", "configs/smoke.yaml", "threads=1", f"init={out / 'best.pt'}",
+                    "final_init_weight=0.5", "--out", tmp_path / "mixed")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"wrote {tmp_path / 'mixed' / FINAL} (0.5 x trained + 0.5 x {out / 'best.pt'}): val PCK@0.2" in proc.stderr
+
     image = lsp_dir / "images" / "im0001.jpg"
-    proc = _movenet("predict", image, "--model", out / "best.pt", "--json", tmp_path / "p.json")
+    proc = _movenet("predict", image, "--model", tmp_path / "mixed" / FINAL, "--json", tmp_path / "p.json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     people = json.loads((tmp_path / "p.json").read_text())[0]["people"]
     assert len(people[0]["keypoints"]) == 17
@@ -215,3 +222,46 @@ def test_checkpoint_every_steps_writes_within_epochs(tmp_path):
     Trainer(cfg, tmp_path, SyntheticPoses(4, 64, repeat=2), None, Watching(cfg), verbose=False).fit()
     assert written == [3]  # after step 3 of 4; the end of the epoch writes the final one
     assert read_checkpoint(tmp_path / LAST)["train_state"]["batch_in_epoch"] == 0
+
+
+def test_final_mixes_last_with_the_initial_weights_also_after_resume(tmp_path):
+    init = tmp_path / "init.pt"
+    torch.manual_seed(3)
+    save_checkpoint(init, build_model(_resume_config(), verbose=False))
+    cfg = _resume_config()
+    cfg.init, cfg.final_init_weight = str(init), 0.25
+
+    full = _trainer(cfg, tmp_path / "full", CountingLoss(cfg))
+    full.fit()
+    final = read_checkpoint(tmp_path / "full" / FINAL)
+    last = read_checkpoint(tmp_path / "full" / LAST)["state_dict"]
+    start = read_checkpoint(init)["state_dict"]
+    floats = [k for k, v in last.items() if v.is_floating_point()]
+    assert any(not torch.equal(last[k], start[k]) for k in floats)  # it trained
+    for k in floats:
+        torch.testing.assert_close(final["state_dict"][k], 0.75 * last[k] + 0.25 * start[k])
+    assert set(final["metrics"]) >= {"pck", "ap"} and load_model(tmp_path / "full" / FINAL)[0].training is False
+
+    # interrupted in epoch 2 and resumed: final.pt still mixes in the initial weights, not the
+    # weights the resumed process loaded
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(cfg, tmp_path / "cut", CountingLoss(cfg, fail_at=7)).fit()
+    assert not (tmp_path / "cut" / FINAL).exists()  # unfinished runs write none
+    resumed = _trainer(cfg, tmp_path / "cut", CountingLoss(cfg))
+    resumed.resume(tmp_path / "cut" / LAST)
+    resumed.fit()
+    again = read_checkpoint(tmp_path / "cut" / FINAL)["state_dict"]
+    for k in floats:
+        assert torch.equal(again[k], final["state_dict"][k]), k
+
+
+@pytest.mark.parametrize("init, weight, message", [
+    ("scratch", 0.5, "needs init lightning, thunder or a checkpoint, not scratch"),
+    ("imagenet", 0.5, "not imagenet"),
+    ("run.pt", 1.0, "final_init_weight must be in [0, 1)"),
+    ("run.pt", -0.1, "final_init_weight must be in [0, 1)"),
+])
+def test_final_init_weight_needs_full_initial_weights(init, weight, message):
+    with pytest.raises(MoveNetError) as e:
+        tiny_config(init=init, final_init_weight=weight)
+    assert message in str(e.value) and "\n" not in str(e.value)

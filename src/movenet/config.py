@@ -115,6 +115,10 @@ class TrainConfig:
     # also write last.pt every N optimiser steps inside an epoch (0: at the end of epochs only;
     # an interrupted run writes it anyway)
     checkpoint_every_steps: int = 0
+    # > 0: after the last epoch also write final.pt, the weights of last.pt mixed with the
+    # weights the run started from, (1 - w) * trained + w * initial ("WiSE-FT"); needs an init
+    # that sets every weight (lightning, thunder or a checkpoint)
+    final_init_weight: float = 0.0
     out_dir: str = "runs/train"
 
     def __post_init__(self) -> None:
@@ -130,6 +134,11 @@ class TrainConfig:
             raise ValueError("epochs and batch_size must be >= 1")
         if self.optim.backbone_lr_scale < 0:
             raise ValueError(f"optim.backbone_lr_scale must be >= 0, got {self.optim.backbone_lr_scale}")
+        if not 0.0 <= self.final_init_weight < 1.0:
+            raise ValueError(f"final_init_weight must be in [0, 1), got {self.final_init_weight}")
+        if self.final_init_weight > 0 and self.init in ("scratch", "imagenet"):
+            raise ValueError(f"final_init_weight mixes in the initial weights: it needs init lightning, "
+                             f"thunder or a checkpoint, not {self.init}")
         for key in ("alpha", "center_alpha"):
             value = getattr(self.distill, key)
             if value is not None and not 0.0 <= value <= 1.0:

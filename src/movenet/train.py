@@ -5,7 +5,9 @@ process with gloo). Per optimiser step: forward (AMP on CUDA), loss, NaN/inf che
 all processes, backward, gradient clipping on the unscaled gradients, step, per-step learning
 rate schedule, EMA update. Per epoch: validation on the main process (PCK@0.2 torso and COCO
 keypoint AP in original image pixels), TensorBoard scalars and images, ``last.pt`` and
-``best.pt`` written atomically with everything needed to resume exactly.
+``best.pt`` written atomically with everything needed to resume exactly. With
+``final_init_weight`` > 0 a finished run also writes ``final.pt``: its last weights mixed with
+the ones it started from, validated like an epoch.
 
 The data order of an epoch depends only on (seed, epoch) and the random state saved at the end
 of the previous epoch, so a run resumed from ``last.pt`` repeats the uninterrupted run.
@@ -41,7 +43,7 @@ from .config import TrainConfig, save_config
 from .errors import MoveNetError
 from .schema import COCO17, KeypointSchema
 
-LAST, BEST = "last.pt", "best.pt"
+LAST, BEST, FINAL = "last.pt", "best.pt", "final.pt"
 
 
 # ---------------------------------------------------------------- processes and devices
@@ -383,6 +385,9 @@ class Trainer:
         self.model = (model if model is not None else build_model(cfg, verbose and self.env.is_main)).to(dev)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
+        # the weights the run starts from, for final.pt (taken before a resume loads others)
+        self.init_state = ({k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                           if cfg.final_init_weight > 0 else None)
         if cfg.sync_bn and self.env.distributed and dev.type == "cuda":
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.net = self.model
@@ -507,6 +512,8 @@ class Trainer:
                 if self.val is not None and (s.epoch % cfg.val_every == 0 or s.epoch == cfg.epochs):
                     metrics.update({f"val_{k}": v for k, v in self._validate(s.epoch).items()})
                 self._finish_epoch(metrics)
+            if self.init_state is not None and s.epoch >= cfg.epochs:
+                self._write_final()
         finally:
             restore()
             if self.writer is not None:
@@ -627,18 +634,40 @@ class Trainer:
             raise NonFiniteLoss(f"{self.out_dir}: loss is {float(loss.detach())} at epoch {self.state.epoch + 1}, "
                                 f"step {self.state.step + 1}; training stopped ({kept})")
 
-    def _validate(self, epoch: int) -> dict:
+    def _write_final(self) -> None:
+        """final.pt: (1 - w) x the trained (EMA) weights + w x the initial ones."""
+        w = self.cfg.final_init_weight
+        model = copy.deepcopy(self.eval_model())
+        mixed = {k: ((1 - w) * v.double() + w * self.init_state[k].double()).to(v.dtype)
+                 if v.is_floating_point() else v for k, v in model.state_dict().items()}
+        model.load_state_dict(mixed)
+        metrics = self._validate(self.state.epoch, model, "final") if self.val is not None else {}
+        if self.env.is_main:
+            s = self.state
+            save_checkpoint(self.out_dir / FINAL, model, self.schema, extra={
+                "config": self.cfg.to_dict(), "epoch": s.epoch, "step": s.step, "metrics": metrics,
+                "averaged_from": [{"checkpoint": str(self.out_dir / LAST), "weight": 1 - w},
+                                  {"checkpoint": str(self.cfg.init), "weight": w}]})
+            if self.verbose:
+                scores = (f": val PCK@0.2 {metrics['pck']:.4f} AP {metrics.get('ap', float('nan')):.4f}"
+                          if "pck" in metrics else "")
+                print(f"wrote {self.out_dir / FINAL} ({1 - w:g} x trained + {w:g} x {self.cfg.init}){scores}",
+                      file=sys.stderr)
+        if self.env.distributed:
+            dist.barrier()
+
+    def _validate(self, epoch: int, model: nn.Module | None = None, tag: str = "val") -> dict:
         metrics: dict = {}
         if self.env.is_main:
-            metrics, drawn = evaluate(self.eval_model(), self.val, self.cfg.val_batch_size, self.env.device,
+            metrics, drawn = evaluate(model or self.eval_model(), self.val, self.cfg.val_batch_size, self.env.device,
                                       self.cfg.data.num_workers, self.loss_fn, self.amp,
                                       self.cfg.log.images if self.writer is not None else 0, self.schema,
                                       self.memory_format)
             if self.writer is not None:
                 for k, v in metrics.items():
-                    self.writer.add_scalar(f"val/{k}", v, self.state.step)
+                    self.writer.add_scalar(f"{tag}/{k}", v, self.state.step)
                 for i, img in enumerate(drawn):
-                    self.writer.add_image(f"val/sample_{i}", img, epoch, dataformats="HWC")
+                    self.writer.add_image(f"{tag}/sample_{i}", img, epoch, dataformats="HWC")
         if self.env.distributed:
             box = [metrics]
             dist.broadcast_object_list(box, src=0)
