@@ -67,6 +67,13 @@ def checkpoint_file(spec: str | os.PathLike, verbose: bool = False) -> Path:
     return Path(spec)
 
 
+def weighted_state(states: list[dict], weights: list[float]) -> dict:
+    """sum_i weights[i] x states[i] for floating-point tensors (computed in float64); other
+    tensors (batch-norm counters) are the first state's. States of one architecture."""
+    return {k: sum(s[k].double() * w for s, w in zip(states, weights)).to(v.dtype)
+            if v.is_floating_point() else v.clone() for k, v in states[0].items()}
+
+
 def average_checkpoints(specs: list[str | os.PathLike], weights: list[float] | None = None) -> dict:
     """The (weighted) mean of several checkpoints' weights: runs of one recipe with other seeds
     ("model soup"), or a fine-tuned model and the one it started from (``lightning``; weight-space
@@ -84,8 +91,8 @@ def average_checkpoints(specs: list[str | os.PathLike], weights: list[float] | N
     paths = [checkpoint_file(s) for s in specs]
     first = read_checkpoint(paths[0])
     model_from_checkpoint(first, paths[0])  # the weights must fit their own architecture
-    total = {k: v.double() * weights[0] for k, v in first["state_dict"].items() if v.is_floating_point()}
-    for path, w in zip(paths[1:], weights[1:]):
+    states = [first["state_dict"]]
+    for path in paths[1:]:
         ckpt = read_checkpoint(path)
         for key, what in (("model_config", "model config"), ("schema", "keypoint schema")):
             if ckpt.get(key) != first.get(key):
@@ -94,12 +101,12 @@ def average_checkpoints(specs: list[str | os.PathLike], weights: list[float] | N
         state = ckpt["state_dict"]
         if state.keys() != first["state_dict"].keys():
             raise MoveNetError(f"{path}: other weight names than {paths[0]}")
-        for k in total:
-            if state[k].shape != total[k].shape:
+        for k, v in first["state_dict"].items():
+            if v.is_floating_point() and state[k].shape != v.shape:
                 raise MoveNetError(f"{path}: {k} has shape {tuple(state[k].shape)}, "
-                                   f"{paths[0]} {tuple(total[k].shape)}")
-            total[k] += state[k].double() * w
-    state = {k: total[k].to(v.dtype) if k in total else v.clone() for k, v in first["state_dict"].items()}
+                                   f"{paths[0]} {tuple(v.shape)}")
+        states.append(state)
+    state = weighted_state(states, weights)
     keep = ("format", "model_config", "schema", "config")
     return {**{k: first[k] for k in keep if k in first}, "state_dict": state,
             "averaged_from": [{"checkpoint": str(s), "weight": w} for s, w in zip(specs, weights)]}

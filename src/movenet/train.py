@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checkpoint import read_checkpoint, save_checkpoint
+from .checkpoint import read_checkpoint, save_checkpoint, weighted_state
 from .config import TrainConfig, save_config
 from .errors import MoveNetError
 from .schema import COCO17, KeypointSchema
@@ -638,9 +638,7 @@ class Trainer:
         """final.pt: (1 - w) x the trained (EMA) weights + w x the initial ones."""
         w = self.cfg.final_init_weight
         model = copy.deepcopy(self.eval_model())
-        mixed = {k: ((1 - w) * v.double() + w * self.init_state[k].double()).to(v.dtype)
-                 if v.is_floating_point() else v for k, v in model.state_dict().items()}
-        model.load_state_dict(mixed)
+        model.load_state_dict(weighted_state([model.state_dict(), self.init_state], [1 - w, w]))
         metrics = self._validate(self.state.epoch, model, "final") if self.val is not None else {}
         if self.env.is_main:
             s = self.state
