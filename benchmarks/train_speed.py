@@ -1,7 +1,7 @@
 """Training throughput (images/s of forward + loss + backward + AdamW step) on this machine,
-with the memory layouts and thread counts side by side in one run.
+with the memory layouts and thread counts (CPU) or precisions (CUDA) side by side in one run.
 
-    python benchmarks/train_speed.py [--model lightning] [--batch 16] [--steps 5]
+    python benchmarks/train_speed.py [--model lightning] [--batch 16] [--steps 5] [--device cuda]
 
 Random inputs and the real loss on synthetic targets of the right shapes: data loading is not
 included (the loader runs in worker processes beside the step). Prints the load average too:
@@ -28,26 +28,37 @@ def batch_for(model, n: int) -> dict:
             "has_labels": torch.ones(n, dtype=torch.bool)}
 
 
-def images_per_second(name: str, batch: int, steps: int, threads: int, channels_last: bool) -> float:
+def images_per_second(name: str, batch: int, steps: int, threads: int, channels_last: bool,
+                      device: str = "cpu", amp: torch.dtype | None = None) -> float:
+    """Mean over ``steps`` timed steps, after three untimed ones (kernels are built and picked)."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = create_model(name).train()
+    dev = torch.device(device)
+    model = create_model(name).train().to(dev)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model.to(memory_format=fmt)
-    x = (torch.rand(batch, 3, model.config.input_size, model.config.input_size) * 255).contiguous(memory_format=fmt)
-    targets = batch_for(model, batch)
+    x = (torch.rand(batch, 3, model.config.input_size, model.config.input_size, device=dev) * 255)
+    x = x.contiguous(memory_format=fmt)
+    targets = {k: v.to(dev) for k, v in batch_for(model, batch).items()}
     loss_fn = MoveNetLoss(LossConfig())
     opt = torch.optim.AdamW(model.parameters(), 1e-4)
-    times = []
-    for i in range(steps + 1):  # the first step builds kernels: not timed
-        t = time.perf_counter()
-        loss, _ = loss_fn(tuple(o.float() for o in model(x)), targets)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+    warmup = 3 if dev.type == "cuda" else 1
+    for i in range(steps + warmup):
+        if i == warmup:
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
+            outputs = model(x)
+        loss, _ = loss_fn(tuple(o.float() for o in outputs), targets)
         opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if i:
-            times.append(time.perf_counter() - t)
-    return batch / (sum(times) / len(times))
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return batch * steps / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -55,7 +66,11 @@ def main() -> None:
     ap.add_argument("--model", default="lightning")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda: float32 / float16 / bfloat16 autocast")
     args = ap.parse_args()
+    if args.device.startswith("cuda"):
+        cuda_table(args)
+        return
     print(f"{args.model}, batch {args.batch}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     base = None
     for threads in (1, 2):
@@ -65,6 +80,18 @@ def main() -> None:
             layout = "channels_last" if channels_last else "contiguous"
             print(f"threads {threads}  {layout:13s} {ips:6.1f} img/s  ({ips / base:.2f}x)", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
+
+
+def cuda_table(args) -> None:
+    print(f"{args.model}, batch {args.batch}, {torch.cuda.get_device_name(args.device)}, torch {torch.__version__}")
+    base = None
+    for amp in (None, torch.float16, torch.bfloat16):
+        for channels_last in (False, True):
+            ips = images_per_second(args.model, args.batch, args.steps, 1, channels_last, args.device, amp)
+            base = base or ips
+            layout = "channels_last" if channels_last else "contiguous"
+            precision = "float32" if amp is None else f"autocast {str(amp).split('.')[1]}"
+            print(f"{precision:18s} {layout:13s} {ips:8.1f} img/s  ({ips / base:.2f}x)", flush=True)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ def test_yaml_and_typed_overrides(cfg_file):
     ("ema.enabled=3", ["ema.enabled", "true or false"]),
     ("optim.betas=[0.9]", ["optim.betas", "2 values"]),
     ("optim.name=sgd", ["optim.name", "adam"]),
+    ("amp_dtype=float8", ["amp_dtype", "bfloat16"]),
     ("optim.backbone_lr_scale=-0.1", ["optim.backbone_lr_scale", ">= 0"]),
     ("epochs", ["not key=value"]),
     ("model.name.x=1", ["no sub-keys"]),

@@ -14,31 +14,11 @@ import torch
 
 from movenet.checkpoint import load_model, read_checkpoint, save_checkpoint
 from movenet.errors import MoveNetError
-from movenet.train import FINAL, LAST, NonFiniteLoss, Trainer, build_loss, build_model, build_optimizer
-from train_helpers import SyntheticPoses, tiny_config, val_data
+from movenet.train import (FINAL, LAST, NonFiniteLoss, Trainer, build_loss, build_model, build_optimizer,
+                           format_epoch)
+from train_helpers import CountingLoss, SyntheticPoses, tiny_config, val_data
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class CountingLoss:
-    """The real loss, recording each training value; ``fail_at`` (call number) raises or returns nan."""
-
-    def __init__(self, cfg, fail_at: int | None = None, failure: str = "interrupt"):
-        self.loss = build_loss(cfg)
-        self.values: list[float] = []
-        self.fail_at, self.failure = fail_at, failure
-
-    def __call__(self, outputs, batch, *teacher):
-        if not torch.is_grad_enabled():  # validation
-            return self.loss(outputs, batch)
-        if self.fail_at is not None and len(self.values) + 1 == self.fail_at:
-            if self.failure == "interrupt":
-                raise KeyboardInterrupt
-            total, parts = self.loss(outputs, batch)
-            return total * float("nan"), parts
-        total, parts = self.loss(outputs, batch, *teacher)
-        self.values.append(float(total.detach()))
-        return total, parts
 
 
 def test_overfits_one_batch(tmp_path):
@@ -48,6 +28,14 @@ def test_overfits_one_batch(tmp_path):
     trainer.fit()
     assert len(loss.values) == 60
     assert loss.values[-1] < 0.1 * loss.values[0], loss.values[::10]
+
+
+def test_epoch_line_before_training_has_no_loss():
+    assert format_epoch({"epoch": 0, "val_pck": 0.5, "val_ap": 0.25}, 8) == \
+        "epoch 0/8, before training, val PCK@0.2 0.5000 AP 0.2500"
+    line = format_epoch({"epoch": 1, "train_loss": 2.0, "train_heatmap": 1.5, "val_pck": 0.5,
+                         "train_images": 32, "train_seconds": 2.0}, 8)
+    assert line == "epoch 1/8, loss 2.0000, (heatmap 1.5000), val PCK@0.2 0.5000 AP nan, 16.0 img/s"
 
 
 def test_backbone_lr_scale_sets_the_backbone_step(tmp_path):

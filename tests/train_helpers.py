@@ -9,7 +9,7 @@ import torch
 from movenet import targets
 from movenet.config import TrainConfig, config_from_dict
 from movenet.schema import COCO17
-from movenet.train import ValData
+from movenet.train import ValData, build_loss
 
 # A standing person in a unit square (x, y), COCO-17 order.
 POSE = np.array([
@@ -104,3 +104,24 @@ def tiny_config(**overrides) -> TrainConfig:
             node = node.setdefault(p, {})
         node[parts[-1]] = value
     return config_from_dict(raw)
+
+
+class CountingLoss:
+    """The real loss, recording each training value; ``fail_at`` (call number) raises or returns nan."""
+
+    def __init__(self, cfg, fail_at: int | None = None, failure: str = "interrupt"):
+        self.loss = build_loss(cfg)
+        self.values: list[float] = []
+        self.fail_at, self.failure = fail_at, failure
+
+    def __call__(self, outputs, batch, *teacher):
+        if not torch.is_grad_enabled():  # validation
+            return self.loss(outputs, batch)
+        if self.fail_at is not None and len(self.values) + 1 == self.fail_at:
+            if self.failure == "interrupt":
+                raise KeyboardInterrupt
+            total, parts = self.loss(outputs, batch)
+            return total * float("nan"), parts
+        total, parts = self.loss(outputs, batch, *teacher)
+        self.values.append(float(total.detach()))
+        return total, parts

@@ -105,6 +105,8 @@ class TrainConfig:
     val_every: int = 1  # epochs
     best_metric: str = "pck"  # pck | ap: which validation metric picks best.pt
     amp: bool = True  # mixed precision, used on CUDA only
+    # float16 (with loss scaling) or bfloat16 (no scaling needed; Ampere and later GPUs)
+    amp_dtype: str = "float16"
     sync_bn: bool = False  # SyncBatchNorm across processes (DDP on CUDA)
     channels_last: bool = True  # NHWC memory layout: about 2x faster on CPU, faster with AMP
     val_before: bool = False  # also validate the initial model (logged as epoch 0)
@@ -126,6 +128,7 @@ class TrainConfig:
             "optim.name": (self.optim.name, ("adam", "adamw")),
             "optim.schedule": (self.optim.schedule, ("cosine", "step", "constant")),
             "best_metric": (self.best_metric, ("pck", "ap")),
+            "amp_dtype": (self.amp_dtype, ("float16", "bfloat16")),
         }
         for key, (value, allowed) in checks.items():
             if value not in allowed:

@@ -29,6 +29,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -293,12 +294,13 @@ def build_data(cfg: TrainConfig, schema: KeypointSchema = COCO17, verbose: bool 
 # ---------------------------------------------------------------- validation
 @torch.no_grad()
 def evaluate(model: nn.Module, val: ValData, batch_size: int, device: torch.device,
-             workers: int = 0, loss_fn: Callable | None = None, amp: bool = False,
+             workers: int = 0, loss_fn: Callable | None = None, amp: torch.dtype | None = None,
              previews: int = 0, schema: KeypointSchema = COCO17,
              memory_format: torch.memory_format = torch.contiguous_format) -> tuple[dict, list]:
     """PCK@0.2 torso and COCO keypoint AP of ``model`` on the validation crops, in original
-    image pixels (crop box of each sample's meta), plus the mean loss. Returns (metrics,
-    up to ``previews`` images with predicted skeletons drawn)."""
+    image pixels (crop box of each sample's meta), plus the mean loss. ``amp``: the autocast
+    dtype on CUDA (None: float32). Returns (metrics, up to ``previews`` images with predicted
+    skeletons drawn)."""
     from .decode import decode_batch_torch
     from .draw import draw_pose
     from .metrics import coco_keypoint_ap, pck, torso_size
@@ -313,7 +315,7 @@ def evaluate(model: nn.Module, val: ValData, batch_size: int, device: torch.devi
     loss_sum, loss_n = 0.0, 0
     for batch in loader:
         batch = to_device(batch, device)
-        with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None and device.type == "cuda"):
             outputs = model(batch["image"].contiguous(memory_format=memory_format))
         outputs = tuple(o.float() for o in outputs)
         if loss_fn is not None:
@@ -411,8 +413,9 @@ class Trainer:
                                f"batch of {cfg.batch_size}")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, cfg, self.steps_per_epoch))
-        self.amp = cfg.amp and dev.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        # autocast dtype on CUDA, None for float32; float16 needs loss scaling, bfloat16 does not
+        self.amp = getattr(torch, cfg.amp_dtype) if cfg.amp and dev.type == "cuda" else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         self.state = TrainState()
         self.writer = None
         self.stop_requested = False
@@ -602,7 +605,7 @@ class Trainer:
     def _step(self, batch: dict) -> tuple[torch.Tensor, dict]:
         cfg, s = self.cfg, self.state
         teacher_out = None
-        with torch.autocast(self.env.device.type, enabled=self.amp):
+        with torch.autocast(self.env.device.type, dtype=self.amp, enabled=self.amp is not None):
             if self.teacher is not None:
                 batch, teacher_out = self.teacher(batch)
             outputs = self.net(batch["image"].contiguous(memory_format=self.memory_format))
@@ -618,7 +621,11 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
+        # float16: the scaler skips the optimiser step while it searches its scale (first steps);
+        # the schedule still advances with every batch, as the resume expects, so no warning
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+            self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.model)
         s.step += 1
@@ -699,7 +706,8 @@ class Trainer:
 
 
 def format_epoch(m: dict, epochs: int) -> str:
-    parts = [f"epoch {m['epoch']}/{epochs}", f"loss {m.get('train_loss', float('nan')):.4f}"]
+    parts = [f"epoch {m['epoch']}/{epochs}"]
+    parts.append(f"loss {m['train_loss']:.4f}" if "train_loss" in m else "before training")
     heads = [f"{k[6:]} {m[k]:.4f}" for k in ("train_heatmap", "train_center", "train_regression",
                                               "train_offset") if k in m]
     if heads:
