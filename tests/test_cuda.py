@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import warnings
@@ -19,7 +18,8 @@ import torch.multiprocessing as mp
 
 from movenet.checkpoint import load_model, read_checkpoint
 from movenet.train import LAST, DistEnv, Trainer, build_loss, init_distributed
-from train_helpers import CountingLoss, SyntheticPoses, draw, person, tiny_config, val_data
+from train_helpers import (CountingLoss, SyntheticPoses, draw, free_port, person, resume_config, resume_trainer,
+                           tiny_config, val_data)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -70,32 +70,21 @@ def test_overfits_one_batch_on_cuda(tmp_path, amp, dtype):
     assert all(w.device.type == "cpu" for w in weights.values())
 
 
-def _resume_config():
-    return _cfg(**{"epochs": 3, "optim.schedule": "cosine", "optim.warmup_epochs": 1.0,
-                   "optim.clip_grad_norm": 1.0, "optim.weight_decay": 1e-3, "optim.lr": 3e-3,
-                   "ema.enabled": True, "ema.warmup_steps": 4, "amp": True, "amp_dtype": "float16"})
-
-
-def _trainer(cfg, out, loss):
-    return Trainer(cfg, out, SyntheticPoses(4, 64, noise=30.0, repeat=2), val_data(4, 64), loss,
-                   env=_cuda(), verbose=False)
-
-
 def test_resumed_amp_run_continues_the_interrupted_one(tmp_path, exact_cuda):
-    cfg = _resume_config()
+    cfg = resume_config(**{"device": "cuda", "amp": True, "amp_dtype": "float16"})
     full_loss = CountingLoss(cfg)
-    full = _trainer(cfg, tmp_path / "full", full_loss)
+    full = resume_trainer(cfg, tmp_path / "full", full_loss, _cuda())
     full.fit()
     assert len(full_loss.values) == 12
 
     broken_loss = CountingLoss(cfg, fail_at=7)
     with pytest.raises(KeyboardInterrupt):
-        _trainer(cfg, tmp_path / "cut", broken_loss).fit()
+        resume_trainer(cfg, tmp_path / "cut", broken_loss, _cuda()).fit()
     saved = read_checkpoint(tmp_path / "cut" / LAST)
     assert saved["epoch"] == 1 and "scale" in saved["train_state"]["scaler"]
 
     resumed_loss = CountingLoss(cfg)
-    resumed = _trainer(cfg, tmp_path / "cut", resumed_loss)
+    resumed = resume_trainer(cfg, tmp_path / "cut", resumed_loss, _cuda())
     resumed.resume(tmp_path / "cut" / LAST)
     resumed.fit()
     assert resumed.scaler.get_scale() == full.scaler.get_scale()
@@ -157,10 +146,7 @@ def _ddp_worker(rank: int, port: int, out: str) -> None:
 def test_nccl_ddp_with_sync_bn_matches_one_process(tmp_path, exact_cuda):
     out = tmp_path / "ddp"
     out.mkdir()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(port, str(out)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(free_port(), str(out)), nprocs=2, join=True)
     r0, r1 = (torch.load(out / f"rank{r}.pt") for r in (0, 1))
     assert (r0["device"], r1["device"]) == ("cuda:0", "cuda:1")
     assert r0["sync_bn_layers"] > 0

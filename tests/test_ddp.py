@@ -4,14 +4,13 @@ one process of batch 4."""
 from __future__ import annotations
 
 import os
-import socket
 
 import torch
 import torch.multiprocessing as mp
 
 from movenet.checkpoint import read_checkpoint
 from movenet.train import LAST, Trainer, build_loss, init_distributed
-from train_helpers import SyntheticPoses, tiny_config, val_data
+from train_helpers import SyntheticPoses, free_port, tiny_config, val_data
 
 
 def _config(batch_size: int):
@@ -34,16 +33,10 @@ def _worker(rank: int, port: int, out: str) -> None:
         torch.distributed.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_process_training_matches_one_process(tmp_path):
     out = tmp_path / "ddp"
     out.mkdir()
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), str(out)), nprocs=2, join=True)
     r0, r1 = (torch.load(out / f"rank{r}.pt") for r in (0, 1))
     assert r0["steps"] == r1["steps"] == 2  # 8 samples / 2 processes / batch 2
     for name, w in r0["weights"].items():

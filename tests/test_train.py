@@ -16,7 +16,8 @@ from movenet.checkpoint import load_model, read_checkpoint, save_checkpoint
 from movenet.errors import MoveNetError
 from movenet.train import (FINAL, LAST, NonFiniteLoss, Trainer, build_loss, build_model, build_optimizer,
                            format_epoch)
-from train_helpers import CountingLoss, SyntheticPoses, tiny_config, val_data
+from train_helpers import (CountingLoss, SyntheticPoses, resume_config, resume_trainer, tiny_config,
+                           val_data)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,33 +56,20 @@ def test_backbone_lr_scale_sets_the_backbone_step(tmp_path):
     assert any(n.startswith("neck.") for n in moved) and any(n.startswith("regression.") for n in moved)
 
 
-def _resume_config():
-    return tiny_config(**{
-        "model.overrides.input_size": 64, "batch_size": 2, "epochs": 3, "threads": 1,
-        "optim.schedule": "cosine", "optim.warmup_epochs": 1.0, "optim.clip_grad_norm": 1.0,
-        "optim.weight_decay": 1e-3, "optim.lr": 3e-3, "ema.enabled": True, "ema.warmup_steps": 4,
-    })
-
-
-def _trainer(cfg, out, loss):
-    # image noise drawn from torch's generator: the random state must be restored exactly
-    return Trainer(cfg, out, SyntheticPoses(4, 64, noise=30.0, repeat=2), val_data(4, 64), loss, verbose=False)
-
-
 def test_resume_reproduces_uninterrupted_run(tmp_path):
-    cfg = _resume_config()
+    cfg = resume_config()
     full_loss = CountingLoss(cfg)
-    full = _trainer(cfg, tmp_path / "full", full_loss)
+    full = resume_trainer(cfg, tmp_path / "full", full_loss)
     full.fit()
     assert len(full_loss.values) == 12  # 3 epochs of 4 steps
 
     broken_loss = CountingLoss(cfg, fail_at=7)  # interrupted in the middle of epoch 2
     with pytest.raises(KeyboardInterrupt):
-        _trainer(cfg, tmp_path / "cut", broken_loss).fit()
+        resume_trainer(cfg, tmp_path / "cut", broken_loss).fit()
     assert read_checkpoint(tmp_path / "cut" / LAST)["epoch"] == 1
 
     resumed_loss = CountingLoss(cfg)
-    resumed = _trainer(cfg, tmp_path / "cut", resumed_loss)
+    resumed = resume_trainer(cfg, tmp_path / "cut", resumed_loss)
     resumed.resume(tmp_path / "cut" / LAST)
     resumed.fit()
     assert broken_loss.values[:4] + resumed_loss.values == full_loss.values
@@ -96,9 +84,9 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
-    cfg = _resume_config()
+    cfg = resume_config()
     loss = CountingLoss(cfg, fail_at=6, failure="nan")
-    trainer = _trainer(cfg, tmp_path, loss)
+    trainer = resume_trainer(cfg, tmp_path, loss)
     with pytest.raises(NonFiniteLoss) as e:
         trainer.fit()
     msg = str(e.value)
@@ -172,20 +160,20 @@ class SignallingLoss(CountingLoss):
 
 
 def test_ctrl_c_inside_an_epoch_resumes_at_the_next_batch(tmp_path, capsys):
-    cfg = _resume_config()
+    cfg = resume_config()
     full_loss = CountingLoss(cfg)
-    full = _trainer(cfg, tmp_path / "full", full_loss)
+    full = resume_trainer(cfg, tmp_path / "full", full_loss)
     full.fit()
 
     cut_loss = SignallingLoss(cfg, at=7)  # Ctrl-C during step 7 = batch 3 of epoch 2
     with pytest.raises(KeyboardInterrupt):
-        _trainer(cfg, tmp_path / "cut", cut_loss).fit()
+        resume_trainer(cfg, tmp_path / "cut", cut_loss).fit()
     assert "interrupted at epoch 2, batch 3/4" in capsys.readouterr().err
     ckpt = read_checkpoint(tmp_path / "cut" / LAST)
     assert (ckpt["epoch"], ckpt["step"], ckpt["train_state"]["batch_in_epoch"]) == (1, 7, 3)
 
     resumed_loss = CountingLoss(cfg)
-    resumed = _trainer(cfg, tmp_path / "cut", resumed_loss)
+    resumed = resume_trainer(cfg, tmp_path / "cut", resumed_loss)
     resumed.resume(tmp_path / "cut" / LAST)
     resumed.fit()
     assert cut_loss.values + resumed_loss.values == full_loss.values  # the step finished, none repeated
@@ -215,11 +203,11 @@ def test_checkpoint_every_steps_writes_within_epochs(tmp_path):
 def test_final_mixes_last_with_the_initial_weights_also_after_resume(tmp_path):
     init = tmp_path / "init.pt"
     torch.manual_seed(3)
-    save_checkpoint(init, build_model(_resume_config(), verbose=False))
-    cfg = _resume_config()
+    save_checkpoint(init, build_model(resume_config(), verbose=False))
+    cfg = resume_config()
     cfg.init, cfg.final_init_weight = str(init), 0.25
 
-    full = _trainer(cfg, tmp_path / "full", CountingLoss(cfg))
+    full = resume_trainer(cfg, tmp_path / "full", CountingLoss(cfg))
     full.fit()
     final = read_checkpoint(tmp_path / "full" / FINAL)
     last = read_checkpoint(tmp_path / "full" / LAST)["state_dict"]
@@ -233,9 +221,9 @@ def test_final_mixes_last_with_the_initial_weights_also_after_resume(tmp_path):
     # interrupted in epoch 2 and resumed: final.pt still mixes in the initial weights, not the
     # weights the resumed process loaded
     with pytest.raises(KeyboardInterrupt):
-        _trainer(cfg, tmp_path / "cut", CountingLoss(cfg, fail_at=7)).fit()
+        resume_trainer(cfg, tmp_path / "cut", CountingLoss(cfg, fail_at=7)).fit()
     assert not (tmp_path / "cut" / FINAL).exists()  # unfinished runs write none
-    resumed = _trainer(cfg, tmp_path / "cut", CountingLoss(cfg))
+    resumed = resume_trainer(cfg, tmp_path / "cut", CountingLoss(cfg))
     resumed.resume(tmp_path / "cut" / LAST)
     resumed.fit()
     again = read_checkpoint(tmp_path / "cut" / FINAL)["state_dict"]

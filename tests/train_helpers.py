@@ -2,6 +2,8 @@
 for tests of the training engine that must not depend on real data."""
 from __future__ import annotations
 
+import socket
+
 import cv2
 import numpy as np
 import torch
@@ -9,7 +11,7 @@ import torch
 from movenet import targets
 from movenet.config import TrainConfig, config_from_dict
 from movenet.schema import COCO17
-from movenet.train import ValData, build_loss
+from movenet.train import Trainer, ValData, build_loss
 
 # A standing person in a unit square (x, y), COCO-17 order.
 POSE = np.array([
@@ -125,3 +127,27 @@ class CountingLoss:
         total, parts = self.loss(outputs, batch, *teacher)
         self.values.append(float(total.detach()))
         return total, parts
+
+
+def resume_config(**overrides) -> TrainConfig:
+    """Three short epochs with every piece of state a resume must restore: cosine schedule with
+    warm-up, clipping, weight decay, EMA."""
+    return tiny_config(**{
+        "model.overrides.input_size": 64, "batch_size": 2, "epochs": 3, "threads": 1,
+        "optim.schedule": "cosine", "optim.warmup_epochs": 1.0, "optim.clip_grad_norm": 1.0,
+        "optim.weight_decay": 1e-3, "optim.lr": 3e-3, "ema.enabled": True, "ema.warmup_steps": 4,
+        **overrides,
+    })
+
+
+def resume_trainer(cfg: TrainConfig, out, loss, env=None) -> Trainer:
+    # image noise drawn from torch's generator: the random state must be restored exactly
+    return Trainer(cfg, out, SyntheticPoses(4, 64, noise=30.0, repeat=2), val_data(4, 64), loss,
+                   env=env, verbose=False)
+
+
+def free_port() -> int:
+    """A free TCP port on localhost for a process group's rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
