@@ -4,7 +4,10 @@
    N workers, against a reference measured in the same run: just reading and resizing the same
    images (the floor any pipeline pays), so the ratio shows what crops, augmentation and
    targets add.
-2. Index: ``PoseSampleDataset`` over a synthetic COCO-sized annotation set (64k images,
+2. Epochs: short epochs of seeded training samples (``train.SeededSamples``) with loader workers
+   that persist from epoch to epoch, as the training engine's, against workers restarted each
+   epoch (the engine before): the restart cost is paid once per epoch.
+3. Index: ``PoseSampleDataset`` over a synthetic COCO-sized annotation set (64k images,
    ~150k people; all entries point at one real image, the index only checks files exist).
 
     python benchmarks/sample_loading.py [--data DIR ...] [--size 192] [--batches 20]
@@ -25,6 +28,7 @@ from movenet import samples
 from movenet.augment import AugmentConfig
 from movenet.datasets import ImageEntry, KeypointDataset, PersonAnnotation, load_keypoint_dataset
 from movenet.image import read_image
+from movenet.train import EpochSampler, SeededSamples
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -38,6 +42,22 @@ def loader_rate(ds, workers: int, batch: int, batches: int) -> float:
     for _ in range(batches):
         n += len(next(it)["image"])
     return n / (time.perf_counter() - start)
+
+
+def epoch_seconds(ds, workers: int, batch: int, epochs: int, batches: int, persistent: bool) -> float:
+    """Mean wall time of an epoch of ``batches`` batches (the first epoch not counted)."""
+    sampler = EpochSampler(batch * batches, seed=0, with_seeds=True)
+    loader = torch.utils.data.DataLoader(SeededSamples(torch.utils.data.Subset(ds, range(batch * batches))),
+                                         batch_size=batch, sampler=sampler, num_workers=workers,
+                                         drop_last=True, persistent_workers=persistent)
+    times = []
+    for epoch in range(epochs + 1):
+        sampler.set_epoch(epoch)
+        start = time.perf_counter()
+        for _ in loader:
+            pass
+        times.append(time.perf_counter() - start)
+    return float(np.mean(times[1:]))
 
 
 def read_rate(paths: list[str], size: int, count: int) -> float:
@@ -69,6 +89,8 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--epoch-batches", type=int, default=4)
     ap.add_argument("--index-images", type=int, default=64115)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -84,6 +106,12 @@ def main() -> int:
     for workers in (0, args.workers):
         rate = loader_rate(ds, workers, args.batch, args.batches)
         print(f"training samples, {workers} workers        {rate:7.1f} samples/s  ({rate / ref:.2f}x reference)")
+
+    if args.workers:
+        per = {p: epoch_seconds(ds, args.workers, args.batch, args.epochs, args.epoch_batches, p)
+               for p in (False, True)}
+        print(f"epochs of {args.epoch_batches} batches, {args.workers} workers: restarted each epoch "
+              f"{per[False]:.2f} s, persistent {per[True]:.2f} s per epoch ({per[False] / per[True]:.2f}x)")
 
     big = synthetic_coco(Path(paths[0]), args.index_images)
     start = time.perf_counter()

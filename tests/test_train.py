@@ -14,8 +14,8 @@ import torch
 
 from movenet.checkpoint import load_model, read_checkpoint, save_checkpoint
 from movenet.errors import MoveNetError
-from movenet.train import (FINAL, LAST, NonFiniteLoss, Trainer, build_loss, build_model, build_optimizer,
-                           format_epoch)
+from movenet.train import (FINAL, LAST, EpochSampler, NonFiniteLoss, SeededSamples, Trainer, build_loss,
+                           build_model, build_optimizer, format_epoch)
 from train_helpers import (CountingLoss, SyntheticPoses, resume_config, resume_trainer, tiny_config,
                            val_data)
 
@@ -54,6 +54,27 @@ def test_backbone_lr_scale_sets_the_backbone_step(tmp_path):
     moved = {n for n, p in trainer.model.named_parameters() if not torch.equal(p.detach(), before[n])}
     assert moved and all(not n.startswith("backbone.") for n in moved)
     assert any(n.startswith("neck.") for n in moved) and any(n.startswith("regression.") for n in moved)
+
+
+def test_sample_seeds_belong_to_places_in_the_epoch_not_to_processes():
+    one = EpochSampler(10, seed=3, with_seeds=True)
+    ranks = [EpochSampler(10, seed=3, rank=r, world_size=2, with_seeds=True) for r in (0, 1)]
+    for s in (one, *ranks):
+        s.set_epoch(4)
+    stream = list(one)
+    assert sorted(i for i, _ in stream) == list(range(10)) and len({k for _, k in stream}) == 10
+    assert list(ranks[0]) == stream[0::2] and list(ranks[1]) == stream[1::2]
+    one.set_epoch(4, skip=7)
+    assert list(one) == stream[7:]  # a resume inside the epoch gets the same seeds
+    one.set_epoch(5)
+    assert [k for _, k in one] != [k for _, k in stream]
+
+    data = SeededSamples(SyntheticPoses(4, 32, noise=30.0))
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    a, b, c = data[(2, 11)], data[(2, 11)], data[(2, 12)]
+    assert torch.equal(a["image"], b["image"]) and not torch.equal(a["image"], c["image"])
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's random state is left alone
 
 
 def test_resume_reproduces_uninterrupted_run(tmp_path):
@@ -159,12 +180,16 @@ class SignallingLoss(CountingLoss):
         return super().__call__(outputs, batch, *teacher)
 
 
-def test_ctrl_c_inside_an_epoch_resumes_at_the_next_batch(tmp_path, capsys):
-    cfg = resume_config()
-    full_loss = CountingLoss(cfg)
-    full = resume_trainer(cfg, tmp_path / "full", full_loss)
+@pytest.mark.parametrize("workers", [0, 2])
+def test_ctrl_c_inside_an_epoch_resumes_at_the_next_batch(tmp_path, capsys, workers):
+    full_cfg = resume_config()
+    full_loss = CountingLoss(full_cfg)
+    full = resume_trainer(full_cfg, tmp_path / "full", full_loss)
     full.fit()
 
+    # The interrupted and resumed runs load with (persistent) workers: each sample's random draws
+    # belong to its place in the epoch, not to a worker, so they repeat the run without workers.
+    cfg = resume_config(**{"data.num_workers": workers})
     cut_loss = SignallingLoss(cfg, at=7)  # Ctrl-C during step 7 = batch 3 of epoch 2
     with pytest.raises(KeyboardInterrupt):
         resume_trainer(cfg, tmp_path / "cut", cut_loss).fit()

@@ -9,14 +9,13 @@ keypoint AP in original image pixels), TensorBoard scalars and images, ``last.pt
 ``final_init_weight`` > 0 a finished run also writes ``final.pt``: its last weights mixed with
 the ones it started from, validated like an epoch.
 
-The data order of an epoch depends only on (seed, epoch) and the random state saved at the end
-of the previous epoch, so a run resumed from ``last.pt`` repeats the uninterrupted run.
+The data of an epoch (order, and each sample's random augmentation) depends only on (seed,
+epoch), not on the loader workers, and the random states are saved with the checkpoint, so a run
+resumed from ``last.pt`` repeats the uninterrupted run.
 
 Interruptions: Ctrl-C or SIGTERM (a scheduler's preemption) lets the current optimiser step
 finish, writes ``last.pt`` at that point of the epoch and stops; ``--resume`` continues with the
-next batch of the same epoch (with ``data.num_workers: 0`` exactly as the uninterrupted run; with
-workers the same images in the same order, augmented with other random draws). A second Ctrl-C
-stops at once. ``checkpoint_every_steps`` also writes ``last.pt`` regularly inside an epoch,
+next batch of the same epoch, exactly as the uninterrupted run. A second Ctrl-C stops at once. ``checkpoint_every_steps`` also writes ``last.pt`` regularly inside an epoch,
 against hard kills.
 """
 from __future__ import annotations
@@ -198,13 +197,16 @@ def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
 # ---------------------------------------------------------------- data
 class EpochSampler(torch.utils.data.Sampler):
     """Indices of one epoch, fixed by (seed, epoch): a permutation, or a weighted draw with
-    replacement; split between processes (rank::world) after padding to equal length."""
+    replacement; split between processes (rank::world) after padding to equal length.
+
+    With ``with_seeds`` it yields ``(index, sample_seed)`` pairs for ``SeededSamples``: each
+    position of the epoch's global order gets its own seed, also fixed by (seed, epoch)."""
 
     def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1,
-                 weights: torch.Tensor | None = None, shuffle: bool = True):
+                 weights: torch.Tensor | None = None, shuffle: bool = True, with_seeds: bool = False):
         self.size, self.seed, self.rank, self.world = size, seed, rank, world_size
         self.weights = weights if weights is not None and not torch.all(weights == weights[0]) else None
-        self.shuffle, self.epoch = shuffle, 0
+        self.shuffle, self.epoch, self.with_seeds = shuffle, 0, with_seeds
         self.per_rank = math.ceil(size / world_size)
         self.skip = 0  # indices of this epoch already used (a run resumed inside an epoch)
 
@@ -224,15 +226,48 @@ class EpochSampler(torch.utils.data.Sampler):
             order = torch.arange(self.size)
         total = self.per_rank * self.world
         order = torch.cat([order, order[: total - self.size]]) if total > self.size else order
-        return iter(order[self.rank::self.world][self.skip:].tolist())
+        mine = order[self.rank::self.world][self.skip:].tolist()
+        if not self.with_seeds:
+            return iter(mine)
+        seeds = torch.randint(0, 2**62, (total,), generator=g)[self.rank::self.world][self.skip:]
+        return iter(zip(mine, seeds.tolist()))
+
+
+class SeededSamples(torch.utils.data.Dataset):
+    """``dataset[index]`` drawn with torch's, numpy's and Python's global generators seeded from
+    ``sample_seed`` (and restored after), for keys ``(index, sample_seed)`` of ``EpochSampler``.
+    The random augmentation of a position of an epoch then does not depend on which loader
+    worker makes it: the same with 0 or 12 workers, persistent or not, on one process or
+    split between several, and after a resume inside an epoch."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, sample_seed = key
+        np_state, py_state = np.random.get_state(), random.getstate()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(sample_seed)
+                np.random.seed(sample_seed % 2**32)
+                random.seed(sample_seed)
+                return self.dataset[index]
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
 
 
 def make_loader(dataset, batch_size: int, sampler: torch.utils.data.Sampler, workers: int,
-                train: bool, generator: torch.Generator | None = None) -> torch.utils.data.DataLoader:
+                train: bool) -> torch.utils.data.DataLoader:
+    """Training loaders keep their workers from epoch to epoch (their samples are seeded by
+    ``SeededSamples``, not by the workers); validation loaders run once per epoch."""
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=train,
-        pin_memory=torch.cuda.is_available(), worker_init_fn=_worker_init, generator=generator,
-        persistent_workers=False)
+        pin_memory=torch.cuda.is_available(), worker_init_fn=_worker_init,
+        persistent_workers=train and workers > 0)
 
 
 def to_device(batch, device: torch.device):
@@ -403,10 +438,9 @@ class Trainer:
         if unlabeled is not None:
             train_set = torch.utils.data.ConcatDataset([train_set, unlabeled])
         self.sampler = EpochSampler(len(train_set), cfg.seed, self.env.rank, self.env.world_size,
-                                    self._sample_weights(unlabeled))
-        self.loader_generator = torch.Generator()
-        self.loader = make_loader(train_set, cfg.batch_size, self.sampler, cfg.data.num_workers,
-                                  train=True, generator=self.loader_generator)
+                                    self._sample_weights(unlabeled), with_seeds=True)
+        self.loader = make_loader(SeededSamples(train_set), cfg.batch_size, self.sampler,
+                                  cfg.data.num_workers, train=True)
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch == 0:
             raise MoveNetError(f"{len(train_set)} training samples per process do not fill one "
@@ -562,7 +596,6 @@ class Trainer:
             set_bn_eval(self.net)
         done = s.batch_in_epoch  # > 0 when resuming inside this epoch
         self.sampler.set_epoch(epoch, skip=done * cfg.batch_size)
-        self.loader_generator.manual_seed(cfg.seed * 1_000_003 + epoch)
         sums = s.epoch_sums  # updated in place: a checkpoint inside the epoch carries them
         bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", initial=done,
                    total=done + len(self.loader), disable=not (env.is_main and self.verbose),
