@@ -5,11 +5,13 @@ with the memory layouts and thread counts (CPU) or precisions (CUDA) side by sid
 
 Random inputs and the real loss on synthetic targets of the right shapes: data loading is not
 included (the loader runs in worker processes beside the step). Prints the load average too:
-on a shared machine the numbers move with what else runs.
+on a shared machine the numbers move with what else runs. Last, the cost of one EMA update
+(``train.ModelEMA``, fused over all tensors) against the same update tensor by tensor.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 
@@ -17,6 +19,7 @@ import torch
 
 from movenet.losses import LossConfig, MoveNetLoss
 from movenet.model import create_model
+from movenet.train import ModelEMA
 
 
 def batch_for(model, n: int) -> dict:
@@ -61,6 +64,42 @@ def images_per_second(name: str, batch: int, steps: int, threads: int, channels_
     return batch * steps / (time.perf_counter() - start)
 
 
+def per_tensor_update(ema: ModelEMA, model: torch.nn.Module) -> None:
+    """The reference: two kernels per floating tensor."""
+    ema.updates += 1
+    d = ema.decay * (1 - math.exp(-ema.updates / ema.warmup_steps))
+    own = ema.module.state_dict()
+    for k, v in model.state_dict().items():
+        if v.dtype.is_floating_point:
+            own[k].mul_(d).add_(v, alpha=1 - d)
+        else:
+            own[k].copy_(v)
+
+
+def ema_milliseconds(name: str, device: str, calls: int = 50) -> dict[str, float]:
+    dev = torch.device(device)
+    model = create_model(name).to(dev).to(memory_format=torch.channels_last)
+    ema = ModelEMA(model, 0.998, 200)
+    times = {}
+    for label, update in (("per tensor", lambda: per_tensor_update(ema, model)), ("fused", lambda: ema.update(model))):
+        for i in range(calls + 3):
+            if i == 3:
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+            update()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        times[label] = (time.perf_counter() - start) / calls * 1e3
+    return times
+
+
+def print_ema(name: str, device: str) -> None:
+    ms = ema_milliseconds(name, device)
+    print(f"EMA update: per tensor {ms['per tensor']:.2f} ms, fused {ms['fused']:.2f} ms "
+          f"({ms['per tensor'] / ms['fused']:.2f}x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="lightning")
@@ -79,6 +118,8 @@ def main() -> None:
             base = base or ips
             layout = "channels_last" if channels_last else "contiguous"
             print(f"threads {threads}  {layout:13s} {ips:6.1f} img/s  ({ips / base:.2f}x)", flush=True)
+    torch.set_num_threads(1)
+    print_ema(args.model, "cpu")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
@@ -92,6 +133,7 @@ def cuda_table(args) -> None:
             layout = "channels_last" if channels_last else "contiguous"
             precision = "float32" if amp is None else f"autocast {str(amp).split('.')[1]}"
             print(f"{precision:18s} {layout:13s} {ips:8.1f} img/s  ({ips / base:.2f}x)", flush=True)
+    print_ema(args.model, args.device)
 
 
 if __name__ == "__main__":

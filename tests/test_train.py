@@ -5,6 +5,7 @@ coco-mini)."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,8 @@ import torch
 
 from movenet.checkpoint import load_model, read_checkpoint, save_checkpoint
 from movenet.errors import MoveNetError
-from movenet.train import (FINAL, LAST, EpochSampler, NonFiniteLoss, SeededSamples, Trainer, build_loss,
-                           build_model, build_optimizer, format_epoch)
+from movenet.train import (FINAL, LAST, EpochSampler, ModelEMA, NonFiniteLoss, SeededSamples, Trainer,
+                           build_loss, build_model, build_optimizer, format_epoch)
 from train_helpers import (CountingLoss, SyntheticPoses, resume_config, resume_trainer, tiny_config,
                            val_data)
 
@@ -54,6 +55,23 @@ def test_backbone_lr_scale_sets_the_backbone_step(tmp_path):
     moved = {n for n, p in trainer.model.named_parameters() if not torch.equal(p.detach(), before[n])}
     assert moved and all(not n.startswith("backbone.") for n in moved)
     assert any(n.startswith("neck.") for n in moved) and any(n.startswith("regression.") for n in moved)
+
+
+def test_ema_is_the_exponential_average_of_the_weights_and_copies_counters():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = ModelEMA(model, decay=0.9, warmup_steps=2)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+        model[1].running_mean.fill_(4.0)
+        model[1].num_batches_tracked += 5
+    ema.update(model)
+    d = 0.9 * (1 - math.exp(-1 / 2))  # the decay warms up
+    for key in ("0.weight", "0.bias", "1.running_mean", "1.running_var"):
+        expected = d * start[key] + (1 - d) * model.state_dict()[key]
+        torch.testing.assert_close(ema.module.state_dict()[key], expected, msg=key)
+    assert ema.module[1].num_batches_tracked.item() == 5
+    assert not torch.equal(ema.module[0].weight, model[0].weight)
 
 
 def test_sample_seeds_belong_to_places_in_the_epoch_not_to_processes():

@@ -145,12 +145,14 @@ class ModelEMA:
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         d = self.decay * (1 - math.exp(-self.updates / self.warmup_steps))
-        own = self.module.state_dict()
-        for k, v in model.state_dict().items():
-            if v.dtype.is_floating_point:
-                own[k].mul_(d).add_(v.detach(), alpha=1 - d)
-            else:
-                own[k].copy_(v)
+        own, new = self.module.state_dict(), model.state_dict()
+        floats = [k for k, v in new.items() if v.dtype.is_floating_point]
+        others = [k for k, v in new.items() if not v.dtype.is_floating_point]
+        # One fused call per list instead of two small kernels for each of the ~300 tensors of
+        # a Lightning: far fewer kernel launches on a GPU (benchmarks/train_speed.py times both).
+        torch._foreach_lerp_([own[k] for k in floats], [new[k] for k in floats], 1 - d)
+        if others:
+            torch._foreach_copy_([own[k] for k in others], [new[k] for k in others])
 
     def state_dict(self) -> dict:
         return {"module": self.module.state_dict(), "updates": self.updates}
