@@ -240,7 +240,8 @@ class SeededSamples(torch.utils.data.Dataset):
     ``sample_seed`` (and restored after), for keys ``(index, sample_seed)`` of ``EpochSampler``.
     The random augmentation of a position of an epoch then does not depend on which loader
     worker makes it: the same with 0 or 12 workers, persistent or not, on one process or
-    split between several, and after a resume inside an epoch."""
+    split between several, and after a resume inside an epoch. A dataset must draw from those
+    global generators (``PoseSampleDataset`` does): a generator object of its own is not reseeded."""
 
     def __init__(self, dataset: torch.utils.data.Dataset):
         self.dataset = dataset
