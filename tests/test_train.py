@@ -220,6 +220,9 @@ def test_ctrl_c_inside_an_epoch_resumes_at_the_next_batch(tmp_path, capsys, work
     resumed.resume(tmp_path / "cut" / LAST)
     resumed.fit()
     assert cut_loss.values + resumed_loss.values == full_loss.values  # the step finished, none repeated
+    # the random state a later resume would start from is the uninterrupted run's too
+    rng = [read_checkpoint(tmp_path / run / LAST)["train_state"]["rng"][0]["torch"] for run in ("full", "cut")]
+    assert torch.equal(*rng)
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
     def untimed(history):

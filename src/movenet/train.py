@@ -15,8 +15,8 @@ resumed from ``last.pt`` repeats the uninterrupted run.
 
 Interruptions: Ctrl-C or SIGTERM (a scheduler's preemption) lets the current optimiser step
 finish, writes ``last.pt`` at that point of the epoch and stops; ``--resume`` continues with the
-next batch of the same epoch, exactly as the uninterrupted run. A second Ctrl-C stops at once. ``checkpoint_every_steps`` also writes ``last.pt`` regularly inside an epoch,
-against hard kills.
+next batch of the same epoch, exactly as the uninterrupted run. A second Ctrl-C stops at once.
+``checkpoint_every_steps`` also writes ``last.pt`` regularly inside an epoch, against hard kills.
 """
 from __future__ import annotations
 
@@ -267,10 +267,12 @@ def make_loader(dataset, batch_size: int, sampler: torch.utils.data.Sampler, wor
                 train: bool) -> torch.utils.data.DataLoader:
     """Training loaders keep their workers from epoch to epoch (their samples are seeded by
     ``SeededSamples``, not by the workers); validation loaders run once per epoch."""
+    # The loader's own generator: its worker base seeds must not be drawn from (and move) the
+    # global random state that checkpoints save.
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=train,
         pin_memory=torch.cuda.is_available(), worker_init_fn=_worker_init,
-        persistent_workers=train and workers > 0)
+        generator=torch.Generator(), persistent_workers=train and workers > 0)
 
 
 def to_device(batch, device: torch.device):
