@@ -11,7 +11,6 @@ on a shared machine the numbers move with what else runs. Last, the cost of one 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 
@@ -67,8 +66,7 @@ def images_per_second(name: str, batch: int, steps: int, threads: int, channels_
 
 def per_tensor_update(ema: ModelEMA, model: torch.nn.Module) -> None:
     """The reference: two kernels per floating tensor."""
-    ema.updates += 1
-    d = ema.decay * (1 - math.exp(-ema.updates / ema.warmup_steps))
+    d = ema.next_decay()
     own = ema.module.state_dict()
     for k, v in model.state_dict().items():
         if v.dtype.is_floating_point:

@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 
 from movenet.checkpoint import read_checkpoint
 from movenet.train import LAST, Trainer, build_loss, init_distributed
-from train_helpers import SyntheticPoses, free_port, tiny_config, val_data
+from train_helpers import SyntheticPoses, free_port, tiny_config, untimed, val_data
 
 
 def _config(batch_size: int):
@@ -41,8 +41,7 @@ def test_two_process_training_matches_one_process(tmp_path):
     assert r0["steps"] == r1["steps"] == 2  # 8 samples / 2 processes / batch 2
     for name, w in r0["weights"].items():
         assert torch.equal(w, r1["weights"][name]), name
-    untimed = [[{k: v for k, v in h.items() if k != "train_seconds"} for h in r["history"]] for r in (r0, r1)]
-    assert untimed[0] == untimed[1]  # losses averaged over, and validation shared with, all processes
+    assert untimed(r0["history"]) == untimed(r1["history"])  # losses averaged over, and validation shared with, all processes
     assert "val_pck" in r0["history"][-1]
     ckpt = read_checkpoint(out / LAST)  # written once, by rank 0
     assert ckpt["step"] == 2

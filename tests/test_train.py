@@ -17,8 +17,7 @@ from movenet.checkpoint import load_model, read_checkpoint, save_checkpoint
 from movenet.errors import MoveNetError
 from movenet.train import (FINAL, LAST, EpochSampler, ModelEMA, NonFiniteLoss, SeededSamples, Trainer,
                            build_loss, build_model, build_optimizer, format_epoch)
-from train_helpers import (CountingLoss, SyntheticPoses, resume_config, resume_trainer, tiny_config,
-                           val_data)
+from train_helpers import CountingLoss, SyntheticPoses, resume_config, resume_trainer, tiny_config, untimed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,8 +115,6 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
         assert torch.equal(a, b), name
     for a, b in zip(full.ema.module.state_dict().values(), resumed.ema.module.state_dict().values()):
         assert torch.equal(a, b)
-    def untimed(history):
-        return [{k: v for k, v in h.items() if k != "train_seconds"} for h in history]
     assert untimed(resumed.state.history) == untimed(full.state.history)
     assert resumed.optimizer.state_dict()["state"][0]["step"] == full.optimizer.state_dict()["state"][0]["step"]
 
@@ -225,8 +222,6 @@ def test_ctrl_c_inside_an_epoch_resumes_at_the_next_batch(tmp_path, capsys, work
     assert torch.equal(*rng)
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
-    def untimed(history):
-        return [{k: v for k, v in h.items() if k != "train_seconds"} for h in history]
     assert untimed(resumed.state.history) == untimed(full.state.history)  # epoch 2's mean losses too
 
 

@@ -151,3 +151,8 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def untimed(history: list[dict]) -> list[dict]:
+    """A run's epoch history without its wall times (which differ between equal runs)."""
+    return [{k: v for k, v in h.items() if k != "train_seconds"} for h in history]

@@ -103,13 +103,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _worker_init(worker_id: int) -> None:
-    # torch gives each worker seed = loader base seed + worker id; derive numpy/python from it.
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
 # ---------------------------------------------------------------- model
 def build_model(cfg: TrainConfig, verbose: bool = True) -> nn.Module:
     """The configured model, initialised as ``cfg.init`` says (``pretrained.init_model``)."""
@@ -141,10 +134,14 @@ class ModelEMA:
             p.requires_grad_(False)
         self.decay, self.warmup_steps, self.updates = decay, max(1, warmup_steps), 0
 
+    def next_decay(self) -> float:
+        """Counts an update and gives its decay, warmed up over the first updates."""
+        self.updates += 1
+        return self.decay * (1 - math.exp(-self.updates / self.warmup_steps))
+
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        self.updates += 1
-        d = self.decay * (1 - math.exp(-self.updates / self.warmup_steps))
+        d = self.next_decay()
         own, new = self.module.state_dict(), model.state_dict()
         floats = [k for k, v in new.items() if v.dtype.is_floating_point]
         others = [k for k, v in new.items() if not v.dtype.is_floating_point]
@@ -271,8 +268,8 @@ def make_loader(dataset, batch_size: int, sampler: torch.utils.data.Sampler, wor
     # global random state that checkpoints save.
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=train,
-        pin_memory=torch.cuda.is_available(), worker_init_fn=_worker_init,
-        generator=torch.Generator(), persistent_workers=train and workers > 0)
+        pin_memory=torch.cuda.is_available(), generator=torch.Generator(),
+        persistent_workers=train and workers > 0)
 
 
 def to_device(batch, device: torch.device):
