@@ -4,8 +4,11 @@ plus the regression error at the true centre cell against a constant (median-pos
 
     python benchmarks/head_diagnosis.py configs/lsp_imagenet.yaml runs/lsp_imagenet/best.pt lightning
 
-If "true centre + true regression" scores far above "own heads", the heatmaps are fine and the
-regression head is what fails (see docs/training.md, "Where the ImageNet model fails").
+"true centre + true regression" puts the rough keypoints where the joints are, so it scores
+what the heatmaps give near the answer; "heatmaps alone" (each keypoint at its heatmap's
+maximum, no centre or regression) says whether the heatmaps themselves find the joints: a model
+whose heatmaps score well alone but not with its own heads has a failing regression head, one
+whose heatmaps score low alone needs better heatmaps (docs/training.md, "From ImageNet").
 
 ``--probe-steps N`` also trains a fresh regression head for N steps on each model's frozen
 backbone and neck (training crops of the config, batches of 16, AdamW) and reports its error: it
@@ -25,6 +28,7 @@ from movenet.losses import masked_l1
 from movenet.metrics import pck, torso_size
 from movenet.model import Head
 from movenet.samples import build_datasets
+from movenet.schema import COCO17
 from movenet.train import set_bn_eval
 
 
@@ -74,9 +78,30 @@ def probe_regression(model, train_set, val: dict[str, torch.Tensor], steps: int,
         return regression_error(model(val["image"])[2], val)
 
 
+def heatmap_maxima(heat: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
+    """Each keypoint at its heatmap's maximum plus the offset there -> [N,K,3] (x, y in 0-1)."""
+    n, k, h, w = heat.shape
+    flat = heat.reshape(n, k, -1).argmax(-1)
+    y, x = flat // w, flat % w
+    off = off.reshape(n, k, 2, h * w).gather(3, flat[:, :, None, None].expand(n, k, 2, 1))[..., 0]
+    score = heat.reshape(n, k, -1).gather(2, flat[..., None])[..., 0]
+    return torch.stack([(x + off[..., 1]) / w, (y + off[..., 0]) / h, score], dim=-1)
+
+
 def pck_of(pred: torch.Tensor, keypoints: np.ndarray, input_size: int) -> float:
     xy = pred[..., :2].numpy() * input_size
     return pck(xy, keypoints, 0.2 * torso_size(keypoints))[1]
+
+
+def swapped(pred: torch.Tensor, keypoints: np.ndarray, input_size: int) -> float:
+    """Share of the labelled joints that miss PCK@0.2 but hit their left/right mirror joint."""
+    xy = pred[..., :2].numpy() * input_size
+    flip = COCO17.flip_index()
+    radius = 0.2 * torso_size(keypoints)[:, None]
+    labelled = keypoints[..., 2] > 0
+    hit = np.linalg.norm(xy - keypoints[..., :2], axis=-1) <= radius
+    hit_mirror = np.linalg.norm(xy - keypoints[:, flip, :2], axis=-1) <= radius
+    return float((labelled & labelled[:, flip] & ~hit & hit_mirror).sum() / max(labelled.sum(), 1))
 
 
 def main() -> int:
@@ -106,20 +131,24 @@ def main() -> int:
           f"{float(masked_l1(constant.expand_as(target), target, mask)):.2f} cells")
     probe = f" fresh head, {args.probe_steps} steps (cells) |" if args.probe_steps else ""
     print("| model | own heads | true centre + true regression | true centre | mean regression | "
-          "regression error (cells) |" + probe)
-    print("|---|---:|---:|---:|---:|---:|" + ("---:|" if probe else ""))
+          "heatmaps alone | left/right swaps: own heads / heatmaps alone | regression error (cells) |" + probe)
+    print("|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if probe else ""))
     for spec in args.models:
         model, _ = load_model(spec)
         with torch.no_grad():
             heat, center, reg, off = model(d["image"])
         prior, offset = model.center_prior, float(model.distance_offset)
-        own = pck_of(decode_batch_torch(heat, center, reg, off, prior, offset), kpts, size)
         oracle = pck_of(decode_batch_torch(heat, d["center"], d["regression"], off, prior, offset), kpts, size)
         true_center = pck_of(decode_batch_torch(heat, d["center"], reg, off, prior, offset), kpts, size)
         mean_reg = reg.mean(0, keepdim=True).expand_as(reg)
         mean = pck_of(decode_batch_torch(heat, center, mean_reg, off, prior, offset), kpts, size)
+        own_pred = decode_batch_torch(heat, center, reg, off, prior, offset)
+        alone_pred = heatmap_maxima(heat, off)
+        own, alone = pck_of(own_pred, kpts, size), pck_of(alone_pred, kpts, size)
+        swaps = f"{swapped(own_pred, kpts, size):.3f} / {swapped(alone_pred, kpts, size):.3f}"
         err = regression_error(reg, d)
-        row = f"| {spec} | {own:.3f} | {oracle:.3f} | {true_center:.3f} | {mean:.3f} | {err:.2f} |"
+        row = (f"| {spec} | {own:.3f} | {oracle:.3f} | {true_center:.3f} | {mean:.3f} | {alone:.3f} | "
+               f"{swaps} | {err:.2f} |")
         if args.probe_steps:
             row += f" {probe_regression(model, train, d, args.probe_steps, args.probe_lr):.2f} |"
         print(row, flush=True)

@@ -1,5 +1,6 @@
 """Training throughput (images/s of forward + loss + backward + AdamW step) on this machine,
-with the memory layouts and thread counts (CPU) or precisions (CUDA) side by side in one run.
+with the memory layouts and thread counts (CPU) or precisions (CUDA) side by side in one run,
+and on CPU with the backbone frozen up to stride 4 and 8 (``optim.freeze_backbone_to_stride``).
 
     python benchmarks/train_speed.py [--model lightning] [--batch 16] [--steps 5] [--device cuda]
 
@@ -19,7 +20,7 @@ import torch
 
 from movenet.losses import LossConfig, MoveNetLoss
 from movenet.model import create_model
-from movenet.train import ModelEMA
+from movenet.train import ModelEMA, freeze_backbone
 
 
 def batch_for(model, n: int) -> dict:
@@ -32,19 +33,21 @@ def batch_for(model, n: int) -> dict:
 
 
 def images_per_second(name: str, batch: int, steps: int, threads: int, channels_last: bool,
-                      device: str = "cpu", amp: torch.dtype | None = None) -> float:
+                      device: str = "cpu", amp: torch.dtype | None = None, freeze_stride: int = 0) -> float:
     """Mean over ``steps`` timed steps, after three untimed ones (kernels are built and picked)."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     dev = torch.device(device)
     model = create_model(name).train().to(dev)
+    for layer in freeze_backbone(model, freeze_stride):
+        layer.eval()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model.to(memory_format=fmt)
     x = (torch.rand(batch, 3, model.config.input_size, model.config.input_size, device=dev) * 255)
     x = x.contiguous(memory_format=fmt)
     targets = {k: v.to(dev) for k, v in batch_for(model, batch).items()}
     loss_fn = MoveNetLoss(LossConfig())
-    opt = torch.optim.AdamW(model.parameters(), 1e-4)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], 1e-4)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
     warmup = 3 if dev.type == "cuda" else 1
     for i in range(steps + warmup):
@@ -119,6 +122,10 @@ def main() -> None:
             base = base or ips
             layout = "channels_last" if channels_last else "contiguous"
             print(f"threads {threads}  {layout:13s} {ips:6.1f} img/s  ({ips / base:.2f}x)", flush=True)
+        for stride in (4, 8):
+            ips = images_per_second(args.model, args.batch, args.steps, threads, True, freeze_stride=stride)
+            print(f"threads {threads}  channels_last, freeze stride {stride} {ips:6.1f} img/s  ({ips / base:.2f}x)",
+                  flush=True)
     torch.set_num_threads(1)
     print_ema(args.model, "cpu")
     print(f"load average after: {os.getloadavg()[0]:.1f}")

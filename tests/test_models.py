@@ -72,6 +72,42 @@ def test_backbones_return_four_strides(name, width):
     assert [f.shape[1] for f in feats] == list(net.out_channels)
 
 
+def shifted_output(net, x, params):
+    """The net's outputs with ``params`` shifted by 0.5 (restored afterwards)."""
+    saved = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p in params:
+            p.add_(0.5)
+        out = net(x)
+        for p, v in zip(params, saved):
+            p.copy_(v)
+    return out
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_layers_to_stride_are_what_computes_the_output_at_that_stride(name):
+    torch.manual_seed(0)
+    net = create_backbone(name, 0.5).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        before = net(x)
+    params = list(net.parameters())
+    for i, stride in enumerate((4, 8, 16, 32)):
+        layers = net.layers_to_stride(stride)
+        inside = {id(p) for layer in layers for p in layer.parameters()}
+        outside = [p for p in params if id(p) not in inside]
+        last_inside = list(layers[-1].parameters())
+        moved_outside, moved_inside = (shifted_output(net, x, ps) for ps in (outside, last_inside))
+        # the layers not listed do not touch this output (they do touch the later ones) ...
+        assert torch.equal(moved_outside[i], before[i])
+        assert all(not torch.allclose(moved_outside[j], before[j]) for j in range(i + 1, 4))
+        # ... and the last listed layer does
+        assert not torch.allclose(moved_inside[i], before[i])
+    assert not outside  # stride 32: the whole backbone
+    with pytest.raises(ValueError, match="one of"):
+        net.layers_to_stride(2)
+
+
 def test_approx_sigmoid_is_used_and_bounded():
     torch.manual_seed(0)
     exact = create_model("mobilenetv3_small", input_size=64).eval()

@@ -56,6 +56,26 @@ def test_backbone_lr_scale_sets_the_backbone_step(tmp_path):
     assert any(n.startswith("neck.") for n in moved) and any(n.startswith("regression.") for n in moved)
 
 
+def test_frozen_backbone_layers_keep_weights_and_batch_norm_statistics(tmp_path):
+    cfg = tiny_config(**{"optim.freeze_backbone_to_stride": 8, "batch_size": 2,
+                         "model.overrides.input_size": 64, "threads": 1})
+    model = build_model(cfg, verbose=False)
+    names = {id(m): n for n, m in model.named_modules()}
+    frozen = tuple(names[id(m)] + "." for m in model.backbone.layers_to_stride(8))
+    before = {n: t.detach().clone() for n, t in model.state_dict().items()}
+    trainer = Trainer(cfg, tmp_path, SyntheticPoses(2, 64, repeat=2), None, build_loss(cfg),
+                      verbose=False, model=model)
+    optimised = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    trainer.fit()
+    after = trainer.model.state_dict()
+    moved = {n for n, t in after.items() if not torch.equal(t, before[n])}
+    assert frozen and not any(n.startswith(frozen) for n in moved), sorted(moved)[:5]
+    # later backbone layers learn, and their batch norms keep running statistics
+    later = [n for n in moved if n.startswith("backbone.") and not n.startswith(frozen)]
+    assert any(n.endswith(".weight") for n in later) and any(n.endswith("running_mean") for n in later)
+    assert all(id(p) not in optimised for m in model.backbone.layers_to_stride(8) for p in m.parameters())
+
+
 def test_ema_is_the_exponential_average_of_the_weights_and_copies_counters():
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     ema = ModelEMA(model, decay=0.9, warmup_steps=2)

@@ -1,8 +1,9 @@
 """Feature extractors that return four feature maps at strides 4, 8, 16 and 32.
 
-Every backbone exposes ``out_channels`` (four ints, stride 4 first) and ``forward(x) -> list``.
-New backbones are registered with ``@register_backbone`` and become usable by name in model
-configs at once.
+Every backbone exposes ``out_channels`` (four ints, stride 4 first), ``forward(x) -> list`` and
+``layers_to_stride(s)``: the modules that compute its output at stride ``s`` from the image (so
+training can freeze them). New backbones are registered with ``@register_backbone`` and become
+usable by name in model configs at once.
 """
 from __future__ import annotations
 
@@ -36,6 +37,21 @@ def make_divisible(v: float, divisor: int = 8) -> int:
     if new_v < 0.9 * v:
         new_v += divisor
     return new_v
+
+
+FEATURE_STRIDES = (4, 8, 16, 32)
+
+
+def blocks_to_stride(stem: nn.Module, blocks: nn.ModuleList, taps: tuple[int, ...], last: nn.Module,
+                     stride: int) -> list[nn.Module]:
+    """The modules from the image to the output at ``stride``: ``stem``, the blocks up to the
+    one tapped for that stride (``taps``: the blocks giving strides 4, 8, 16; -1 for the stem)
+    and, at 32, all blocks and ``last``."""
+    if stride not in FEATURE_STRIDES:
+        raise ValueError(f"a backbone stride must be one of {list(FEATURE_STRIDES)}, got {stride!r}")
+    if stride == 32:
+        return [stem, *blocks, last]
+    return [stem, *blocks[:taps[FEATURE_STRIDES.index(stride)] + 1]]
 
 
 def tapped_forward(x: torch.Tensor, blocks: nn.ModuleList, taps: tuple[int, ...],
@@ -129,6 +145,9 @@ class MobileNetV2(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return tapped_forward(self.conv1(x), self.blocks, self.taps, self.conv_last)
 
+    def layers_to_stride(self, stride: int) -> list[nn.Module]:
+        return blocks_to_stride(self.conv1, self.blocks, self.taps, self.conv_last, stride)
+
 
 @register_backbone
 def mobilenetv2(width: float = 1.0, **kwargs) -> nn.Module:
@@ -205,6 +224,9 @@ class ShuffleNetV2(nn.Module):
         f8 = self.stages[0](f4)
         f16 = self.stages[1](f8)
         return [f4, f8, f16, self.conv_last(self.stages[2](f16))]
+
+    def layers_to_stride(self, stride: int) -> list[nn.Module]:
+        return blocks_to_stride(self.stem, self.stages, (-1, 0, 1), self.conv_last, stride)
 
 
 @register_backbone
@@ -285,6 +307,9 @@ class MobileNetV3(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return tapped_forward(self.stem(x), self.blocks, self.taps, self.conv_last)
+
+    def layers_to_stride(self, stride: int) -> list[nn.Module]:
+        return blocks_to_stride(self.stem, self.blocks, self.taps, self.conv_last, stride)
 
 
 @register_backbone

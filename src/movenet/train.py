@@ -125,6 +125,17 @@ def set_bn_eval(model: nn.Module) -> None:
             m.eval()
 
 
+def freeze_backbone(model: nn.Module, stride: int) -> list[nn.Module]:
+    """Stops gradients to the backbone's layers up to its stride-``stride`` output (0: none)
+    and returns those layers, for the caller to keep in eval mode (their batch norms fixed)."""
+    if not stride:
+        return []
+    layers = model.backbone.layers_to_stride(stride)
+    for layer in layers:
+        layer.requires_grad_(False)
+    return layers
+
+
 class ModelEMA:
     """Exponential moving average of a model's parameters and buffers."""
 
@@ -422,6 +433,7 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed + self.env.rank)
         self.model = (model if model is not None else build_model(cfg, verbose and self.env.is_main)).to(dev)
+        self.frozen = freeze_backbone(self.model, cfg.optim.freeze_backbone_to_stride)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         # the weights the run starts from, for final.pt (taken before a resume loads others)
@@ -596,6 +608,8 @@ class Trainer:
         self.net.train()
         if cfg.optim.freeze_bn:
             set_bn_eval(self.net)
+        for layer in self.frozen:
+            layer.eval()
         done = s.batch_in_epoch  # > 0 when resuming inside this epoch
         self.sampler.set_epoch(epoch, skip=done * cfg.batch_size)
         sums = s.epoch_sums  # updated in place: a checkpoint inside the epoch carries them
