@@ -25,7 +25,7 @@ from movenet.checkpoint import load_model
 from movenet.config import load_config
 from movenet.decode import decode_batch_torch
 from movenet.losses import masked_l1
-from movenet.metrics import pck, torso_size
+from movenet.metrics import keypoint_distances, pck, torso_size
 from movenet.model import Head
 from movenet.samples import build_datasets
 from movenet.schema import COCO17
@@ -94,14 +94,13 @@ def pck_of(pred: torch.Tensor, keypoints: np.ndarray, input_size: int) -> float:
 
 
 def swapped(pred: torch.Tensor, keypoints: np.ndarray, input_size: int) -> float:
-    """Share of the labelled joints that miss PCK@0.2 but hit their left/right mirror joint."""
+    """Share of the joints PCK counts that miss PCK@0.2 but hit their left/right mirror joint."""
     xy = pred[..., :2].numpy() * input_size
-    flip = COCO17.flip_index()
     radius = 0.2 * torso_size(keypoints)[:, None]
-    labelled = keypoints[..., 2] > 0
-    hit = np.linalg.norm(xy - keypoints[..., :2], axis=-1) <= radius
-    hit_mirror = np.linalg.norm(xy - keypoints[:, flip, :2], axis=-1) <= radius
-    return float((labelled & labelled[:, flip] & ~hit & hit_mirror).sum() / max(labelled.sum(), 1))
+    dist = keypoint_distances(xy, keypoints)
+    mirror = keypoint_distances(xy, keypoints[:, COCO17.flip_index()])
+    counted = np.isfinite(dist) & np.isfinite(radius)
+    return float((counted & (dist > radius) & (mirror <= radius)).sum() / max(counted.sum(), 1))
 
 
 def main() -> int:
