@@ -69,11 +69,19 @@ def test_bad_inputs_are_reported_and_others_processed(tmp_path, images, capsys):
 
 def test_builtin_photo_without_arguments(tmp_path, lightning):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    r = subprocess.run([sys.executable, "-m", "movenet.cli", "predict"], cwd=tmp_path,
+    r = subprocess.run([sys.executable, "-m", "movenet", "predict"], cwd=tmp_path,
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "movenet-output/astronaut.jpg" in r.stdout
     assert cv2.imread(str(tmp_path / "movenet-output" / "astronaut.jpg")).shape == (512, 512, 3)
+
+
+def test_python_m_movenet_is_the_movenet_command():
+    # torchrun starts training as `torchrun ... -m movenet train ...`
+    r = subprocess.run([sys.executable, "-m", "movenet", "train", "--help"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "usage: movenet train" in r.stdout and "torchrun" in r.stdout
 
 
 def test_unknown_model_is_one_line_error(capsys):

@@ -207,6 +207,34 @@ def test_split_is_by_image_deterministic_and_complete(coco):
     assert samples.split_image_ids(coco, 0.25, seed=1)[1] != val
 
 
+def test_train_images_keep_nested_training_subsets_and_the_same_validation(coco):
+    all_train, val = samples.split_image_ids(coco, 0.25, seed=0)
+    assert len(all_train) >= 3
+    previous = set()
+    for n in range(1, len(all_train) + 1):
+        train, val_n = samples.split_image_ids(coco, 0.25, seed=0, train_images=n)
+        assert val_n == val and len(train) == n and previous < set(train) <= set(all_train)
+        previous = set(train)
+    # More images than there are: all of them.
+    assert samples.split_image_ids(coco, 0.25, seed=0, train_images=10**6) == (all_train, val)
+    # A larger validation fraction only moves images out of training.
+    train_40, val_40 = samples.split_image_ids(coco, 0.4, seed=0)
+    assert set(val) <= set(val_40) and set(train_40) <= set(all_train)
+
+
+def test_train_images_in_the_config_limit_each_source(coco_mini, lsp_dir):
+    cfg = DataConfig(sources=[{"path": str(coco_mini)}, {"path": str(lsp_dir)}], val_fraction=0.1,
+                     train_images=5)
+    train_parts, val_parts = samples.split_sources(cfg)
+    full_train, full_val = samples.split_sources(DataConfig(sources=cfg.sources, val_fraction=0.1))
+    assert [len(p.images) for p in train_parts] == [5, 5]
+    assert [[e.id for e in p.images] for p in val_parts] == [[e.id for e in p.images] for p in full_val]
+    for part, full in zip(train_parts, full_train):
+        assert {e.id for e in part.images} <= {e.id for e in full.images}
+    with pytest.raises(ValueError, match="train_images"):
+        DataConfig(train_images=-1)
+
+
 def test_build_datasets_from_config_and_source_weights(coco_mini, lsp_dir):
     cfg = DataConfig(sources=[{"path": str(coco_mini), "weight": 1.0},
                               {"path": str(lsp_dir), "weight": 3.0}], val_fraction=0.1)

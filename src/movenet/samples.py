@@ -33,12 +33,15 @@ class DataConfig:
     ``sources``: list of ``{"path": ..., "image_root": ..., "weight": 1.0}`` (COCO JSON, a
     folder with ``person_keypoints.json``, or an LSP folder). Validation uses ``val_sources``
     when given, else ``val_fraction`` of each source's images (split by image, fixed by
-    ``split_seed``). Target settings are those of ``targets.TargetParams``."""
+    ``split_seed``). ``train_images`` > 0 keeps only that many training images of each
+    source (nested: a smaller number keeps a subset of a larger one's images; for learning
+    curves). Target settings are those of ``targets.TargetParams``."""
 
     sources: list[dict] = field(default_factory=list)
     val_sources: list[dict] = field(default_factory=list)
     val_fraction: float = 0.05
     split_seed: int = 0
+    train_images: int = 0
     input_size: int = 192
     num_workers: int = 2
     min_keypoints: int = 1
@@ -65,6 +68,8 @@ class DataConfig:
             raise ValueError(f"on_bad_image must be 'error' or 'skip', got {self.on_bad_image!r}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.train_images < 0:
+            raise ValueError(f"train_images must be >= 0 (0: all), got {self.train_images}")
         self.target_params()  # validates the target settings
 
     def target_params(self) -> targets.TargetParams:
@@ -312,16 +317,20 @@ class PoseSampleDataset(torch.utils.data.Dataset):
 
 
 # ---------------------------------------------------------------- splits, sources, weights
-def split_image_ids(dataset, val_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+def split_image_ids(dataset, val_fraction: float, seed: int = 0,
+                    train_images: int = 0) -> tuple[list[int], list[int]]:
     """Deterministic split by image: images ranked by a hash of (seed, image id); the first
-    ``round(n * val_fraction)`` go to validation. Stable across runs and machines."""
+    ``round(n * val_fraction)`` go to validation, the next ``train_images`` (all when 0) to
+    training. Stable across runs and machines; a larger ``val_fraction`` or ``train_images``
+    only adds images to its side."""
     ids = [e.id for e in dataset.images]
     ranked = sorted(ids, key=lambda i: (zlib.crc32(f"{seed}:{i}".encode()), i))
     n_val = int(round(len(ids) * val_fraction))
     if val_fraction > 0 and n_val == 0 and len(ids) > 1:
         n_val = 1
     val = set(ranked[:n_val])
-    return [i for i in ids if i not in val], [i for i in ids if i in val]
+    train = set(ranked[n_val:n_val + train_images] if train_images else ranked[n_val:])
+    return [i for i in ids if i in train], [i for i in ids if i in val]
 
 
 def load_sources(sources: list[dict], schema: KeypointSchema = COCO17) -> list:
@@ -330,24 +339,29 @@ def load_sources(sources: list[dict], schema: KeypointSchema = COCO17) -> list:
     return [load_keypoint_dataset(s["path"], s.get("image_root"), schema=schema) for s in sources]
 
 
+def split_sources(data_cfg: DataConfig, schema: KeypointSchema = COCO17) -> tuple[list, list]:
+    """(training parts, validation parts): one loaded data set per source each (no validation
+    parts without ``val_sources`` or ``val_fraction``)."""
+    if not data_cfg.sources:
+        raise MoveNetError("data config: data.sources is empty")
+    loaded = load_sources(data_cfg.sources, schema)
+    val_parts = load_sources(data_cfg.val_sources, schema) if data_cfg.val_sources else []
+    val_fraction = 0.0 if data_cfg.val_sources else data_cfg.val_fraction
+    train_parts = []
+    for ds in loaded:
+        train_ids, val_ids = split_image_ids(ds, val_fraction, data_cfg.split_seed, data_cfg.train_images)
+        train_parts.append(ds.subset(train_ids) if len(train_ids) < len(ds.images) else ds)
+        if val_ids:
+            val_parts.append(ds.subset(val_ids))
+    return train_parts, val_parts
+
+
 def build_datasets(data_cfg: DataConfig, aug_cfg: AugmentConfig | None = None,
                    schema: KeypointSchema = COCO17, verbose: bool = True
                    ) -> tuple[PoseSampleDataset, PoseSampleDataset | None]:
     """(train, val) sample sets from the config's sources (val None when there is none)."""
-    if not data_cfg.sources:
-        raise MoveNetError("data config: no sources")
-    loaded = load_sources(data_cfg.sources, schema)
+    train_parts, val_parts = split_sources(data_cfg, schema)
     weights = [s["weight"] for s in data_cfg.sources]
-    if data_cfg.val_sources:
-        train_parts, val_parts = loaded, load_sources(data_cfg.val_sources, schema)
-    elif data_cfg.val_fraction > 0:
-        train_parts, val_parts = [], []
-        for ds in loaded:
-            train_ids, val_ids = split_image_ids(ds, data_cfg.val_fraction, data_cfg.split_seed)
-            train_parts.append(ds.subset(train_ids))
-            val_parts.append(ds.subset(val_ids))
-    else:
-        train_parts, val_parts = loaded, []
     train = PoseSampleDataset(train_parts, data_cfg, aug_cfg, True, schema, weights, verbose)
     val = PoseSampleDataset(val_parts, data_cfg, aug_cfg, False, schema, None, verbose) if val_parts else None
     return train, val

@@ -317,19 +317,7 @@ def build_data(cfg: TrainConfig, schema: KeypointSchema = COCO17, verbose: bool 
     from . import samples
 
     data = cfg.data
-    if not data.sources:
-        raise MoveNetError("config: data.sources is empty")
-    loaded = samples.load_sources(data.sources, schema)
-    if data.val_sources:
-        train_parts, val_parts = loaded, samples.load_sources(data.val_sources, schema)
-    elif data.val_fraction > 0:
-        train_parts, val_parts = [], []
-        for ds in loaded:
-            train_ids, val_ids = samples.split_image_ids(ds, data.val_fraction, data.split_seed)
-            train_parts.append(ds.subset(train_ids))
-            val_parts.append(ds.subset(val_ids))
-    else:
-        train_parts, val_parts = loaded, []
+    train_parts, val_parts = samples.split_sources(data, schema)
     weights = [s["weight"] for s in data.sources]
     train = samples.PoseSampleDataset(train_parts, data, cfg.augment, True, schema, weights, verbose)
     val = None
