@@ -25,10 +25,9 @@ from pathlib import Path
 import torch
 
 from movenet.config import load_config
-from movenet.datasets import load_keypoint_dataset
 from movenet.evaluate import evaluate
 from movenet.fileio import write_text_atomic
-from movenet.samples import split_image_ids
+from movenet.samples import split_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,11 +111,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config, args.overrides)
-    source = cfg.data.sources[0]
     if len(cfg.data.sources) != 1 or cfg.data.val_sources or cfg.data.val_fraction <= 0:
         sys.exit(f"{args.config}: the curve needs one source with a val_fraction split")
-    dataset = load_keypoint_dataset(source["path"], source.get("image_root"))
-    train_ids, val_ids = split_image_ids(dataset, cfg.data.val_fraction, cfg.data.split_seed)
+    # the trainer's own split: the held-out images are those the runs validate on
+    (train,), (held_out,) = split_sources(cfg.data)
+    n_train = len(train.images)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -124,7 +123,7 @@ def main() -> None:
         run_dir = out / f"images_{n}"
         model = finished(run_dir, not args.last)
         if model is None:
-            overrides = run_overrides(cfg, n, len(train_ids), args.seed) + list(args.overrides)
+            overrides = run_overrides(cfg, n, n_train, args.seed) + list(args.overrides)
             resume = ["--resume"] if (run_dir / "last.pt").exists() else []
             command = [sys.executable, "-m", "movenet", "train", args.config, *overrides,
                        "--out", str(run_dir), *resume]
@@ -133,9 +132,9 @@ def main() -> None:
             model = finished(run_dir, not args.last)
             if model is None:
                 sys.exit(f"{run_dir}: the run did not finish")
-        rows.append({"images": min(n, len(train_ids)), "model": str(model)})
+        rows.append({"images": min(n, n_train), "model": str(model)})
     references = args.references or ["lightning"]
-    scores = score(dataset.subset(val_ids), [r["model"] for r in rows] + references, args.threads)
+    scores = score(held_out, [r["model"] for r in rows] + references, args.threads)
     for row, (value, ap_value) in zip(rows, scores):
         row.update(pck=round(value, 4), ap=round(ap_value, 4))
     reference_pck = {name: value for name, (value, _) in zip(references, scores[len(rows):])}
@@ -148,7 +147,7 @@ def main() -> None:
     lines += [f",{v:.4f},{a:.4f},{name}" for name, (v, a) in zip(references, scores[len(rows):])]
     stem = "data_curve_last" if args.last else "data_curve"
     write_text_atomic(out / f"{stem}.csv", "\n".join(lines) + "\n")
-    plot(rows, reference_pck, out / f"{stem}.png", f"{Path(args.config).name}, {len(val_ids)} held-out "
+    plot(rows, reference_pck, out / f"{stem}.png", f"{Path(args.config).name}, {len(held_out.images)} held-out "
          f"images, seed {args.seed}{', last.pt' if args.last else ''}")
     print(f"wrote {out / stem}.csv and {out / stem}.png")
 
