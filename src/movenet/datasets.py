@@ -52,6 +52,8 @@ def _lsp_image_paths(folder: Path, n: int) -> list[Path]:
 
 
 def _lsp_to_coco_keypoints(joints: np.ndarray) -> np.ndarray:
+    # Kept as they are, without MPII's MATLAB shift: Google's models put the joints within a
+    # fifth of a pixel of them (benchmarks/keypoint_bias.py).
     n = joints.shape[2]
     kpts = np.zeros((n, COCO17.num_keypoints, 3), np.float32)
     for lsp_idx, coco_idx in LSP_TO_COCO.items():
