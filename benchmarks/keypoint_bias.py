@@ -1,6 +1,7 @@
 """Systematic offset of each model's keypoints from a data set's labels, per keypoint.
 
-    python benchmarks/keypoint_bias.py [--config configs/lsp_finetune.yaml [--split val|all] | --data DATA]
+    python benchmarks/keypoint_bias.py [--data DATA]   # a data set, or a training config for
+        # the images it holds out (default configs/lsp_finetune.yaml)
         [--model lightning --model thunder --model runs/lsp_finetune/final.pt ...]
         [--protocol whole] [--near 0.1] [--out keypoint_bias.png]
 
@@ -24,11 +25,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from movenet.config import load_config  # noqa: E402
 from movenet.datasets import load_keypoint_dataset  # noqa: E402
-from movenet.evaluate import evaluate  # noqa: E402
+from movenet.evaluate import config_split, evaluate, is_config  # noqa: E402
 from movenet.metrics import torso_size  # noqa: E402
-from movenet.samples import split_image_ids  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,10 +51,8 @@ def mean_and_se(d: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=str(ROOT / "configs" / "lsp_finetune.yaml"))
-    ap.add_argument("--data", help="a data set to use instead of the config's first source (all images)")
-    ap.add_argument("--split", choices=["val", "all"], default="all",
-                    help="the config's held-out images, or all images of its first source")
+    ap.add_argument("--data", default=str(ROOT / "configs" / "lsp_finetune.yaml"),
+                    help="a data set, or a training config: the images it holds out")
     ap.add_argument("--model", action="append", dest="models")
     ap.add_argument("--protocol", choices=["whole", "topdown"], default="whole")
     ap.add_argument("--near", type=float, default=0.1, help="found = error under this x torso")
@@ -64,17 +61,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     models = args.models or ["lightning", "thunder"]
-    cfg = load_config(args.config)
-    source = {"path": args.data} if args.data else cfg.data.sources[0]
-    dataset = load_keypoint_dataset(source["path"], source.get("image_root"))
-    if args.split == "val" and not args.data:
-        _, val_ids = split_image_ids(dataset, cfg.data.val_fraction, cfg.data.split_seed)
-        dataset = dataset.subset(set(val_ids))
+    dataset = config_split(args.data) if is_config(args.data) else load_keypoint_dataset(args.data)
     schema = dataset.schema
     run = evaluate(dataset, models, args.protocol, threads=args.threads, progress=True)
     gt = np.stack([s.person.keypoints for s in run.samples])
     torso = torso_size(gt, schema)
-    print(f"{dataset.name}: {len(run.samples)} people ({args.split}, {args.protocol}); "
+    print(f"{dataset.name}: {len(run.samples)} people ({args.protocol}); "
           f"offset = prediction - label in image pixels, keypoints within {args.near} x torso "
           f"(median torso {np.nanmedian(torso):.1f} px)")
     table = {}

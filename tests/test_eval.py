@@ -287,19 +287,20 @@ def test_eval_bad_annotation_file_is_one_line(tmp_path, reference_dir, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def _thirteen_keypoint_model(path: Path) -> None:
+def _constant_model(path: Path, keypoints: int = 13) -> None:
+    """A MoveNet-format ONNX model ([1,1,K,3] output) that always answers the same pose."""
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
-    const = numpy_helper.from_array(np.full((1, 1, 13, 3), 0.5, np.float32), "c")
+    const = numpy_helper.from_array(np.full((1, 1, keypoints, 3), 0.5, np.float32), "c")
     zero = numpy_helper.from_array(np.zeros((), np.float32), "zero")
     graph = helper.make_graph(
         [helper.make_node("Cast", ["input"], ["f"], to=TensorProto.FLOAT),
          helper.make_node("ReduceMean", ["f"], ["m"], keepdims=0),
          helper.make_node("Mul", ["m", "zero"], ["z"]),
          helper.make_node("Add", ["c", "z"], ["out"])],
-        "thirteen", [helper.make_tensor_value_info("input", TensorProto.INT32, [1, 32, 32, 3])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 1, 13, 3])], [const, zero])
+        "constant", [helper.make_tensor_value_info("input", TensorProto.INT32, [1, 32, 32, 3])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 1, keypoints, 3])], [const, zero])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -307,7 +308,7 @@ def _thirteen_keypoint_model(path: Path) -> None:
 
 def test_eval_rejects_model_with_other_keypoint_count(tmp_path, lsp_dir, capsys):
     model = tmp_path / "thirteen.onnx"
-    _thirteen_keypoint_model(model)
+    _constant_model(model, 13)
     rc = main(["eval", str(_small_coco(tmp_path, lsp_dir, 1)), "--model", str(model), "--out", str(tmp_path / "o")])
     assert rc == 2
     err = capsys.readouterr().err.strip()
@@ -321,3 +322,66 @@ def test_eval_refuses_to_replace_a_foreign_folder(tmp_path, lsp_dir, reference_d
     rc = main(["eval", str(lsp_dir), "--model", str(reference_dir / "movenet_lightning.onnx"), "--out", str(out)])
     assert rc == 2 and "not an earlier eval report" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+# ---------------------------------------------------------------- a training config as data
+def _config_with_two_sources(tmp_path) -> Path:
+    import cv2
+    import yaml
+
+    from train_helpers import coco_dict
+
+    sources = []
+    for name, n in (("a", 10), ("b", 6)):
+        folder = tmp_path / name
+        (folder / "images").mkdir(parents=True)
+        coco = coco_dict(n, 64)
+        for im in coco["images"]:
+            cv2.imwrite(str(folder / "images" / im["file_name"]), np.full((64, 64, 3), 90, np.uint8))
+        (folder / "person_keypoints.json").write_text(json.dumps(coco))
+        sources.append({"path": str(folder)})
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump({"data": {"sources": sources, "val_fraction": 0.3, "split_seed": 4}}))
+    return path
+
+
+def test_a_training_config_gives_the_trainers_own_held_out_images(tmp_path):
+    from movenet.config import load_config
+    from movenet.datasets import concat_datasets
+    from movenet.evaluate import config_split
+    from movenet.train import build_data
+
+    path = _config_with_two_sources(tmp_path)
+    val, train = config_split(path), config_split(path, "train")
+    _, trainer_val = build_data(load_config(path), verbose=False)
+    assert val.coco == trainer_val.coco  # the images and ids the trainer validates on
+    assert len(val) == 3 + 2 and len(train) == 7 + 4
+    paths = lambda ds: {e.path for e in ds.images}  # noqa: E731
+    assert not paths(val) & paths(train) and len(paths(val) | paths(train)) == 16
+    for ds in (val, train):  # every person keeps its own image's (renumbered) id
+        assert all(p.image_id == e.id for e in ds.images for p in e.people)
+        assert sorted(e.id for e in ds.images) == sorted(im["id"] for im in ds.coco["images"])
+    with pytest.raises(ValueError):
+        concat_datasets([])
+
+
+def test_eval_of_a_training_config_scores_its_split(tmp_path, capsys):
+    path = _config_with_two_sources(tmp_path)
+    model = tmp_path / "constant.onnx"
+    _constant_model(model, 17)
+    for split, people in ((None, 5), ("train", 11)):
+        out = tmp_path / f"report_{split}"
+        args = ["eval", str(path), "--model", str(model), "--out", str(out)] + (["--split", split] if split else [])
+        assert main(args) == 0
+        assert json.loads((out / "report.json").read_text())["people"] == people
+        assert f"({split or 'val'} split of recipe.yaml): {people} people" in capsys.readouterr().out
+    for args, message in (
+            ([str(tmp_path / "a"), "--split", "val"], "--split applies to a training config"),
+            ([str(path), "--images", str(tmp_path)], "--images does not apply to a training config"),
+            ([str(tmp_path / "none.yaml")], "none.yaml: file not found")):
+        assert main(["eval", *args, "--model", str(model), "--out", str(tmp_path / "x")]) == 2
+        assert message in capsys.readouterr().err
+    path.write_text(path.read_text().replace("val_fraction: 0.3", "val_fraction: 0.0"))
+    assert main(["eval", str(path), "--model", str(model), "--out", str(tmp_path / "x")]) == 2
+    assert "recipe.yaml: no validation images" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -135,7 +135,11 @@ def cmd_weights_convert(args) -> int:
 def add_eval(sub) -> None:
     p = sub.add_parser("eval", help="accuracy of models on a keypoint data set (PCK, COCO AP)")
     p.add_argument("data", help="COCO person-keypoints JSON, a folder with person_keypoints.json, "
-                   "an LSP folder, or MPII annotations (.mat or HRNet/mmpose .json)")
+                   "an LSP folder, MPII annotations (.mat or HRNet/mmpose .json), or a training "
+                   "config (.yaml: the images its split holds out)")
+    p.add_argument("--split", choices=["val", "train"],
+                   help="with a training config: its held-out images (val, the default) or its "
+                   "training images")
     p.add_argument("--model", action="append", dest="models", metavar="MODEL",
                    help="lightning, thunder, a checkpoint .pt, an exported .onnx, or a MoveNet-format "
                    ".onnx/.tflite; repeat to compare (default: lightning)")

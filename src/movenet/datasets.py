@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -414,6 +414,30 @@ class KeypointDataset:
                 "images": [im for im in self.coco["images"] if im["id"] in keep],
                 "annotations": [a for a in self.coco["annotations"] if a["image_id"] in keep]}
         return KeypointDataset(self.name, [e for e in self.images if e.id in keep], coco, self.schema)
+
+
+def merge_coco(parts: list[dict]) -> dict:
+    """One COCO dict from several, ids made unique as ``id * len(parts) + source``."""
+    n = len(parts)
+    out = {"images": [], "annotations": [], "categories": parts[0]["categories"] if parts else []}
+    for s, coco in enumerate(parts):
+        out["images"] += [{**im, "id": im["id"] * n + s} for im in coco["images"]]
+        out["annotations"] += [{**a, "id": a["id"] * n + s, "image_id": a["image_id"] * n + s}
+                               for a in coco["annotations"]]
+    return out
+
+
+def concat_datasets(parts: list[KeypointDataset], name: str | None = None) -> KeypointDataset:
+    """One data set from several of one schema, ids renumbered as ``merge_coco`` does (the ids
+    of the trainer's merged validation data)."""
+    if not parts:
+        raise ValueError("concat_datasets: no data sets")
+    n = len(parts)
+    images = [replace(e, id=e.id * n + s,
+                      people=[replace(p, id=p.id * n + s, image_id=p.image_id * n + s) for p in e.people])
+              for s, part in enumerate(parts) for e in part.images]
+    return KeypointDataset(name or "+".join(p.name for p in parts), images,
+                           merge_coco([p.coco for p in parts]), parts[0].schema)
 
 
 def load_keypoint_dataset(source: str | os.PathLike | dict, image_root: str | os.PathLike | None = None,

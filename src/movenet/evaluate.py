@@ -474,6 +474,29 @@ def _replace_dir(new: Path, out: Path) -> None:
 
 
 # ---------------------------------------------------------------- command line
+def is_config(data: str) -> bool:
+    return Path(data).suffix.lower() in (".yaml", ".yml")
+
+
+def config_split(path: str | os.PathLike, split: str | None = None) -> KeypointDataset:
+    """The images of one side of a training config's split (``val``: the held-out images, the
+    default; ``train``: those it trains on), split as ``movenet train`` splits them."""
+    from .config import load_config
+    from .datasets import concat_datasets
+    from .samples import split_sources
+
+    split = split or "val"
+    cfg = load_config(path)
+    train_parts, val_parts = split_sources(cfg.data)
+    parts = val_parts if split == "val" else train_parts
+    if not parts:
+        raise MoveNetError(f"{path}: no validation images (the config sets neither data.val_fraction "
+                           "nor data.val_sources)")
+    dataset = concat_datasets(parts)
+    dataset.name = f"{dataset.name} ({split} split of {Path(path).name})"
+    return dataset
+
+
 def cmd_eval(args) -> int:
     """``movenet eval``: 0 when every image was read, 1 when some were skipped."""
     from .datasets import load_keypoint_dataset
@@ -483,7 +506,15 @@ def cmd_eval(args) -> int:
     for name, value in (("--limit", args.limit), ("--px", args.px), ("--px-size", args.px_size)):
         if value is not None and value <= 0:
             raise MoveNetError(f"{name} must be positive, got {value}")
-    dataset = load_keypoint_dataset(args.data, image_root=args.images)
+    if is_config(args.data):
+        if args.images:
+            raise MoveNetError("--images does not apply to a training config (its sources say where "
+                               "their images are)")
+        dataset = config_split(args.data, args.split)
+    elif args.split:
+        raise MoveNetError(f"--split applies to a training config (.yaml), not to {args.data}")
+    else:
+        dataset = load_keypoint_dataset(args.data, image_root=args.images)
     if args.limit is not None:
         dataset = dataset.subset([e.id for e in dataset.images[:args.limit]])
     specs = args.models or ["lightning"]

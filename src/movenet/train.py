@@ -40,6 +40,7 @@ from torch import nn
 
 from .checkpoint import read_checkpoint, save_checkpoint, weighted_state
 from .config import TrainConfig, save_config
+from .datasets import merge_coco
 from .errors import MoveNetError
 from .schema import COCO17, KeypointSchema
 
@@ -299,17 +300,6 @@ class ValData:
     samples: torch.utils.data.Dataset
     coco: dict
     sources: int = 1
-
-
-def merge_coco(parts: list[dict]) -> dict:
-    """One COCO dict from several, ids made unique as ``id * len(parts) + source``."""
-    n = len(parts)
-    out = {"images": [], "annotations": [], "categories": parts[0]["categories"] if parts else []}
-    for s, coco in enumerate(parts):
-        out["images"] += [{**im, "id": im["id"] * n + s} for im in coco["images"]]
-        out["annotations"] += [{**a, "id": a["id"] * n + s, "image_id": a["image_id"] * n + s}
-                               for a in coco["annotations"]]
-    return out
 
 
 def build_data(cfg: TrainConfig, schema: KeypointSchema = COCO17, verbose: bool = True):
