@@ -363,6 +363,8 @@ def test_a_training_config_gives_the_trainers_own_held_out_images(tmp_path):
         assert sorted(e.id for e in ds.images) == sorted(im["id"] for im in ds.coco["images"])
     with pytest.raises(ValueError):
         concat_datasets([])
+    with pytest.raises(ValueError, match="split must be"):
+        config_split(path, "test")
 
 
 def test_eval_of_a_training_config_scores_its_split(tmp_path, capsys):

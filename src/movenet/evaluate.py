@@ -486,6 +486,8 @@ def config_split(path: str | os.PathLike, split: str | None = None) -> KeypointD
     from .samples import split_sources
 
     split = split or "val"
+    if split not in ("val", "train"):
+        raise ValueError(f"split must be 'val' or 'train', got {split!r}")
     cfg = load_config(path)
     train_parts, val_parts = split_sources(cfg.data)
     parts = val_parts if split == "val" else train_parts
