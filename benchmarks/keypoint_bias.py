@@ -25,8 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from movenet.datasets import load_keypoint_dataset  # noqa: E402
-from movenet.evaluate import config_split, evaluate, is_config  # noqa: E402
+from movenet.evaluate import evaluate, load_data  # noqa: E402
 from movenet.metrics import torso_size  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +60,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     models = args.models or ["lightning", "thunder"]
-    dataset = config_split(args.data) if is_config(args.data) else load_keypoint_dataset(args.data)
+    dataset = load_data(args.data)
     schema = dataset.schema
     run = evaluate(dataset, models, args.protocol, threads=args.threads, progress=True)
     gt = np.stack([s.person.keypoints for s in run.samples])

@@ -24,14 +24,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from movenet.checkpoint import average_checkpoints  # noqa: E402
-from movenet.datasets import load_keypoint_dataset  # noqa: E402
-from movenet.evaluate import config_split, evaluate, is_config  # noqa: E402
+from movenet.evaluate import evaluate, load_data  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load(data: str):
-    return config_split(data) if is_config(data) else load_keypoint_dataset(data)
 
 
 def scores(dataset, models: list[str], protocol: str, threads: int) -> list[tuple[float, float]]:
@@ -65,8 +60,8 @@ def main() -> None:
                 path = Path(tmp) / f"run{i}_w{w:g}.pt"
                 torch.save(average_checkpoints([str(Path(run) / "last.pt"), args.start], [w, 1 - w]), path)
                 models.append(str(path))
-        own = scores(load(args.data), models, args.protocol, args.threads)
-        other = scores(load(args.other), models, args.other_protocol, args.threads)
+        own = scores(load_data(args.data), models, args.protocol, args.threads)
+        other = scores(load_data(args.other), models, args.other_protocol, args.threads)
     print(f"\n{'run':32s} {'w':>5s}  {'PCK own':>8s} {'AP own':>7s}  {'PCK other':>9s} {'AP other':>8s}")
     print(f"{args.start:32s} {0:5.2f}  {own[0][0]:8.4f} {own[0][1]:7.4f}  {other[0][0]:9.4f} {other[0][1]:8.4f}")
     fig, ax = plt.subplots(figsize=(6, 5))

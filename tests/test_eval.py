@@ -365,6 +365,10 @@ def test_a_training_config_gives_the_trainers_own_held_out_images(tmp_path):
         concat_datasets([])
     with pytest.raises(ValueError, match="split must be"):
         config_split(path, "test")
+    from movenet.quantize import load_labelled  # export --int8 --check takes a config as well
+
+    images, keypoints = load_labelled(path)
+    assert images == [e.path for e in val.images] and len(keypoints) == 5
 
 
 def test_eval_of_a_training_config_scores_its_split(tmp_path, capsys):

@@ -238,8 +238,9 @@ def add_export(sub) -> None:
     q.add_argument("--calib-limit", type=int, default=300, help="use at most this many (default 300)")
     q.add_argument("--calib-method", choices=["minmax", "entropy", "percentile"], default=None,
                    help="activation range calibration (default: the tuned setting, see docs/deploy.md)")
-    q.add_argument("--check", metavar="DATA", help="labelled images (LSP folder or COCO json) for the "
-                   "accuracy check against fp32; use images disjoint from --calib")
+    q.add_argument("--check", metavar="DATA", help="labelled images (LSP folder, COCO json, or a "
+                   "training config for its held-out images) for the accuracy check against fp32; "
+                   "use images disjoint from --calib")
     q.add_argument("--max-drop", type=float, default=1.0, help="allowed PCK@0.2 loss, in points (default 1)")
     q.add_argument("--threads", type=int, default=None, help="CPU threads for the accuracy check")
     p.set_defaults(func=cmd_export)

@@ -474,7 +474,7 @@ def _replace_dir(new: Path, out: Path) -> None:
 
 
 # ---------------------------------------------------------------- command line
-def is_config(data: str) -> bool:
+def is_config(data: str | os.PathLike) -> bool:
     return Path(data).suffix.lower() in (".yaml", ".yml")
 
 
@@ -499,24 +499,30 @@ def config_split(path: str | os.PathLike, split: str | None = None) -> KeypointD
     return dataset
 
 
-def cmd_eval(args) -> int:
-    """``movenet eval``: 0 when every image was read, 1 when some were skipped."""
+def load_data(data: str | os.PathLike, image_root: str | os.PathLike | None = None,
+              split: str | None = None) -> KeypointDataset:
+    """Labelled images to score on: any source ``datasets.load_keypoint_dataset`` reads, or a
+    training config (.yaml) for the images of its split (``config_split``)."""
     from .datasets import load_keypoint_dataset
 
+    if is_config(str(data)):
+        if image_root:
+            raise MoveNetError("--images does not apply to a training config (its sources say where "
+                               "their images are)")
+        return config_split(data, split)
+    if split:
+        raise MoveNetError(f"--split applies to a training config (.yaml), not to {data}")
+    return load_keypoint_dataset(data, image_root=image_root)
+
+
+def cmd_eval(args) -> int:
+    """``movenet eval``: 0 when every image was read, 1 when some were skipped."""
     out = Path(args.out)
     check_out_dir(out)
     for name, value in (("--limit", args.limit), ("--px", args.px), ("--px-size", args.px_size)):
         if value is not None and value <= 0:
             raise MoveNetError(f"{name} must be positive, got {value}")
-    if is_config(args.data):
-        if args.images:
-            raise MoveNetError("--images does not apply to a training config (its sources say where "
-                               "their images are)")
-        dataset = config_split(args.data, args.split)
-    elif args.split:
-        raise MoveNetError(f"--split applies to a training config (.yaml), not to {args.data}")
-    else:
-        dataset = load_keypoint_dataset(args.data, image_root=args.images)
+    dataset = load_data(args.data, args.images, args.split)
     if args.limit is not None:
         dataset = dataset.subset([e.id for e in dataset.images[:args.limit]])
     specs = args.models or ["lightning"]

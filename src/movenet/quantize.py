@@ -282,10 +282,11 @@ def _set_movenet_metadata(proto, info: dict) -> None:
 def load_labelled(source: str | os.PathLike, indices: slice | list[int] | None = None
                   ) -> tuple[list[Path], np.ndarray]:
     """(image paths, [N,K,3] keypoints) of the first annotated person of each image of a
-    labelled set (LSP folder, COCO json...; see ``datasets.load_keypoint_dataset``)."""
-    from .datasets import load_keypoint_dataset
+    labelled set (LSP folder, COCO json..., or a training config for its held-out images; see
+    ``evaluate.load_data``)."""
+    from .evaluate import load_data
 
-    data = load_keypoint_dataset(source)
+    data = load_data(source)
     entries = [e for e in data.images if e.people]
     if indices is not None:
         entries = entries[indices] if isinstance(indices, slice) else [entries[i] for i in indices]
