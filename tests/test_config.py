@@ -41,6 +41,9 @@ def test_yaml_and_typed_overrides(cfg_file):
     model_cfg = cfg.model_config()
     assert model_cfg.width == 0.5 and model_cfg.input_size == 128
     assert cfg.data.input_size == 128  # the samples follow the model's input size
+    # a list of paths may be written as one path
+    assert load_config(cfg_file, ["distill.unlabeled=../photos"]).distill.unlabeled == ["../photos"]
+    assert load_config(cfg_file, ["distill.unlabeled=[a, b]"]).distill.unlabeled == ["a", "b"]
 
 
 @pytest.mark.parametrize("override, words", [
@@ -49,6 +52,7 @@ def test_yaml_and_typed_overrides(cfg_file):
     ("epochs=many", ["epochs", "integer"]),
     ("ema.enabled=3", ["ema.enabled", "true or false"]),
     ("optim.betas=[0.9]", ["optim.betas", "2 values"]),
+    ("augment.scale_range=wide", ["augment.scale_range", "expected a list"]),
     ("optim.name=sgd", ["optim.name", "adam"]),
     ("amp_dtype=float8", ["amp_dtype", "bfloat16"]),
     ("optim.backbone_lr_scale=-0.1", ["optim.backbone_lr_scale", ">= 0"]),

@@ -289,6 +289,8 @@ def convert(tp, value: Any, key: str):
     if dataclasses.is_dataclass(tp):
         return build(tp, value, key)
     if origin in (list, tuple):
+        if origin is list and args == (str,) and isinstance(value, str):
+            value = [value]  # `unlabeled: ../photos` for a list of one path
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         if origin is tuple and args and args[-1] is not Ellipsis:
