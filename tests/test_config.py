@@ -12,7 +12,7 @@ import yaml
 
 from movenet.config import TrainConfig, load_config, save_config
 from movenet.errors import MoveNetError
-from movenet.train import lr_factor
+from movenet.train import center_mode_note, lr_factor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,6 +110,15 @@ def test_recipes_load():
         cfg = load_config(path)
         assert isinstance(cfg, TrainConfig) and cfg.data.sources, path.name
         cfg.model_config()
+        assert center_mode_note(cfg) is None, path.name  # no recipe moves Google's centres
+
+
+def test_fine_tuning_google_weights_toward_box_centres_gets_a_note(cfg_file):
+    for init in ("lightning", "thunder"):
+        note = center_mode_note(load_config(cfg_file, [f"init={init}", "data.center_mode=box"]))
+        assert note and "data.center_mode=mean" in note and "\n" not in note
+        assert center_mode_note(load_config(cfg_file, [f"init={init}", "data.center_mode=mean"])) is None
+    assert center_mode_note(load_config(cfg_file, ["init=imagenet", "data.center_mode=box"])) is None
 
 
 def test_cli_reports_bad_key_in_one_line(cfg_file):

@@ -753,6 +753,17 @@ def build_loss(cfg: TrainConfig, schema: KeypointSchema = COCO17) -> Callable:
     return MoveNetLoss(cfg.loss, schema)
 
 
+def center_mode_note(cfg: TrainConfig) -> str | None:
+    """A note when a run fine-tunes Google's weights toward box centres: their centre heatmap
+    peaks at the mean of a person's keypoints, about 0.06-0.08 crop sides above the centre of
+    the keypoints' box on COCO people (benchmarks/center_offset.py), so box targets first move
+    every centre, and with it the regression head's origin."""
+    if cfg.init in ("lightning", "thunder") and cfg.data.center_mode == "box":
+        return (f"note: init {cfg.init} with data.center_mode=box: Google's models put a person's "
+                "centre at the mean of its keypoints; data.center_mode=mean keeps it there")
+    return None
+
+
 def run(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
         verbose: bool = True) -> TrainState:
     """Build data, model, loss (and teacher) from ``cfg`` and train, in this process (or in
@@ -764,6 +775,9 @@ def run(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, resume: str 
             raise MoveNetError(f"{out}: already holds a run ({LAST}); resume it with --resume "
                                "or choose another --out")
         schema = COCO17
+        note = center_mode_note(cfg)
+        if note and verbose and env.is_main:
+            print(note, file=sys.stderr)
         train_set, val = build_data(cfg, schema, verbose and env.is_main)
         teacher, unlabeled = None, None
         if cfg.distill.teacher:
