@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from movenet.checkpoint import read_checkpoint
 from movenet.config import load_config
 from movenet.evaluate import evaluate
 from movenet.fileio import write_text_atomic
@@ -58,7 +59,7 @@ def finished(run_dir: Path, final: bool = True) -> Path | None:
     last = run_dir / "last.pt"
     if not last.exists():
         return None
-    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(last)
     epochs, max_steps = ckpt["config"]["epochs"], ckpt["config"].get("max_steps", 0)
     done = ckpt["epoch"] >= epochs or (max_steps and ckpt["step"] >= max_steps)
     return last if done else None

@@ -505,7 +505,7 @@ def load_data(data: str | os.PathLike, image_root: str | os.PathLike | None = No
     training config (.yaml) for the images of its split (``config_split``)."""
     from .datasets import load_keypoint_dataset
 
-    if is_config(str(data)):
+    if is_config(data):
         if image_root:
             raise MoveNetError("--images does not apply to a training config (its sources say where "
                                "their images are)")
