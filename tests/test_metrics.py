@@ -184,3 +184,22 @@ def test_oks_equals_pycocotools_compute_oks(coco_mini):
 def test_no_results_give_zero_ap(coco_mini):
     ap = coco_keypoint_ap(_load_coco(coco_mini).coco, [])
     assert ap["AP"] == 0.0 and ap["AR"] == 0.0
+
+
+def test_ground_truth_without_info_evaluates_on_pycocotools_that_read_it(coco_mini, monkeypatch):
+    """pycocotools 2.0.9 and 2.0.10 read ``dataset['info']`` in loadRes: a dict without one (LSP,
+    our validation splits) must still evaluate there, and the caller's dict is left as it was."""
+    from pycocotools.coco import COCO
+
+    load_res = COCO.loadRes
+
+    def strict_load_res(self, results):
+        self.dataset["info"]  # KeyError as in those versions
+        return load_res(self, results)
+
+    monkeypatch.setattr(COCO, "loadRes", strict_load_res)
+    ds = _load_coco(coco_mini)
+    gt = {k: v for k, v in ds.coco.items() if k != "info"}
+    results = [_result(p, p.keypoints[:, :2]) for p in _people(ds)]
+    assert coco_keypoint_ap(gt, results)["AP"] == pytest.approx(1.0)
+    assert "info" not in gt

@@ -108,7 +108,8 @@ def coco_keypoint_ap(coco_gt: dict, results: list[dict], sigmas: np.ndarray | No
     results = [{"category_id": category_id, **r} for r in results]
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
-        gt.dataset = copy.deepcopy(coco_gt)
+        # pycocotools 2.0.9 and 2.0.10 read 'info' unconditionally in loadRes
+        gt.dataset = {"info": {}, **copy.deepcopy(coco_gt)}
         gt.createIndex()
         dt = gt.loadRes(results)
         ev = COCOeval(gt, dt, iouType="keypoints")
