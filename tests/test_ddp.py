@@ -4,13 +4,19 @@ one process of batch 4 (with the same random draws per sample: image noise here)
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
 
 from movenet.checkpoint import read_checkpoint
 from movenet.train import LAST, Trainer, build_loss, init_distributed
-from train_helpers import SyntheticPoses, free_port, tiny_config, untimed, val_data
+from train_helpers import SyntheticPoses, coco_dict, draw, free_port, person, tiny_config, untimed, val_data
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _config(batch_size: int):
@@ -54,3 +60,71 @@ def test_two_process_training_matches_one_process(tmp_path):
     for name, w in single.model.state_dict().items():
         if w.is_floating_point():
             torch.testing.assert_close(r0["weights"][name], w, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def _write_dataset(root, n: int, size: int) -> None:
+    import json
+
+    import cv2
+
+    (root / "images").mkdir(parents=True)
+    coco = coco_dict(n, size)
+    for i in range(n):
+        cv2.imwrite(str(root / "images" / f"{i}.png"), draw(person(i, size), size))
+    (root / "person_keypoints.json").write_text(json.dumps(coco))
+
+
+def _two_nodes(tmp_path, *args: str) -> list[tuple[int, str]]:
+    """`torchrun --nnodes 2 --node_rank N --nproc_per_node 1 -m movenet.cli train ARGS` twice on
+    this machine, each "node" in its own working directory (its own disk, as far as relative
+    paths go): (exit status, stderr) per node."""
+    port, procs = free_port(), []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    for node in (0, 1):
+        cwd = tmp_path / f"node{node}"
+        cwd.mkdir(exist_ok=True)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(node),
+               "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", str(port),
+               "-m", "movenet.cli", "train", *args]
+        procs.append(subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      text=True))
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    return [(p.returncode, err) for p, err in zip(procs, errors)]
+
+
+def test_two_nodes_through_torchrun_cli(tmp_path):
+    """Two nodes of one process each: both have LOCAL_RANK 0 and only global rank 0 writes; a
+    run folder or a resumed checkpoint present on one node only stops both nodes with a message
+    (not one node waiting for the other until the timeout); resumed from a copy on each node,
+    the run goes on."""
+    data = tmp_path / "data"
+    _write_dataset(data, 8, 64)
+    config = tmp_path / "two_nodes.yaml"
+    config.write_text(
+        f"model: {{name: mobilenetv2_050, overrides: {{input_size: 64, head_channels: 32}}}}\n"
+        f"data: {{sources: [{{path: {data}}}], val_fraction: 0.25, num_workers: 0}}\n"
+        "optim: {lr: 1.0e-3, warmup_epochs: 0.0, freeze_bn: true}\n"
+        "log: {tensorboard: false, images: 0}\n"
+        "epochs: 2\nbatch_size: 1\nval_batch_size: 4\nthreads: 1\ndevice: cpu\n")
+    for rc, err in _two_nodes(tmp_path, str(config), "--out", "run"):
+        assert rc == 0, err[-3000:]
+    assert not (tmp_path / "node1" / "run").exists()
+    run = tmp_path / "node0" / "run"
+    assert {"config.yaml", "last.pt", "best.pt"} <= {p.name for p in run.iterdir()}
+    ckpt = read_checkpoint(run / LAST)
+    assert ckpt["epoch"] == 2 and ckpt["step"] == 6  # 6 training images / 2 processes / batch 1, twice
+    assert "val_pck" in ckpt["metrics"]
+
+    (rc0, err0), (rc1, err1) = _two_nodes(tmp_path, str(config), "--out", "run")
+    assert rc0 != 0 and "run: already holds a run (last.pt)" in err0
+    assert rc1 != 0 and "stopped with another process of this run" in err1
+
+    (rc0, err0), (rc1, err1) = _two_nodes(tmp_path, str(config), "epochs=3", "--resume", "run")
+    assert rc0 != 0 and "stopped with another process of this run" in err0
+    assert rc1 != 0 and "run/last.pt: no checkpoint to resume from" in err1
+
+    shutil.copytree(run, tmp_path / "node1" / "run")
+    for rc, err in _two_nodes(tmp_path, str(config), "epochs=3", "--resume", "run"):
+        assert rc == 0, err[-3000:]
+    assert read_checkpoint(run / LAST)["step"] == 9
+    assert read_checkpoint(tmp_path / "node1" / "run" / LAST)["step"] == 6  # the copy was only read

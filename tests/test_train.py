@@ -171,6 +171,9 @@ def test_cli_train_resume_predict(lsp_dir, tmp_path):
 
     again = _movenet("train", "configs/smoke.yaml", "threads=1", "--out", out)
     assert again.returncode == 2 and "--resume" in again.stderr
+    nothing = _movenet("train", "configs/smoke.yaml", "--resume", tmp_path / "nothing")
+    assert nothing.returncode == 2
+    assert nothing.stderr.strip() == f"movenet: error: {tmp_path / 'nothing' / LAST}: no checkpoint to resume from"
 
     proc = _movenet("train", "configs/smoke.yaml", "threads=1", "epochs=2", "max_steps=4", "--resume", out)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -6,6 +6,7 @@ commands (``predict --backend onnx``) work where torch is not installed.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -187,6 +188,8 @@ def cmd_train(args) -> int:
     if args.resume is not None:
         resume, out = resolve_resume(args.resume or out, args.out)
     state = run(cfg, out, resume)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 wrote the run
+        return 0
     best = f"{state.best:.4f} (epoch {state.best_epoch})" if state.best > float("-inf") else "n/a"
     print(f"{out}: {state.epoch} epochs, {state.step} steps; best val {cfg.best_metric} {best}; "
           f"model: {out}/best.pt")

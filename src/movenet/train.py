@@ -45,6 +45,8 @@ from .errors import MoveNetError
 from .schema import COCO17, KeypointSchema
 
 LAST, BEST, FINAL = "last.pt", "best.pt", "final.pt"
+OTHER_PROCESS_FAILED = ("stopped with another process of this run, which could not start it (its message says "
+                        "why; under torchrun every machine needs the data and a resumed checkpoint at the same path)")
 
 
 # ---------------------------------------------------------------- processes and devices
@@ -81,6 +83,17 @@ def init_distributed(device: str = "auto") -> DistEnv:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return DistEnv(rank, world, local, dev)
+
+
+def any_process(flag: bool, env: DistEnv) -> bool:
+    """``flag`` or-ed over all processes. A check whose answer may differ between machines (a
+    file on one node's disk) must stop every process: one that went on alone would wait in its
+    first collective until the process group's timeout."""
+    if not env.distributed:
+        return flag
+    t = torch.tensor([float(flag)], device=env.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def seed_everything(seed: int) -> None:
@@ -521,8 +534,8 @@ class Trainer:
     # ------------------------------------------------------------ loop
     def fit(self) -> TrainState:
         cfg, env, s = self.cfg, self.env, self.state
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         if env.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out_dir / "config.yaml")
             self.writer = self._open_writer()
         restore = self._catch_interrupts()
@@ -771,9 +784,13 @@ def run(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, resume: str 
     env = init_distributed(cfg.device)
     try:
         out = Path(out_dir or cfg.out_dir)
+        problem = None
         if resume is None and (out / LAST).exists():
-            raise MoveNetError(f"{out}: already holds a run ({LAST}); resume it with --resume "
-                               "or choose another --out")
+            problem = f"{out}: already holds a run ({LAST}); resume it with --resume or choose another --out"
+        elif resume is not None and not Path(resume).exists():
+            problem = f"{resume}: no checkpoint to resume from"
+        if any_process(problem is not None, env):
+            raise MoveNetError(problem or OTHER_PROCESS_FAILED)
         schema = COCO17
         note = center_mode_note(cfg)
         if note and verbose and env.is_main:
@@ -791,7 +808,13 @@ def run(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, resume: str 
         trainer = Trainer(cfg, out, train_set, val, build_loss(cfg, schema), teacher=teacher,
                           schema=schema, env=env, verbose=verbose, unlabeled=unlabeled)
         if resume is not None:
-            trainer.resume(resume)
+            error = None
+            try:
+                trainer.resume(resume)
+            except MoveNetError as e:
+                error = e
+            if any_process(error is not None, env):
+                raise error or MoveNetError(OTHER_PROCESS_FAILED)
         return trainer.fit()
     finally:
         if env.distributed and dist.is_initialized():
@@ -799,9 +822,8 @@ def run(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, resume: str 
 
 
 def resolve_resume(resume: str, out_dir: str | None) -> tuple[Path, Path]:
-    """``--resume`` value -> (checkpoint, run folder). '' means the run folder's last.pt."""
+    """``--resume`` value -> (checkpoint, run folder). '' means the run folder's last.pt. Whether
+    it exists is checked by ``run``, on every process."""
     target = Path(resume or out_dir or "")
     ckpt = target / LAST if target.is_dir() or not target.suffix else target
-    if not ckpt.exists():
-        raise MoveNetError(f"{ckpt}: no checkpoint to resume from")
     return ckpt, Path(out_dir) if out_dir else ckpt.parent
