@@ -13,14 +13,16 @@ workers=${2:-8}
 shift $(( $# < 2 ? $# : 2 ))
 recipes=("$@")
 [ ${#recipes[@]} -gt 0 ] || recipes=(lsp_finetune lsp_imagenet)
-gpu=$(python -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU'; print(torch.cuda.get_device_name(0))")
+# `python` where it exists (a virtual environment), else `python3` (no `python` on many systems)
+py=${PYTHON:-$(command -v python || command -v python3)}
+gpu=$("$py" -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU'; print(torch.cuda.get_device_name(0))")
 for recipe in "${recipes[@]}"; do
     start=$(date +%s)
     # shellcheck disable=SC2086
-    python -m movenet.cli train "configs/$recipe.yaml" --out "$out/$recipe" device=cuda \
+    "$py" -m movenet.cli train "configs/$recipe.yaml" --out "$out/$recipe" device=cuda \
         "data.num_workers=$workers" ${TRAIN_OVERRIDES:-}
     echo "$recipe: trained in $(( $(date +%s) - start )) s on $gpu"
     model="$out/$recipe/final.pt"
     [ -f "$model" ] || model="$out/$recipe/last.pt"
-    python benchmarks/lsp_finetune_pck.py --config "configs/$recipe.yaml" --model "$model" --threads 4
+    "$py" benchmarks/lsp_finetune_pck.py --config "configs/$recipe.yaml" --model "$model" --threads 4
 done
