@@ -93,19 +93,25 @@ def _two_nodes(tmp_path, *args: str) -> list[tuple[int, str]]:
 
 
 def test_two_nodes_through_torchrun_cli(tmp_path):
-    """Two nodes of one process each: both have LOCAL_RANK 0 and only global rank 0 writes; a
-    run folder or a resumed checkpoint present on one node only stops both nodes with a message
-    (not one node waiting for the other until the timeout); resumed from a copy on each node,
-    the run goes on."""
-    data = tmp_path / "data"
+    """Two nodes of one process each: data, a run folder or a resumed checkpoint present on one
+    node only stops both nodes with a message (not one node waiting for the other until the
+    timeout); with copies on each node both train, and only global rank 0 writes (both have
+    LOCAL_RANK 0); resumed from copies, the run goes on."""
+    data = tmp_path / "node0" / "data"  # relative paths: each node reads its own copy
     _write_dataset(data, 8, 64)
     config = tmp_path / "two_nodes.yaml"
     config.write_text(
         f"model: {{name: mobilenetv2_050, overrides: {{input_size: 64, head_channels: 32}}}}\n"
-        f"data: {{sources: [{{path: {data}}}], val_fraction: 0.25, num_workers: 0}}\n"
+        f"data: {{sources: [{{path: data}}], val_fraction: 0.25, num_workers: 0}}\n"
         "optim: {lr: 1.0e-3, warmup_epochs: 0.0, freeze_bn: true}\n"
         "log: {tensorboard: false, images: 0}\n"
         "epochs: 2\nbatch_size: 1\nval_batch_size: 4\nthreads: 1\ndevice: cpu\n")
+    (rc0, err0), (rc1, err1) = _two_nodes(tmp_path, str(config), "--out", "run")
+    assert rc0 != 0 and "stopped with another process of this run" in err0
+    assert rc1 != 0 and "movenet: error: data: " in err1
+    assert not (tmp_path / "node0" / "run").exists()
+
+    shutil.copytree(data, tmp_path / "node1" / "data")
     for rc, err in _two_nodes(tmp_path, str(config), "--out", "run"):
         assert rc == 0, err[-3000:]
     assert not (tmp_path / "node1" / "run").exists()

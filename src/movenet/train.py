@@ -96,6 +96,20 @@ def any_process(flag: bool, env: DistEnv) -> bool:
     return bool(t.item())
 
 
+def agreed(env: DistEnv, fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)``, where a ``MoveNetError`` on any process raises on all of them
+    (there with ``OTHER_PROCESS_FAILED``): for the steps before the first collective that can fail
+    on one machine only (its data, weights or checkpoint files)."""
+    error, result = None, None
+    try:
+        result = fn(*args, **kwargs)
+    except MoveNetError as e:
+        error = e
+    if any_process(error is not None, env):
+        raise error or MoveNetError(OTHER_PROCESS_FAILED)
+    return result
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -423,7 +437,9 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed + self.env.rank)
-        self.model = (model if model is not None else build_model(cfg, verbose and self.env.is_main)).to(dev)
+        if model is None:
+            model = agreed(self.env, build_model, cfg, verbose and self.env.is_main)
+        self.model = model.to(dev)
         self.frozen = freeze_backbone(self.model, cfg.optim.freeze_backbone_to_stride)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
@@ -784,41 +800,43 @@ def run(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, resume: str 
     env = init_distributed(cfg.device)
     try:
         out = Path(out_dir or cfg.out_dir)
-        problem = None
-        if resume is None and (out / LAST).exists():
-            problem = f"{out}: already holds a run ({LAST}); resume it with --resume or choose another --out"
-        elif resume is not None and not Path(resume).exists():
-            problem = f"{resume}: no checkpoint to resume from"
-        if any_process(problem is not None, env):
-            raise MoveNetError(problem or OTHER_PROCESS_FAILED)
+        # each step that reads this machine's files stops every process when it fails on one
+        agreed(env, check_run_folder, out, resume)
         schema = COCO17
         note = center_mode_note(cfg)
         if note and verbose and env.is_main:
             print(note, file=sys.stderr)
-        train_set, val = build_data(cfg, schema, verbose and env.is_main)
-        teacher, unlabeled = None, None
-        if cfg.distill.teacher:
-            from .distill import Teacher, UnlabeledImages
-
-            teacher = Teacher.from_spec(cfg.distill.teacher, cfg.distill.alpha, env.device, cfg.model_config(),
-                                        cfg.distill.center_alpha)
-            teacher.model.to(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
-            if cfg.distill.unlabeled:
-                unlabeled = UnlabeledImages(cfg.distill.unlabeled, train_set, cfg.augment)
+        train_set, val = agreed(env, build_data, cfg, schema, verbose and env.is_main)
+        teacher, unlabeled = agreed(env, build_teacher, cfg, env.device, train_set)
         trainer = Trainer(cfg, out, train_set, val, build_loss(cfg, schema), teacher=teacher,
                           schema=schema, env=env, verbose=verbose, unlabeled=unlabeled)
         if resume is not None:
-            error = None
-            try:
-                trainer.resume(resume)
-            except MoveNetError as e:
-                error = e
-            if any_process(error is not None, env):
-                raise error or MoveNetError(OTHER_PROCESS_FAILED)
+            agreed(env, trainer.resume, resume)
         return trainer.fit()
     finally:
         if env.distributed and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def check_run_folder(out: Path, resume: str | os.PathLike | None) -> None:
+    """A new run must not overwrite one; a resumed run needs its checkpoint."""
+    if resume is None and (out / LAST).exists():
+        raise MoveNetError(f"{out}: already holds a run ({LAST}); resume it with --resume or choose another --out")
+    if resume is not None and not Path(resume).exists():
+        raise MoveNetError(f"{resume}: no checkpoint to resume from")
+
+
+def build_teacher(cfg: TrainConfig, device: torch.device, train_set) -> tuple:
+    """(teacher, unlabelled images) of ``cfg.distill``; (None, None) without a teacher."""
+    if not cfg.distill.teacher:
+        return None, None
+    from .distill import Teacher, UnlabeledImages
+
+    teacher = Teacher.from_spec(cfg.distill.teacher, cfg.distill.alpha, device, cfg.model_config(),
+                                cfg.distill.center_alpha)
+    teacher.model.to(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    unlabeled = UnlabeledImages(cfg.distill.unlabeled, train_set, cfg.augment) if cfg.distill.unlabeled else None
+    return teacher, unlabeled
 
 
 def resolve_resume(resume: str, out_dir: str | None) -> tuple[Path, Path]:
