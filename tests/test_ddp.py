@@ -1,14 +1,17 @@
 """DistributedDataParallel: two CPU processes (gloo) train together; their weights stay equal,
 only rank 0 writes, and with fixed batch norms two processes of batch 2 take the same steps as
-one process of batch 4 (with the same random draws per sample: image noise here)."""
+one process of batch 4 (with the same random draws per sample: image noise here). Two "nodes"
+through torchrun's command line: files present on one node only stop both."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import torch
 import torch.multiprocessing as mp
 
@@ -63,10 +66,6 @@ def test_two_process_training_matches_one_process(tmp_path):
 
 
 def _write_dataset(root, n: int, size: int) -> None:
-    import json
-
-    import cv2
-
     (root / "images").mkdir(parents=True)
     coco = coco_dict(n, size)
     for i in range(n):
@@ -75,8 +74,8 @@ def _write_dataset(root, n: int, size: int) -> None:
 
 
 def _two_nodes(tmp_path, *args: str) -> list[tuple[int, str]]:
-    """`torchrun --nnodes 2 --node_rank N --nproc_per_node 1 -m movenet.cli train ARGS` twice on
-    this machine, each "node" in its own working directory (its own disk, as far as relative
+    """`torchrun --nnodes 2 --node_rank N --nproc_per_node 1 -m movenet.cli train ARGS` for N = 0
+    and 1 on this machine, each "node" in its own working directory (its own disk, as far as relative
     paths go): (exit status, stderr) per node."""
     port, procs = free_port(), []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
