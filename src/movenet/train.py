@@ -688,10 +688,8 @@ class Trainer:
         return loss.detach(), parts
 
     def _check_finite(self, loss: torch.Tensor) -> None:
-        bad = (~torch.isfinite(loss.detach())).float().reshape(1)
-        if self.env.distributed:  # every process must stop at the same step
-            dist.all_reduce(bad)
-        if bad.item() > 0:
+        # every process must stop at the same step
+        if any_process(not bool(torch.isfinite(loss.detach()).all()), self.env):
             last = self.out_dir / LAST
             kept = f"last good checkpoint kept: {last}" if last.exists() else "no checkpoint written yet"
             raise NonFiniteLoss(f"{self.out_dir}: loss is {float(loss.detach())} at epoch {self.state.epoch + 1}, "
