@@ -4,20 +4,18 @@ one process of batch 4 (with the same random draws per sample: image noise here)
 through torchrun's command line: files present on one node only stop both."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import torch
 import torch.multiprocessing as mp
 
 from movenet.checkpoint import read_checkpoint
 from movenet.train import LAST, Trainer, build_loss, init_distributed
-from train_helpers import SyntheticPoses, coco_dict, draw, free_port, person, tiny_config, untimed, val_data
+from train_helpers import SyntheticPoses, free_port, tiny_config, untimed, val_data, write_coco_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,14 +63,6 @@ def test_two_process_training_matches_one_process(tmp_path):
             torch.testing.assert_close(r0["weights"][name], w, rtol=1e-4, atol=1e-5, msg=name)
 
 
-def _write_dataset(root, n: int, size: int) -> None:
-    (root / "images").mkdir(parents=True)
-    coco = coco_dict(n, size)
-    for i in range(n):
-        cv2.imwrite(str(root / "images" / f"{i}.png"), draw(person(i, size), size))
-    (root / "person_keypoints.json").write_text(json.dumps(coco))
-
-
 def _two_nodes(tmp_path, *args: str) -> list[tuple[int, str]]:
     """`torchrun --nnodes 2 --node_rank N --nproc_per_node 1 -m movenet.cli train ARGS` for N = 0
     and 1 on this machine, each "node" in its own working directory (its own disk, as far as relative
@@ -97,7 +87,7 @@ def test_two_nodes_through_torchrun_cli(tmp_path):
     timeout); with copies on each node both train, and only global rank 0 writes (both have
     LOCAL_RANK 0); resumed from copies, the run goes on."""
     data = tmp_path / "node0" / "data"  # relative paths: each node reads its own copy
-    _write_dataset(data, 8, 64)
+    write_coco_folder(data, 8, 64)
     config = tmp_path / "two_nodes.yaml"
     config.write_text(
         f"model: {{name: mobilenetv2_050, overrides: {{input_size: 64, head_channels: 32}}}}\n"

@@ -326,20 +326,14 @@ def test_eval_refuses_to_replace_a_foreign_folder(tmp_path, lsp_dir, reference_d
 
 # ---------------------------------------------------------------- a training config as data
 def _config_with_two_sources(tmp_path) -> Path:
-    import cv2
     import yaml
 
-    from train_helpers import coco_dict
+    from train_helpers import write_coco_folder
 
     sources = []
     for name, n in (("a", 10), ("b", 6)):
-        folder = tmp_path / name
-        (folder / "images").mkdir(parents=True)
-        coco = coco_dict(n, 64)
-        for im in coco["images"]:
-            cv2.imwrite(str(folder / "images" / im["file_name"]), np.full((64, 64, 3), 90, np.uint8))
-        (folder / "person_keypoints.json").write_text(json.dumps(coco))
-        sources.append({"path": str(folder)})
+        write_coco_folder(tmp_path / name, n, 64)
+        sources.append({"path": str(tmp_path / name)})
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump({"data": {"sources": sources, "val_fraction": 0.3, "split_seed": 4}}))
     return path

@@ -2,6 +2,7 @@
 for tests of the training engine that must not depend on real data."""
 from __future__ import annotations
 
+import json
 import socket
 
 import cv2
@@ -83,6 +84,15 @@ def coco_dict(n: int, size: int) -> dict:
     return {"images": [{"id": i + 1, "file_name": f"{i}.png", "width": size, "height": size} for i in range(n)],
             "annotations": anns,
             "categories": [{"id": 1, "name": "person", "keypoints": list(COCO17.keypoints)}]}
+
+
+def write_coco_folder(root, n: int, size: int) -> None:
+    """A COCO data folder on disk (images/ + person_keypoints.json) of ``n`` drawn people."""
+    (root / "images").mkdir(parents=True)
+    coco = coco_dict(n, size)
+    for i, im in enumerate(coco["images"]):
+        cv2.imwrite(str(root / "images" / im["file_name"]), draw(person(i, size), size))
+    (root / "person_keypoints.json").write_text(json.dumps(coco))
 
 
 def val_data(n: int = 6, size: int = 96) -> ValData:
