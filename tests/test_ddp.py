@@ -5,6 +5,7 @@ through torchrun's command line: files present on one node only stop both."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -123,3 +124,25 @@ def test_two_nodes_through_torchrun_cli(tmp_path):
         assert rc == 0, err[-3000:]
     assert read_checkpoint(run / LAST)["step"] == 9
     assert read_checkpoint(tmp_path / "node1" / "run" / LAST)["step"] == 6  # the copy was only read
+
+
+def test_a_node_failing_inside_training_stops_the_other_with_one_line(tmp_path):
+    """Node 1's copy of the images is corrupt: it fails at its first batch, after the start-up
+    checks agreed; node 0, inside DDP's collectives by then, loses its peer and says so in one
+    line instead of a traceback."""
+    data = tmp_path / "node0" / "data"
+    write_coco_folder(data, 8, 64)
+    shutil.copytree(data, tmp_path / "node1" / "data")
+    for image in (tmp_path / "node1" / "data" / "images").iterdir():
+        image.write_bytes(b"not an image")
+    config = tmp_path / "two_nodes.yaml"
+    config.write_text(
+        "model: {name: mobilenetv2_050, overrides: {input_size: 64, head_channels: 32}}\n"
+        "data: {sources: [{path: data}], val_fraction: 0.25, num_workers: 0}\n"
+        "log: {tensorboard: false, images: 0}\n"
+        "epochs: 2\nbatch_size: 1\nval_batch_size: 4\nthreads: 1\ndevice: cpu\n")
+    (rc0, err0), (rc1, err1) = _two_nodes(tmp_path, str(config), "--out", "run")
+    assert rc1 != 0 and re.search(r"movenet: error: data/images/\d\.png: not a readable image", err1)
+    assert rc0 != 0 and "movenet: error: stopped with another process of this run, which failed" in err0
+    assert "[rank0]: Traceback" not in err0 and "[rank1]: Traceback" not in err1
+    assert not (tmp_path / "node0" / "run" / "last.pt").exists()

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +17,12 @@ import pytest
 import torch
 
 from movenet.checkpoint import load_model, read_checkpoint, save_checkpoint
-from movenet.errors import MoveNetError
+from movenet.errors import MoveNetError, user_message
 from movenet.train import (FINAL, LAST, EpochSampler, ModelEMA, NonFiniteLoss, SeededSamples, Trainer,
-                           build_loss, build_model, build_optimizer, format_epoch)
-from train_helpers import CountingLoss, SyntheticPoses, resume_config, resume_trainer, tiny_config, untimed
+                           build_loss, build_model, build_optimizer, format_epoch, init_distributed,
+                           stopped_from_outside)
+from train_helpers import (CountingLoss, SyntheticPoses, resume_config, resume_trainer, tiny_config, untimed,
+                           write_coco_folder)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -203,6 +208,56 @@ def test_coco_recipe_two_steps(coco_mini, tmp_path):
     assert ckpt["step"] == 2 and "val_ap" in ckpt["metrics"]
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_corrupt_training_image_is_one_line_naming_it_also_from_a_loader_worker(tmp_path, workers):
+    data = tmp_path / "data"
+    write_coco_folder(data, 6, 64)
+    for image in (data / "images").iterdir():
+        image.write_bytes(b"not an image")  # the index reads only the JSON: the first batch fails
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"model: {{name: mobilenetv2_050, overrides: {{input_size: 64, head_channels: 32}}}}\n"
+        f"data: {{sources: [{{path: {data}}}], val_fraction: 0.34, num_workers: {workers}}}\n"
+        "log: {tensorboard: false, images: 0}\nbatch_size: 2\nthreads: 1\ndevice: cpu\n")
+    proc = _movenet("train", config, "--out", tmp_path / "run")
+    lines = [line for line in proc.stderr.replace("\r", "\n").splitlines() if line.startswith("movenet: ")]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(lines) == 1 and re.fullmatch(rf"movenet: error: {data}/images/\d\.png: not a readable image .*", lines[0])
+    assert not (tmp_path / "run" / LAST).exists()
+
+
+def test_user_message_unwraps_an_error_reraised_by_a_loader_worker():
+    class Failing(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            raise MoveNetError(f"im{i}.jpg: not a readable image")
+
+    loader = torch.utils.data.DataLoader(Failing(), num_workers=1)
+    with pytest.raises(MoveNetError) as caught:
+        next(iter(loader))
+    assert "Original Traceback" in str(caught.value)
+    assert user_message(caught.value) == "im0.jpg: not a readable image"
+    assert user_message(MoveNetError("a: b")) == "a: b"
+
+
+def test_a_killed_loader_worker_is_one_line():
+    class Killing(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            os.kill(os.getpid(), signal.SIGKILL)  # as the system does when memory runs out
+
+    with pytest.raises(RuntimeError) as caught:
+        next(iter(torch.utils.data.DataLoader(Killing(), num_workers=1)))
+    error = stopped_from_outside(caught.value, init_distributed("cpu"))
+    assert re.fullmatch(r"DataLoader worker \(pid.*\d+\) exited unexpectedly: short of memory\? fewer "
+                        r"data\.num_workers or a smaller batch_size need less", str(error))
+    assert stopped_from_outside(RuntimeError("shape mismatch"), init_distributed("cpu")) is None
+
+
 class SignallingLoss(CountingLoss):
     """Sends this process SIGINT during training call ``at`` (Ctrl-C in the middle of a step)."""
 
@@ -212,8 +267,6 @@ class SignallingLoss(CountingLoss):
 
     def __call__(self, outputs, batch, *teacher):
         if torch.is_grad_enabled() and len(self.values) + 1 == self.at:
-            import os
-            import signal
             os.kill(os.getpid(), signal.SIGINT)
         return super().__call__(outputs, batch, *teacher)
 

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import MoveNetError
+from .errors import MoveNetError, user_message
 
 BUILTIN_IMAGE = Path(__file__).parent / "assets" / "astronaut.jpg"
 
@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except MoveNetError as e:
-        _error(str(e))
+        _error(user_message(e))
         return 2
     except KeyboardInterrupt:
         _error("interrupted")

@@ -24,6 +24,7 @@ import copy
 import math
 import os
 import random
+import re
 import signal
 import sys
 import threading
@@ -94,6 +95,22 @@ def any_process(flag: bool, env: DistEnv) -> bool:
     t = torch.tensor([float(flag)], device=env.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def stopped_from_outside(error: RuntimeError, env: DistEnv) -> MoveNetError | None:
+    """The one-line error for what stops a run from outside this process: another process of
+    the run lost (it died, its own output says why, or stopped answering), a data loader worker
+    killed (by the system, short of memory). None for anything else."""
+    text = str(error).strip()
+    if env.distributed and (isinstance(error, dist.DistError) or "gloo" in text or "NCCL" in text):
+        # "[.../gloo/transport/tcp/pair.cc:553] Connection closed by peer [host]:port. This is ..."
+        first = re.sub(r"^\[[^\]]*\]\s*", "", text.splitlines()[0] if text else type(error).__name__)
+        return MoveNetError("stopped with another process of this run, which failed or stopped answering "
+                            f"({first.split('. ')[0]}; its own output says why)")
+    if text.startswith("DataLoader worker (pid"):
+        return MoveNetError(f"{text.rstrip('.')}: short of memory? fewer data.num_workers or a smaller "
+                            "batch_size need less")
+    return None
 
 
 def agreed(env: DistEnv, fn: Callable, *args, **kwargs):
@@ -811,6 +828,11 @@ def run(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, resume: str 
         if resume is not None:
             agreed(env, trainer.resume, resume)
         return trainer.fit()
+    except RuntimeError as e:  # torch.distributed's errors included
+        error = stopped_from_outside(e, env)
+        if error is None:
+            raise
+        raise error from None
     finally:
         if env.distributed and dist.is_initialized():
             dist.destroy_process_group()
