@@ -67,6 +67,20 @@ def test_bad_inputs_are_reported_and_others_processed(tmp_path, images, capsys):
     assert [r["image"] for r in json.loads(out.read_text())] == [str(images["good"])]
 
 
+def test_no_images_and_outputs_under_a_file_are_one_line_errors(tmp_path, images, capsys):
+    none, blocker = tmp_path / "none", tmp_path / "afile"
+    none.mkdir()
+    blocker.write_text("kept")
+    assert main(["predict", str(none)]) == 2
+    assert main(["predict", str(images["good"]), "--json", str(blocker / "out.json")]) == 2
+    assert main(["predict", str(images["good"]), "--save-dir", str(blocker)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"movenet: error: {none}: no images (.bmp, .jpeg, .jpg, .pgm, .png, .ppm, .tif, .tiff, .webp)",
+                   f"movenet: error: {blocker}: cannot create the folder ({blocker} is a file)",
+                   f"movenet: error: {blocker}: cannot create the folder ({blocker} is a file)"]
+    assert blocker.read_text() == "kept" and not list(none.iterdir())
+
+
 def test_builtin_photo_without_arguments(tmp_path, lightning):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     r = subprocess.run([sys.executable, "-m", "movenet", "predict"], cwd=tmp_path,

@@ -226,6 +226,14 @@ def test_corrupt_training_image_is_one_line_naming_it_also_from_a_loader_worker(
     assert not (tmp_path / "run" / LAST).exists()
 
 
+def test_run_folder_under_a_file_is_refused_before_the_data_are_read(tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("kept")
+    proc = _movenet("train", "configs/smoke.yaml", "data.sources=[{path: /nonexistent}]", "--out", blocker / "run")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"movenet: error: {blocker / 'run'}: cannot create the folder ({blocker} is a file)"
+
+
 def test_user_message_unwraps_an_error_reraised_by_a_loader_worker():
     class Failing(torch.utils.data.Dataset):
         def __len__(self):

@@ -44,10 +44,12 @@ def add_predict(sub) -> None:
 def cmd_predict(args) -> int:
     from .draw import draw_pose, write_image
     from .fileio import write_json_atomic
-    from .image import list_images, read_image
+    from .image import IMAGE_EXTENSIONS, list_images, read_image
     from .runtime import pose_score
 
     sources = list_images(args.sources) if args.sources else [str(BUILTIN_IMAGE)]
+    if not sources:
+        raise MoveNetError(f"{' '.join(args.sources)}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     save_dir = args.save_dir
     if not args.sources and save_dir is None and args.json_out is None:
         save_dir = "movenet-output"

@@ -433,11 +433,11 @@ def check_out_dir(out: Path) -> None:
 
 def write_report(run: EvalRun, data: str, out: str | os.PathLike) -> Path:
     """Write report.md, report.json and the PNGs into ``out`` as a whole (temp folder, rename)."""
-    from .fileio import write_json_atomic, write_text_atomic
+    from .fileio import make_folder, write_json_atomic, write_text_atomic
 
     out = Path(out)
     check_out_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(out.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         report = report_dict(run, data)

@@ -8,13 +8,33 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from .errors import MoveNetError
+
+
+def make_folder(path: str | os.PathLike) -> Path:
+    """``path`` as a folder (created with its parents), or a one-line error naming it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        file = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+        raise MoveNetError(f"{path}: cannot create the folder ({file} is a file)") from None
+    except OSError as e:
+        raise MoveNetError(f"{path}: cannot create the folder ({e.strerror}: {e.filename})") from None
+    return path
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    if path.is_dir():
+        raise MoveNetError(f"{path}: is a folder, not a file")
+    make_folder(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    except OSError as e:
+        raise MoveNetError(f"{path}: cannot write ({e.strerror})") from None
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)

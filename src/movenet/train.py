@@ -43,6 +43,7 @@ from .checkpoint import read_checkpoint, save_checkpoint, weighted_state
 from .config import TrainConfig, save_config
 from .datasets import merge_coco
 from .errors import MoveNetError
+from .fileio import make_folder
 from .schema import COCO17, KeypointSchema
 
 LAST, BEST, FINAL = "last.pt", "best.pt", "final.pt"
@@ -568,7 +569,7 @@ class Trainer:
     def fit(self) -> TrainState:
         cfg, env, s = self.cfg, self.env, self.state
         if env.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+            make_folder(self.out_dir)
             save_config(cfg, self.out_dir / "config.yaml")
             self.writer = self._open_writer()
         restore = self._catch_interrupts()
@@ -816,7 +817,7 @@ def run(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, resume: str 
     try:
         out = Path(out_dir or cfg.out_dir)
         # each step that reads this machine's files stops every process when it fails on one
-        agreed(env, check_run_folder, out, resume)
+        agreed(env, check_run_folder, out, resume, writes=env.is_main)
         schema = COCO17
         note = center_mode_note(cfg)
         if note and verbose and env.is_main:
@@ -838,8 +839,12 @@ def run(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, resume: str 
             dist.destroy_process_group()
 
 
-def check_run_folder(out: Path, resume: str | os.PathLike | None) -> None:
-    """A new run must not overwrite one; a resumed run needs its checkpoint."""
+def check_run_folder(out: Path, resume: str | os.PathLike | None, writes: bool = True) -> None:
+    """A new run must not overwrite one; a resumed run needs its checkpoint; the process that
+    writes (global rank 0) must be able to create the folder."""
+    file = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if writes and file is not None:
+        raise MoveNetError(f"{out}: cannot create the folder ({file} is a file)")
     if resume is None and (out / LAST).exists():
         raise MoveNetError(f"{out}: already holds a run ({LAST}); resume it with --resume or choose another --out")
     if resume is not None and not Path(resume).exists():

