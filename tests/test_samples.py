@@ -306,6 +306,29 @@ def test_data_stats_cli(coco_mini, tmp_path, capsys):
     assert "nope.yaml: file not found" in capsys.readouterr().err
 
 
+def test_data_without_a_target_person_is_one_line_for_stats_and_train(tmp_path, capsys):
+    from movenet.cli import main
+
+    cv2.imwrite(str(tmp_path / "im1.jpg"), np.full((120, 160, 3), 90, np.uint8))
+    empty, people = tmp_path / "empty.json", tmp_path / "people.json"
+    image = {"id": 1, "file_name": "im1.jpg", "width": 160, "height": 120}
+    empty.write_text(json.dumps({"images": [image], "annotations": []}))
+    ann = {"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "keypoints": person().ravel().tolist()}
+    people.write_text(json.dumps({"images": [image], "annotations": [ann]}))
+    config = tmp_path / "train.yaml"
+    config.write_text(json.dumps({"model": {"name": "mobilenetv2_050"}, "log": {"tensorboard": False},
+                                  "data": {"sources": [{"path": str(empty)}], "val_fraction": 0}}))
+    assert main(["data", "stats", str(empty), "--out", str(tmp_path / "stats")]) == 2
+    assert main(["train", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert main(["train", str(config), f"data.sources=[{{path: {people}}}]", f"data.val_sources=[{{path: {empty}}}]",
+                 "--out", str(tmp_path / "run")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("movenet: ")]
+    reason = "(empty: 0 target people in 0 images; skipped 1 images without a target person)"
+    assert errors == [f"movenet: error: {empty}: no target person for training {reason}"] * 2 + [
+        f"movenet: error: {empty}: no target person for validation {reason}"]
+    assert not (tmp_path / "stats").exists() and not (tmp_path / "run").exists()
+
+
 def test_index_of_many_people_is_compact(tmp_path):
     data = synthetic(tmp_path, [[person(), person(60, 30)] for _ in range(50)])
     ds = PoseSampleDataset(data, train=False, verbose=False)

@@ -364,7 +364,17 @@ def build_datasets(data_cfg: DataConfig, aug_cfg: AugmentConfig | None = None,
     weights = [s["weight"] for s in data_cfg.sources]
     train = PoseSampleDataset(train_parts, data_cfg, aug_cfg, True, schema, weights, verbose)
     val = PoseSampleDataset(val_parts, data_cfg, aug_cfg, False, schema, None, verbose) if val_parts else None
+    check_not_empty(data_cfg, train, val)
     return train, val
+
+
+def check_not_empty(data_cfg: DataConfig, train: PoseSampleDataset, val: PoseSampleDataset | None) -> None:
+    """Training and validation each need a target person (after the filters)."""
+    for part, use, sources in ((train, "training", data_cfg.sources),
+                               (val, "validation", data_cfg.val_sources or data_cfg.sources)):
+        if part is not None and len(part) == 0:
+            paths = ", ".join(str(source["path"]) for source in sources)
+            raise MoveNetError(f"{paths}: no target person for {use} ({part.describe()})")
 
 
 def sample_weights(dataset: PoseSampleDataset, aug_cfg: AugmentConfig | None = None) -> torch.Tensor:

@@ -355,11 +355,11 @@ def build_data(cfg: TrainConfig, schema: KeypointSchema = COCO17, verbose: bool 
     train_parts, val_parts = samples.split_sources(data, schema)
     weights = [s["weight"] for s in data.sources]
     train = samples.PoseSampleDataset(train_parts, data, cfg.augment, True, schema, weights, verbose)
-    val = None
-    if val_parts:
-        val_samples = samples.PoseSampleDataset(val_parts, data, cfg.augment, False, schema, None, verbose)
-        val = ValData(val_samples, merge_coco([p.coco for p in val_parts]), len(val_parts))
-    return train, val
+    val_samples = samples.PoseSampleDataset(val_parts, data, cfg.augment, False, schema, None, verbose) if val_parts else None
+    samples.check_not_empty(data, train, val_samples)
+    if val_samples is None:
+        return train, None
+    return train, ValData(val_samples, merge_coco([p.coco for p in val_parts]), len(val_parts))
 
 
 # ---------------------------------------------------------------- validation
