@@ -53,7 +53,8 @@ def test_two_process_training_matches_one_process(tmp_path):
     assert "val_pck" in r0["history"][-1]
     ckpt = read_checkpoint(out / LAST)  # written once, by rank 0
     assert ckpt["step"] == 2
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.yaml", "last.pt", "rank0.pt", "rank1.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.yaml", "curves.png", "last.pt", "rank0.pt",
+                                                 "rank1.pt"]
 
     cfg = _config(batch_size=4)
     single = Trainer(cfg, tmp_path / "one", SyntheticPoses(8, 64, noise=30.0), None, build_loss(cfg), verbose=False)

@@ -13,16 +13,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import pytest
 import torch
 
 from movenet.checkpoint import load_model, read_checkpoint, save_checkpoint
 from movenet.errors import MoveNetError, user_message
-from movenet.train import (FINAL, LAST, EpochSampler, ModelEMA, NonFiniteLoss, SeededSamples, Trainer,
+from movenet.curves import plot_training_curves
+from movenet.train import (CURVES, FINAL, LAST, EpochSampler, ModelEMA, NonFiniteLoss, SeededSamples, Trainer,
                            build_loss, build_model, build_optimizer, format_epoch, init_distributed,
                            stopped_from_outside)
 from train_helpers import (CountingLoss, SyntheticPoses, resume_config, resume_trainer, tiny_config, untimed,
-                           write_coco_folder)
+                           val_data, write_coco_folder)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,6 +44,38 @@ def test_epoch_line_before_training_has_no_loss():
     line = format_epoch({"epoch": 1, "train_loss": 2.0, "train_heatmap": 1.5, "val_pck": 0.5,
                          "train_images": 32, "train_seconds": 2.0}, 8)
     assert line == "epoch 1/8, loss 2.0000, (heatmap 1.5000), val PCK@0.2 0.5000 AP nan, 16.0 img/s"
+
+
+def test_curves_png_is_drawn_after_validations_and_can_be_turned_off(tmp_path):
+    cfg = tiny_config(**{"model.overrides.input_size": 64, "epochs": 3, "val_every": 2, "threads": 1,
+                         "val_before": True})
+    Trainer(cfg, tmp_path / "on", SyntheticPoses(8, 64), val_data(4, 64), build_loss(cfg), verbose=False).fit()
+    png = cv2.imread(str(tmp_path / "on" / CURVES))
+    assert png is not None and png.shape == (420, 1100, 3)
+    off = tiny_config(**{"model.overrides.input_size": 64, "threads": 1, "log.curves": False})
+    Trainer(off, tmp_path / "off", SyntheticPoses(4, 64), val_data(4, 64), build_loss(off), verbose=False).fit()
+    assert not (tmp_path / "off" / CURVES).exists() and (tmp_path / "off" / LAST).exists()
+
+
+def test_curves_show_what_the_history_holds(tmp_path):
+    def drawn(history, name):  # coloured pixels of the losses and validation panels, dark ones of the first
+        image = cv2.imread(str(plot_training_curves(history, tmp_path / name))).astype(int)
+        colour = image.max(axis=2) - image.min(axis=2) > 80
+        return colour[:, 80:530].sum(), colour[:, 620:].sum(), (image[:, 80:530].max(axis=2) < 128).sum()
+
+    epochs = [{"epoch": e, "train_loss": 10.0 / e, "train_heatmap": 6.0 / e, "train_center": 3.0 / e,
+               "train_regression": 1.0 / e, "train_offset": 0.5, "train_bone": 0.0} for e in range(1, 11)]
+    scored = [{"epoch": 0, "val_pck": 0.1, "val_ap": 0.05, "val_loss": 11.0}] + [
+        {**h, "val_pck": 0.1 + 0.06 * h["epoch"], "val_ap": 0.05 * h["epoch"], "val_loss": 9.0 / h["epoch"]}
+        for h in epochs]
+    bare = drawn(epochs, "bare.png")
+    full = drawn(scored, "scored.png")
+    empty = drawn([], "empty.png")
+    assert empty[:2] == (0, 0) and bare[0] > 1000 and bare[1] == 0  # four loss terms drawn (bone is 0)
+    assert full[0] > 1000 and full[1] > 1000  # PCK and AP
+    assert full[2] > bare[2] + 200  # the validation loss, in grey
+    with pytest.raises(MoveNetError, match="is a folder"):
+        plot_training_curves(epochs, tmp_path)
 
 
 def test_backbone_lr_scale_sets_the_backbone_step(tmp_path):
@@ -168,7 +202,7 @@ def test_cli_train_resume_predict(lsp_dir, tmp_path):
     out = tmp_path / "run"
     proc = _movenet("train", "configs/smoke.yaml", "threads=1", "--out", out)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert {"config.yaml", "last.pt", "best.pt"} <= {p.name for p in out.iterdir()}
+    assert {"config.yaml", "last.pt", "best.pt", "curves.png"} <= {p.name for p in out.iterdir()}
     assert (out / "tensorboard").is_dir()
     ckpt = read_checkpoint(out / "best.pt")
     assert ckpt["epoch"] == 1 and ckpt["step"] == 2 and 0 <= ckpt["metrics"]["val_pck"] <= 1

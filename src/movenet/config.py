@@ -90,6 +90,7 @@ class LogConfig:
     tensorboard: bool = True
     every_steps: int = 20  # training scalars
     images: int = 8  # validation images with predicted skeletons per epoch (0: none)
+    curves: bool = True  # curves.png in the run folder, redrawn after each validation
 
 
 @dataclass

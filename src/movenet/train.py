@@ -46,7 +46,7 @@ from .errors import MoveNetError
 from .fileio import make_folder
 from .schema import COCO17, KeypointSchema
 
-LAST, BEST, FINAL = "last.pt", "best.pt", "final.pt"
+LAST, BEST, FINAL, CURVES = "last.pt", "best.pt", "final.pt", "curves.png"
 OTHER_PROCESS_FAILED = ("stopped with another process of this run, which could not start it (its message says "
                         "why; under torchrun every machine needs the data and a resumed checkpoint at the same path)")
 
@@ -764,6 +764,10 @@ class Trainer:
         self.save(self.out_dir / LAST, metrics)
         if improved:
             self.save(self.out_dir / BEST, metrics)
+        if self.env.is_main and cfg.log.curves and (
+                "val_pck" in metrics or s.epoch == cfg.epochs or self._step_limit_reached()):
+            from .curves import plot_training_curves
+            plot_training_curves(s.history, self.out_dir / CURVES, title=str(self.out_dir))
         if self.env.is_main and self.verbose:
             print(format_epoch(metrics, cfg.epochs), file=sys.stderr)
         if self.env.distributed:
