@@ -178,6 +178,19 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     assert resumed.optimizer.state_dict()["state"][0]["step"] == full.optimizer.state_dict()["state"][0]["step"]
 
 
+def test_resume_with_another_model_names_what_changed(tmp_path):
+    cfg = tiny_config(**{"model.overrides.input_size": 64, "threads": 1})
+    Trainer(cfg, tmp_path, SyntheticPoses(4, 64), None, build_loss(cfg), verbose=False).fit()
+    other = tiny_config(**{"model.overrides.input_size": 64, "model.overrides.head_channels": 48, "threads": 1})
+    trainer = Trainer(other, tmp_path / "other", SyntheticPoses(4, 64), None, build_loss(other), verbose=False)
+    with pytest.raises(MoveNetError, match=rf"^{re.escape(str(tmp_path / LAST))}: a run of another model than "
+                                           r"this config's \(head_channels 32 -> 48\); resume with the settings"):
+        trainer.resume(tmp_path / LAST)
+    same = Trainer(cfg, tmp_path / "same", SyntheticPoses(4, 64), None, build_loss(cfg), verbose=False)
+    same.resume(tmp_path / LAST)
+    assert same.state.step == 1
+
+
 def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
     cfg = resume_config()
     loss = CountingLoss(cfg, fail_at=6, failure="nan")

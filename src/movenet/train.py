@@ -543,6 +543,11 @@ class Trainer:
         ts = ckpt.get("train_state")
         if ts is None:
             raise MoveNetError(f"{path}: no training state to resume from (weights only)")
+        ours, theirs = self.model.config.to_dict(), ckpt.get("model_config", {})
+        changed = [f"{key} {theirs.get(key)} -> {ours.get(key)}" for key in ours if theirs.get(key) != ours.get(key)]
+        if changed:
+            raise MoveNetError(f"{path}: a run of another model than this config's ({'; '.join(changed)}); "
+                               "resume with the settings it was started with (its config.yaml)")
         try:
             self.model.load_state_dict(ts["model"])
             self.optimizer.load_state_dict(ts["optimizer"])
