@@ -4,6 +4,7 @@ produces a checkpoint that `movenet predict` takes alone (smoke recipe on LSP, C
 coco-mini)."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -21,7 +22,7 @@ from movenet.checkpoint import load_model, read_checkpoint, save_checkpoint
 from movenet.errors import MoveNetError, user_message
 from movenet.curves import plot_training_curves
 from movenet.train import (CURVES, FINAL, LAST, EpochSampler, ModelEMA, NonFiniteLoss, SeededSamples, Trainer,
-                           build_loss, build_model, build_optimizer, format_epoch, init_distributed,
+                           build_loss, build_model, build_optimizer, evaluate, format_epoch, init_distributed,
                            stopped_from_outside)
 from train_helpers import (CountingLoss, SyntheticPoses, resume_config, resume_trainer, tiny_config, untimed,
                            val_data, write_coco_folder)
@@ -76,6 +77,57 @@ def test_curves_show_what_the_history_holds(tmp_path):
     assert full[2] > bare[2] + 200  # the validation loss, in grey
     with pytest.raises(MoveNetError, match="is a folder"):
         plot_training_curves(epochs, tmp_path)
+
+
+def test_validation_calibrates_the_decoding_offset_and_stores_it_with_the_weights(tmp_path):
+    cfg = tiny_config(**{"model.overrides.input_size": 64, "batch_size": 2, "threads": 1, "optim.lr": 1e-2,
+                         "calibrate_distance_offset": [1.8, 4.0, 1000.0]})
+    val = val_data(6, 64)
+    trainer = Trainer(cfg, tmp_path, SyntheticPoses(4, 64, repeat=8), val, build_loss(cfg), verbose=False)
+    trainer.fit()
+    model = copy.deepcopy(trainer.eval_model())
+    alone = {}
+    for d in (1.8, 4.0, 1000.0):  # each offset on its own, as the model's decoding
+        model.distance_offset.fill_(d)
+        alone[d] = evaluate(model, val, 8, torch.device("cpu"))[0]["pck"]
+    metrics = read_checkpoint(tmp_path / LAST)["metrics"]
+    chosen = max(alone, key=alone.get)
+    assert metrics["val_distance_offset"] == chosen and metrics["val_pck"] == pytest.approx(alone[chosen])
+    assert [metrics[f"val_pck_at_offset_{d:g}"] for d in alone] == pytest.approx(list(alone.values()))
+    loaded, _ = load_model(tmp_path / LAST)
+    assert float(loaded.distance_offset) == pytest.approx(chosen)
+    assert float(trainer.model.distance_offset) == pytest.approx(chosen)  # the raw weights (resume) too
+    assert "decoding offset" in format_epoch({"epoch": 1, "val_pck": 0.5, "val_distance_offset": 4.0}, 1)
+
+
+def test_calibrate_cli_writes_the_best_offset_and_refuses_bad_input(tmp_path, capsys):
+    from movenet.cli import main
+
+    data = tmp_path / "data"
+    write_coco_folder(data, 8, 64)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{sources: [{{path: {data}}}], val_fraction: 0.5, num_workers: 0}}\nval_batch_size: 4\n")
+    cfg = tiny_config(**{"model.overrides.input_size": 64, "threads": 1})
+    Trainer(cfg, tmp_path / "run", SyntheticPoses(4, 64), None, build_loss(cfg), verbose=False).fit()
+    out = tmp_path / "calibrated.pt"
+    assert main(["calibrate", str(config), "--model", str(tmp_path / "run" / LAST), "--offsets", "1.8", "1000",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    chosen = float(re.search(r"distance offset 1.8 -> ([\d.]+)", text).group(1))
+    assert chosen in (1.8, 1000.0) and text.count("<-") == 1
+    ckpt = read_checkpoint(out)
+    assert float(ckpt["state_dict"]["distance_offset"]) == pytest.approx(chosen)
+    assert ckpt["calibrated"]["offsets"] == [1.8, 1000.0] and "train_state" not in ckpt
+
+    config.write_text(f"data: {{sources: [{{path: {data}}}], val_fraction: 0}}\n")
+    assert main(["calibrate", str(config), "--model", str(out), "--out", str(tmp_path / "no.pt")]) == 2
+    assert main(["calibrate", str(config), "--model", str(out), "--offsets", "0", "--out", str(tmp_path / "no.pt")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("movenet: ")]
+    assert err == [f"movenet: error: {config}: no validation images (set data.val_fraction or data.val_sources)",
+                   "movenet: error: --offsets must be > 0, got [0.0]"]
+    assert not (tmp_path / "no.pt").exists()
+    with pytest.raises(MoveNetError, match="calibrate_distance_offset must hold offsets > 0"):
+        tiny_config(calibrate_distance_offset=[1.8, -1.0])
 
 
 def test_backbone_lr_scale_sets_the_backbone_step(tmp_path):

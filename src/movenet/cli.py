@@ -1,4 +1,4 @@
-"""`movenet` command line: predict, weights, train, eval, average, export, benchmark, video, data.
+"""`movenet` command line: predict, weights, train, eval, average, calibrate, export, benchmark, video, data.
 
 Heavy imports (torch, pycocotools...) happen inside each command so that the torch-free
 commands (``predict --backend onnx``) work where torch is not installed.
@@ -226,6 +226,59 @@ def cmd_average(args) -> int:
     return 0
 
 
+def add_calibrate(sub) -> None:
+    p = sub.add_parser("calibrate", help="tune a model's keypoint decoding to the validation images of a config",
+                       description="Decode the validation crops of a training config (data.val_fraction or "
+                       "data.val_sources) with each candidate distance offset of the keypoint decoding "
+                       "(heatmap / (distance to the keypoint regressed from the centre + offset); Google's "
+                       "1.8) and write the model with the best one, which predict, eval and export then "
+                       "use. Training does the same with calibrate_distance_offset.")
+    p.add_argument("config", help="training config whose validation split is used")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.add_argument("--model", required=True, help="lightning, thunder or a checkpoint .pt")
+    p.add_argument("--offsets", nargs="+", type=float, metavar="D",
+                   help="candidate offsets (default: 1.8 5 10 20 50)")
+    p.add_argument("--metric", choices=["pck", "ap"], default="pck", help="what picks the offset (default pck)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--out", "-o", required=True, help="checkpoint to write")
+    p.set_defaults(func=cmd_calibrate)
+
+
+def cmd_calibrate(args) -> int:
+    import torch
+
+    from .checkpoint import load_model, save_checkpoint
+    from .config import load_config
+    from .train import CALIBRATION_OFFSETS, build_data, calibrate_model
+
+    offsets = args.offsets or list(CALIBRATION_OFFSETS)
+    if any(not d > 0 for d in offsets):
+        raise MoveNetError(f"--offsets must be > 0, got {offsets}")
+    cfg = load_config(args.config, args.overrides)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, schema = load_model(args.model)
+    cfg.data.input_size = model.config.input_size  # crops for this model, whatever the config's model
+    _, val = build_data(cfg, schema)
+    if val is None:
+        raise MoveNetError(f"{args.config}: no validation images (set data.val_fraction or data.val_sources)")
+    before = float(model.distance_offset)
+    metrics = calibrate_model(model, val, offsets, args.metric, cfg.val_batch_size, cfg.data.num_workers, schema)
+    chosen = metrics["distance_offset"]
+    print(f"{args.model} on the {len(val.samples)} validation crops of {args.config}:")
+    for d in offsets:
+        mark = "  <-" if d == chosen else ""
+        ap = metrics.get(f"ap_at_offset_{d:g}")
+        print(f"  offset {d:<6g} PCK@0.2 {metrics[f'pck_at_offset_{d:g}']:.4f}"
+              + (f"  AP {ap:.4f}" if ap is not None else "") + mark)
+    save_checkpoint(args.out, model, schema, extra={"calibrated": {
+        "model": str(args.model), "data": str(args.config), "metric": args.metric, "offsets": offsets,
+        "distance_offset": chosen, "before": before, "metrics": metrics}})
+    print(f"wrote {args.out} (distance offset {before:g} -> {chosen:g}: PCK@0.2 {metrics['pck']:.4f} "
+          f"AP {metrics['ap']:.4f})")
+    return 0
+
+
 # ---------------------------------------------------------------- export
 def add_export(sub) -> None:
     p = sub.add_parser("export", help="export a model to ONNX (fp32 or int8) for the torch-free runtime")
@@ -411,7 +464,8 @@ def cmd_video(args) -> int:
 
 
 # ---------------------------------------------------------------- main
-COMMANDS = [add_predict, add_weights, add_eval, add_train, add_average, add_export, add_benchmark, add_data, add_video]
+COMMANDS = [add_predict, add_weights, add_eval, add_train, add_average, add_calibrate, add_export, add_benchmark,
+            add_data, add_video]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -127,6 +127,10 @@ class TrainConfig:
     # weights the run started from, (1 - w) * trained + w * initial ("WiSE-FT"); needs an init
     # that sets every weight (lightning, thunder or a checkpoint)
     final_init_weight: float = 0.0
+    # Candidate offsets of the keypoint decoding, heatmap / (distance to the regressed keypoint +
+    # offset) (Google's 1.8): each validation decodes with every one, keeps the best on the
+    # validation data (best_metric) and stores it with the weights. Empty: the model's own.
+    calibrate_distance_offset: list[float] = field(default_factory=list)
     out_dir: str = "runs/train"
 
     def __post_init__(self) -> None:
@@ -151,6 +155,8 @@ class TrainConfig:
         if self.final_init_weight > 0 and self.init in ("scratch", "imagenet"):
             raise ValueError(f"final_init_weight mixes in the initial weights: it needs init lightning, "
                              f"thunder or a checkpoint, not {self.init}")
+        if any(not v > 0 for v in self.calibrate_distance_offset):
+            raise ValueError(f"calibrate_distance_offset must hold offsets > 0, got {self.calibrate_distance_offset}")
         for key in ("alpha", "center_alpha"):
             value = getattr(self.distill, key)
             if value is not None and not 0.0 <= value <= 1.0:

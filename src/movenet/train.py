@@ -32,7 +32,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -367,11 +367,13 @@ def build_data(cfg: TrainConfig, schema: KeypointSchema = COCO17, verbose: bool 
 def evaluate(model: nn.Module, val: ValData, batch_size: int, device: torch.device,
              workers: int = 0, loss_fn: Callable | None = None, amp: torch.dtype | None = None,
              previews: int = 0, schema: KeypointSchema = COCO17,
-             memory_format: torch.memory_format = torch.contiguous_format) -> tuple[dict, list]:
+             memory_format: torch.memory_format = torch.contiguous_format,
+             distance_offsets: Sequence[float] = (), select: str = "pck") -> tuple[dict, list]:
     """PCK@0.2 torso and COCO keypoint AP of ``model`` on the validation crops, in original
     image pixels (crop box of each sample's meta), plus the mean loss. ``amp``: the autocast
-    dtype on CUDA (None: float32). Returns (metrics, up to ``previews`` images with predicted
-    skeletons drawn)."""
+    dtype on CUDA (None: float32). ``distance_offsets``: decode with each of these instead of
+    the model's own and report the one best in ``select`` (pck | ap), as ``distance_offset``.
+    Returns (metrics, up to ``previews`` images with predicted skeletons drawn)."""
     from .decode import decode_batch_torch
     from .draw import draw_pose
     from .metrics import coco_keypoint_ap, pck, torso_size
@@ -382,7 +384,9 @@ def evaluate(model: nn.Module, val: ValData, batch_size: int, device: torch.devi
     loader = make_loader(val.samples, batch_size, EpochSampler(len(val.samples), 0, shuffle=False),
                          workers, train=False)
     anns = {a["id"]: a for a in val.coco["annotations"]}
-    preds, gts, results, drawn = [], [], [], []
+    candidates = [float(v) for v in distance_offsets] or [float(model.distance_offset)]
+    preds, results = {c: [] for c in candidates}, {c: [] for c in candidates}
+    gts, drawn = [], []
     loss_sum, loss_n = 0.0, 0
     for batch in loader:
         batch = to_device(batch, device)
@@ -393,35 +397,64 @@ def evaluate(model: nn.Module, val: ValData, batch_size: int, device: torch.devi
             loss, _ = loss_fn(outputs, batch)
             loss_sum += float(loss) * len(batch["image"])
             loss_n += len(batch["image"])
-        kpts = decode_batch_torch(*outputs, model.center_prior, float(model.distance_offset),
-                                  float(model.coord_scale)).cpu().numpy()
         box = batch["meta"]["box"].cpu().numpy()
-        orig = kpts.copy()
-        orig[..., 0] = box[:, None, 0] + kpts[..., 0] * box[:, None, 2]
-        orig[..., 1] = box[:, None, 1] + kpts[..., 1] * box[:, None, 3]
-        source = batch["meta"]["source"].cpu().numpy()
-        ann_ids = batch["meta"]["ann_id"].cpu().numpy() * val.sources + source
-        for j, ann_id in enumerate(ann_ids):
-            ann = anns[int(ann_id)]
-            preds.append(orig[j])
-            gts.append(np.asarray(ann["keypoints"], np.float64).reshape(-1, 3))
-            results.append({"image_id": ann["image_id"], "score": pose_score(orig[j]),
-                            "keypoints": [round(float(v), 3) for v in orig[j].reshape(-1)]})
+        ann_ids = batch["meta"]["ann_id"].cpu().numpy() * val.sources + batch["meta"]["source"].cpu().numpy()
+        gts += [np.asarray(anns[int(i)]["keypoints"], np.float64).reshape(-1, 3) for i in ann_ids]
+        for offset in candidates:
+            kpts = decode_batch_torch(*outputs, model.center_prior, offset, float(model.coord_scale)).cpu().numpy()
+            shown = kpts if offset == candidates[0] else shown
+            orig = kpts.copy()
+            orig[..., 0] = box[:, None, 0] + kpts[..., 0] * box[:, None, 2]
+            orig[..., 1] = box[:, None, 1] + kpts[..., 1] * box[:, None, 3]
+            preds[offset] += list(orig)
+            results[offset] += [{"image_id": anns[int(i)]["image_id"], "score": pose_score(p),
+                                 "keypoints": [round(float(v), 3) for v in p.reshape(-1)]}
+                                for i, p in zip(ann_ids, orig)]
         size = batch["image"].shape[-1]
-        for j in range(min(previews - len(drawn), len(kpts))):
+        for j in range(min(previews - len(drawn), len(shown))):
             img = batch["image"][j].permute(1, 2, 0).clamp(0, 255).byte().cpu().numpy()
-            px = kpts[j].copy()
+            px = shown[j].copy()
             px[:, :2] *= size
             drawn.append(draw_pose(np.ascontiguousarray(img), px, schema))
     model.train(was_training)
-    if not preds:
+    if not gts:
         return {}, drawn
-    pred, gt = np.stack(preds), np.stack(gts)
-    _, pck_all = pck(pred[..., :2], gt, 0.2 * torso_size(gt, schema))
-    metrics = {"pck": pck_all, "ap": coco_keypoint_ap(val.coco, results, np.asarray(schema.sigmas))["AP"]}
+    gt = np.stack(gts)
+    scores = {}
+    for offset in candidates:
+        _, pck_all = pck(np.stack(preds[offset])[..., :2], gt, 0.2 * torso_size(gt, schema))
+        scores[offset] = {"pck": pck_all}
+        if select == "ap" or len(candidates) == 1:
+            scores[offset]["ap"] = coco_keypoint_ap(val.coco, results[offset], np.asarray(schema.sigmas))["AP"]
+    chosen = max(candidates, key=lambda c: scores[c][select])  # the first of equals
+    metrics = dict(scores[chosen])
+    if "ap" not in metrics:
+        metrics["ap"] = coco_keypoint_ap(val.coco, results[chosen], np.asarray(schema.sigmas))["AP"]
+    if distance_offsets:
+        metrics["distance_offset"] = chosen
+        metrics.update({f"{k}_at_offset_{offset:g}": v for offset in candidates for k, v in scores[offset].items()})
     if loss_n:
         metrics["loss"] = loss_sum / loss_n
     return metrics, drawn
+
+
+# Candidate offsets tried by `movenet calibrate` (and the recipes' calibrate_distance_offset):
+# Google's 1.8 up to where the regressed keypoint barely counts.
+CALIBRATION_OFFSETS = (1.8, 5.0, 10.0, 20.0, 50.0)
+
+
+def calibrate_model(model: nn.Module, val: ValData, offsets: Sequence[float] = CALIBRATION_OFFSETS,
+                    select: str = "pck", batch_size: int = 64, workers: int = 0,
+                    schema: KeypointSchema = COCO17) -> dict:
+    """Set ``model``'s keypoint-decoding distance offset to the one of ``offsets`` that scores
+    best (``select``: pck | ap) on ``val``; returns ``evaluate``'s metrics, each offset's too."""
+    device = next(model.parameters()).device
+    metrics, _ = evaluate(model, val, batch_size, device, workers, distance_offsets=offsets, select=select,
+                          schema=schema)
+    if not metrics:
+        raise MoveNetError("no validation person to calibrate on")
+    model.distance_offset.fill_(metrics["distance_offset"])
+    return metrics
 
 
 # ---------------------------------------------------------------- the loop
@@ -733,6 +766,8 @@ class Trainer:
             if self.verbose:
                 scores = (f": val PCK@0.2 {metrics['pck']:.4f} AP {metrics.get('ap', float('nan')):.4f}"
                           if "pck" in metrics else "")
+                if "distance_offset" in metrics:
+                    scores += f", decoding offset {metrics['distance_offset']:g}"
                 print(f"wrote {self.out_dir / FINAL} ({1 - w:g} x trained + {w:g} x {self.cfg.init}){scores}",
                       file=sys.stderr)
         if self.env.distributed:
@@ -744,7 +779,7 @@ class Trainer:
             metrics, drawn = evaluate(model or self.eval_model(), self.val, self.cfg.val_batch_size, self.env.device,
                                       self.cfg.data.num_workers, self.loss_fn, self.amp,
                                       self.cfg.log.images if self.writer is not None else 0, self.schema,
-                                      self.memory_format)
+                                      self.memory_format, self.cfg.calibrate_distance_offset, self.cfg.best_metric)
             if self.writer is not None:
                 for k, v in metrics.items():
                     self.writer.add_scalar(f"{tag}/{k}", v, self.state.step)
@@ -754,6 +789,9 @@ class Trainer:
             box = [metrics]
             dist.broadcast_object_list(box, src=0)
             metrics = box[0]
+        if "distance_offset" in metrics:  # the decoding the scores were measured with goes with the weights
+            for m in ([model] if model is not None else [self.model, self.eval_model()]):
+                m.distance_offset.fill_(metrics["distance_offset"])
         return metrics
 
     def _finish_epoch(self, metrics: dict) -> None:
@@ -795,6 +833,8 @@ def format_epoch(m: dict, epochs: int) -> str:
         parts.append("(" + ", ".join(heads) + ")")
     if "val_pck" in m:
         parts.append(f"val PCK@0.2 {m['val_pck']:.4f} AP {m.get('val_ap', float('nan')):.4f}")
+    if "val_distance_offset" in m:
+        parts.append(f"decoding offset {m['val_distance_offset']:g}")
     if m.get("train_seconds"):
         parts.append(f"{m['train_images'] / m['train_seconds']:.1f} img/s")
     return ", ".join(parts)
