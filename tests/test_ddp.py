@@ -11,11 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
 from movenet.checkpoint import read_checkpoint
-from movenet.train import LAST, Trainer, build_loss, init_distributed
+from movenet.train import LAST, Trainer, build_loss, evaluate, init_distributed
 from train_helpers import SyntheticPoses, free_port, tiny_config, untimed, val_data, write_coco_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,11 +33,16 @@ def _worker(rank: int, port: int, out: str) -> None:
     env = init_distributed("cpu")
     try:
         cfg = _config(batch_size=2)
-        trainer = Trainer(cfg, out, SyntheticPoses(8, 64, noise=30.0), val_data(4, 64), build_loss(cfg), env=env,
+        cfg.calibrate_distance_offset = [1.8, 1000.0]
+        val = val_data(5, 64)  # shares of 3 and 2 crops
+        trainer = Trainer(cfg, out, SyntheticPoses(8, 64, noise=30.0), val, build_loss(cfg), env=env,
                           verbose=False)
         state = trainer.fit()
-        torch.save({"weights": trainer.model.state_dict(), "steps": state.step,
-                    "history": state.history}, os.path.join(out, f"rank{rank}.pt"))
+        shared = trainer._validate(state.epoch)  # each process its share, scored together
+        alone, _ = evaluate(trainer.eval_model(), val, 4, torch.device("cpu"), loss_fn=trainer.loss_fn,
+                            distance_offsets=cfg.calibrate_distance_offset)  # this process, every crop
+        torch.save({"weights": trainer.model.state_dict(), "steps": state.step, "history": state.history,
+                    "shared": shared, "alone": alone}, os.path.join(out, f"rank{rank}.pt"))
     finally:
         torch.distributed.destroy_process_group()
 
@@ -51,6 +57,9 @@ def test_two_process_training_matches_one_process(tmp_path):
         assert torch.equal(w, r1["weights"][name]), name
     assert untimed(r0["history"]) == untimed(r1["history"])  # losses averaged over, and validation shared with, all processes
     assert "val_pck" in r0["history"][-1]
+    assert r0["shared"] == r1["shared"] and set(r0["shared"]) == set(r0["alone"]) > {"pck", "ap", "loss"}
+    for key, value in r0["alone"].items():  # a validation split between processes scores every crop once
+        assert r0["shared"][key] == pytest.approx(value, rel=1e-6), key
     ckpt = read_checkpoint(out / LAST)  # written once, by rank 0
     assert ckpt["step"] == 2
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.yaml", "curves.png", "last.pt", "rank0.pt",

@@ -363,7 +363,110 @@ def build_data(cfg: TrainConfig, schema: KeypointSchema = COCO17, verbose: bool 
 
 
 # ---------------------------------------------------------------- validation
+@dataclass
+class ValPredictions:
+    """One process' share of a validation pass: keypoints in original image pixels per
+    candidate distance offset ([n,K,3] each), the annotation ids they belong to, the summed loss."""
+
+    ann_ids: np.ndarray
+    keypoints: dict
+    loss_sum: float = 0.0
+    loss_n: int = 0
+
+
 @torch.no_grad()
+def predict_validation(model: nn.Module, val: ValData, batch_size: int, device: torch.device,
+                       workers: int = 0, loss_fn: Callable | None = None, amp: torch.dtype | None = None,
+                       previews: int = 0, schema: KeypointSchema = COCO17,
+                       memory_format: torch.memory_format = torch.contiguous_format,
+                       offsets: Sequence[float] = (), indices: Sequence[int] | None = None
+                       ) -> tuple[ValPredictions, list]:
+    """Run ``model`` on the validation crops ``indices`` (default all) and decode them with each
+    of ``offsets`` (default the model's own). Returns the predictions and up to ``previews``
+    crops with the predicted skeleton drawn (first offset)."""
+    from .decode import decode_batch_torch
+    from .draw import draw_pose
+
+    was_training = model.training
+    model.eval()
+    indices = list(range(len(val.samples))) if indices is None else list(indices)
+    loader = make_loader(val.samples, batch_size, indices, workers, train=False)
+    candidates = [float(v) for v in offsets] or [float(model.distance_offset)]
+    out = ValPredictions(np.zeros(0, np.int64), {c: np.zeros((0, schema.num_keypoints, 3)) for c in candidates})
+    ann_ids, keypoints, drawn = [], {c: [] for c in candidates}, []
+    for batch in loader:
+        batch = to_device(batch, device)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None and device.type == "cuda"):
+            outputs = model(batch["image"].contiguous(memory_format=memory_format))
+        outputs = tuple(o.float() for o in outputs)
+        if loss_fn is not None:
+            loss, _ = loss_fn(outputs, batch)
+            out.loss_sum += float(loss) * len(batch["image"])
+            out.loss_n += len(batch["image"])
+        box = batch["meta"]["box"].cpu().numpy()
+        ann_ids.append(batch["meta"]["ann_id"].cpu().numpy() * val.sources + batch["meta"]["source"].cpu().numpy())
+        for n, offset in enumerate(candidates):
+            kpts = decode_batch_torch(*outputs, model.center_prior, offset, float(model.coord_scale)).cpu().numpy()
+            orig = kpts.copy()
+            orig[..., 0] = box[:, None, 0] + kpts[..., 0] * box[:, None, 2]
+            orig[..., 1] = box[:, None, 1] + kpts[..., 1] * box[:, None, 3]
+            keypoints[offset].append(orig)
+            size = batch["image"].shape[-1]
+            for j in range(min(previews - len(drawn), len(kpts)) if n == 0 else 0):
+                img = batch["image"][j].permute(1, 2, 0).clamp(0, 255).byte().cpu().numpy()
+                px = kpts[j].copy()
+                px[:, :2] *= size
+                drawn.append(draw_pose(np.ascontiguousarray(img), px, schema))
+    model.train(was_training)
+    if ann_ids:
+        out.ann_ids = np.concatenate(ann_ids)
+        out.keypoints = {c: np.concatenate(k) for c, k in keypoints.items()}
+    return out, drawn
+
+
+def score_validation(parts: Sequence[ValPredictions], val: ValData, schema: KeypointSchema = COCO17,
+                     select: str = "pck", calibrating: bool = False) -> dict:
+    """PCK@0.2 torso and COCO keypoint AP of the predictions (the shares of all processes), and
+    the mean loss. With several candidate offsets (``calibrating``) the one best in ``select``
+    (pck | ap) is reported, as ``distance_offset``, with each candidate's scores."""
+    from .metrics import coco_keypoint_ap, pck, torso_size
+    from .runtime import pose_score
+
+    ann_ids = np.concatenate([p.ann_ids for p in parts])
+    if not len(ann_ids):
+        return {}
+    if len(np.unique(ann_ids)) != len(ann_ids) or len(ann_ids) != len(val.samples):
+        raise RuntimeError(f"validation scored {len(np.unique(ann_ids))} distinct of {len(val.samples)} crops "
+                           f"in {len(ann_ids)} predictions: the processes' shares overlap or miss some")
+    anns = {a["id"]: a for a in val.coco["annotations"]}
+    gt = np.stack([np.asarray(anns[int(i)]["keypoints"], np.float64).reshape(-1, 3) for i in ann_ids])
+    sigmas = np.asarray(schema.sigmas)
+
+    def ap(kpts: np.ndarray) -> float:
+        results = [{"image_id": anns[int(i)]["image_id"], "score": pose_score(k),
+                    "keypoints": [round(float(v), 3) for v in k.reshape(-1)]} for i, k in zip(ann_ids, kpts)]
+        return coco_keypoint_ap(val.coco, results, sigmas)["AP"]
+
+    candidates = list(parts[0].keypoints)
+    kpts = {c: np.concatenate([p.keypoints[c] for p in parts]) for c in candidates}
+    scores = {}
+    for offset in candidates:
+        scores[offset] = {"pck": pck(kpts[offset][..., :2], gt, 0.2 * torso_size(gt, schema))[1]}
+        if select == "ap" or len(candidates) == 1:
+            scores[offset]["ap"] = ap(kpts[offset])
+    chosen = max(candidates, key=lambda c: scores[c][select])  # the first of equals
+    metrics = dict(scores[chosen])
+    if "ap" not in metrics:
+        metrics["ap"] = ap(kpts[chosen])
+    if calibrating:
+        metrics["distance_offset"] = chosen
+        metrics.update({f"{k}_at_offset_{offset:g}": v for offset in candidates for k, v in scores[offset].items()})
+    loss_n = sum(p.loss_n for p in parts)
+    if loss_n:
+        metrics["loss"] = sum(p.loss_sum for p in parts) / loss_n
+    return metrics
+
+
 def evaluate(model: nn.Module, val: ValData, batch_size: int, device: torch.device,
              workers: int = 0, loss_fn: Callable | None = None, amp: torch.dtype | None = None,
              previews: int = 0, schema: KeypointSchema = COCO17,
@@ -374,68 +477,9 @@ def evaluate(model: nn.Module, val: ValData, batch_size: int, device: torch.devi
     dtype on CUDA (None: float32). ``distance_offsets``: decode with each of these instead of
     the model's own and report the one best in ``select`` (pck | ap), as ``distance_offset``.
     Returns (metrics, up to ``previews`` images with predicted skeletons drawn)."""
-    from .decode import decode_batch_torch
-    from .draw import draw_pose
-    from .metrics import coco_keypoint_ap, pck, torso_size
-    from .runtime import pose_score
-
-    was_training = model.training
-    model.eval()
-    loader = make_loader(val.samples, batch_size, EpochSampler(len(val.samples), 0, shuffle=False),
-                         workers, train=False)
-    anns = {a["id"]: a for a in val.coco["annotations"]}
-    candidates = [float(v) for v in distance_offsets] or [float(model.distance_offset)]
-    preds, results = {c: [] for c in candidates}, {c: [] for c in candidates}
-    gts, drawn = [], []
-    loss_sum, loss_n = 0.0, 0
-    for batch in loader:
-        batch = to_device(batch, device)
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None and device.type == "cuda"):
-            outputs = model(batch["image"].contiguous(memory_format=memory_format))
-        outputs = tuple(o.float() for o in outputs)
-        if loss_fn is not None:
-            loss, _ = loss_fn(outputs, batch)
-            loss_sum += float(loss) * len(batch["image"])
-            loss_n += len(batch["image"])
-        box = batch["meta"]["box"].cpu().numpy()
-        ann_ids = batch["meta"]["ann_id"].cpu().numpy() * val.sources + batch["meta"]["source"].cpu().numpy()
-        gts += [np.asarray(anns[int(i)]["keypoints"], np.float64).reshape(-1, 3) for i in ann_ids]
-        for offset in candidates:
-            kpts = decode_batch_torch(*outputs, model.center_prior, offset, float(model.coord_scale)).cpu().numpy()
-            shown = kpts if offset == candidates[0] else shown
-            orig = kpts.copy()
-            orig[..., 0] = box[:, None, 0] + kpts[..., 0] * box[:, None, 2]
-            orig[..., 1] = box[:, None, 1] + kpts[..., 1] * box[:, None, 3]
-            preds[offset] += list(orig)
-            results[offset] += [{"image_id": anns[int(i)]["image_id"], "score": pose_score(p),
-                                 "keypoints": [round(float(v), 3) for v in p.reshape(-1)]}
-                                for i, p in zip(ann_ids, orig)]
-        size = batch["image"].shape[-1]
-        for j in range(min(previews - len(drawn), len(shown))):
-            img = batch["image"][j].permute(1, 2, 0).clamp(0, 255).byte().cpu().numpy()
-            px = shown[j].copy()
-            px[:, :2] *= size
-            drawn.append(draw_pose(np.ascontiguousarray(img), px, schema))
-    model.train(was_training)
-    if not gts:
-        return {}, drawn
-    gt = np.stack(gts)
-    scores = {}
-    for offset in candidates:
-        _, pck_all = pck(np.stack(preds[offset])[..., :2], gt, 0.2 * torso_size(gt, schema))
-        scores[offset] = {"pck": pck_all}
-        if select == "ap" or len(candidates) == 1:
-            scores[offset]["ap"] = coco_keypoint_ap(val.coco, results[offset], np.asarray(schema.sigmas))["AP"]
-    chosen = max(candidates, key=lambda c: scores[c][select])  # the first of equals
-    metrics = dict(scores[chosen])
-    if "ap" not in metrics:
-        metrics["ap"] = coco_keypoint_ap(val.coco, results[chosen], np.asarray(schema.sigmas))["AP"]
-    if distance_offsets:
-        metrics["distance_offset"] = chosen
-        metrics.update({f"{k}_at_offset_{offset:g}": v for offset in candidates for k, v in scores[offset].items()})
-    if loss_n:
-        metrics["loss"] = loss_sum / loss_n
-    return metrics, drawn
+    part, drawn = predict_validation(model, val, batch_size, device, workers, loss_fn, amp, previews, schema,
+                                     memory_format, distance_offsets)
+    return score_validation([part], val, schema, select, bool(distance_offsets)), drawn
 
 
 # Candidate offsets tried by `movenet calibrate` (and the recipes' calibrate_distance_offset):
@@ -774,12 +818,21 @@ class Trainer:
             dist.barrier()
 
     def _validate(self, epoch: int, model: nn.Module | None = None, tag: str = "val") -> dict:
+        """Every process predicts its share of the validation crops (rank::world); the main
+        process scores them all, and the metrics go to every process."""
+        env, cfg = self.env, self.cfg
+        offsets = cfg.calibrate_distance_offset
+        part, drawn = predict_validation(
+            model or self.eval_model(), self.val, cfg.val_batch_size, env.device, cfg.data.num_workers,
+            self.loss_fn, self.amp, cfg.log.images if self.writer is not None else 0, self.schema,
+            self.memory_format, offsets, range(env.rank, len(self.val.samples), env.world_size))
+        parts = [part]
+        if env.distributed:
+            parts = [None] * env.world_size if env.is_main else None
+            dist.gather_object(part, parts, dst=0)
         metrics: dict = {}
-        if self.env.is_main:
-            metrics, drawn = evaluate(model or self.eval_model(), self.val, self.cfg.val_batch_size, self.env.device,
-                                      self.cfg.data.num_workers, self.loss_fn, self.amp,
-                                      self.cfg.log.images if self.writer is not None else 0, self.schema,
-                                      self.memory_format, self.cfg.calibrate_distance_offset, self.cfg.best_metric)
+        if env.is_main:
+            metrics = score_validation(parts, self.val, self.schema, cfg.best_metric, bool(offsets))
             if self.writer is not None:
                 for k, v in metrics.items():
                     self.writer.add_scalar(f"{tag}/{k}", v, self.state.step)
