@@ -249,11 +249,16 @@ def cmd_calibrate(args) -> int:
 
     from .checkpoint import load_model, save_checkpoint
     from .config import load_config
+    from .fileio import make_folder
     from .train import CALIBRATION_OFFSETS, build_data, calibrate_model
 
     offsets = args.offsets or list(CALIBRATION_OFFSETS)
     if any(not d > 0 for d in offsets):
         raise MoveNetError(f"--offsets must be > 0, got {offsets}")
+    if Path(args.model).suffix.lower() in (".onnx", ".tflite"):
+        raise MoveNetError(f"{args.model}: calibrate takes lightning, thunder or a .pt checkpoint "
+                           "(calibrate the checkpoint, then export it)")
+    make_folder(Path(args.out).parent)  # a bad --out fails now, not after the validation pass
     cfg = load_config(args.config, args.overrides)
     if args.threads:
         torch.set_num_threads(args.threads)
