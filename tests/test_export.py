@@ -122,6 +122,18 @@ def test_export_cache_is_keyed_by_content(tmp_path, monkeypatch):
     assert second != first and second.exists()
 
 
+def test_a_calibrated_distance_offset_travels_with_the_weights(tmp_path):
+    from movenet.predict import create_predictor
+
+    model = create_model("mobilenetv2_050", input_size=96).eval()
+    model.distance_offset.fill_(7.5)
+    save_checkpoint(tmp_path / "model.pt", model)
+    assert create_predictor(str(tmp_path / "model.pt")).distance_offset == 7.5
+    onnx_path = export_onnx(model, tmp_path / "model.onnx")
+    assert read_metadata(onnx_path)["distance_offset"] == 7.5
+    assert OnnxPredictor(str(onnx_path)).distance_offset == 7.5
+
+
 def test_export_cache_bad_spec(tmp_path):
     with pytest.raises(MoveNetError, match="no such model file"):
         export_onnx_cached(str(tmp_path / "missing.pt"))
