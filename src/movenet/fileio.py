@@ -11,14 +11,19 @@ from typing import Iterator
 from .errors import MoveNetError
 
 
+def file_in_the_way(folder: str | os.PathLike) -> Path | None:
+    """The file, if any, at ``folder`` or at one of its parents: what stops it being made."""
+    folder = Path(folder)
+    return next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+
+
 def make_folder(path: str | os.PathLike) -> Path:
     """``path`` as a folder (created with its parents), or a one-line error naming it."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        file = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
-        raise MoveNetError(f"{path}: cannot create the folder ({file} is a file)") from None
+        raise MoveNetError(f"{path}: cannot create the folder ({file_in_the_way(path) or path} is a file)") from None
     except OSError as e:
         raise MoveNetError(f"{path}: cannot create the folder ({e.strerror}: {e.filename})") from None
     return path

@@ -43,7 +43,7 @@ from .checkpoint import read_checkpoint, save_checkpoint, weighted_state
 from .config import TrainConfig, save_config
 from .datasets import merge_coco
 from .errors import MoveNetError
-from .fileio import make_folder
+from .fileio import file_in_the_way, make_folder
 from .schema import COCO17, KeypointSchema
 
 LAST, BEST, FINAL, CURVES = "last.pt", "best.pt", "final.pt", "curves.png"
@@ -405,18 +405,20 @@ def predict_validation(model: nn.Module, val: ValData, batch_size: int, device: 
             out.loss_n += len(batch["image"])
         box = batch["meta"]["box"].cpu().numpy()
         ann_ids.append(batch["meta"]["ann_id"].cpu().numpy() * val.sources + batch["meta"]["source"].cpu().numpy())
-        for n, offset in enumerate(candidates):
+        for offset in candidates:
             kpts = decode_batch_torch(*outputs, model.center_prior, offset, float(model.coord_scale)).cpu().numpy()
             orig = kpts.copy()
             orig[..., 0] = box[:, None, 0] + kpts[..., 0] * box[:, None, 2]
             orig[..., 1] = box[:, None, 1] + kpts[..., 1] * box[:, None, 3]
             keypoints[offset].append(orig)
-            size = batch["image"].shape[-1]
-            for j in range(min(previews - len(drawn), len(kpts)) if n == 0 else 0):
-                img = batch["image"][j].permute(1, 2, 0).clamp(0, 255).byte().cpu().numpy()
-                px = kpts[j].copy()
-                px[:, :2] *= size
-                drawn.append(draw_pose(np.ascontiguousarray(img), px, schema))
+            if offset == candidates[0]:
+                shown = kpts
+        size = batch["image"].shape[-1]
+        for j in range(min(previews - len(drawn), len(shown))):
+            img = batch["image"][j].permute(1, 2, 0).clamp(0, 255).byte().cpu().numpy()
+            px = shown[j].copy()
+            px[:, :2] *= size
+            drawn.append(draw_pose(np.ascontiguousarray(img), px, schema))
     model.train(was_training)
     if ann_ids:
         out.ann_ids = np.concatenate(ann_ids)
@@ -944,7 +946,7 @@ def run(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, resume: str 
 def check_run_folder(out: Path, resume: str | os.PathLike | None, writes: bool = True) -> None:
     """A new run must not overwrite one; a resumed run needs its checkpoint; the process that
     writes (global rank 0) must be able to create the folder."""
-    file = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    file = file_in_the_way(out)
     if writes and file is not None:
         raise MoveNetError(f"{out}: cannot create the folder ({file} is a file)")
     if resume is None and (out / LAST).exists():
