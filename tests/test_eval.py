@@ -68,6 +68,8 @@ def _break(raw: dict, how: str) -> dict:
         ann["keypoints"][2] = 3
     elif how == "no file_name":
         del raw["images"][0]["file_name"]
+    elif how == "negative size":
+        raw["images"][0]["width"] = -5
     elif how == "no person":
         raw["categories"][0]["name"] = "human"
     elif how == "schema mismatch":
@@ -81,6 +83,7 @@ def _break(raw: dict, how: str) -> dict:
     ("unknown image", "unknown image_id -5"), ("duplicate id", "duplicate annotation id"),
     ("bad visibility", "visibility must be 0, 1 or 2"), ("no file_name", "needs 'id' and 'file_name'"),
     ("no person", "no 'person' category"), ("schema mismatch", "has 13 keypoints"),
+    ("negative size", "negative size -5x"),
 ])
 def test_loader_rejects_malformed_annotations(tmp_path, coco_mini, how, message):
     raw = _break(json.loads((coco_mini / "person_keypoints.json").read_text()), how)

@@ -551,6 +551,8 @@ def _parse_coco(coco, label: str, root: Path, schema: KeypointSchema, name: str)
             fail(f"image {image_id}: 'file_name' is not a non-empty string")
         width = _as_int(im.get("width", 0), f"image {image_id} width", fail)
         height = _as_int(im.get("height", 0), f"image {image_id} height", fail)
+        if width < 0 or height < 0:  # 0: not given
+            fail(f"image {image_id}: negative size {width}x{height}")
         images[image_id] = ImageEntry(image_id, root / im["file_name"], width, height)
         image_dicts.append(im)
 
