@@ -264,7 +264,7 @@ def cmd_calibrate(args) -> int:
         torch.set_num_threads(args.threads)
     model, schema = load_model(args.model)
     cfg.data.input_size = model.config.input_size  # crops for this model, whatever the config's model
-    _, val = build_data(cfg, schema)
+    _, val = build_data(cfg, schema, training=False)
     if val is None:
         raise MoveNetError(f"{args.config}: no validation images (set data.val_fraction or data.val_sources)")
     before = float(model.distance_offset)

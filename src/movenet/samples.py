@@ -360,21 +360,26 @@ def build_datasets(data_cfg: DataConfig, aug_cfg: AugmentConfig | None = None,
                    schema: KeypointSchema = COCO17, verbose: bool = True
                    ) -> tuple[PoseSampleDataset, PoseSampleDataset | None]:
     """(train, val) sample sets from the config's sources (val None when there is none)."""
-    train_parts, val_parts = split_sources(data_cfg, schema)
-    weights = [s["weight"] for s in data_cfg.sources]
-    train = PoseSampleDataset(train_parts, data_cfg, aug_cfg, True, schema, weights, verbose)
-    val = PoseSampleDataset(val_parts, data_cfg, aug_cfg, False, schema, None, verbose) if val_parts else None
-    check_not_empty(data_cfg, train, val)
-    return train, val
+    return datasets_from_parts(*split_sources(data_cfg, schema), data_cfg, aug_cfg, schema, verbose)
 
 
-def check_not_empty(data_cfg: DataConfig, train: PoseSampleDataset, val: PoseSampleDataset | None) -> None:
-    """Training and validation each need a target person (after the filters)."""
+def datasets_from_parts(train_parts: list | None, val_parts: list, data_cfg: DataConfig,
+                        aug_cfg: AugmentConfig | None = None, schema: KeypointSchema = COCO17,
+                        verbose: bool = True) -> tuple[PoseSampleDataset | None, PoseSampleDataset | None]:
+    """(train, val) sample sets of ``split_sources``' parts; train None when ``train_parts`` is
+    (validation only), val None without validation parts. Each needs a target person."""
+    train = val = None
+    if train_parts is not None:
+        weights = [s["weight"] for s in data_cfg.sources]
+        train = PoseSampleDataset(train_parts, data_cfg, aug_cfg, True, schema, weights, verbose)
+    if val_parts:
+        val = PoseSampleDataset(val_parts, data_cfg, aug_cfg, False, schema, None, verbose)
     for part, use, sources in ((train, "training", data_cfg.sources),
                                (val, "validation", data_cfg.val_sources or data_cfg.sources)):
         if part is not None and len(part) == 0:
             paths = ", ".join(str(source["path"]) for source in sources)
             raise MoveNetError(f"{paths}: no target person for {use} ({part.describe()})")
+    return train, val
 
 
 def sample_weights(dataset: PoseSampleDataset, aug_cfg: AugmentConfig | None = None) -> torch.Tensor:

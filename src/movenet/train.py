@@ -347,19 +347,15 @@ class ValData:
     sources: int = 1
 
 
-def build_data(cfg: TrainConfig, schema: KeypointSchema = COCO17, verbose: bool = True):
-    """(train samples, ValData or None) from ``cfg.data`` (the split of ``samples``)."""
+def build_data(cfg: TrainConfig, schema: KeypointSchema = COCO17, verbose: bool = True, training: bool = True):
+    """(train samples, ValData or None) from ``cfg.data`` (the split of ``samples``); train None
+    without ``training`` (only the validation images are indexed)."""
     from . import samples
 
-    data = cfg.data
-    train_parts, val_parts = samples.split_sources(data, schema)
-    weights = [s["weight"] for s in data.sources]
-    train = samples.PoseSampleDataset(train_parts, data, cfg.augment, True, schema, weights, verbose)
-    val_samples = samples.PoseSampleDataset(val_parts, data, cfg.augment, False, schema, None, verbose) if val_parts else None
-    samples.check_not_empty(data, train, val_samples)
-    if val_samples is None:
-        return train, None
-    return train, ValData(val_samples, merge_coco([p.coco for p in val_parts]), len(val_parts))
+    train_parts, val_parts = samples.split_sources(cfg.data, schema)
+    train, val = samples.datasets_from_parts(train_parts if training else None, val_parts, cfg.data, cfg.augment,
+                                             schema, verbose)
+    return train, (ValData(val, merge_coco([p.coco for p in val_parts]), len(val_parts)) if val is not None else None)
 
 
 # ---------------------------------------------------------------- validation
