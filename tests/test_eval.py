@@ -256,6 +256,33 @@ def test_eval_two_models_writes_full_report(tmp_path, lsp_dir, reference_dir, ca
     assert not (out / "worst_lightning.png").exists()
 
 
+def test_eval_refine_scores_what_predict_outputs(tmp_path, lsp_dir, reference_dir, lightning, capsys):
+    from movenet.evaluate import evaluate
+    from movenet.image import read_image
+    from movenet.predict import TorchPredictor
+    from movenet.tracking import predict_person
+
+    dataset = load_keypoint_dataset(lsp_dir)
+    dataset = dataset.subset([e.id for e in dataset.images[:4]])
+    predictor = TorchPredictor(lightning)
+    for refine in (False, True):
+        run = evaluate(dataset, ["lightning"], threads=1, progress=False, refine=refine)
+        expected = [predict_person(predictor, read_image(e.path), refine=refine) for e in dataset.images]
+        np.testing.assert_allclose(run.models[0].predictions, np.stack(expected), atol=1e-3)
+        assert run.settings["refine"] is refine
+    # the second look also works for a model that outputs keypoints only (Google's graph)
+    out = tmp_path / "report"
+    ref = str(reference_dir / "movenet_lightning.onnx")
+    assert main(["eval", str(lsp_dir), "--model", "lightning", "--model", ref, "--limit", "4", "--refine",
+                 "--out", str(out), "--threads", "1"]) == 0
+    assert "whole protocol with a second look" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["refine"] is True
+    a, b = report["models"]["lightning"], report["models"]["movenet_lightning"]
+    assert abs(a["pck_torso"]["overall"] - b["pck_torso"]["overall"]) <= 0.01
+    assert "(whole protocol, second look)" in (out / "report.md").read_text()
+
+
 def _small_coco(tmp_path, lsp_dir, n: int = 3) -> Path:
     images = tmp_path / "images"
     images.mkdir()

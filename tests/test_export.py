@@ -150,8 +150,11 @@ def test_cli_export_and_predict(lightning, tmp_path, capsys):
     from movenet.image import read_image
     from movenet.predict import TorchPredictor
 
-    torch_kpts = TorchPredictor(lightning)(read_image(BUILTIN_IMAGE))
-    np.testing.assert_allclose(onnx_kpts[:, :2], torch_kpts[:, :2], atol=0.01)  # JSON rounds to 0.01 px
+    from movenet.tracking import predict_person
+
+    torch_kpts = predict_person(TorchPredictor(lightning), read_image(BUILTIN_IMAGE))  # predict's two looks
+    # JSON rounds to 0.01 px; onnxruntime's 1e-3 px from torch moves the second look's crop a little
+    np.testing.assert_allclose(onnx_kpts[:, :2], torch_kpts[:, :2], atol=0.03)
 
 
 def test_cli_export_int8_needs_calibration(capsys):

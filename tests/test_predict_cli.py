@@ -53,6 +53,23 @@ def test_json_schema_and_drawings(tmp_path, images, capsys):
         assert cv2.imread(str(tmp_path / "draw" / f"{name}.jpg")) is not None
 
 
+def test_predict_looks_again_at_the_person_unless_no_refine(tmp_path, images, lightning):
+    from movenet.image import read_image
+    from movenet.predict import TorchPredictor
+    from movenet.tracking import predict_person
+
+    predictor = TorchPredictor(lightning)
+    img = read_image(images["wide"])
+    for flags, refine in (([], True), (["--no-refine"], False)):
+        out = tmp_path / f"{refine}.json"
+        assert main(["predict", str(images["wide"]), "--json", str(out), "--threads", "1", *flags]) == 0
+        kp = np.array(json.loads(out.read_text())[0]["people"][0]["keypoints"])
+        np.testing.assert_allclose(kp, predict_person(predictor, img, refine=refine), atol=0.01)
+    one, two = (np.array(json.loads((tmp_path / f"{r}.json").read_text())[0]["people"][0]["keypoints"])
+                for r in (False, True))
+    assert np.abs(one[:, :2] - two[:, :2]).max() > 0.5  # the second look moved the keypoints
+
+
 def test_bad_inputs_are_reported_and_others_processed(tmp_path, images, capsys):
     out = tmp_path / "out.json"
     srcs = [str(images["corrupt"]), str(images["good"]), str(images["empty"]), str(tmp_path / "missing.jpg")]

@@ -153,11 +153,15 @@ def make_samples(dataset: KeypointDataset, protocol: str) -> tuple[list[Sample],
 
 # ---------------------------------------------------------------- the pass over the data
 def run_models(dataset: KeypointDataset, samples: list[Sample], predictors: dict[str, Predictor],
-               progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Predict every sample with every model, reading each image once.
+               progress: bool = True, refine: bool = False
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Predict every sample with every model, reading each image once; with ``refine`` each
+    with ``tracking.predict_person``'s second look (what ``movenet predict`` outputs).
     Returns (predictions [M,N,K,3], crop sides [N], seconds per model [M], kept mask [N],
     skipped lines)."""
     from tqdm import tqdm
+
+    from .tracking import predict_person
 
     k = dataset.schema.num_keypoints
     preds = np.full((len(predictors), len(samples), k, 3), np.nan)
@@ -181,13 +185,13 @@ def run_models(dataset: KeypointDataset, samples: list[Sample], predictors: dict
             sides[n] = box[2] if box is not None else max(img.shape[:2])
             for m, predictor in enumerate(predictors.values()):
                 start = time.perf_counter()
-                preds[m, n] = predictor(img, box)
+                preds[m, n] = predict_person(predictor, img, box, refine)
                 seconds[m] += time.perf_counter() - start
     return preds, sides, seconds, kept, skipped
 
 
 def evaluate(dataset: KeypointDataset, specs: list[str], protocol: str = "whole", threads: int | None = None,
-             px: float = 5.0, px_size: int | None = None, progress: bool = True) -> EvalRun:
+             px: float = 5.0, px_size: int | None = None, progress: bool = True, refine: bool = False) -> EvalRun:
     """Load the models, check them against the data's schema, run the pass and the metrics."""
     samples, excluded = make_samples(dataset, protocol)
     if not samples:
@@ -198,10 +202,10 @@ def evaluate(dataset: KeypointDataset, specs: list[str], protocol: str = "whole"
         check_keypoint_count(predictor, label, dataset)
     # One resolution for the fixed-pixel PCK keeps the column comparable across models.
     px_size = px_size or min(p.input_size for p in predictors.values())
-    preds, sides, seconds, kept, skipped = run_models(dataset, samples, predictors, progress)
+    preds, sides, seconds, kept, skipped = run_models(dataset, samples, predictors, progress, refine)
     samples = [s for s, keep in zip(samples, kept) if keep]
     run = EvalRun(dataset, protocol, samples, excluded, skipped, sides[kept], [],
-                  {"protocol": protocol, "px": px, "px_size": px_size, "threads": threads,
+                  {"protocol": protocol, "refine": refine, "px": px, "px_size": px_size, "threads": threads,
                    "topdown_box_scale": TOPDOWN_BOX_SCALE, "torso_alpha": TORSO_ALPHA,
                    "head_alpha": HEAD_ALPHA})
     for m, (label, spec) in enumerate(zip(labels, specs)):
@@ -283,7 +287,9 @@ def _fmt(v, digits: int = 3) -> str:
 def report_markdown(report: dict, plots: dict[str, str]) -> str:
     models = report["models"]
     px = report["settings"]["px"]
-    lines = [f"# Evaluation on {report['dataset']} ({report['protocol']} protocol)", "",
+    refine = report["settings"].get("refine")
+    lines = [f"# Evaluation on {report['dataset']} ({report['protocol']} protocol"
+             f"{', second look' if refine else ''})", "",
              f"Data: `{report['data']}`: {report['people']} people in {report['images']} images"
              f" ({report['excluded_images']} images left out by the protocol,"
              f" {len(report['skipped'])} unreadable).", ""]
@@ -318,7 +324,11 @@ def report_markdown(report: dict, plots: dict[str, str]) -> str:
               "n/a where the data has no head annotation (COCO).",
               "- AP/AR: pycocotools keypoint evaluation (OKS), person score = mean of keypoint scores > 0.2. "
               "Where the data has no real segment areas (LSP), the area is that of the keypoints' box.",
-              "- ms/person: time inside the predictor (preprocessing, inference, decoding) per person.", ""]
+              "- ms/person: time inside the predictor (preprocessing, inference, decoding) per person.",
+              "- Second look: " + ("each person predicted again in a square crop 1.25 x the box of its first "
+                                   "pose's keypoints (two passes, as `movenet predict`)." if refine else
+                                   "none (one pass; `movenet eval --refine` scores the two passes of "
+                                   "`movenet predict`)."), ""]
     return "\n".join(lines)
 
 
@@ -527,11 +537,12 @@ def cmd_eval(args) -> int:
         dataset = dataset.subset([e.id for e in dataset.images[:args.limit]])
     specs = args.models or ["lightning"]
     start = time.perf_counter()
-    run = evaluate(dataset, specs, args.protocol, args.threads, args.px, args.px_size)
+    run = evaluate(dataset, specs, args.protocol, args.threads, args.px, args.px_size, refine=args.refine)
     for line in run.skipped:
         print(f"movenet: skipped {line}", file=sys.stderr)
     write_report(run, args.data, out)
-    print(f"{dataset.name}: {len(run.samples)} people, {args.protocol} protocol, "
+    print(f"{dataset.name}: {len(run.samples)} people, {args.protocol} protocol"
+          f"{' with a second look' if args.refine else ''}, "
           f"{time.perf_counter() - start:.1f} s")
     for r in run.models:
         m = r.metrics

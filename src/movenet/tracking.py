@@ -42,6 +42,11 @@ CANDIDATE_OVERLAP = 0.5  # a candidate whose regressed box overlaps a stronger o
 # side are dropped: a crop of a few pixels, enlarged to the model's input, yields a confident
 # pose made of noise, and weak centres decode into poses collapsed on one spot.
 REFINE_MIN_EXTENT = 0.05
+# ours, the second look of predict_person (benchmarks/second_look.py, docs/eval.md): crop side /
+# longer side of the first pose's box, all keypoints; 1.25 is the side of the training and
+# top-down evaluation crops around a person's box. On LSP photos 1.2-1.3 were within noise
+# of each other, 1.5 and above lost points.
+SECOND_LOOK_EXPANSION = 1.25
 MIN_CROP_HALF_SIDE = 2.0  # pixels; ours: keeps a degenerate pose (all points on one spot) croppable
 # ours (CropTracker; benchmarks/video_jitter.py, docs/video.md): every move of the crop moves the
 # model's sampling grid, and the model answers with jitter of its own. A crop whose side is above
@@ -478,6 +483,26 @@ def _check_heads(predictor: Predictor) -> None:
     if getattr(predictor, "prior", None) is None:
         raise MoveNetError(f"{getattr(predictor, 'path', type(predictor).__name__)}: several people need "
                            "a model with MoveNet's four heads (this one outputs keypoints only)")
+
+
+def predict_person(predictor: Predictor, img: np.ndarray, box: Box | None = None,
+                   refine: bool = True) -> np.ndarray:
+    """The central person of ``img`` (or of the crop ``box``) -> keypoints [K,3] in pixels.
+
+    One pass is ``predictor(img, box)``: the whole image padded to a square, where a person
+    who fills a quarter of the frame covers a few grid cells. With ``refine`` (ours) the
+    person is looked at again in the square crop ``SECOND_LOOK_EXPANSION`` times the box of
+    the first pose's keypoints, single-person decoding there (what TF.js does from the second
+    frame of a video on); a first pose collapsed on a spot (under ``REFINE_MIN_EXTENT`` of the
+    image) is kept as it is. Two forward passes instead of one."""
+    first = predictor(img, box)
+    if not refine:
+        return first
+    crop = refine_crop(first, SECOND_LOOK_EXPANSION)
+    side = max(img.shape[:2]) if box is None else box[2]
+    if crop[2] < SECOND_LOOK_EXPANSION * REFINE_MIN_EXTENT * side:
+        return first
+    return predictor(img, crop)
 
 
 def predict_centred(predictor: Predictor, img: np.ndarray, box: Box) -> tuple[np.ndarray, float]:
