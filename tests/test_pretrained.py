@@ -124,6 +124,8 @@ def test_init_from_checkpoint_loads_matching_weights(tmp_path):
     for name, p in source.named_parameters():
         assert torch.equal(p, dict(target.named_parameters())[name]), name
     assert target.center_prior.shape == (24, 24)  # decoding constants of its own size
+    assert float(target.coord_scale) == pytest.approx(1 / 24)
+    torch.testing.assert_close(target.center_prior, create_model("mobilenetv3_small", input_size=96).center_prior)
 
 
 def test_init_from_checkpoint_of_another_architecture_is_one_line_error(tmp_path):
@@ -142,6 +144,18 @@ def test_init_from_google_weights(lightning):
     assert "lightning" in pretrained.init_model(model, "lightning", verbose=False)
     for name, p in lightning.named_parameters():
         assert torch.equal(p, dict(model.named_parameters())[name])
+    assert float(model.coord_scale) == pytest.approx(1 / 64) and model.center_prior.shape == (64, 64)
+    assert float(model.distance_offset) == pytest.approx(float(lightning.distance_offset))
+    # the same weights at 256 find the astronaut's pose where they find it at 192
+    from movenet.cli import BUILTIN_IMAGE
+    from movenet.image import read_image
+    from movenet.predict import TorchPredictor
+
+    img = read_image(BUILTIN_IMAGE)
+    at_192, at_256 = TorchPredictor(lightning)(img), TorchPredictor(model.eval())(img)
+    sure = (at_192[:, 2] > 0.3) & (at_256[:, 2] > 0.3)
+    assert sure.sum() >= 8
+    assert np.median(np.linalg.norm(at_256[sure, :2] - at_192[sure, :2], axis=1)) < 0.02 * max(img.shape[:2])
     with pytest.raises(MoveNetError, match="do not fit"):
         pretrained.init_model(create_model("thunder"), "lightning", verbose=False)
 

@@ -166,8 +166,9 @@ def _init_imagenet(model, verbose: bool) -> str:
 
 def load_matching(model, ckpt: dict, label: str) -> None:
     """Load a checkpoint's tensors into ``model``: every parameter must exist with the same
-    shape (else a one-line MoveNetError); buffers of another shape (the centre prior of another
-    input size) keep the model's values. The input normalisation travels with the weights."""
+    shape (else a one-line MoveNetError). From a model of another input size the grid's
+    decoding constants (centre prior, cells -> 0..1 scale) keep the model's values; the
+    distance offset and the input normalisation travel with the weights."""
     state = ckpt.get("state_dict", {})
     own = model.state_dict()
     params = {name for name, _ in model.named_parameters()}
@@ -181,6 +182,8 @@ def load_matching(model, ckpt: dict, label: str) -> None:
             raise MoveNetError(f"{label}: weights of {arch} do not fit {ours} ({name}: "
                                f"{list(state[name].shape)} vs {list(own[name].shape)})")
     loadable = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    if "center_prior" in state and tuple(state["center_prior"].shape) != tuple(own["center_prior"].shape):
+        loadable.pop("coord_scale", None)  # 1 / the other grid: a scalar, so its shape matches
     model.load_state_dict({**own, **loadable})
     if all(k in theirs for k in ("norm_mean", "norm_scale", "norm_shift")):
         set_input_normalisation(model, theirs["norm_mean"], theirs["norm_scale"], theirs["norm_shift"])
