@@ -490,7 +490,7 @@ def predict_person(predictor: Predictor, img: np.ndarray, box: Box | None = None
     """The central person of ``img`` (or of the crop ``box``) -> keypoints [K,3] in pixels.
 
     One pass is ``predictor(img, box)``: the whole image padded to a square, where a person
-    who fills a quarter of the frame covers a few grid cells. With ``refine`` (ours) the
+    who fills part of the frame covers as small a part of the output grid. With ``refine`` (ours) the
     person is looked at again in the square crop ``SECOND_LOOK_EXPANSION`` times the box of
     the first pose's keypoints, single-person decoding there (what TF.js does from the second
     frame of a video on); a first pose collapsed on a spot (under ``REFINE_MIN_EXTENT`` of the
