@@ -285,6 +285,8 @@ def _fmt(v, digits: int = 3) -> str:
 
 
 def report_markdown(report: dict, plots: dict[str, str]) -> str:
+    from .tracking import SECOND_LOOK_EXPANSION
+
     models = report["models"]
     px = report["settings"]["px"]
     refine = report["settings"].get("refine")
@@ -325,8 +327,9 @@ def report_markdown(report: dict, plots: dict[str, str]) -> str:
               "- AP/AR: pycocotools keypoint evaluation (OKS), person score = mean of keypoint scores > 0.2. "
               "Where the data has no real segment areas (LSP), the area is that of the keypoints' box.",
               "- ms/person: time inside the predictor (preprocessing, inference, decoding) per person.",
-              "- Second look: " + ("each person predicted again in a square crop 1.25 x the box of its first "
-                                   "pose's keypoints (two passes, as `movenet predict`)." if refine else
+              "- Second look: " + (f"each person predicted again in a square crop {SECOND_LOOK_EXPANSION:g} x "
+                                   "the box of its first pose's keypoints (two passes, as `movenet predict`)."
+                                   if refine else
                                    "none (one pass; `movenet eval --refine` scores the two passes of "
                                    "`movenet predict`)."), ""]
     return "\n".join(lines)
