@@ -2,9 +2,9 @@
 config (whole-image protocol), and the forward pass's time at each size.
 
 A MoveNet is fully convolutional: a model trained at 192 runs at 224 or 256 with a finer grid
-(the centre prior and the grid scale follow the size; ``pretrained.init_model`` loads the
-weights into the model of the other size, as ``model.overrides.input_size`` in a training
-config does). This measures what the resolution alone gives before training at it:
+(the centre prior and the grid scale follow the size: ``checkpoint.resize_model``, what the
+``NAME@SIZE`` model names of the command line do, and ``model.overrides.input_size`` in a
+training config). This measures what the resolution alone gives before training at it:
 
     python benchmarks/input_size.py [--config configs/lsp_finetune.yaml] \\
         [--model lightning --model runs/lsp_finetune/final.pt] [--sizes 192 224 256]
@@ -12,29 +12,23 @@ config does). This measures what the resolution alone gives before training at i
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from movenet.checkpoint import load_model
+from movenet.checkpoint import load_model, resize_model
 from movenet.evaluate import config_split, make_samples, model_labels, run_models
 from movenet.metrics import coco_keypoint_ap, pck, torso_size
-from movenet.model import create_model
 from movenet.predict import TorchPredictor
-from movenet.pretrained import init_model
 from movenet.runtime import pose_score
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def at_size(spec: str, size: int) -> torch.nn.Module:
-    base, _ = load_model(spec, verbose=False)
-    model = create_model(dataclasses.replace(base.config, input_size=size))
-    init_model(model, spec, verbose=False)
-    return model.eval()
+    return resize_model(load_model(spec, verbose=False)[0], size)
 
 
 def forward_ms(model: torch.nn.Module, size: int, runs: int = 30) -> float:

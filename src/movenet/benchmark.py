@@ -3,7 +3,8 @@ and end to end (read the image file -> preprocess -> run -> decode), measured in
 (every iteration runs every model, in a rotating order) so that all see the same machine load.
 
 Model entries: ``torch`` (PyTorch eager), ``onnx`` (our ONNX export of the same model, run in
-onnxruntime), an exported ``.onnx`` file (fp32 or int8; it has movenet metadata), or an
+onnxruntime), ``torch:MODEL``/``onnx:MODEL`` for another model than the base one (``MODEL@SIZE``
+at another input size, e.g. ``onnx:lightning@224``), an exported ``.onnx`` file (fp32 or int8; it has movenet metadata), or an
 external MoveNet-format ``.onnx``/``.tflite`` (Google's graphs, which decode inside the graph).
 """
 from __future__ import annotations
@@ -39,19 +40,23 @@ def open_model(entry: str, base: str = "lightning", threads: int | None = None) 
     Several models take turns on the same cores here, so onnxruntime's threads must not
     busy-wait between runs (they would steal the cores from the next model): every onnxruntime
     session is opened without spinning, and PyTorch's OpenMP threads are made passive."""
-    if entry == "torch":
-        if "torch" not in sys.modules:
-            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        from .predict import create_predictor
-        return f"torch:{base}", create_predictor(base, backend="torch", threads=threads)
+    backend, _, spec = entry.partition(":")
+    if backend in ("torch", "onnx") and not Path(entry).is_file():
+        model = spec or base
+        if backend == "torch":
+            if "torch" not in sys.modules:
+                os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+            from .predict import create_predictor
+            return f"torch:{model}", create_predictor(model, backend="torch", threads=threads)
+        from .export import export_onnx_cached
+        from .runtime import OnnxPredictor
+        return f"onnx:{model}", OnnxPredictor(str(export_onnx_cached(model)), threads=threads, spinning=False)
     from .runtime import OnnxPredictor, ReferencePredictor
 
-    if entry == "onnx":
-        from .export import export_onnx_cached
-        return f"onnx:{base}", OnnxPredictor(str(export_onnx_cached(base)), threads=threads, spinning=False)
     path = Path(entry)
     if not path.is_file():
-        raise MoveNetError(f"{entry}: no such model file (entries: torch, onnx, or a .onnx/.tflite file)")
+        raise MoveNetError(f"{entry}: no such model file (entries: torch, onnx, torch:MODEL, onnx:MODEL, "
+                           "or a .onnx/.tflite file)")
     if path.suffix.lower() != ".onnx":
         return path.name, ReferencePredictor(str(path), threads=threads)
     if _has_movenet_metadata(path):

@@ -2,7 +2,9 @@
 (its config, keypoint schema, and for training runs the run config and optimiser state)."""
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -112,14 +114,48 @@ def average_checkpoints(specs: list[str | os.PathLike], weights: list[float] | N
             "averaged_from": [{"checkpoint": str(s), "weight": w} for s, w in zip(specs, weights)]}
 
 
+def split_input_size(spec: str | os.PathLike) -> tuple[str, int | None]:
+    """``NAME@SIZE`` -> (``NAME``, SIZE): a model run at another input size (``lightning@224``,
+    ``runs/x/final.pt@256``); a spec without the suffix, or an existing file of that name, ->
+    (spec, None). Exported ``.onnx``/``.tflite`` files have their size fixed."""
+    spec = str(spec)
+    match = re.fullmatch(r"(.+)@(\d+)", spec)
+    if match is None or Path(spec).exists():
+        return spec, None
+    base, size = match.group(1), int(match.group(2))
+    if size <= 0 or size % 32:
+        raise MoveNetError(f"{spec}: the input size after '@' must be a positive multiple of 32, got {size}")
+    if Path(base).suffix.lower() in (".onnx", ".tflite"):
+        raise MoveNetError(f"{spec}: an exported model's input size is fixed; export the checkpoint at "
+                           f"that size instead (movenet export CHECKPOINT@{size})")
+    return base, int(size)
+
+
+def resize_model(model: MoveNet, input_size: int) -> MoveNet:
+    """The same weights in a model of another input size (the grid's decoding constants, the
+    centre prior and the cells -> 0..1 scale, follow the new size)."""
+    from .pretrained import load_matching
+
+    if input_size == model.config.input_size:
+        return model
+    resized = MoveNet(dataclasses.replace(model.config, input_size=input_size))
+    load_matching(resized, {"state_dict": model.state_dict(), "model_config": model.config.to_dict()},
+                  f"input size {input_size}")
+    return resized.eval()
+
+
 def load_model(spec: str | os.PathLike, verbose: bool = True) -> tuple[MoveNet, KeypointSchema]:
     """``lightning``/``thunder`` (Google's weights), a ``.pt`` checkpoint or a TF.js
-    ``model.json``. Returns the model in eval mode and its keypoint schema."""
+    ``model.json``, each optionally with ``@SIZE`` (run at that input size, see
+    ``split_input_size``). Returns the model in eval mode and its keypoint schema."""
     from . import weights
 
-    if str(spec).endswith(".json"):
-        return weights.convert_tfjs(str(spec)), COCO17
-    path = checkpoint_file(spec, verbose)
-    if not path.exists():
-        raise MoveNetError(f"{spec}: no such model file, and not one of {sorted(weights.OFFICIAL)}")
-    return model_from_checkpoint(read_checkpoint(path), path)
+    base, size = split_input_size(spec)
+    if base.endswith(".json"):
+        model, schema = weights.convert_tfjs(base), COCO17
+    else:
+        path = checkpoint_file(base, verbose)
+        if not path.exists():
+            raise MoveNetError(f"{base}: no such model file, and not one of {sorted(weights.OFFICIAL)}")
+        model, schema = model_from_checkpoint(read_checkpoint(path), path)
+    return (model if size is None else resize_model(model, size)), schema

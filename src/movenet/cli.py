@@ -27,7 +27,8 @@ def add_predict(sub) -> None:
     p.add_argument("sources", nargs="*", help="image files, directories or globs "
                    "(default: a built-in photo)")
     p.add_argument("--model", default="lightning",
-                   help="lightning, thunder, a checkpoint .pt, a TF.js model.json or an exported .onnx")
+                   help="lightning, thunder, a checkpoint .pt, a TF.js model.json or an exported .onnx"
+                   "; NAME@SIZE runs NAME at another input size, e.g. lightning@224")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     p.add_argument("--json", dest="json_out", help="write predictions to this JSON file")
     p.add_argument("--save-dir", help="write images with the skeleton drawn into this folder")
@@ -148,7 +149,8 @@ def add_eval(sub) -> None:
                    "training images")
     p.add_argument("--model", action="append", dest="models", metavar="MODEL",
                    help="lightning, thunder, a checkpoint .pt, an exported .onnx, or a MoveNet-format "
-                   ".onnx/.tflite; repeat to compare (default: lightning)")
+                   ".onnx/.tflite; NAME@SIZE runs NAME at another input size, e.g. lightning@224; repeat to "
+                   "compare (default: lightning)")
     p.add_argument("--protocol", choices=["whole", "topdown"], default="whole",
                    help="whole image (one-person images) or one crop per ground-truth box")
     p.add_argument("--out", default="eval-report", help="report folder (default: eval-report)")
@@ -241,7 +243,8 @@ def add_calibrate(sub) -> None:
                        "use. Training does the same with calibrate_distance_offset.")
     p.add_argument("config", help="training config whose validation split is used")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    p.add_argument("--model", required=True, help="lightning, thunder or a checkpoint .pt")
+    p.add_argument("--model", required=True, help="lightning, thunder or a checkpoint .pt (NAME@SIZE: at "
+                   "another input size)")
     p.add_argument("--offsets", nargs="+", type=float, metavar="D",
                    help="candidate offsets (default: 1.8 5 10 20 50)")
     p.add_argument("--metric", choices=["pck", "ap"], default="pck", help="what picks the offset (default pck)")
@@ -293,7 +296,8 @@ def cmd_calibrate(args) -> int:
 # ---------------------------------------------------------------- export
 def add_export(sub) -> None:
     p = sub.add_parser("export", help="export a model to ONNX (fp32 or int8) for the torch-free runtime")
-    p.add_argument("model", help="lightning, thunder, a checkpoint .pt or a TF.js model.json")
+    p.add_argument("model", help="lightning, thunder, a checkpoint .pt or a TF.js model.json; NAME@SIZE "
+                   "exports NAME at another input size, e.g. lightning@224")
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--output", "-o", help="file to write (default: <model>.onnx, <model>_int8.onnx)")
     p.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: batch 1)")
@@ -319,12 +323,14 @@ def cmd_export(args) -> int:
     import dataclasses
     import tempfile
 
-    from .checkpoint import load_model
+    from .checkpoint import load_model, split_input_size
     from .export import export_onnx
 
     if args.int8 and not args.calib:
         raise MoveNetError("--int8 needs calibration images: --calib FOLDER")
-    out = Path(args.output or f"{Path(args.model).stem}{'_int8' if args.int8 else ''}.onnx")
+    base, size = split_input_size(args.model)
+    stem = Path(base).stem + ("" if size is None else f"_{size}")
+    out = Path(args.output or f"{stem}{'_int8' if args.int8 else ''}.onnx")
     model, schema = load_model(args.model)
     export = dict(dynamic_batch=args.dynamic_batch, opset=args.opset, verify_images=args.verify,
                   schema=schema, source=str(args.model))
@@ -350,9 +356,11 @@ def cmd_export(args) -> int:
 def add_benchmark(sub) -> None:
     p = sub.add_parser("benchmark", help="latency of models side by side (model only and end to end)")
     p.add_argument("--models", nargs="+", default=["torch", "onnx"], metavar="MODEL",
-                   help="torch (PyTorch eager), onnx (our ONNX export), an exported .onnx (fp32/int8) "
+                   help="torch (PyTorch eager), onnx (our ONNX export), torch:MODEL / onnx:MODEL (another "
+                   "model than --model, e.g. onnx:lightning@224), an exported .onnx (fp32/int8) "
                    "or a MoveNet-format .onnx/.tflite; ratios are to the first (default: torch onnx)")
-    p.add_argument("--model", default="lightning", help="the model behind torch and onnx (default lightning)")
+    p.add_argument("--model", default="lightning", help="the model behind torch and onnx (default lightning; NAME@SIZE: at "
+                   "another input size)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads of every backend (default 2)")
     p.add_argument("--runs", type=int, default=100, help="measured rounds (default 100)")
     p.add_argument("--warmup", type=int, default=10, help="uncounted rounds first (default 10)")
@@ -435,7 +443,8 @@ def add_video(sub) -> None:
                    "movenet-output/<name>.mp4 when --json is not given)")
     p.add_argument("--json", dest="json_out", help="write one JSON line per frame to this file")
     p.add_argument("--model", default="lightning",
-                   help="lightning, thunder, a checkpoint .pt, a TF.js model.json or an exported .onnx")
+                   help="lightning, thunder, a checkpoint .pt, a TF.js model.json or an exported .onnx"
+                   "; NAME@SIZE runs NAME at another input size, e.g. lightning@224")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     p.add_argument("--multi", action="store_true", help="several people, with track ids")
     p.add_argument("--no-smooth", dest="smooth", action="store_false", help="no One Euro smoothing")

@@ -104,10 +104,14 @@ def _has_movenet_metadata(path: str) -> bool:
 
 
 def model_labels(specs: list[str]) -> list[str]:
-    """Short unique names: the built-in name or the file stem (``#2``... for repeats)."""
+    """Short unique names: the built-in name or the file stem, with its ``@SIZE`` (``#2``... for
+    repeats)."""
+    from .checkpoint import split_input_size
+
     labels: list[str] = []
     for spec in specs:
-        base = Path(spec).stem if Path(spec).suffix else str(spec)
+        name, size = split_input_size(spec)
+        base = (Path(name).stem if Path(name).suffix else name) + ("" if size is None else f"@{size}")
         label, n = base, 2
         while label in labels:
             label, n = f"{base}#{n}", n + 1

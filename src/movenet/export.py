@@ -282,16 +282,19 @@ def parity_error(reference: np.ndarray, other: np.ndarray) -> float:
 
 # ---------------------------------------------------------------- cache
 def export_onnx_cached(spec: str | os.PathLike, opset: int = 17, verbose: bool = True) -> Path:
-    """The exported ``.onnx`` of ``lightning``/``thunder``, a checkpoint or a TF.js model.json,
-    exported once into ``cache_dir()/onnx`` (keyed by the content hash of the weights)."""
-    from .checkpoint import load_model
+    """The exported ``.onnx`` of ``lightning``/``thunder``, a checkpoint or a TF.js model.json
+    (``@SIZE`` for another input size), exported once into ``cache_dir()/onnx`` (keyed by the
+    content hash of the weights and the size)."""
+    from .checkpoint import load_model, split_input_size
     from .weights import cache_dir
 
-    files = _weight_files(spec, verbose)
+    base, size = split_input_size(spec)
+    files = _weight_files(base, verbose)
     h = hashlib.sha256()
     for f in files:
         h.update(_file_digest(f).encode())
-    out = cache_dir() / "onnx" / f"{files[0].stem}-{h.hexdigest()[:16]}-v{EXPORT_VERSION}-opset{opset}.onnx"
+    sized = "" if size is None else f"-{size}px"
+    out = cache_dir() / "onnx" / f"{files[0].stem}{sized}-{h.hexdigest()[:16]}-v{EXPORT_VERSION}-opset{opset}.onnx"
     if out.exists():
         return out
     model, schema = load_model(spec, verbose=verbose)
