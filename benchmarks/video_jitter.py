@@ -34,9 +34,12 @@ from movenet.tracking import (ONE_EURO, TFJS_CROP, TFJS_ONE_EURO, TFJS_ONE_EURO_
 SMOOTHERS = {"no smoothing": None, "One Euro TF.js": TFJS_ONE_EURO, "One Euro TF.js 2023": TFJS_ONE_EURO_2023,
              "One Euro default": ONE_EURO}
 CONFIGS = {
-    **{f"whole frame, {s}": dict(track=False, smooth=p is not None, filter_params=p) for s, p in SMOOTHERS.items()},
-    "TF.js crop, no smoothing": dict(track=True, smooth=False, **TFJS_CROP),
-    "TF.js crop, One Euro TF.js (TF.js' loop)": dict(track=True, filter_params=TFJS_ONE_EURO, **TFJS_CROP),
+    # one pass per frame (refine=False): the whole frame as the model sees it, and TF.js' loop
+    **{f"whole frame, {s}": dict(track=False, smooth=p is not None, filter_params=p, refine=False)
+       for s, p in SMOOTHERS.items()},
+    "TF.js crop, no smoothing": dict(track=True, smooth=False, refine=False, **TFJS_CROP),
+    "TF.js crop, One Euro TF.js (TF.js' loop)": dict(track=True, filter_params=TFJS_ONE_EURO, refine=False,
+                                                     **TFJS_CROP),
     "tracking crop, no smoothing": dict(track=True, smooth=False),
     "tracking crop, One Euro default (default)": dict(track=True),
 }

@@ -64,17 +64,20 @@ def test_video_and_json_lines(tmp_path, media, lightning):
 def test_person_schema_is_that_of_predict(tmp_path, media, lightning):
     from movenet.draw import write_image
 
-    js = tmp_path / "v.jsonl"
-    assert main(["video", str(media / "yoga.mp4"), "--json", str(js), "--max-frames", "1", "--no-track",
-                 "--no-smooth"] + ONE_THREAD) == 0
     cap = cv2.VideoCapture(str(media / "yoga.mp4"))
     write_image(tmp_path / "first.png", cv2.cvtColor(cap.read()[1], cv2.COLOR_BGR2RGB))
-    assert main(["predict", str(tmp_path / "first.png"), "--json", str(tmp_path / "p.json"), "--no-refine"]
-                + ONE_THREAD) == 0
-    from_video = read_jsonl(js)[0]["people"]
-    from_predict = json.loads((tmp_path / "p.json").read_text())[0]["people"]
-    # the whole frame without smoothing is exactly predict's first look (lossless PNG of the frame)
-    assert from_video == from_predict
+    # the whole frame without smoothing is exactly predict's looks (lossless PNG of the frame):
+    # two by default, one with --no-refine
+    people = {}
+    for refine in ([], ["--no-refine"]):
+        js = tmp_path / f"v{len(refine)}.jsonl"
+        assert main(["video", str(media / "yoga.mp4"), "--json", str(js), "--max-frames", "1", "--no-track",
+                     "--no-smooth", *refine] + ONE_THREAD) == 0
+        pj = tmp_path / f"p{len(refine)}.json"
+        assert main(["predict", str(tmp_path / "first.png"), "--json", str(pj), *refine] + ONE_THREAD) == 0
+        people[bool(refine)] = read_jsonl(js)[0]["people"]
+        assert people[bool(refine)] == json.loads(pj.read_text())[0]["people"]
+    assert people[True] != people[False]
 
 
 def test_full_video_one_json_line_per_frame(tmp_path, media, lightning):

@@ -451,7 +451,8 @@ def add_video(sub) -> None:
     p.add_argument("--smoothing", choices=["default", "tfjs", "tfjs-2023"], default="default",
                    help="One Euro parameters: ours (default) or TF.js' (docs/video.md)")
     p.add_argument("--no-refine", dest="refine", action="store_false",
-                   help="with --multi: no second look at each person found in the whole frame (faster)")
+                   help="no second look after a look at the whole frame (the first frame, a lost person, "
+                   "every frame with --no-track; with --multi: each person found there)")
     p.add_argument("--no-track", dest="track", action="store_false",
                    help="look at the whole frame every time (no tracking crop)")
     p.add_argument("--threshold", type=float, default=0.3, help="hide keypoints scoring below this")

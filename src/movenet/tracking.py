@@ -495,14 +495,21 @@ def predict_person(predictor: Predictor, img: np.ndarray, box: Box | None = None
     the first pose's keypoints, single-person decoding there (what TF.js does from the second
     frame of a video on); a first pose collapsed on a spot (under ``REFINE_MIN_EXTENT`` of the
     image) is kept as it is. Two forward passes instead of one."""
+    return look_twice(predictor, img, box, refine)[0]
+
+
+def look_twice(predictor: Predictor, img: np.ndarray, box: Box | None = None, refine: bool = True,
+               max_side: float | None = None) -> tuple[np.ndarray, Box | None]:
+    """``predict_person``'s passes -> (keypoints [K,3], the box of the pass kept; None = the
+    whole image). ``max_side``: no second look when its crop would be larger than this."""
     first = predictor(img, box)
     if not refine:
-        return first
+        return first, box
     crop = refine_crop(first, SECOND_LOOK_EXPANSION)
     side = max(img.shape[:2]) if box is None else box[2]
-    if crop[2] < SECOND_LOOK_EXPANSION * REFINE_MIN_EXTENT * side:
-        return first
-    return predictor(img, crop)
+    if crop[2] < SECOND_LOOK_EXPANSION * REFINE_MIN_EXTENT * side or (max_side is not None and crop[2] > max_side):
+        return first, box
+    return predictor(img, crop), crop
 
 
 def predict_centred(predictor: Predictor, img: np.ndarray, box: Box) -> tuple[np.ndarray, float]:
@@ -527,6 +534,10 @@ class PoseTracker:
     ``crop_dead_band`` and ``crop_full_frame`` against crop jitter; ``**TFJS_CROP`` is TF.js'
     crop); the first frame, and any frame after the torso is lost, looks at the whole frame
     padded to a square. Without it every frame is predicted whole (``predictor(frame)``).
+    ``refine`` (ours): a look at the whole frame is followed by ``predict_person``'s second
+    look, in a crop around the pose found; with ``track`` only when that crop is small enough
+    for the tracker to leave the whole frame (under ``crop_full_frame[1]`` x the frame's
+    square), so that a person filling the frame keeps one pass per frame.
     ``smooth``: One Euro filter on the keypoint coordinates (``filter_params`` override
     ``ONE_EURO``, e.g. ``filter_params=TFJS_ONE_EURO``) in units of the side of the square the
     model looked at (TF.js: of the frame's width and height, the same for the whole frame of a
@@ -538,9 +549,10 @@ class PoseTracker:
                  filter_params: dict | None = None, crop_alpha: float = CROP_FILTER_ALPHA,
                  crop_dead_band: float = CROP_DEAD_BAND,
                  crop_full_frame: tuple[float, float] | None = (FULL_FRAME_ABOVE, FULL_FRAME_BELOW),
-                 reset_score: float = 0.0, schema: KeypointSchema = COCO17):
+                 reset_score: float = 0.0, schema: KeypointSchema = COCO17, refine: bool = True):
         self.predictor = predictor
         self.track = track
+        self.refine = refine
         self.smooth = smooth
         self.filter_params = dict(filter_params or {})
         self.crop_params = dict(alpha=crop_alpha, dead_band=crop_dead_band, full_frame=crop_full_frame,
@@ -572,9 +584,16 @@ class PoseTracker:
             self._start(w, h)
         if self.track:
             box = self.crop_tracker.current()
-            kpts, view = self.predictor(frame, box), box[2]  # view: the side of the square the model saw
+            if self.refine and self.crop_tracker.box is None:  # a look at the whole frame
+                full_frame = self.crop_params["full_frame"]
+                kpts, box = look_twice(self.predictor, frame, box,
+                                       max_side=full_frame[1] * box[2] if full_frame else None)
+            else:
+                kpts = self.predictor(frame, box)
+            view = box[2]  # the side of the square the model saw
         else:
-            kpts, view = self.predictor(frame), float(max(w, h))
+            kpts, box = look_twice(self.predictor, frame, refine=self.refine)
+            view = float(max(w, h)) if box is None else box[2]
         if pose_score(kpts) <= self.reset_score:
             self._start(w, h)
             return kpts

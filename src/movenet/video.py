@@ -102,8 +102,9 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
     ``{"frame", "time", "people": [{"keypoints", "score", "id"?}]}``). Outputs are written to
     temporary files renamed at the end; on an error or interrupt they are removed. For a
     camera, Ctrl-C ends the capture and keeps what was recorded. ``smoothing`` names the One
-    Euro parameters (``tracking.SMOOTHING_PRESETS``); ``refine``: with ``multi``, the second
-    look at each person candidate of the whole frame (``tracking.predict_people``).
+    Euro parameters (``tracking.SMOOTHING_PRESETS``); ``refine``: the second look after a look
+    at the whole frame (``tracking.PoseTracker``; with ``multi``, at each person candidate,
+    ``tracking.predict_people``).
     Returns {"frames", "seconds", "fps"}."""
     from tqdm import tqdm
 
@@ -115,7 +116,7 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
     params = SMOOTHING_PRESETS[smoothing]
     tracker = (MultiPoseTracker(predictor, track=track, smooth=smooth, refine=refine, max_people=max_people,
                                 filter_params=params) if multi
-               else PoseTracker(predictor, track=track, smooth=smooth, filter_params=params))
+               else PoseTracker(predictor, track=track, smooth=smooth, filter_params=params, refine=refine))
     total = min(filter(None, [src.frame_count, max_frames]), default=None)
     frames = 0
     start = time.perf_counter()
