@@ -189,3 +189,7 @@ def test_benchmark_blocks_count_runs_without_the_first_of_each_block(lightning_o
     assert Counting.calls == (1 + 3) * 3 * 2
     with pytest.raises(MoveNetError):
         measure({"m": predictor}, image, runs=1, block=0, progress=False)
+    # refine: end to end is predict's two looks (the astronaut fills the photo: two passes)
+    Counting.calls = 0
+    measure({"m": predictor}, image, runs=2, warmup=0, progress=False, refine=True)
+    assert Counting.calls == 2 * (1 + 2)
