@@ -106,3 +106,11 @@ def test_cli_bad_size_is_one_line(model, message, capsys):
 def test_eval_labels_keep_the_size():
     assert model_labels(["runs/a/final.pt@224", "runs/a/final.pt", "lightning@224", "lightning"]) == [
         "final@224", "final", "lightning@224", "lightning"]
+
+
+def test_init_names_a_size_only_if_it_is_the_models(small_ckpt):
+    model = create_model("mobilenetv2_050", input_size=96)
+    assert "small.pt" in init_model(model, f"{small_ckpt}@96", verbose=False)
+    assert float(model.distance_offset) == 4.0
+    with pytest.raises(MoveNetError, match="is 96 px; its size is model.overrides.input_size"):
+        init_model(model, f"{small_ckpt}@128", verbose=False)

@@ -137,7 +137,12 @@ def init_model(model, init: str | os.PathLike = "scratch", verbose: bool = True)
     ``init``: ``scratch`` (nothing), ``imagenet`` (MobileNetV2 width 1.0 backbones only),
     ``lightning``/``thunder`` (Google's weights; the architecture must match) or a checkpoint
     path (every parameter must match; decoding buffers of another input size are kept)."""
-    spec = str(init)
+    from .checkpoint import split_input_size
+
+    spec, size = split_input_size(init)
+    if size is not None and size != model.config.input_size:
+        raise MoveNetError(f"{init}: the model being initialised is {model.config.input_size} px; its size is "
+                           f"model.overrides.input_size (set it to {size}), not the weights' name")
     if spec == "scratch":
         return "initialised from scratch"
     if spec == "imagenet":
