@@ -4,11 +4,14 @@ one process of batch 4 (with the same random draws per sample: image noise here)
 through torchrun's command line: files present on one node only stop both."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -78,17 +81,39 @@ def _two_nodes(tmp_path, *args: str) -> list[tuple[int, str]]:
     """`torchrun --nnodes 2 --node_rank N --nproc_per_node 1 -m movenet.cli train ARGS` for N = 0
     and 1 on this machine, each "node" in its own working directory (its own disk, as far as relative
     paths go): (exit status, stderr) per node."""
-    port, procs = free_port(), []
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    port, procs, logs = free_port(), [], []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+           "PYTHONFAULTHANDLER": "1"}
     for node in (0, 1):
         cwd = tmp_path / f"node{node}"
         cwd.mkdir(exist_ok=True)
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(node),
                "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", str(port),
                "-m", "movenet.cli", "train", *args]
-        procs.append(subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                      text=True))
-    errors = [p.communicate(timeout=120)[1] for p in procs]
+        # stderr to files: a pipe read one process after the other could fill and stall the other
+        logs.append(open(tmp_path / f"node{node}.stderr", "w+"))
+        procs.append(subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=logs[-1], text=True,
+                                      start_new_session=True))
+    deadline = time.monotonic() + 120
+    try:
+        for p in procs:
+            p.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        for sig in (signal.SIGABRT, signal.SIGKILL):  # SIGABRT: every thread's stack into the log
+            for p in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, sig)
+            time.sleep(3)
+        for p in procs:
+            p.wait()
+        tails = [(f.seek(0), f.read()[-6000:])[1] for f in logs]
+        pytest.fail("the two nodes did not finish in 120 s:\n" + "\n".join(
+            f"--- node {n} stderr:\n{t}" for n, t in enumerate(tails)))
+    errors = []
+    for f in logs:
+        f.seek(0)
+        errors.append(f.read())
+        f.close()
     return [(p.returncode, err) for p, err in zip(procs, errors)]
 
 
