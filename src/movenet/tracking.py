@@ -533,8 +533,8 @@ class PoseTracker:
     (``CropTracker``: ``determine_crop_region``, corners low-pass filtered with ``crop_alpha``,
     ``crop_dead_band`` and ``crop_full_frame`` against crop jitter; ``**TFJS_CROP`` is TF.js'
     crop); the first frame, and any frame after the torso is lost, looks at the whole frame
-    padded to a square. Without it every frame is predicted whole (``predictor(frame)``).
-    ``refine`` (ours): a look at the whole frame is followed by ``predict_person``'s second
+    padded to a square. Without it every frame is predicted whole (``predictor(frame)``, then
+    the second look with ``refine``). ``refine`` (ours): a look at the whole frame is followed by ``predict_person``'s second
     look, in a crop around the pose found; with ``track`` only when that crop is small enough
     for the tracker to leave the whole frame (under ``crop_full_frame[1]`` x the frame's
     square), so that a person filling the frame keeps one pass per frame.
