@@ -4,8 +4,9 @@ and end to end (read the image file -> preprocess -> run -> decode), measured in
 
 Model entries: ``torch`` (PyTorch eager), ``onnx`` (our ONNX export of the same model, run in
 onnxruntime), ``torch:MODEL``/``onnx:MODEL`` for another model than the base one (``MODEL@SIZE``
-at another input size, e.g. ``onnx:lightning@224``), an exported ``.onnx`` file (fp32 or int8; it has movenet metadata), or an
-external MoveNet-format ``.onnx``/``.tflite`` (Google's graphs, which decode inside the graph).
+at another input size, e.g. ``onnx:lightning@224``), an exported ``.onnx`` file (fp32 or int8;
+it has movenet metadata), or an external MoveNet-format ``.onnx``/``.tflite`` (Google's graphs,
+which decode inside the graph).
 """
 from __future__ import annotations
 

@@ -359,8 +359,8 @@ def add_benchmark(sub) -> None:
                    help="torch (PyTorch eager), onnx (our ONNX export), torch:MODEL / onnx:MODEL (another "
                    "model than --model, e.g. onnx:lightning@224), an exported .onnx (fp32/int8) "
                    "or a MoveNet-format .onnx/.tflite; ratios are to the first (default: torch onnx)")
-    p.add_argument("--model", default="lightning", help="the model behind torch and onnx (default lightning; NAME@SIZE: at "
-                   "another input size)")
+    p.add_argument("--model", default="lightning",
+                   help="the model behind torch and onnx (default lightning; NAME@SIZE: at another input size)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads of every backend (default 2)")
     p.add_argument("--runs", type=int, default=100, help="measured rounds (default 100)")
     p.add_argument("--warmup", type=int, default=10, help="uncounted rounds first (default 10)")
