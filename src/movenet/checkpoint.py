@@ -128,7 +128,7 @@ def split_input_size(spec: str | os.PathLike) -> tuple[str, int | None]:
     if Path(base).suffix.lower() in (".onnx", ".tflite"):
         raise MoveNetError(f"{spec}: an exported model's input size is fixed; export the checkpoint at "
                            f"that size instead (movenet export CHECKPOINT@{size})")
-    return base, int(size)
+    return base, size
 
 
 def resize_model(model: MoveNet, input_size: int) -> MoveNet:

@@ -507,7 +507,8 @@ def look_twice(predictor: Predictor, img: np.ndarray, box: Box | None = None, re
         return first, box
     crop = refine_crop(first, SECOND_LOOK_EXPANSION)
     side = max(img.shape[:2]) if box is None else box[2]
-    if crop[2] < SECOND_LOOK_EXPANSION * REFINE_MIN_EXTENT * side or (max_side is not None and crop[2] > max_side):
+    collapsed = crop[2] < SECOND_LOOK_EXPANSION * REFINE_MIN_EXTENT * side
+    if collapsed or (max_side is not None and crop[2] > max_side):
         return first, box
     return predictor(img, crop), crop
 
@@ -534,10 +535,11 @@ class PoseTracker:
     ``crop_dead_band`` and ``crop_full_frame`` against crop jitter; ``**TFJS_CROP`` is TF.js'
     crop); the first frame, and any frame after the torso is lost, looks at the whole frame
     padded to a square. Without it every frame is predicted whole (``predictor(frame)``, then
-    the second look with ``refine``). ``refine`` (ours): a look at the whole frame is followed by ``predict_person``'s second
-    look, in a crop around the pose found; with ``track`` only when that crop is small enough
-    for the tracker to leave the whole frame (under ``crop_full_frame[1]`` x the frame's
-    square), so that a person filling the frame keeps one pass per frame.
+    the second look with ``refine``). ``refine`` (ours): a look at the whole frame is followed
+    by ``predict_person``'s second look, in a crop around the pose found; with ``track`` only
+    when that crop is small enough for the tracker to leave the whole frame (under
+    ``crop_full_frame[1]`` x the frame's square), so that a person filling the frame keeps one
+    pass per frame.
     ``smooth``: One Euro filter on the keypoint coordinates (``filter_params`` override
     ``ONE_EURO``, e.g. ``filter_params=TFJS_ONE_EURO``) in units of the side of the square the
     model looked at (TF.js: of the frame's width and height, the same for the whole frame of a
