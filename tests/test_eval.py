@@ -307,6 +307,19 @@ def test_eval_reports_unreadable_images_and_exits_non_zero(tmp_path, lsp_dir, re
     assert report["people"] == 2 and len(report["skipped"]) == 1
 
 
+def test_eval_with_no_readable_image_writes_no_report(tmp_path, lsp_dir, reference_dir, capsys):
+    path = _small_coco(tmp_path, lsp_dir, n=2)
+    for image in (tmp_path / "images").iterdir():
+        image.write_bytes(b"garbage")
+    out = tmp_path / "out"
+    rc = main(["eval", str(path), "--model", str(reference_dir / "movenet_lightning.onnx"), "--out", str(out)])
+    assert rc == 2
+    lines = _movenet_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "none of its 2 images to evaluate could be read" in lines[0]
+    assert "im0001.jpg: not a readable image" in lines[0]
+    assert not out.exists()
+
+
 def test_eval_bad_annotation_file_is_one_line(tmp_path, reference_dir, capsys):
     path = tmp_path / "people.json"
     path.write_text(json.dumps({"images": []}))

@@ -207,6 +207,9 @@ def evaluate(dataset: KeypointDataset, specs: list[str], protocol: str = "whole"
     # One resolution for the fixed-pixel PCK keeps the column comparable across models.
     px_size = px_size or min(p.input_size for p in predictors.values())
     preds, sides, seconds, kept, skipped = run_models(dataset, samples, predictors, progress, refine)
+    if not kept.any():  # a report of no people would only say n/a
+        raise MoveNetError(f"{dataset.name}: none of its {len(skipped)} images to evaluate could be read "
+                           f"(first: {skipped[0]})")
     samples = [s for s, keep in zip(samples, kept) if keep]
     run = EvalRun(dataset, protocol, samples, excluded, skipped, sides[kept], [],
                   {"protocol": protocol, "refine": refine, "px": px, "px_size": px_size, "threads": threads,
