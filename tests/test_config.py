@@ -56,6 +56,7 @@ def test_yaml_and_typed_overrides(cfg_file):
     ("optim.name=sgd", ["optim.name", "adam"]),
     ("amp_dtype=float8", ["amp_dtype", "bfloat16"]),
     ("optim.backbone_lr_scale=-0.1", ["optim.backbone_lr_scale", ">= 0"]),
+    ("dist_timeout_s=-5", ["dist_timeout_s", ">= 0"]),
     ("optim.freeze_backbone_to_stride=2", ["optim.freeze_backbone_to_stride", "0, 4, 8, 16 or 32", "2"]),
     ("epochs", ["not key=value"]),
     ("model.name.x=1", ["no sub-keys"]),

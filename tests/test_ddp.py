@@ -181,3 +181,32 @@ def test_a_node_failing_inside_training_stops_the_other_with_one_line(tmp_path):
     assert rc0 != 0 and "movenet: error: stopped with another process of this run, which failed" in err0
     assert "[rank0]: Traceback" not in err0 and "[rank1]: Traceback" not in err1
     assert not (tmp_path / "node0" / "run" / "last.pt").exists()
+
+
+def _waiting_worker(rank: int, port: int, out: str) -> None:
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"})
+    from movenet.train import any_process, stopped_from_outside
+
+    env = init_distributed("cpu", timeout_s=2.0)
+    if rank == 1:  # a machine that stopped answering: it never joins the collective in time
+        time.sleep(8)
+        return
+    start = time.monotonic()
+    try:
+        any_process(False, env)
+        message = "no error"
+    except RuntimeError as e:  # what train.run turns into its one-line error
+        message = str(stopped_from_outside(e, env))
+    finally:
+        torch.distributed.destroy_process_group()  # as train.run does (without: SIGABRT at exit)
+    Path(out, "rank0.txt").write_text(f"{time.monotonic() - start:.1f}\n{message}")
+
+
+def test_process_group_timeout_stops_a_process_waiting_for_a_lost_peer(tmp_path):
+    """``dist_timeout_s``: a process whose peer stopped answering stops after that long with the
+    one-line error, instead of PyTorch's default 10-30 minutes."""
+    mp.spawn(_waiting_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    seconds, message = (tmp_path / "rank0.txt").read_text().split("\n", 1)
+    assert 1.5 <= float(seconds) < 6, seconds  # without the timeout: when the peer exits, at 8 s
+    assert message.startswith("stopped with another process of this run, which failed or stopped answering")

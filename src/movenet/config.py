@@ -114,6 +114,10 @@ class TrainConfig:
     # float16 (with loss scaling) or bfloat16 (no scaling needed; Ampere and later GPUs)
     amp_dtype: str = "float16"
     sync_bn: bool = False  # SyncBatchNorm across processes (DDP on CUDA)
+    # Under torchrun: how long a process waits in a collective for the others before it stops
+    # (a hung machine, a lost peer). 0: PyTorch's default (10 min with NCCL, 30 with gloo).
+    # Keep it above the longest gap between steps (rank 0 writes checkpoints and plots).
+    dist_timeout_s: float = 0.0
     channels_last: bool = True  # NHWC memory layout: about 2x faster on CPU, faster with AMP
     val_before: bool = False  # also validate the initial model (logged as epoch 0)
     seed: int = 0
@@ -145,6 +149,8 @@ class TrainConfig:
                 raise ValueError(f"{key} must be one of {list(allowed)}, got {value!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
+        if self.dist_timeout_s < 0:
+            raise ValueError(f"dist_timeout_s must be >= 0 (0: PyTorch's default), got {self.dist_timeout_s}")
         if self.optim.freeze_backbone_to_stride not in (0, *FEATURE_STRIDES):
             raise ValueError("optim.freeze_backbone_to_stride must be 0, 4, 8, 16 or 32, got "
                              f"{self.optim.freeze_backbone_to_stride!r}")

@@ -21,6 +21,7 @@ next batch of the same epoch, exactly as the uninterrupted run. A second Ctrl-C 
 from __future__ import annotations
 
 import copy
+import datetime
 import math
 import os
 import random
@@ -68,9 +69,10 @@ class DistEnv:
         return self.world_size > 1
 
 
-def init_distributed(device: str = "auto") -> DistEnv:
+def init_distributed(device: str = "auto", timeout_s: float = 0.0) -> DistEnv:
     """From torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT); a single
-    process without it. NCCL on CUDA, gloo on CPU."""
+    process without it. NCCL on CUDA, gloo on CPU. ``timeout_s`` > 0: how long a collective
+    waits for the other processes (0: PyTorch's default)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
@@ -83,7 +85,8 @@ def init_distributed(device: str = "auto") -> DistEnv:
     else:
         dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        timeout = {"timeout": datetime.timedelta(seconds=timeout_s)} if timeout_s > 0 else {}
+        dist.init_process_group("nccl" if use_cuda else "gloo", **timeout)
     return DistEnv(rank, world, local, dev)
 
 
@@ -913,7 +916,7 @@ def run(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, resume: str 
         verbose: bool = True) -> TrainState:
     """Build data, model, loss (and teacher) from ``cfg`` and train, in this process (or in
     each process started by torchrun)."""
-    env = init_distributed(cfg.device)
+    env = init_distributed(cfg.device, cfg.dist_timeout_s)
     try:
         out = Path(out_dir or cfg.out_dir)
         # each step that reads this machine's files stops every process when it fails on one
