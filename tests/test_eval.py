@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from movenet.cli import main
 from movenet.datasets import load_keypoint_dataset, lsp_to_coco
-from movenet.errors import MoveNetError
+from movenet.errors import DataWarning, MoveNetError
 from movenet.evaluate import make_samples, person_crop_box, run_models
 from movenet.image import to_image_coords
 from movenet.runtime import Predictor, ReferencePredictor
@@ -305,6 +308,21 @@ def test_eval_reports_unreadable_images_and_exits_non_zero(tmp_path, lsp_dir, re
     assert len(lines) == 2 and "im0002.jpg: not a readable image" in lines[0]
     report = json.loads((out / "report.json").read_text())
     assert report["people"] == 2 and len(report["skipped"]) == 1
+
+
+def test_eval_warns_in_one_line_about_an_image_of_another_size(tmp_path, lsp_dir, reference_dir):
+    path = _small_coco(tmp_path, lsp_dir)
+    image = tmp_path / "images" / "im0002.jpg"
+    cv2.imwrite(str(image), cv2.resize(cv2.imread(str(image)), None, fx=0.5, fy=0.5))
+    with pytest.warns(DataWarning) as caught:
+        assert main(["eval", str(path), "--model", str(reference_dir / "movenet_lightning.onnx"),
+                     "--out", str(tmp_path / "out")]) == 0
+    assert len(caught) == 1
+    line = warnings.formatwarning(caught[0].message, caught[0].category, caught[0].filename, caught[0].lineno)
+    assert re.fullmatch(r"movenet: warning: \S*im0002\.jpg: the image is \d+x\d+, its annotation says \d+x\d+ "
+                        r"\(resized after labelling, or another image of that name\?\)\n", line)
+    other = warnings.formatwarning("x", DeprecationWarning, "f.py", 3)  # other warnings keep their origin
+    assert "f.py:3" in other
 
 
 def test_eval_with_no_readable_image_writes_no_report(tmp_path, lsp_dir, reference_dir, capsys):

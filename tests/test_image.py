@@ -5,8 +5,9 @@ import cv2
 import numpy as np
 import pytest
 
+from movenet.datasets import _image_size
 from movenet.errors import MoveNetError
-from movenet.image import crop_and_resize, letterbox, list_images, read_image, to_image_coords
+from movenet.image import crop_and_resize, letterbox, list_images, read_image, size_mismatch, to_image_coords
 
 
 def _write(path, img):
@@ -27,8 +28,37 @@ def test_read_image_formats(tmp_path, kind):
     assert out.shape == (30, 40, 3) and out.dtype == np.uint8
     if kind == "bgr":
         np.testing.assert_array_equal(out, img[:, :, ::-1])
+    if kind == "rgba":  # alpha dropped
+        np.testing.assert_array_equal(out, img[:, :, 2::-1])
     if kind == "16bit":
         np.testing.assert_allclose(out.astype(int), (img[:, :, ::-1] / 257).round(), atol=1)
+
+
+@pytest.mark.parametrize("orientation,turn", [(1, 0), (3, 2), (6, -1), (8, 1)])
+def test_read_image_applies_the_exif_orientation(tmp_path, orientation, turn):
+    """A phone stores a portrait photo as landscape pixels plus an EXIF orientation tag: it is
+    read upright, as viewers and labelling tools show it (``turn``: quarter turns, counter-clockwise)."""
+    image = pytest.importorskip("PIL.Image")
+    raw = np.zeros((40, 60, 3), np.uint8)
+    raw[:20, :30] = (255, 0, 0)  # a red block in the top-left corner of the stored pixels
+    stored = image.fromarray(raw)
+    exif = stored.getexif()
+    exif[0x0112] = orientation
+    stored.save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
+    out = read_image(tmp_path / "phone.jpg")
+    expected = np.rot90(raw, turn)
+    assert out.shape == expected.shape
+    assert np.abs(out.astype(int) - expected).mean() < 3
+    assert _image_size(tmp_path / "phone.jpg") == (out.shape[1], out.shape[0])  # what converters write
+
+
+def test_size_mismatch_names_the_file_and_the_likely_cause():
+    img = np.zeros((30, 40, 3), np.uint8)
+    assert size_mismatch("a.jpg", img, 40, 30) is None
+    assert size_mismatch("a.jpg", img, 0, 0) is None  # size not given
+    turned = size_mismatch("a.jpg", img, 30, 40)
+    assert turned.startswith("a.jpg: the image is 40x30, its annotation says 30x40") and "EXIF" in turned
+    assert "resized" in size_mismatch("a.jpg", img, 80, 60)
 
 
 def test_read_image_bad_files(tmp_path):

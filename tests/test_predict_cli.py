@@ -53,6 +53,25 @@ def test_json_schema_and_drawings(tmp_path, images, capsys):
         assert cv2.imread(str(tmp_path / "draw" / f"{name}.jpg")) is not None
 
 
+def test_a_phone_photo_stored_sideways_is_predicted_upright(tmp_path, images, capsys):
+    """Pixels stored turned a quarter to the left, with EXIF orientation 6 (turn right to view):
+    the keypoints are those of the upright photo, in its frame."""
+    image = pytest.importorskip("PIL.Image")
+    upright = cv2.cvtColor(cv2.imread(str(images["good"])), cv2.COLOR_BGR2RGB)
+    stored = image.fromarray(np.ascontiguousarray(np.rot90(upright, 1)))
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
+    out = tmp_path / "out.json"
+    assert main(["predict", str(images["good"]), str(tmp_path / "phone.jpg"), "--json", str(out)]) == 0
+    plain, phone = json.loads(out.read_text())
+    assert (phone["width"], phone["height"]) == (plain["width"], plain["height"])
+    a, b = (np.array(r["people"][0]["keypoints"]) for r in (plain, phone))
+    confident = (a[:, 2] > 0.3) & (b[:, 2] > 0.3)
+    assert confident.sum() >= 5
+    np.testing.assert_allclose(b[confident, :2], a[confident, :2], atol=10)  # 2% of the side: JPEG noise
+
+
 def test_predict_looks_again_at_the_person_unless_no_refine(tmp_path, images, lightning):
     from movenet.image import read_image
     from movenet.predict import TorchPredictor

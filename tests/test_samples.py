@@ -1,6 +1,7 @@
 """Training samples on real data (coco-mini, LSP) and on bad data: contract shapes, targets
 that decode back to the labels, crops that map back to the image, counted skips, clear errors."""
 import json
+import warnings
 from dataclasses import fields
 
 import cv2
@@ -11,7 +12,7 @@ import torch
 from movenet import decode, samples
 from movenet.augment import AugmentConfig
 from movenet.datasets import load_keypoint_dataset
-from movenet.errors import MoveNetError
+from movenet.errors import DataWarning, MoveNetError
 from movenet.samples import DataConfig, PoseSampleDataset
 from movenet.targets import TargetParams
 
@@ -197,6 +198,17 @@ def test_corrupt_image_is_an_error_naming_it_or_replaced(tmp_path):
     with pytest.warns(UserWarning, match="im1.jpg"):
         x = ds[0]
     assert x["meta"]["image_id"] == 2 and ds.bad_images == 1
+
+
+def test_an_image_whose_size_differs_from_its_annotation_is_warned_about_once(tmp_path):
+    data = synthetic(tmp_path, [[person(), person(x0=60)], [person()]])
+    cv2.imwrite(str(tmp_path / "im1.jpg"), np.full((60, 80, 3), 90, np.uint8))  # resized after labelling
+    ds = PoseSampleDataset(data, train=False, verbose=False)
+    with pytest.warns(DataWarning, match=r"im1\.jpg: the image is 80x60, its annotation says 160x120 \(resized"):
+        ds[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds[1], ds[2]  # the same image again, then an image of the right size: no more warnings
 
 
 def test_split_is_by_image_deterministic_and_complete(coco):

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import MoveNetError, user_message
+from .errors import MoveNetError, one_line_data_warnings, user_message
 
 BUILTIN_IMAGE = Path(__file__).parent / "assets" / "astronaut.jpg"
 
@@ -501,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    one_line_data_warnings()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # `train CONFIG --out DIR key=value`: argparse leaves overrides that follow an option unparsed.

@@ -353,12 +353,14 @@ def _mpii_annotation(person: MpiiPerson, ann_id: int, image_id: int) -> dict:
 
 
 def _image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the image header without decoding; None if missing or unreadable."""
+    """(width, height) from the image header without decoding, upright as ``read_image`` reads
+    it (EXIF orientations 5-8 turn it a quarter); None if missing or unreadable."""
     from PIL import Image  # a dependency of matplotlib
 
     try:
         with Image.open(path) as im:
-            return im.size
+            w, h = im.size
+            return (h, w) if im.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (w, h)
     except (OSError, ValueError):  # missing, unreadable or not an image
         return None
 

@@ -20,14 +20,15 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .datasets import KeypointDataset, PersonAnnotation
-from .errors import MoveNetError
-from .image import read_image
+from .errors import DataWarning, MoveNetError
+from .image import read_image, size_mismatch
 from .metrics import (coco_keypoint_ap, fixed_px_thresholds, head_size, oks, pck, pck_curve,
                       torso_size)
 from .runtime import Predictor, ReferencePredictor, pose_score
@@ -178,12 +179,16 @@ def run_models(dataset: KeypointDataset, samples: list[Sample], predictors: dict
         by_image.setdefault(s.image_index, []).append(n)
     for image_index, rows in tqdm(by_image.items(), desc="eval", unit="img", file=sys.stderr,
                                   disable=not progress or len(by_image) < 2):
+        entry = dataset.images[image_index]
         try:
-            img = read_image(dataset.images[image_index].path)
+            img = read_image(entry.path)
         except MoveNetError as e:
             skipped.append(str(e))
             kept[rows] = False
             continue
+        problem = size_mismatch(entry.path, img, entry.width, entry.height)
+        if problem:
+            warnings.warn(problem, DataWarning, stacklevel=2)
         for n in rows:
             box = samples[n].box
             sides[n] = box[2] if box is not None else max(img.shape[:2])

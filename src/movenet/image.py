@@ -14,7 +14,8 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read any image as RGB uint8 HxWx3 (grayscale, RGBA and 16-bit are converted)."""
+    """Read any image as RGB uint8 HxWx3 (grayscale, RGBA and 16-bit are converted), turned
+    upright by its EXIF orientation."""
     path = Path(path)
     if not path.exists():
         raise MoveNetError(f"{path}: file not found")
@@ -23,10 +24,24 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     data = np.fromfile(str(path), dtype=np.uint8)
     if data.size == 0:
         raise MoveNetError(f"{path}: empty file")
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    # ANYDEPTH | ANYCOLOR: 16-bit and grey kept, alpha dropped, and the EXIF orientation applied
+    # (a phone photo comes upright, as viewers and labelling tools show it); UNCHANGED ignores it.
+    img = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if img is None or img.size == 0:
         raise MoveNetError(f"{path}: not a readable image (corrupt or unsupported format)")
     return to_rgb8(img)
+
+
+def size_mismatch(path: str | os.PathLike, img: np.ndarray, width: int, height: int) -> str | None:
+    """The problem when an image read as ``img`` is not ``width`` x ``height`` (the size its
+    annotation file gives; 0 = not given), else None: its keypoints are then likely misplaced."""
+    h, w = img.shape[:2]
+    if width <= 0 or height <= 0 or (w, h) == (width, height):
+        return None
+    why = ("turned a quarter: labelled on the stored pixels of a photo with an EXIF orientation? "
+           "images are read upright, as viewers show them" if (w, h) == (height, width)
+           else "resized after labelling, or another image of that name?")
+    return f"{path}: the image is {w}x{h}, its annotation says {width}x{height} ({why})"
 
 
 def to_rgb8(img: np.ndarray) -> np.ndarray:

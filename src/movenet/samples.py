@@ -21,8 +21,8 @@ import torch
 
 from . import augment, targets
 from .augment import AugmentConfig, Geometry
-from .errors import MoveNetError
-from .image import read_image
+from .errors import DataWarning, MoveNetError
+from .image import read_image, size_mismatch
 from .schema import COCO17, KeypointSchema
 
 
@@ -113,6 +113,7 @@ class PeopleIndex:
     image_start: np.ndarray    # [M] int64 first person of the image
     image_count: np.ndarray    # [M] int64 people of the image
     image_source: np.ndarray   # [M] int64 source index
+    image_sizes: np.ndarray    # [M,2] int64 (width, height) from the annotation file, 0 where not given
     targets: np.ndarray        # [T] int64 person indices
     skipped: Counter
 
@@ -121,7 +122,7 @@ def build_index(sources: list, cfg: DataConfig, schema: KeypointSchema = COCO17)
     """Apply the filters and pack ``sources`` (KeypointDataset list) into a ``PeopleIndex``."""
     k = schema.num_keypoints
     kpts, bboxes, sizes, ann_ids, image_of, candidate = [], [], [], [], [], []
-    paths, image_ids, starts, counts, image_source = [], [], [], [], []
+    paths, image_ids, starts, counts, image_source, image_sizes = [], [], [], [], [], []
     skipped: Counter = Counter()
     missing: list[Path] = []
     for s, ds in enumerate(sources):
@@ -159,6 +160,7 @@ def build_index(sources: list, cfg: DataConfig, schema: KeypointSchema = COCO17)
             image_ids.append(entry.id)
             counts.append(len(usable))
             image_source.append(s)
+            image_sizes.append((entry.width, entry.height))
     if missing and cfg.on_bad_image == "error":
         raise MoveNetError(f"{missing[0]}: image file not found ({len(missing)} missing in all; "
                            "on_bad_image=skip skips them)")
@@ -174,6 +176,7 @@ def build_index(sources: list, cfg: DataConfig, schema: KeypointSchema = COCO17)
         image_paths=np.array(paths, dtype=object).astype(bytes) if paths else np.array([], bytes),
         image_ids=np.array(image_ids, np.int64), image_start=np.array(starts, np.int64),
         image_count=np.array(counts, np.int64), image_source=np.array(image_source, np.int64),
+        image_sizes=np.array(image_sizes, np.int64).reshape(-1, 2),
         targets=np.flatnonzero(candidate & inside).astype(np.int64),
         skipped=Counter({key: v for key, v in skipped.items() if v}))
 
@@ -221,6 +224,7 @@ class PoseSampleDataset(torch.utils.data.Dataset):
         self.source_weights = [float(w) for w in source_weights]
         self.index = build_index(sources, self.cfg, schema)
         self.bad_images = 0
+        self.size_warned: set[int] = set()  # images whose size differs from their annotation's
         if verbose:
             print(self.describe(), file=sys.stderr)
 
@@ -271,7 +275,7 @@ class PoseSampleDataset(torch.utils.data.Dataset):
                     raise
                 self.bad_images += 1
                 bad = self.path(i)
-                warnings.warn(f"unreadable image skipped: {bad}", stacklevel=2)
+                warnings.warn(f"unreadable image skipped: {bad}", DataWarning, stacklevel=2)
                 i = (i + 1) % len(self)
         raise MoveNetError(f"{bad}: 10 unreadable images in a row; check the data")
 
@@ -288,14 +292,20 @@ class PoseSampleDataset(torch.utils.data.Dataset):
         ix = self.index
         person = ix.targets[i]
         geom, m = self.geometry(i, rng)
-        crop = augment.warp(read_image(self.path(i)), m, self.size)
+        img = ix.image_of[person]
+        image = read_image(self.path(i))
+        if img not in self.size_warned:  # once per image (and loader worker)
+            self.size_warned.add(img)
+            problem = size_mismatch(self.path(i), image, *ix.image_sizes[img])
+            if problem:
+                warnings.warn(problem, DataWarning, stacklevel=2)
+        crop = augment.warp(image, m, self.size)
         if rng is not None:
             crop = augment.photometric(crop, self.aug, rng)
         target, others = self.people_in_input(i, m, geom.flip)
         enc = targets.encode(target, others, self.size, self.params)
         taught = target.copy()
         taught[~targets.in_grid(target, self.size), 2] = 0
-        img = ix.image_of[person]
         x0, y0 = geom.center[0] - geom.side / 2, geom.center[1] - geom.side / 2
         sample = {"image": torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1), np.float32))}
         for key in ("heatmaps", "heatmap_weight", "center", "center_weight", "regression",
