@@ -223,3 +223,30 @@ def test_multi_refine_looks_again_and_no_refine_does_not(tmp_path, media, predic
         passes[refine] = counting.calls
     assert passes[False] == 2  # one pass per frame
     assert passes[True] > 2
+
+
+def test_a_phone_video_with_rotation_metadata_is_read_upright(tmp_path):
+    """Phones store portrait videos as landscape frames plus a rotation in the track header:
+    OpenCV turns the frames upright (CAP_PROP_ORIENTATION_AUTO, on by default), which this keeps."""
+    import struct
+
+    from movenet.video import open_source
+
+    stored = np.zeros((48, 64, 3), np.uint8)
+    stored[:10, :20] = 255  # a block in the top-left corner of the stored frames
+    writer = cv2.VideoWriter(str(tmp_path / "plain.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    for _ in range(3):
+        writer.write(stored)
+    writer.release()
+    data = bytearray((tmp_path / "plain.mp4").read_bytes())
+    tkhd = data.find(b"tkhd")
+    assert tkhd > 0 and data[tkhd + 4] == 0  # version 0 track header
+    matrix = tkhd + 4 + 4 + 20 + 8 + 8  # after version/flags, times, track id, duration, reserved, layer..volume
+    assert struct.unpack(">9i", data[matrix:matrix + 36]) == (0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+    data[matrix:matrix + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)  # 90 degrees
+    (tmp_path / "phone.mp4").write_bytes(data)
+    source = open_source(str(tmp_path / "phone.mp4"))
+    assert (source.width, source.height) == (48, 64)
+    block = np.argwhere(source.read()[..., 0] > 128).mean(axis=0)  # turned right: now top-right
+    source.capture.release()
+    assert block[0] < 16 and block[1] > 32
