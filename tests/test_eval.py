@@ -73,8 +73,9 @@ def _break(raw: dict, how: str) -> dict:
         del raw["images"][0]["file_name"]
     elif how == "negative size":
         raw["images"][0]["width"] = -5
-    elif how == "no person":
+    elif how == "no person":  # a "human" category with 17 keypoint names would do
         raw["categories"][0]["name"] = "human"
+        del raw["categories"][0]["keypoints"]
     elif how == "schema mismatch":
         raw["categories"][0]["keypoints"] = raw["categories"][0]["keypoints"][:13]
     return raw
@@ -85,7 +86,7 @@ def _break(raw: dict, how: str) -> dict:
     ("short keypoints", "48 keypoint values, expected 51"), ("no keypoints", "no 'keypoints'"),
     ("unknown image", "unknown image_id -5"), ("duplicate id", "duplicate annotation id"),
     ("bad visibility", "visibility must be 0, 1 or 2"), ("no file_name", "needs 'id' and 'file_name'"),
-    ("no person", "no 'person' category"), ("schema mismatch", "has 13 keypoints"),
+    ("no person", "no 'person' category, nor one category with 17 keypoints"), ("schema mismatch", "has 13 keypoints"),
     ("negative size", "negative size -5x"),
 ])
 def test_loader_rejects_malformed_annotations(tmp_path, coco_mini, how, message):

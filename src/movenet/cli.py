@@ -79,7 +79,7 @@ def cmd_predict(args) -> int:
                         "people": people})
         if save_dir:
             out = Path(save_dir) / (Path(src).stem + ".jpg")
-            write_image(out, draw_pose(img, kpts, threshold=args.threshold))
+            write_image(out, draw_pose(img, kpts, predictor.schema, threshold=args.threshold))
             print(f"wrote {out}")
     if args.json_out:
         write_json_atomic(args.json_out, results)
@@ -415,8 +415,8 @@ def add_data(sub) -> None:
 def cmd_data_stats(args) -> int:
     from .samples import build_datasets, configs_from_file, plot_target_sizes, size_summary, target_sizes
 
-    data_cfg, aug_cfg = configs_from_file(args.source)
-    train, _ = build_datasets(data_cfg, aug_cfg)
+    data_cfg, aug_cfg, schema = configs_from_file(args.source)
+    train, _ = build_datasets(data_cfg, aug_cfg, schema)
     before = target_sizes(train, augmented=False, limit=args.limit, seed=args.seed)
     after = target_sizes(train, augmented=True, limit=args.limit, seed=args.seed)
     size = data_cfg.input_size

@@ -98,6 +98,9 @@ class TrainConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     # scratch | imagenet | lightning | thunder | path to a .pt checkpoint (weights only)
     init: str = "scratch"
+    # The keypoints: "coco17" (the default) or a mapping (name, keypoints, flip_pairs, skeleton,
+    # torso, sigmas; ``schema.schema_from_config``). The model's num_keypoints follows it.
+    schema: Any = "coco17"
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -168,6 +171,12 @@ class TrainConfig:
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"distill.{key} must be in 0..1, got {value}")
 
+    def keypoint_schema(self):
+        """The resolved ``schema.KeypointSchema``."""
+        from .schema import schema_from_config
+
+        return schema_from_config(self.schema)
+
     def model_config(self):
         """The resolved ``model.ModelConfig``."""
         from .model import model_config
@@ -202,6 +211,7 @@ def config_from_dict(raw: dict, label: str = "config") -> TrainConfig:
     try:
         cfg = build(TrainConfig, raw, "")
         _sync_input_size(cfg, raw)
+        _sync_num_keypoints(cfg)
     except ConfigError as e:
         raise MoveNetError(f"{label}: {e}") from None
     except (ValueError, TypeError) as e:  # a dataclass' own validation
@@ -221,6 +231,17 @@ def _sync_input_size(cfg: TrainConfig, raw: dict) -> None:
         raise ConfigError(f"data.input_size {cfg.data.input_size} differs from the model's input "
                           f"size {model_size} (set model.overrides.input_size)")
     cfg.data.input_size = model_size
+
+
+def _sync_num_keypoints(cfg: TrainConfig) -> None:
+    """The model's keypoint count follows the schema's; setting both differently is an error."""
+    k = cfg.keypoint_schema().num_keypoints
+    given = cfg.model.overrides.get("num_keypoints")
+    if given is not None and given != k:
+        raise ConfigError(f"model.overrides.num_keypoints {given} differs from the schema's {k} keypoints "
+                          "(the model follows the schema: leave it out)")
+    if cfg.model_config().num_keypoints != k:
+        cfg.model.overrides["num_keypoints"] = k
 
 
 class ConfigError(ValueError):

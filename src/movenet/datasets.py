@@ -587,11 +587,14 @@ def _person_category(coco: dict, schema: KeypointSchema, fail) -> tuple[int, dic
     if not isinstance(cats, list):
         fail("'categories' is not a list")
     people = [c for c in cats if isinstance(c, dict) and c.get("name") == "person"]
-    if not people:
-        fail("no 'person' category")
+    if not people:  # another subject (a hand, an animal): the one category with the schema's keypoints
+        people = [c for c in cats if isinstance(c, dict) and isinstance(c.get("keypoints"), list)
+                  and len(c["keypoints"]) == schema.num_keypoints]
+        if len(people) != 1:
+            fail(f"no 'person' category, nor one category with {schema.num_keypoints} keypoints")
     category = people[0]
     if "id" not in category:
-        fail("the 'person' category has no 'id'")
+        fail(f"the {category.get('name')!r} category has no 'id'")
     names = category.get("keypoints")
     if names is not None and len(names) != schema.num_keypoints:
         fail(f"the person category has {len(names)} keypoints, the {schema.name} schema "

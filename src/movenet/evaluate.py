@@ -31,8 +31,8 @@ from .errors import DataWarning, MoveNetError
 from .image import read_image, size_mismatch
 from .metrics import (coco_keypoint_ap, fixed_px_thresholds, head_size, oks, pck, pck_curve,
                       torso_size)
-from .runtime import Predictor, ReferencePredictor, pose_score
-from .schema import COCO17
+from .runtime import Predictor, ReferencePredictor, model_schema, pose_score
+from .schema import COCO17, KeypointSchema
 
 PROTOCOLS = ("whole", "topdown")
 TOPDOWN_BOX_SCALE = 1.25
@@ -514,7 +514,7 @@ def config_split(path: str | os.PathLike, split: str | None = None) -> KeypointD
     if split not in ("val", "train"):
         raise ValueError(f"split must be 'val' or 'train', got {split!r}")
     cfg = load_config(path)
-    train_parts, val_parts = split_sources(cfg.data)
+    train_parts, val_parts = split_sources(cfg.data, cfg.keypoint_schema())
     parts = val_parts if split == "val" else train_parts
     if not parts:
         raise MoveNetError(f"{path}: no validation images (the config sets neither data.val_fraction "
@@ -525,9 +525,10 @@ def config_split(path: str | os.PathLike, split: str | None = None) -> KeypointD
 
 
 def load_data(data: str | os.PathLike, image_root: str | os.PathLike | None = None,
-              split: str | None = None) -> KeypointDataset:
-    """Labelled images to score on: any source ``datasets.load_keypoint_dataset`` reads, or a
-    training config (.yaml) for the images of its split (``config_split``)."""
+              split: str | None = None, schema: KeypointSchema = COCO17) -> KeypointDataset:
+    """Labelled images to score on: any source ``datasets.load_keypoint_dataset`` reads (with
+    the keypoints of ``schema``), or a training config (.yaml) for the images of its split
+    (``config_split``; its own schema)."""
     from .datasets import load_keypoint_dataset
 
     if is_config(data):
@@ -537,7 +538,7 @@ def load_data(data: str | os.PathLike, image_root: str | os.PathLike | None = No
         return config_split(data, split)
     if split:
         raise MoveNetError(f"--split applies to a training config (.yaml), not to {data}")
-    return load_keypoint_dataset(data, image_root=image_root)
+    return load_keypoint_dataset(data, image_root=image_root, schema=schema)
 
 
 def cmd_eval(args) -> int:
@@ -547,10 +548,10 @@ def cmd_eval(args) -> int:
     for name, value in (("--limit", args.limit), ("--px", args.px), ("--px-size", args.px_size)):
         if value is not None and value <= 0:
             raise MoveNetError(f"{name} must be positive, got {value}")
-    dataset = load_data(args.data, args.images, args.split)
+    specs = args.models or ["lightning"]
+    dataset = load_data(args.data, args.images, args.split, model_schema(specs[0]))
     if args.limit is not None:
         dataset = dataset.subset([e.id for e in dataset.images[:args.limit]])
-    specs = args.models or ["lightning"]
     start = time.perf_counter()
     run = evaluate(dataset, specs, args.protocol, args.threads, args.px, args.px_size, refine=args.refine)
     for line in run.skipped:

@@ -56,9 +56,19 @@ def pck_curve(pred_xy: np.ndarray, gt: np.ndarray, norm: np.ndarray, alphas: np.
 
 
 def torso_size(gt: np.ndarray, schema: KeypointSchema = COCO17) -> np.ndarray:
-    """[N] distance left shoulder - right hip; nan where either is unlabelled."""
+    """[N] the PCK's unit: distance left shoulder - right hip (the schema's ``torso_pair``);
+    nan where either is unlabelled. A schema without a torso: the longer side of the labelled
+    keypoints' box (nan with fewer than two)."""
     gt = np.asarray(gt, np.float64)
-    a, b = gt[:, schema.index("left_shoulder")], gt[:, schema.index("right_hip")]
+    pair = schema.torso_pair()
+    if pair is None:
+        labelled = gt[..., 2] > 0
+        lo = np.where(labelled[..., None], gt[..., :2], np.inf).min(axis=1)
+        hi = np.where(labelled[..., None], gt[..., :2], -np.inf).max(axis=1)
+        with np.errstate(invalid="ignore"):
+            size = (hi - lo).max(axis=1)
+        return np.where((labelled.sum(axis=1) >= 2) & (size > 0), size, np.nan)
+    a, b = gt[:, pair[0]], gt[:, pair[1]]
     size = np.linalg.norm(a[:, :2] - b[:, :2], axis=-1)
     return np.where((a[:, 2] > 0) & (b[:, 2] > 0) & (size > 0), size, np.nan)
 

@@ -7,11 +7,13 @@ import torch
 from .checkpoint import load_model
 from .model import MoveNet
 from .runtime import OnnxPredictor, Predictor
+from .schema import COCO17, KeypointSchema
 
 
 class TorchPredictor(Predictor):
-    def __init__(self, model: MoveNet, device: str = "cpu"):
+    def __init__(self, model: MoveNet, device: str = "cpu", schema: KeypointSchema = COCO17):
         self.model = model.eval().to(device)
+        self.schema = schema
         self.device = device
         self.input_size = model.config.input_size
         self.prior = model.center_prior.cpu().numpy()
@@ -34,5 +36,5 @@ def create_predictor(spec: str, backend: str = "torch", threads: int | None = No
         return OnnxPredictor(export_onnx_cached(spec), threads=threads)
     if threads:
         torch.set_num_threads(threads)
-    model, _ = load_model(spec)
-    return TorchPredictor(model)
+    model, schema = load_model(spec)
+    return TorchPredictor(model, schema=schema)

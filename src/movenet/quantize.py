@@ -21,7 +21,8 @@ from tqdm import tqdm
 from .errors import MoveNetError
 from .fileio import atomic_path
 from .image import list_images, read_image
-from .runtime import OnnxPredictor, Predictor
+from .runtime import OnnxPredictor, Predictor, model_schema
+from .schema import COCO17, KeypointSchema
 
 LIMB_JOINTS = slice(5, 17)  # COCO shoulders .. ankles: the joints LSP labels
 PCK_ALPHA = 0.2
@@ -279,14 +280,14 @@ def _set_movenet_metadata(proto, info: dict) -> None:
 
 
 # ---------------------------------------------------------------- accuracy check
-def load_labelled(source: str | os.PathLike, indices: slice | list[int] | None = None
-                  ) -> tuple[list[Path], np.ndarray]:
+def load_labelled(source: str | os.PathLike, indices: slice | list[int] | None = None,
+                  schema: KeypointSchema = COCO17) -> tuple[list[Path], np.ndarray]:
     """(image paths, [N,K,3] keypoints) of the first annotated person of each image of a
     labelled set (LSP folder, COCO json..., or a training config for its held-out images; see
     ``evaluate.load_data``)."""
     from .evaluate import load_data
 
-    data = load_data(source)
+    data = load_data(source, schema=schema)
     entries = [e for e in data.images if e.people]
     if indices is not None:
         entries = entries[indices] if isinstance(indices, slice) else [entries[i] for i in indices]
@@ -300,11 +301,13 @@ def predict_all(predictor: Predictor, images: list[Path], desc: str = "evaluate"
                                                             disable=len(images) < 20)])
 
 
-def limb_pck(pred: np.ndarray, gt: np.ndarray, alpha: float = PCK_ALPHA) -> float:
-    """PCK@alpha of the torso (COCO 5-12 distance) over the 12 limb joints."""
+def limb_pck(pred: np.ndarray, gt: np.ndarray, alpha: float = PCK_ALPHA, schema: KeypointSchema = COCO17) -> float:
+    """PCK@alpha of the torso (COCO 5-12 distance) over the 12 limb joints; over every keypoint
+    with the schema's PCK unit (``metrics.torso_size``) for other schemas."""
     from .metrics import pck, torso_size
 
-    return pck(pred[:, LIMB_JOINTS], gt[:, LIMB_JOINTS], alpha * torso_size(gt))[1]
+    joints = LIMB_JOINTS if schema.keypoints == COCO17.keypoints else slice(None)
+    return pck(pred[:, joints], gt[:, joints], alpha * torso_size(gt, schema))[1]
 
 
 @dataclass
@@ -329,10 +332,12 @@ class AccuracyCheck:
 
 def check_accuracy(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, labelled: str | os.PathLike,
                    max_drop: float = DEFAULT_MAX_DROP, indices=None, threads: int | None = None) -> AccuracyCheck:
-    images, gt = load_labelled(labelled, indices)
-    fp32 = predict_all(OnnxPredictor(str(fp32_path), threads=threads), images, "check fp32")
+    fp32_model = OnnxPredictor(str(fp32_path), threads=threads)
+    schema = fp32_model.schema
+    images, gt = load_labelled(labelled, indices, schema)
+    fp32 = predict_all(fp32_model, images, "check fp32")
     int8 = predict_all(OnnxPredictor(str(int8_path), threads=threads), images, "check int8")
-    return AccuracyCheck(limb_pck(fp32, gt), limb_pck(int8, gt), len(images), max_drop)
+    return AccuracyCheck(limb_pck(fp32, gt, schema=schema), limb_pck(int8, gt, schema=schema), len(images), max_drop)
 
 
 def quantize_checked(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib_images: list,
@@ -343,7 +348,7 @@ def quantize_checked(fp32_path: str | os.PathLike, out_path: str | os.PathLike, 
     file is removed and MoveNetError raised if it loses more than ``max_drop``."""
     out_path = Path(out_path)
     if labelled is not None:
-        load_labelled(labelled, check_indices)  # a bad labelled set fails before the long part
+        load_labelled(labelled, check_indices, model_schema(fp32_path))  # a bad labelled set fails before the long part
     quantize_onnx(fp32_path, out_path, calib_images, config)
     if labelled is None:
         return None

@@ -9,15 +9,18 @@ import numpy as np
 
 from .decode import decode_single, pose_score  # noqa: F401  (pose_score is part of this API)
 from .image import crop_and_resize, letterbox, to_image_coords
+from .schema import COCO17, KeypointSchema
 
 
 class Predictor:
-    """Base: ``input_size``, decoding constants and ``run`` come from the backend."""
+    """Base: ``input_size``, decoding constants, the keypoint ``schema`` and ``run`` come from
+    the backend."""
 
     input_size: int
     prior: np.ndarray
     distance_offset: float
     coord_scale: float | None = None
+    schema: KeypointSchema = COCO17
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """batch: float32 [N,3,S,S] RGB 0..255 -> (heatmaps, centers, regression, offsets)."""
@@ -202,3 +205,32 @@ class ReferencePredictor(Predictor):
     def postprocess(self, outputs: np.ndarray, box) -> np.ndarray:
         yxs = np.asarray(outputs, np.float32).reshape(-1, 3)
         return to_image_coords(yxs[:, [1, 0, 2]], box)
+
+
+def model_schema(spec) -> KeypointSchema:
+    """The keypoints a model spec predicts, without opening it for inference: a checkpoint's
+    own schema, an exported ONNX file's (its movenet metadata); COCO-17 for Google's models,
+    external files, and anything unreadable (opening it later says what is wrong)."""
+    import json
+    from pathlib import Path
+
+    from .errors import MoveNetError
+    from .schema import get_schema
+
+    base = str(spec)
+    at = base.rpartition("@")
+    if at[1] and at[2].isdigit() and not Path(base).exists():
+        base = at[0]
+    path = Path(base)
+    if not path.is_file() or path.suffix.lower() not in (".pt", ".onnx"):
+        return COCO17
+    try:
+        if path.suffix.lower() == ".pt":
+            from .checkpoint import read_checkpoint
+            return get_schema(read_checkpoint(path).get("schema", "coco17"))
+        import onnxruntime as ort
+        meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
+        info = meta.custom_metadata_map.get("movenet")
+        return get_schema(json.loads(info)["schema"]) if info else COCO17
+    except (MoveNetError, ValueError, KeyError, TypeError, RuntimeError, OSError):
+        return COCO17

@@ -23,7 +23,7 @@ from . import augment, targets
 from .augment import AugmentConfig, Geometry
 from .errors import DataWarning, MoveNetError
 from .image import read_image, size_mismatch
-from .schema import COCO17, KeypointSchema
+from .schema import COCO17, KeypointSchema, schema_from_config
 
 
 @dataclass
@@ -474,8 +474,8 @@ def size_summary(sizes: np.ndarray, input_size: int) -> str:
             f"{'area/input^2':14s}" + " ".join(f"{v:<6.3f}" for v in area))
 
 
-def configs_from_file(spec: str) -> tuple[DataConfig, AugmentConfig]:
-    """A training YAML (``data:`` and ``augment:`` sections) or a data source path."""
+def configs_from_file(spec: str) -> tuple[DataConfig, AugmentConfig, KeypointSchema]:
+    """A training YAML (``data:``, ``augment:`` and ``schema:`` sections) or a data source path."""
     path = Path(spec)
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
@@ -486,9 +486,10 @@ def configs_from_file(spec: str) -> tuple[DataConfig, AugmentConfig]:
             doc = yaml.safe_load(path.read_text()) or {}
             data = DataConfig.from_dict(doc.get("data") or {})
             aug = AugmentConfig.from_dict(doc.get("augment") or {})
+            schema = schema_from_config(doc.get("schema") or "coco17")
         except (yaml.YAMLError, ValueError, TypeError, AttributeError) as e:
             raise MoveNetError(f"{path}: bad config ({str(e).splitlines()[0]})") from None
         if not data.sources:
             raise MoveNetError(f"{path}: no data.sources")
-        return data, aug
-    return DataConfig(sources=[{"path": spec}], val_fraction=0.0), AugmentConfig()
+        return data, aug, schema
+    return DataConfig(sources=[{"path": spec}], val_fraction=0.0), AugmentConfig(), COCO17

@@ -1,6 +1,7 @@
 """Keypoint schemas: names, left/right flip pairs, skeleton edges and OKS sigmas."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,14 +14,29 @@ class KeypointSchema:
     flip_pairs: tuple[tuple[int, int], ...]
     skeleton: tuple[tuple[int, int], ...]
     sigmas: tuple[float, ...] = field(default=())
+    # Two keypoints whose distance is the PCK's unit; () = left_shoulder-right_hip where the schema
+    # has them, else the longer side of the labelled keypoints' box (``metrics.torso_size``).
+    torso: tuple[int, ...] = field(default=())
 
     def __post_init__(self) -> None:
         k = len(self.keypoints)
-        for a, b in self.flip_pairs + self.skeleton:
+        if k == 0 or len(set(self.keypoints)) != k:
+            raise ValueError(f"schema {self.name}: keypoint names must be given, each once")
+        for a, b in self.flip_pairs + self.skeleton + ((self.torso,) if self.torso else ()):
             if not (0 <= a < k and 0 <= b < k):
                 raise ValueError(f"schema {self.name}: index out of range in pair ({a}, {b})")
+        if self.torso and len(self.torso) != 2:
+            raise ValueError(f"schema {self.name}: torso is two keypoints, got {list(self.torso)}")
         if self.sigmas and len(self.sigmas) != k:
             raise ValueError(f"schema {self.name}: {len(self.sigmas)} sigmas for {k} keypoints")
+
+    def torso_pair(self) -> tuple[int, int] | None:
+        """The two keypoints whose distance normalises PCK, or None (box side instead)."""
+        if self.torso:
+            return self.torso[0], self.torso[1]
+        if "left_shoulder" in self.keypoints and "right_hip" in self.keypoints:
+            return self.index("left_shoulder"), self.index("right_hip")
+        return None
 
     @property
     def num_keypoints(self) -> int:
@@ -43,16 +59,28 @@ class KeypointSchema:
             "flip_pairs": [list(p) for p in self.flip_pairs],
             "skeleton": [list(p) for p in self.skeleton],
             "sigmas": list(self.sigmas),
+            **({"torso": list(self.torso)} if self.torso else {}),
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> "KeypointSchema":
+        """Pairs (flip_pairs, skeleton, torso) by index or by keypoint name."""
+        names = [str(n) for n in d["keypoints"]]
+
+        def index(v) -> int:
+            if isinstance(v, str):
+                if v not in names:
+                    raise ValueError(f"schema {d['name']}: no keypoint named {v!r}")
+                return names.index(v)
+            return int(v)
+
         return cls(
-            name=d["name"],
-            keypoints=tuple(d["keypoints"]),
-            flip_pairs=tuple(tuple(p) for p in d["flip_pairs"]),
-            skeleton=tuple(tuple(p) for p in d["skeleton"]),
-            sigmas=tuple(d.get("sigmas", ())),
+            name=str(d["name"]),
+            keypoints=tuple(names),
+            flip_pairs=tuple((index(a), index(b)) for a, b in d.get("flip_pairs", ())),
+            skeleton=tuple((index(a), index(b)) for a, b in d.get("skeleton", ())),
+            sigmas=tuple(float(v) for v in d.get("sigmas", ()) or ()),
+            torso=tuple(index(v) for v in d.get("torso", ()) or ()),
         )
 
 
@@ -75,6 +103,32 @@ COCO17 = KeypointSchema(
 COCO17_SIGMAS = np.array(COCO17.sigmas) / 10.0
 
 SCHEMAS = {"coco17": COCO17}
+
+
+SCHEMA_KEYS = ("name", "keypoints", "flip_pairs", "skeleton", "sigmas", "torso")
+
+
+def schema_from_config(value: str | dict | KeypointSchema) -> KeypointSchema:
+    """A training config's ``schema``: a known name (``coco17``) or a mapping with ``name``,
+    ``keypoints`` (names) and optional ``flip_pairs``, ``skeleton``, ``torso`` (pairs of names
+    or indices) and ``sigmas`` (OKS, COCO's units; default COCO's mean for every keypoint)."""
+    if isinstance(value, dict):
+        unknown = [k for k in value if k not in SCHEMA_KEYS]
+        if unknown:
+            raise ValueError(f"schema: unknown key {unknown[0]!r} (known: {', '.join(SCHEMA_KEYS)})")
+        for key in ("name", "keypoints"):
+            if key not in value:
+                raise ValueError(f"schema: {key!r} is missing")
+        if not isinstance(value["keypoints"], list):
+            raise ValueError("schema: keypoints must be a list of names")
+        try:
+            schema = KeypointSchema.from_dict(value)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"schema: {e}" if not str(e).startswith("schema") else str(e)) from None
+        if not schema.sigmas:
+            schema = dataclasses.replace(schema, sigmas=(float(np.mean(COCO17.sigmas)),) * schema.num_keypoints)
+        return schema
+    return get_schema(value)
 
 
 def get_schema(name_or_dict: str | dict | KeypointSchema) -> KeypointSchema:

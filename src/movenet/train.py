@@ -162,7 +162,7 @@ def build_model(cfg: TrainConfig, verbose: bool = True) -> nn.Module:
         model = MoveNet(cfg.model_config())
     except (ValueError, TypeError) as e:
         raise MoveNetError(f"model {cfg.model.name}: {e}") from None
-    message = init_model(model, cfg.init, verbose)
+    message = init_model(model, cfg.init, verbose, cfg.keypoint_schema())
     if verbose:
         print(message, file=sys.stderr)
     return model
@@ -921,7 +921,7 @@ def run(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, resume: str 
         out = Path(out_dir or cfg.out_dir)
         # each step that reads this machine's files stops every process when it fails on one
         agreed(env, check_run_folder, out, resume, writes=env.is_main)
-        schema = COCO17
+        schema = cfg.keypoint_schema()
         note = center_mode_note(cfg)
         if note and verbose and env.is_main:
             print(note, file=sys.stderr)

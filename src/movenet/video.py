@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from .draw import draw_pose
+from .schema import COCO17
 from .errors import MoveNetError
 from .fileio import atomic_path
 from .runtime import Predictor, pose_score
@@ -29,6 +30,9 @@ def person_record(keypoints: np.ndarray, score: float, track_id: int | None = No
     if track_id is not None:
         rec["id"] = int(track_id)
     return rec
+
+
+TRACKED_KEYPOINTS = ("left_hip", "right_hip", "left_shoulder", "right_shoulder")  # tracking.torso_visible
 
 
 @dataclass
@@ -112,11 +116,16 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
         raise MoveNetError(f"--max-frames must be at least 1, got {max_frames}")
     if smoothing not in SMOOTHING_PRESETS:
         raise MoveNetError(f"unknown smoothing {smoothing!r}; choose from {', '.join(SMOOTHING_PRESETS)}")
+    schema = getattr(predictor, "schema", COCO17)  # a wrapper around a predictor may not say
+    if track and not all(name in schema.keypoints for name in TRACKED_KEYPOINTS):
+        raise MoveNetError(f"tracking follows a person by the hips and shoulders, which the model's keypoints "
+                           f"({schema.name}) do not name: use --no-track")
     src = source if isinstance(source, VideoSource) else open_source(source)
     params = SMOOTHING_PRESETS[smoothing]
     tracker = (MultiPoseTracker(predictor, track=track, smooth=smooth, refine=refine, max_people=max_people,
-                                filter_params=params) if multi
-               else PoseTracker(predictor, track=track, smooth=smooth, filter_params=params, refine=refine))
+                                filter_params=params, schema=schema) if multi
+               else PoseTracker(predictor, track=track, smooth=smooth, filter_params=params, refine=refine,
+                                schema=schema))
     total = min(filter(None, [src.frame_count, max_frames]), default=None)
     frames = 0
     start = time.perf_counter()
@@ -150,7 +159,7 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
                         jsonl.write(json.dumps({"frame": frames, "time": round(timestamp, 4),
                                                 "people": people}) + "\n")
                     if writer is not None:
-                        drawn = draw_pose(rgb, kpts, threshold=threshold)
+                        drawn = draw_pose(rgb, kpts, schema, threshold=threshold)
                         if multi:
                             draw_ids(drawn, kpts, [p["id"] for p in people], threshold)
                         writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))

@@ -1,0 +1,158 @@
+"""Keypoint schemas other than COCO-17: declared in a training config, trained, evaluated,
+predicted, exported; Google's weights taken over by keypoint name."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from movenet.cli import main
+from movenet.config import config_from_dict
+from movenet.errors import MoveNetError
+from movenet.metrics import torso_size
+from movenet.schema import COCO17, schema_from_config
+
+FIVE = {"name": "stick5", "keypoints": ["head", "left_hand", "right_hand", "left_foot", "right_foot"],
+        "flip_pairs": [["left_hand", "right_hand"], ["left_foot", "right_foot"]],
+        "skeleton": [["head", "left_hand"], ["head", "right_hand"], ["head", "left_foot"], ["head", "right_foot"]]}
+COLOURS = [(255, 255, 255), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
+
+
+def test_schema_from_config_takes_names_and_fills_sigmas():
+    schema = schema_from_config({**FIVE, "torso": ["head", "left_foot"]})
+    assert schema.num_keypoints == 5 and schema.flip_pairs == ((1, 2), (3, 4)) and schema.torso_pair() == (0, 3)
+    assert schema.sigmas == (pytest.approx(np.mean(COCO17.sigmas)),) * 5  # COCO's mean when not given
+    assert list(schema.flip_index()) == [0, 2, 1, 4, 3]
+    assert schema_from_config("coco17") is COCO17 and COCO17.torso_pair() == (5, 12)
+    assert schema_from_config(FIVE).torso_pair() is None  # PCK then uses the keypoints' box
+    for bad, words in [({**FIVE, "colour": 1}, "unknown key 'colour'"), ({"name": "x"}, "'keypoints' is missing"),
+                       ({**FIVE, "skeleton": [["head", "tail"]]}, "no keypoint named 'tail'"),
+                       ({"name": "x", "keypoints": ["a", "a"]}, "each once"),
+                       ({**FIVE, "sigmas": [0.5, 0.5]}, "2 sigmas for 5 keypoints")]:
+        with pytest.raises(ValueError, match=words):
+            schema_from_config(bad)
+    with pytest.raises(MoveNetError, match="schema: unknown key 'colour'"):  # in a config: one line
+        config_from_dict({"schema": {**FIVE, "colour": 1}})
+
+
+def test_the_model_follows_the_schema():
+    cfg = config_from_dict({"schema": FIVE})
+    assert cfg.model_config().num_keypoints == 5
+    assert config_from_dict({}).model_config().num_keypoints == 17
+    with pytest.raises(MoveNetError, match="num_keypoints 7 differs from the schema's 5"):
+        config_from_dict({"schema": FIVE, "model": {"overrides": {"num_keypoints": 7}}})
+
+
+def test_pck_unit_without_a_torso_is_the_longer_side_of_the_keypoint_box():
+    schema = schema_from_config(FIVE)
+    gt = np.zeros((3, 5, 3))
+    gt[0, :, :2] = [[10, 0], [0, 20], [20, 20], [5, 40], [15, 40]]
+    gt[0, :, 2] = 2
+    gt[1, :2] = [[3, 3, 2], [7, 6, 2]]  # two labelled keypoints: a 4 x 3 box
+    gt[2, 0] = [5, 5, 2]  # one: no unit
+    np.testing.assert_allclose(torso_size(gt, schema), [40.0, 4.0, np.nan])
+
+
+def _stick_figures(root, n: int, size: int = 64) -> None:
+    """COCO-format data of a "stick5" category: five coloured dots per image."""
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    coco = {"images": [], "annotations": [],
+            "categories": [{"id": 3, "name": "stick", "keypoints": FIVE["keypoints"], "skeleton": []}]}
+    for i in range(n):
+        img = np.full((size, size, 3), 40, np.uint8)
+        cx, cy = rng.uniform(24, 40, 2)
+        pts = np.array([[cx, cy - 14], [cx - 12, cy], [cx + 12, cy], [cx - 7, cy + 16], [cx + 7, cy + 16]])
+        pts += rng.normal(0, 1.5, pts.shape)
+        for (x, y), colour in zip(pts, COLOURS):
+            cv2.circle(img, (int(x), int(y)), 3, colour, -1)
+        cv2.imwrite(str(root / "images" / f"{i}.png"), img)
+        coco["images"].append({"id": i + 1, "file_name": f"{i}.png", "width": size, "height": size})
+        kpts = np.concatenate([pts, np.full((5, 1), 2.0)], axis=1)
+        box = [float(pts[:, 0].min()), float(pts[:, 1].min()), float(np.ptp(pts[:, 0])), float(np.ptp(pts[:, 1]))]
+        coco["annotations"].append({"id": i + 1, "image_id": i + 1, "category_id": 3, "iscrowd": 0,
+                                    "keypoints": [round(float(v), 2) for v in kpts.ravel()], "num_keypoints": 5,
+                                    "bbox": box, "area": box[2] * box[3]})
+    (root / "annotations.json").write_text(json.dumps(coco))
+
+
+def test_a_custom_schema_trains_evaluates_predicts_exports_and_runs_on_video(tmp_path, capsys):
+    data = tmp_path / "sticks"
+    _stick_figures(data, 8)
+    config = tmp_path / "sticks.yaml"
+    config.write_text(
+        f"schema: {json.dumps(FIVE)}\n"
+        "model: {name: mobilenetv2_050, overrides: {input_size: 64, head_channels: 32}}\n"
+        f"data: {{sources: [{{path: {data / 'annotations.json'}, image_root: {data / 'images'}}}], "
+        "val_fraction: 0.25, num_workers: 0}\n"
+        "log: {tensorboard: false, images: 2}\n"
+        "epochs: 2\nbatch_size: 2\nval_batch_size: 4\nthreads: 1\n")
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(run)]) == 0
+    ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    assert ckpt["schema"]["keypoints"] == FIVE["keypoints"] and ckpt["model_config"]["num_keypoints"] == 5
+    assert np.isfinite(ckpt["metrics"]["val_pck"])  # PCK on the keypoints' box: a number, not nan
+    assert main(["data", "stats", str(config), "--out", str(tmp_path / "stats")]) == 0
+
+    # eval on the data file and on the config's held-out images: the model's keypoints
+    for source, people in ((str(data / "annotations.json"), 8), (str(config), 2)):
+        out = tmp_path / f"report{people}"
+        args = ["--images", str(data / "images")] if people == 8 else []
+        assert main(["eval", source, *args, "--model", str(run / "last.pt"), "--out", str(out)]) == 0
+        report = json.loads((out / "report.json").read_text())
+        assert report["people"] == people and report["schema"] == "stick5"
+        assert list(report["models"]["last"]["pck_torso"]["per_keypoint"]) == FIVE["keypoints"]
+
+    image = data / "images" / "0.png"
+    onnx = tmp_path / "sticks.onnx"
+    assert main(["export", str(run / "last.pt"), "-o", str(onnx)]) == 0
+    assert main(["export", str(run / "last.pt"), "-o", str(tmp_path / "sticks_int8.onnx"), "--int8",
+                 "--calib", str(data / "images"), "--check", str(config)]) == 0  # PCK on the stick5 keypoints
+    for model in (run / "last.pt", onnx):
+        out = tmp_path / f"{model.suffix[1:]}.json"
+        assert main(["predict", str(image), "--model", str(model), "--json", str(out),
+                     "--save-dir", str(tmp_path / "drawn")]) == 0
+        assert np.array(json.loads(out.read_text())[0]["people"][0]["keypoints"]).shape == (5, 3)
+    assert main(["predict", str(image), "--model", str(onnx), "--multi", "--json", str(tmp_path / "multi.json")]) == 0
+
+    video = tmp_path / "sticks.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
+    for i in range(3):
+        writer.write(cv2.imread(str(data / "images" / f"{i}.png")))
+    writer.release()
+    capsys.readouterr()
+    assert main(["video", str(video), "--model", str(run / "last.pt"), "--json", str(tmp_path / "v.jsonl")]) == 2
+    assert "do not name: use --no-track" in capsys.readouterr().err
+    assert main(["video", str(video), "--model", str(run / "last.pt"), "--json", str(tmp_path / "v.jsonl"),
+                 "--no-track"]) == 0
+    frames = [json.loads(line) for line in (tmp_path / "v.jsonl").read_text().splitlines()]
+    assert len(frames) == 3 and len(frames[0]["people"][0]["keypoints"]) == 5
+
+
+def test_init_from_lightning_takes_the_keypoint_channels_it_has_by_name(lightning, capsys):
+    from movenet.train import build_model
+
+    limbs = list(COCO17.keypoints[5:])
+    schema = {"name": "limbs_and_neck", "keypoints": ["neck", *limbs],
+              "flip_pairs": [[f"left_{p}", f"right_{p}"]
+                             for p in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle")]}
+    cfg = config_from_dict({"schema": schema, "model": {"name": "lightning"}, "init": "lightning",
+                            "data": {"center_mode": "mean"}})
+    model = build_model(cfg)
+    assert "12 of 13 keypoints taken by name, the others start fresh" in capsys.readouterr().err
+    google = lightning.state_dict()
+    ours = model.state_dict()
+    for name in ("left_knee", "right_wrist"):
+        i, j = cfg.keypoint_schema().index(name), COCO17.index(name)
+        torch.testing.assert_close(ours["heatmap.out.weight"][i], google["heatmap.out.weight"][j])
+        torch.testing.assert_close(ours["regression.out.weight"][2 * i:2 * i + 2],
+                                   google["regression.out.weight"][2 * j:2 * j + 2])
+        torch.testing.assert_close(ours["offset.out.bias"][2 * i:2 * i + 2], google["offset.out.bias"][2 * j:2 * j + 2])
+    torch.testing.assert_close(ours["center.out.weight"], google["center.out.weight"])
+    first = next(k for k in ours if k.startswith("backbone."))
+    torch.testing.assert_close(ours[first], google[first])
+    neck_row = ours["heatmap.out.weight"][0]
+    assert not any(torch.equal(neck_row, row) for row in google["heatmap.out.weight"])  # fresh
