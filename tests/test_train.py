@@ -45,6 +45,12 @@ def test_epoch_line_before_training_has_no_loss():
     line = format_epoch({"epoch": 1, "train_loss": 2.0, "train_heatmap": 1.5, "val_pck": 0.5,
                          "train_images": 32, "train_seconds": 2.0}, 8)
     assert line == "epoch 1/8, loss 2.0000, (heatmap 1.5000), val PCK@0.2 0.5000 AP nan, 16.0 img/s"
+    # with the time this process has spent on its epochs (here 2 epochs of a run resumed at epoch 3)
+    timed = format_epoch({"epoch": 5, "train_loss": 2.0}, 8, elapsed=1500.0, epochs_timed=2)
+    assert timed == "epoch 5/8, loss 2.0000, 25 min so far, ~38 min to go"
+    assert format_epoch({"epoch": 2, "train_loss": 2.0}, 152, elapsed=100.0, epochs_timed=2).endswith(
+        "100 s so far, ~2 h 05 min to go")
+    assert "to go" not in format_epoch({"epoch": 8, "train_loss": 2.0}, 8, elapsed=1500.0, epochs_timed=2)
 
 
 def test_curves_png_is_drawn_after_validations_and_can_be_turned_off(tmp_path):

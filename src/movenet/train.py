@@ -570,6 +570,7 @@ class Trainer:
         self.state = TrainState()
         self.writer = None
         self.stop_requested = False
+        self._clock = (time.perf_counter(), 0)  # (start, epochs done then) of this process's epochs
 
     def _sample_weights(self, unlabeled) -> torch.Tensor | None:
         from .samples import sample_weights
@@ -662,6 +663,7 @@ class Trainer:
                 s.history.append({"epoch": 0, "step": 0, **metrics})
                 if env.is_main and self.verbose:
                     print(format_epoch(s.history[-1], cfg.epochs), file=sys.stderr)
+            self._clock = (time.perf_counter(), s.epoch)  # for the time-to-go of the epoch lines
             while s.epoch < cfg.epochs and not self._step_limit_reached():
                 t0 = time.perf_counter()
                 train_metrics = self._train_epoch(s.epoch)
@@ -866,7 +868,9 @@ class Trainer:
             from .curves import plot_training_curves
             plot_training_curves(s.history, self.out_dir / CURVES, title=str(self.out_dir))
         if self.env.is_main and self.verbose:
-            print(format_epoch(metrics, cfg.epochs), file=sys.stderr)
+            start, first_epoch = self._clock
+            print(format_epoch(metrics, cfg.epochs, time.perf_counter() - start, s.epoch - first_epoch),
+                  file=sys.stderr)
         if self.env.distributed:
             dist.barrier()
 
@@ -878,7 +882,9 @@ class Trainer:
         return SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.state.step or None)
 
 
-def format_epoch(m: dict, epochs: int) -> str:
+def format_epoch(m: dict, epochs: int, elapsed: float | None = None, epochs_timed: int = 0) -> str:
+    """The line printed after an epoch; with ``elapsed`` seconds over ``epochs_timed`` epochs of
+    this process (validations and checkpoints included), the time the rest will take at that pace."""
     parts = [f"epoch {m['epoch']}/{epochs}"]
     parts.append(f"loss {m['train_loss']:.4f}" if "train_loss" in m else "before training")
     heads = [f"{k[6:]} {m[k]:.4f}" for k in ("train_heatmap", "train_center", "train_regression",
@@ -891,7 +897,16 @@ def format_epoch(m: dict, epochs: int) -> str:
         parts.append(f"decoding offset {m['val_distance_offset']:g}")
     if m.get("train_seconds"):
         parts.append(f"{m['train_images'] / m['train_seconds']:.1f} img/s")
+    if elapsed is not None and epochs_timed > 0 and m["epoch"] < epochs:
+        parts.append(f"{_duration(elapsed)} so far, ~{_duration(elapsed / epochs_timed * (epochs - m['epoch']))} to go")
     return ", ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 # ---------------------------------------------------------------- entry points
