@@ -13,6 +13,7 @@ from movenet.cli import main
 from movenet.config import config_from_dict
 from movenet.errors import MoveNetError
 from movenet.metrics import torso_size
+from movenet.runtime import model_schema
 from movenet.schema import COCO17, schema_from_config
 
 FIVE = {"name": "stick5", "keypoints": ["head", "left_hand", "right_hand", "left_foot", "right_foot"],
@@ -109,6 +110,9 @@ def test_a_custom_schema_trains_evaluates_predicts_exports_and_runs_on_video(tmp
     image = data / "images" / "0.png"
     onnx = tmp_path / "sticks.onnx"
     assert main(["export", str(run / "last.pt"), "-o", str(onnx)]) == 0
+    for spec in (onnx, run / "last.pt", f"{run / 'last.pt'}@96"):
+        assert model_schema(spec).name == "stick5", spec
+    assert model_schema("lightning") is COCO17 and model_schema(tmp_path / "absent.pt") is COCO17
     assert main(["export", str(run / "last.pt"), "-o", str(tmp_path / "sticks_int8.onnx"), "--int8",
                  "--calib", str(data / "images"), "--check", str(config)]) == 0  # PCK on the stick5 keypoints
     for model in (run / "last.pt", onnx):

@@ -217,20 +217,18 @@ def model_schema(spec) -> KeypointSchema:
     from .errors import MoveNetError
     from .schema import get_schema
 
-    base = str(spec)
-    at = base.rpartition("@")
-    if at[1] and at[2].isdigit() and not Path(base).exists():
-        base = at[0]
-    path = Path(base)
-    if not path.is_file() or path.suffix.lower() not in (".pt", ".onnx"):
-        return COCO17
     try:
-        if path.suffix.lower() == ".pt":
-            from .checkpoint import read_checkpoint
+        if str(spec).lower().endswith(".onnx") and Path(spec).is_file():
+            import onnxruntime as ort
+            meta = ort.InferenceSession(str(spec), providers=["CPUExecutionProvider"]).get_modelmeta()
+            info = meta.custom_metadata_map.get("movenet")
+            return get_schema(json.loads(info)["schema"]) if info else COCO17
+        if ".pt" not in str(spec):
+            return COCO17
+        from .checkpoint import read_checkpoint, split_input_size  # torch: a checkpoint needs it anyway
+        path = Path(split_input_size(spec)[0])
+        if path.suffix == ".pt" and path.is_file():
             return get_schema(read_checkpoint(path).get("schema", "coco17"))
-        import onnxruntime as ort
-        meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
-        info = meta.custom_metadata_map.get("movenet")
-        return get_schema(json.loads(info)["schema"]) if info else COCO17
     except (MoveNetError, ValueError, KeyError, TypeError, RuntimeError, OSError):
-        return COCO17
+        pass
+    return COCO17
