@@ -1,5 +1,6 @@
 """The one error type shown to users as a single line (no traceback) by the CLI, and the
 warning about data that the CLI shows as one line too."""
+import sys
 import warnings
 
 
@@ -26,15 +27,22 @@ class DataWarning(UserWarning):
 
 def one_line_data_warnings() -> None:
     """Show ``DataWarning``s as ``movenet: warning: MESSAGE``, without Python's file and line
-    (those of other warnings are kept)."""
-    default = warnings.formatwarning
-    if getattr(default, "one_line_data_warnings", False):  # installed already
+    (those of other warnings are kept), on a line of their own beside a tqdm progress bar."""
+    default_format, default_show = warnings.formatwarning, warnings.showwarning
+    if getattr(default_format, "one_line_data_warnings", False):  # installed already
         return
 
     def format_warning(message, category, filename, lineno, line=None):
         if issubclass(category, DataWarning):
             return f"movenet: warning: {message}\n"
-        return default(message, category, filename, lineno, line)
+        return default_format(message, category, filename, lineno, line)
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DataWarning) and file is None:
+            from tqdm import tqdm
+            tqdm.write(format_warning(message, category, filename, lineno).rstrip("\n"), file=sys.stderr)
+        else:
+            default_show(message, category, filename, lineno, file, line)
 
     format_warning.one_line_data_warnings = True
-    warnings.formatwarning = format_warning
+    warnings.formatwarning, warnings.showwarning = format_warning, show_warning
