@@ -48,8 +48,8 @@ def test_epoch_line_before_training_has_no_loss():
     # with the time this process has spent on its epochs (here 2 epochs of a run resumed at epoch 3)
     timed = format_epoch({"epoch": 5, "train_loss": 2.0}, 8, elapsed=1500.0, epochs_timed=2)
     assert timed == "epoch 5/8, loss 2.0000, 25 min so far, ~38 min to go"
-    assert format_epoch({"epoch": 2, "train_loss": 2.0}, 152, elapsed=100.0, epochs_timed=2).endswith(
-        "100 s so far, ~2 h 05 min to go")
+    assert format_epoch({"epoch": 2, "train_loss": 2.0}, 302, elapsed=45.0, epochs_timed=2).endswith(
+        "45 s so far, ~1 h 52 min to go")
     assert "to go" not in format_epoch({"epoch": 8, "train_loss": 2.0}, 8, elapsed=1500.0, epochs_timed=2)
 
 
