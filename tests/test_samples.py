@@ -1,6 +1,7 @@
 """Training samples on real data (coco-mini, LSP) and on bad data: contract shapes, targets
 that decode back to the labels, crops that map back to the image, counted skips, clear errors."""
 import json
+import re
 import warnings
 from dataclasses import fields
 
@@ -14,6 +15,7 @@ from movenet.augment import AugmentConfig
 from movenet.datasets import load_keypoint_dataset
 from movenet.errors import DataWarning, MoveNetError
 from movenet.samples import DataConfig, PoseSampleDataset
+from movenet.schema import COCO17
 from movenet.targets import TargetParams
 
 S = 192
@@ -314,6 +316,8 @@ def test_data_stats_cli(coco_mini, tmp_path, capsys):
     png = out / "target_sizes.png"
     assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
     assert main(["data", "stats", str(coco_mini), "--out", str(out)]) == 0
+    shares = dict(re.findall(r"(\w+) (\d+)%", capsys.readouterr().out.split("labelled keypoints")[1].split("no aug")[0]))
+    assert list(shares) == list(COCO17.keypoints) and all(0 < int(v) <= 100 for v in shares.values())
     assert main(["data", "stats", str(tmp_path / "nope.yaml")]) == 2
     assert "nope.yaml: file not found" in capsys.readouterr().err
 

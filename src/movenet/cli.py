@@ -421,6 +421,14 @@ def cmd_data_stats(args) -> int:
     after = target_sizes(train, augmented=True, limit=args.limit, seed=args.seed)
     size = data_cfg.input_size
     print(f"{len(before)} targets at input {size}")
+    labelled = (train.index.keypoints[train.index.targets][..., 2] > 0).mean(axis=0)
+    lines = ["labelled keypoints, share of the targets:"]
+    for name, share in zip(schema.keypoints, labelled):
+        entry = f" {name} {share:.0%}"
+        if len(lines[-1]) + len(entry) > 100:
+            lines.append(" ")
+        lines[-1] += entry
+    print("\n".join(lines))
     print("no augmentation:\n" + size_summary(before, size))
     print("training augmentation:\n" + size_summary(after, size))
     out = Path(args.out) / "target_sizes.png"
