@@ -119,7 +119,8 @@ class TrainConfig:
     sync_bn: bool = False  # SyncBatchNorm across processes (DDP on CUDA)
     # Under torchrun: how long a process waits in a collective for the others before it stops
     # (a hung machine, a lost peer). 0: PyTorch's default (10 min with NCCL, 30 with gloo).
-    # Keep it above the longest gap between steps (rank 0 writes checkpoints and plots).
+    # Keep it above the longest gap between steps (rank 0 writes checkpoints and plots); it also
+    # bounds how long the processes wait for each other at start-up.
     dist_timeout_s: float = 0.0
     channels_last: bool = True  # NHWC memory layout: about 2x faster on CPU, faster with AMP
     val_before: bool = False  # also validate the initial model (logged as epoch 0)
