@@ -316,7 +316,8 @@ def test_data_stats_cli(coco_mini, tmp_path, capsys):
     png = out / "target_sizes.png"
     assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
     assert main(["data", "stats", str(coco_mini), "--out", str(out)]) == 0
-    shares = dict(re.findall(r"(\w+) (\d+)%", capsys.readouterr().out.split("labelled keypoints")[1].split("no aug")[0]))
+    listing = capsys.readouterr().out.split("labelled keypoints")[1].split("no aug")[0]
+    shares = dict(re.findall(r"(\w+) (\d+)%", listing))
     assert list(shares) == list(COCO17.keypoints) and all(0 < int(v) <= 100 for v in shares.values())
     assert main(["data", "stats", str(tmp_path / "nope.yaml")]) == 2
     assert "nope.yaml: file not found" in capsys.readouterr().err

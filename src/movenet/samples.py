@@ -293,10 +293,11 @@ class PoseSampleDataset(torch.utils.data.Dataset):
         person = ix.targets[i]
         geom, m = self.geometry(i, rng)
         img = ix.image_of[person]
-        image = read_image(self.path(i))
+        path = self.path(i)
+        image = read_image(path)
         if img not in self.size_warned:  # once per image (and loader worker)
             self.size_warned.add(img)
-            problem = size_mismatch(self.path(i), image, *ix.image_sizes[img])
+            problem = size_mismatch(path, image, *ix.image_sizes[img])
             if problem:
                 warnings.warn(problem, DataWarning, stacklevel=2)
         crop = augment.warp(image, m, self.size)

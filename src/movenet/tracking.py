@@ -81,6 +81,9 @@ def full_frame_box(width: int, height: int) -> Box:
     return ((width - side) / 2, (height - side) / 2, side, side)
 
 
+TORSO_KEYPOINTS = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")  # what tracking follows
+
+
 def torso_visible(keypoints: np.ndarray, schema: KeypointSchema = COCO17,
                   threshold: float = MIN_CROP_KEYPOINT_SCORE) -> bool:
     """TF.js ``torsoVisible``: a hip and a shoulder score above ``threshold``."""
@@ -96,7 +99,7 @@ def torso_and_body_range(keypoints: np.ndarray, center_x: float, center_y: float
     """TF.js ``determineTorsoAndBodyRange``, in pixels: the largest |dx|, |dy| from the centre
     of the 4 torso keypoints (whatever their score, as TF.js) and of all keypoints scoring at
     least ``threshold``. Returns (torso_x, torso_y, body_x, body_y)."""
-    torso = [schema.index(n) for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip")]
+    torso = [schema.index(n) for n in TORSO_KEYPOINTS]
     d = np.abs(keypoints[:, :2] - np.array([center_x, center_y], np.float32))
     torso_x, torso_y = d[torso].max(axis=0)
     confident = keypoints[:, 2] >= threshold

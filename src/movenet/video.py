@@ -13,11 +13,11 @@ import cv2
 import numpy as np
 
 from .draw import draw_pose
-from .schema import COCO17
 from .errors import MoveNetError
 from .fileio import atomic_path
 from .runtime import Predictor, pose_score
-from .tracking import SMOOTHING_PRESETS, MultiPoseTracker, PoseTracker
+from .schema import COCO17
+from .tracking import SMOOTHING_PRESETS, TORSO_KEYPOINTS, MultiPoseTracker, PoseTracker
 
 DEFAULT_CAMERA_FPS = 30.0  # when a camera does not report its frame rate
 
@@ -30,9 +30,6 @@ def person_record(keypoints: np.ndarray, score: float, track_id: int | None = No
     if track_id is not None:
         rec["id"] = int(track_id)
     return rec
-
-
-TRACKED_KEYPOINTS = ("left_hip", "right_hip", "left_shoulder", "right_shoulder")  # tracking.torso_visible
 
 
 @dataclass
@@ -117,7 +114,7 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
     if smoothing not in SMOOTHING_PRESETS:
         raise MoveNetError(f"unknown smoothing {smoothing!r}; choose from {', '.join(SMOOTHING_PRESETS)}")
     schema = getattr(predictor, "schema", COCO17)  # a wrapper around a predictor may not say
-    if track and not all(name in schema.keypoints for name in TRACKED_KEYPOINTS):
+    if track and not all(name in schema.keypoints for name in TORSO_KEYPOINTS):
         raise MoveNetError(f"tracking follows a person by the hips and shoulders, which the model's keypoints "
                            f"({schema.name}) do not name: use --no-track")
     src = source if isinstance(source, VideoSource) else open_source(source)
