@@ -474,3 +474,29 @@ def test_final_init_weight_needs_full_initial_weights(init, weight, message):
     with pytest.raises(MoveNetError) as e:
         tiny_config(init=init, final_init_weight=weight)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+class _WarningSamples(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int):
+        import warnings
+
+        from movenet.errors import DataWarning
+        warnings.warn(DataWarning("im7.jpg: the image is 80x60, its annotation says 160x120"))
+        return torch.zeros(1)
+
+
+def test_a_data_warning_from_a_spawned_loader_worker_is_one_line(capfd):
+    # macOS and Windows start loader workers with `spawn`: they inherit nothing from the CLI
+    from movenet.errors import one_line_data_warnings
+    from movenet.train import make_loader
+
+    one_line_data_warnings()
+    loader = make_loader(_WarningSamples(), 1, torch.utils.data.SequentialSampler(range(1)), 1, train=False)
+    loader.multiprocessing_context = "spawn"
+    assert len(list(loader)) == 1
+    err = capfd.readouterr().err
+    assert "movenet: warning: im7.jpg: the image is 80x60, its annotation says 160x120\n" in err
+    assert "DataWarning" not in err and "warnings.warn" not in err

@@ -29,7 +29,7 @@ def one_line_data_warnings() -> None:
     """Show ``DataWarning``s as ``movenet: warning: MESSAGE``, without Python's file and line
     (those of other warnings are kept), on a line of their own beside a tqdm progress bar."""
     default_format, default_show = warnings.formatwarning, warnings.showwarning
-    if getattr(default_format, "one_line_data_warnings", False):  # installed already
+    if one_line_data_warnings_installed():
         return
 
     def format_warning(message, category, filename, lineno, line=None):
@@ -46,3 +46,7 @@ def one_line_data_warnings() -> None:
 
     format_warning.one_line_data_warnings = True
     warnings.formatwarning, warnings.showwarning = format_warning, show_warning
+
+
+def one_line_data_warnings_installed() -> bool:
+    return getattr(warnings.formatwarning, "one_line_data_warnings", False)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import functools
 import math
 import os
 import random
@@ -43,7 +44,7 @@ from torch import nn
 from .checkpoint import read_checkpoint, save_checkpoint, weighted_state
 from .config import TrainConfig, save_config
 from .datasets import merge_coco
-from .errors import MoveNetError
+from .errors import MoveNetError, one_line_data_warnings, one_line_data_warnings_installed
 from .fileio import file_in_the_way, make_folder
 from .schema import COCO17, KeypointSchema
 
@@ -329,7 +330,14 @@ def make_loader(dataset, batch_size: int, sampler: torch.utils.data.Sampler, wor
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=train,
         pin_memory=torch.cuda.is_available(), generator=torch.Generator(),
-        persistent_workers=train and workers > 0)
+        persistent_workers=train and workers > 0,
+        worker_init_fn=functools.partial(_init_worker, one_line_data_warnings_installed()))
+
+
+def _init_worker(one_line_warnings: bool, worker_id: int) -> None:
+    # Workers started with `spawn` (macOS, Windows) do not inherit the CLI's warning format.
+    if one_line_warnings:
+        one_line_data_warnings()
 
 
 def to_device(batch, device: torch.device):
