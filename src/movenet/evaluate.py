@@ -200,13 +200,18 @@ def run_models(dataset: KeypointDataset, samples: list[Sample], predictors: dict
 
 
 def evaluate(dataset: KeypointDataset, specs: list[str], protocol: str = "whole", threads: int | None = None,
-             px: float = 5.0, px_size: int | None = None, progress: bool = True, refine: bool = False) -> EvalRun:
-    """Load the models, check them against the data's schema, run the pass and the metrics."""
+             px: float = 5.0, px_size: int | None = None, progress: bool = True, refine: bool = False,
+             flip: bool = False) -> EvalRun:
+    """Load the models, check them against the data's schema, run the pass and the metrics
+    (``flip``: each model through ``FlipTestPredictor``)."""
     samples, excluded = make_samples(dataset, protocol)
     if not samples:
         raise MoveNetError(f"{dataset.name}: no person to evaluate with the {protocol} protocol")
     labels = model_labels(specs)
     predictors = {label: open_predictor(spec, threads) for label, spec in zip(labels, specs)}
+    if flip:
+        from .runtime import FlipTestPredictor
+        predictors = {label: FlipTestPredictor(p) for label, p in predictors.items()}
     for label, predictor in predictors.items():
         check_keypoint_count(predictor, label, dataset)
     # One resolution for the fixed-pixel PCK keeps the column comparable across models.
@@ -217,7 +222,7 @@ def evaluate(dataset: KeypointDataset, specs: list[str], protocol: str = "whole"
                            f"(first: {skipped[0]})")
     samples = [s for s, keep in zip(samples, kept) if keep]
     run = EvalRun(dataset, protocol, samples, excluded, skipped, sides[kept], [],
-                  {"protocol": protocol, "refine": refine, "px": px, "px_size": px_size, "threads": threads,
+                  {"protocol": protocol, "refine": refine, "flip": flip, "px": px, "px_size": px_size, "threads": threads,
                    "topdown_box_scale": TOPDOWN_BOX_SCALE, "torso_alpha": TORSO_ALPHA,
                    "head_alpha": HEAD_ALPHA})
     for m, (label, spec) in enumerate(zip(labels, specs)):
@@ -301,9 +306,9 @@ def report_markdown(report: dict, plots: dict[str, str]) -> str:
 
     models = report["models"]
     px = report["settings"]["px"]
-    refine = report["settings"].get("refine")
+    refine, flip = report["settings"].get("refine"), report["settings"].get("flip")
     lines = [f"# Evaluation on {report['dataset']} ({report['protocol']} protocol"
-             f"{', second look' if refine else ''})", "",
+             f"{', second look' if refine else ''}{', flip test' if flip else ''})", "",
              f"Data: `{report['data']}`: {report['people']} people in {report['images']} images"
              f" ({report['excluded_images']} images left out by the protocol,"
              f" {len(report['skipped'])} unreadable).", ""]
@@ -343,7 +348,10 @@ def report_markdown(report: dict, plots: dict[str, str]) -> str:
                                    "the box of its first pose's keypoints (two passes, as `movenet predict`)."
                                    if refine else
                                    "none (one pass; `movenet eval --refine` scores the two passes of "
-                                   "`movenet predict`)."), ""]
+                                   "`movenet predict`)."),
+              "- Flip test: " + ("each input also run mirrored, the two head outputs averaged before decoding "
+                                 "(twice the model time)." if flip else
+                                 "none (`movenet eval --flip` averages each input with its mirror image)."), ""]
     return "\n".join(lines)
 
 
@@ -553,12 +561,13 @@ def cmd_eval(args) -> int:
     if args.limit is not None:
         dataset = dataset.subset([e.id for e in dataset.images[:args.limit]])
     start = time.perf_counter()
-    run = evaluate(dataset, specs, args.protocol, args.threads, args.px, args.px_size, refine=args.refine)
+    run = evaluate(dataset, specs, args.protocol, args.threads, args.px, args.px_size, refine=args.refine,
+                   flip=args.flip)
     for line in run.skipped:
         print(f"movenet: skipped {line}", file=sys.stderr)
     write_report(run, args.data, out)
     print(f"{dataset.name}: {len(run.samples)} people, {args.protocol} protocol"
-          f"{' with a second look' if args.refine else ''}, "
+          f"{' with a second look' if args.refine else ''}{' and the flip test' if args.flip else ''}, "
           f"{time.perf_counter() - start:.1f} s")
     for r in run.models:
         m = r.metrics

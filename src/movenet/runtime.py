@@ -49,6 +49,57 @@ class Predictor:
         return self.postprocess(self.run(batch), box)
 
 
+def mirror_outputs(outputs, flip_index: np.ndarray):
+    """Head outputs of a horizontally mirrored input, expressed in the unmirrored frame: maps
+    flipped along x, keypoint channels swapped left <-> right (``flip_index``), regression x
+    negated (``keypoint cell - centre cell`` changes sign) and offset x replaced by ``1 - x``
+    (a point at ``u`` cells lies at ``W - u`` in the mirror: cell ``W-1-floor(u)``, residual
+    ``1 - (u - floor(u))``). Its own inverse. Shapes [N,K,H,W], [N,1,H,W], [N,2K,H,W] x 2."""
+    heat, center, reg, off = outputs
+    n, k, h, w = heat.shape
+
+    def vectors(v: np.ndarray, x_of) -> np.ndarray:
+        v = v.reshape(n, k, 2, h, w)[:, flip_index, :, :, ::-1].copy()
+        v[:, :, 1] = x_of(v[:, :, 1])
+        return v.reshape(n, 2 * k, h, w)
+
+    return (np.ascontiguousarray(heat[:, flip_index, :, ::-1]), np.ascontiguousarray(center[..., ::-1]),
+            vectors(reg, np.negative), vectors(off, lambda x: 1.0 - x))
+
+
+class FlipTestPredictor(Predictor):
+    """Flip test: every input is run as it is and mirrored, and the two sets of head outputs
+    (the mirrored one brought back by ``mirror_outputs``) are averaged before decoding. Twice
+    the model time; everything that decodes ``run``'s outputs (one person, several, the second
+    look, video) gets the averaged maps."""
+
+    def __init__(self, inner: Predictor):
+        from .errors import MoveNetError
+
+        if isinstance(inner, ReferencePredictor):
+            raise MoveNetError(f"{inner.path}: the flip test averages the model's four head outputs; this "
+                               "file gives keypoints only (use lightning/thunder, a checkpoint or a "
+                               "`movenet export` file)")
+        self.inner = inner
+        for name in ("input_size", "prior", "distance_offset", "coord_scale", "schema"):
+            setattr(self, name, getattr(inner, name))
+        self.flip_index = self.schema.flip_index()
+
+    def __getattr__(self, name: str):  # the backend's other attributes (metadata, model, ...)
+        return getattr(self.__dict__["inner"], name)
+
+    def preprocess(self, img: np.ndarray):
+        return self.inner.preprocess(img)
+
+    def preprocess_crop(self, img: np.ndarray, box: tuple[float, float, float, float]):
+        return self.inner.preprocess_crop(img, box)
+
+    def run(self, batch: np.ndarray):
+        plain = self.inner.run(batch)
+        mirrored = mirror_outputs(self.inner.run(np.ascontiguousarray(batch[..., ::-1])), self.flip_index)
+        return tuple(0.5 * (a + b) for a, b in zip(plain, mirrored))
+
+
 class OnnxPredictor(Predictor):
     """onnxruntime backend for models exported by ``movenet export`` (four head outputs,
     input size, schema and decoding constants in the ONNX metadata), fp32 or int8."""
