@@ -13,6 +13,8 @@ from pathlib import Path
 from .errors import MoveNetError, one_line_data_warnings, user_message
 
 BUILTIN_IMAGE = Path(__file__).parent / "assets" / "astronaut.jpg"
+FLIP_HELP = ("flip test: run each input mirrored too and average the two outputs (twice the model time; "
+             "a little more accurate on models trained with flips)")
 
 
 def _error(msg: str) -> None:
@@ -41,8 +43,7 @@ def add_predict(sub) -> None:
                    help="one pass only: no second look at the person in a crop around the first "
                    "pose (with --multi: at each person); twice as fast, worse on people who do not "
                    "fill the frame")
-    p.add_argument("--flip", action="store_true",
-                   help="flip test: run each input mirrored too and average the two outputs (twice the model time; a little more accurate on models trained with flips)")
+    p.add_argument("--flip", action="store_true", help=FLIP_HELP)
     p.set_defaults(func=cmd_predict)
 
 
@@ -174,8 +175,7 @@ def add_eval(sub) -> None:
     p.add_argument("--refine", action="store_true",
                    help="score what movenet predict outputs: a second look at each person in a "
                    "crop around the first pose (default: one pass, the reference protocol)")
-    p.add_argument("--flip", action="store_true",
-                   help="flip test: run each input mirrored too and average the two outputs (twice the model time; a little more accurate on models trained with flips)")
+    p.add_argument("--flip", action="store_true", help=FLIP_HELP)
     p.set_defaults(func=cmd_eval)
 
 
@@ -481,8 +481,7 @@ def add_video(sub) -> None:
     p.add_argument("--threshold", type=float, default=0.3, help="hide keypoints scoring below this")
     p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of the backend")
-    p.add_argument("--flip", action="store_true",
-                   help="flip test: run each input mirrored too and average the two outputs (twice the model time; a little more accurate on models trained with flips)")
+    p.add_argument("--flip", action="store_true", help=FLIP_HELP)
     p.set_defaults(func=cmd_video)
 
 

@@ -222,8 +222,8 @@ def evaluate(dataset: KeypointDataset, specs: list[str], protocol: str = "whole"
                            f"(first: {skipped[0]})")
     samples = [s for s, keep in zip(samples, kept) if keep]
     run = EvalRun(dataset, protocol, samples, excluded, skipped, sides[kept], [],
-                  {"protocol": protocol, "refine": refine, "flip": flip, "px": px, "px_size": px_size, "threads": threads,
-                   "topdown_box_scale": TOPDOWN_BOX_SCALE, "torso_alpha": TORSO_ALPHA,
+                  {"protocol": protocol, "refine": refine, "flip": flip, "px": px, "px_size": px_size,
+                   "threads": threads, "topdown_box_scale": TOPDOWN_BOX_SCALE, "torso_alpha": TORSO_ALPHA,
                    "head_alpha": HEAD_ALPHA})
     for m, (label, spec) in enumerate(zip(labels, specs)):
         result = ModelResult(label, str(spec), int(predictors[label].input_size), preds[m][kept], float(seconds[m]))

@@ -86,6 +86,8 @@ class FlipTestPredictor(Predictor):
         self.flip_index = self.schema.flip_index()
 
     def __getattr__(self, name: str):  # the backend's other attributes (metadata, model, ...)
+        if "inner" not in self.__dict__:
+            raise AttributeError(name)
         return getattr(self.__dict__["inner"], name)
 
     def preprocess(self, img: np.ndarray):
