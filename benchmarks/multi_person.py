@@ -15,6 +15,7 @@ forward passes per frame.
 
     python3 benchmarks/multi_person.py --canvases 100 --people 2,3,4
     python3 benchmarks/multi_person.py --canvases 30 --people 3 --track-frames 4
+    python3 benchmarks/multi_person.py --canvases 50 --people 3 --flip   # with the flip test
 """
 from __future__ import annotations
 
@@ -126,11 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--track-frames", type=int, default=0, help="also MultiPoseTracker over this many frames")
+    ap.add_argument("--flip", action="store_true", help="with the flip test (runtime.FlipTestPredictor)")
     args = ap.parse_args(argv)
 
     thresholds = [float(t) for t in args.thresholds.split(",")]
     paths, joints = read_lsp_joints(args.lsp)
     predictor = create_predictor(args.model, args.backend, args.threads)
+    if args.flip:
+        from movenet.runtime import FlipTestPredictor
+        predictor = FlipTestPredictor(predictor)
     counter = CountingRuns(predictor)
     for people in [int(n) for n in args.people.split(",")]:
         rng = np.random.default_rng(args.seed)
