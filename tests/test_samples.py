@@ -157,7 +157,7 @@ def test_lsp_unlabelled_face_keypoints_are_never_background(lsp):
 
 def test_keypoints_outside_the_image_and_crop(tmp_path):
     kp = person()
-    kp[9, :2] = (-500.0, 40.0)  # far outside the image (and any crop)
+    kp[9, :2] = (-120.0, 40.0)  # outside the image (and any crop), a limb cut off by the frame
     ds = PoseSampleDataset(synthetic(tmp_path, [[kp]]), DataConfig(crop_expand=1.0), train=False,
                            verbose=False)
     x = ds[0]
@@ -170,7 +170,7 @@ def test_keypoints_outside_the_image_and_crop(tmp_path):
 
 
 def test_person_entirely_outside_the_image_is_not_a_target(tmp_path):
-    away = person(x0=1000, y0=1000)
+    away = person(x0=200, y0=20)
     ds = PoseSampleDataset(synthetic(tmp_path, [[person(), away]]), train=False, verbose=False)
     assert len(ds) == 1 and ds.skipped["people outside their image"] == 1
 
@@ -196,10 +196,15 @@ def test_corrupt_image_is_an_error_naming_it_or_replaced(tmp_path):
     ds = PoseSampleDataset(data, train=False, verbose=False)
     with pytest.raises(MoveNetError, match=r"im1\.jpg: not a readable image"):
         ds[0]
+    ds = PoseSampleDataset(data, DataConfig(on_bad_image="skip"), train=True, verbose=False)
+    with pytest.warns(UserWarning, match="im1.jpg"):
+        x = ds[0]
+    assert x["meta"]["image_id"] == 2 and ds.bad_images == 1 and not x["meta"]["skipped"]
+    # validation scores what it can read: a stand-in marked as skipped, not another person twice
     ds = PoseSampleDataset(data, DataConfig(on_bad_image="skip"), train=False, verbose=False)
     with pytest.warns(UserWarning, match="im1.jpg"):
         x = ds[0]
-    assert x["meta"]["image_id"] == 2 and ds.bad_images == 1
+    assert x["meta"]["image_id"] == 1 and x["meta"]["skipped"] and x["image"].max() == 0
 
 
 def test_an_image_whose_size_differs_from_its_annotation_is_warned_about_once(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 
 import cv2
 import numpy as np
@@ -250,3 +251,18 @@ def test_a_phone_video_with_rotation_metadata_is_read_upright(tmp_path):
     block = np.argwhere(source.read()[..., 0] > 128).mean(axis=0)  # turned right: now top-right
     source.capture.release()
     assert block[0] < 16 and block[1] > 32
+
+
+def test_a_video_that_ends_before_its_declared_length_is_warned_about():
+    from types import SimpleNamespace
+
+    from movenet.errors import DataWarning
+    from movenet.video import _check_length
+
+    cut = SimpleNamespace(name="clip.mp4", is_camera=False, frame_count=140)
+    with pytest.warns(DataWarning, match=r"clip.mp4: 47 of the 140 frames the file declares could be read"):
+        _check_length(cut, 47)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _check_length(cut, 139)  # containers' counts are estimates
+        _check_length(SimpleNamespace(name="camera 0", is_camera=True, frame_count=None), 3)

@@ -55,6 +55,13 @@ class AugmentConfig:
         for name in ("flip_prob", "rotation_prob", "color_prob", "gray_prob", "blur_prob", "occlusion_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in 0..1, got {getattr(self, name)}")
+        for name in ("translate", "rotation_deg", "brightness", "contrast", "saturation", "hue", "blur_sigma",
+                     "occlusion_max_boxes", "pose_clusters", "pose_cluster_power"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        lo, hi = self.occlusion_size
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"occlusion_size must satisfy 0 < low <= high <= 1, got {self.occlusion_size}")
 
     def to_dict(self) -> dict:
         d = asdict(self)

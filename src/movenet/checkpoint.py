@@ -35,6 +35,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.exists():
         raise MoveNetError(f"{path}: file not found")
+    if path.suffix.lower() in (".onnx", ".tflite"):
+        raise MoveNetError(f"{path}: an exported model, not a PyTorch checkpoint; this command takes "
+                           "lightning, thunder, a .pt checkpoint or a TF.js model.json")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # torch raises many types for a bad file
@@ -119,10 +122,14 @@ def split_input_size(spec: str | os.PathLike) -> tuple[str, int | None]:
     ``runs/x/final.pt@256``); a spec without the suffix, or an existing file of that name, ->
     (spec, None). Exported ``.onnx``/``.tflite`` files have their size fixed."""
     spec = str(spec)
-    match = re.fullmatch(r"(.+)@(\d+)", spec)
+    match = re.fullmatch(r"(.+)@([^@/\\.]*)", spec)
     if match is None or Path(spec).exists():
         return spec, None
-    base, size = match.group(1), int(match.group(2))
+    base, size_text = match.group(1), match.group(2)
+    if not size_text.isdigit():
+        raise MoveNetError(f"{spec}: the input size after '@' must be a positive multiple of 32, "
+                           f"got {size_text!r}")
+    size = int(size_text)
     if size <= 0 or size % 32:
         raise MoveNetError(f"{spec}: the input size after '@' must be a positive multiple of 32, got {size}")
     if Path(base).suffix.lower() in (".onnx", ".tflite"):
@@ -157,5 +164,11 @@ def load_model(spec: str | os.PathLike, verbose: bool = True) -> tuple[MoveNet, 
         path = checkpoint_file(base, verbose)
         if not path.exists():
             raise MoveNetError(f"{base}: no such model file, and not one of {sorted(weights.OFFICIAL)}")
-        model, schema = model_from_checkpoint(read_checkpoint(path), path)
+        try:
+            model, schema = model_from_checkpoint(read_checkpoint(path), path)
+        except MoveNetError as e:
+            if base not in weights.OFFICIAL:
+                raise
+            raise MoveNetError(f"{e} (the cached weights are damaged: delete {path} and run again to "
+                               "convert them anew)") from None
     return (model if size is None else resize_model(model, size)), schema

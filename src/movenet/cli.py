@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import MoveNetError, one_line_data_warnings, user_message
+from .errors import Interrupted, MoveNetError, one_line_data_warnings, user_message
 
 BUILTIN_IMAGE = Path(__file__).parent / "assets" / "astronaut.jpg"
 FLIP_HELP = ("flip test: run each input mirrored too and average the two outputs (twice the model time; "
@@ -23,19 +23,33 @@ def _error(msg: str) -> None:
     tqdm.write(f"movenet: error: {msg}", file=sys.stderr)
 
 
+def _at_least(minimum: int):
+    """argparse type: a whole number >= ``minimum`` (a bad value is argparse's one-line error)."""
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return whole_number
+
+
 # ---------------------------------------------------------------- predict
 def add_predict(sub) -> None:
     p = sub.add_parser("predict", help="keypoints of the person in images")
     p.add_argument("sources", nargs="*", help="image files, directories or globs "
                    "(default: a built-in photo)")
     p.add_argument("--model", default="lightning",
-                   help="lightning, thunder, a checkpoint .pt, a TF.js model.json or an exported .onnx"
-                   "; NAME@SIZE runs NAME at another input size, e.g. lightning@224")
+                   help="lightning, thunder, a checkpoint .pt, a TF.js model.json, an exported .onnx, or "
+                   "Google's MoveNet-format .onnx/.tflite (keypoints only: no --multi or --flip); NAME@SIZE "
+                   "runs NAME at another input size, e.g. lightning@224")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     p.add_argument("--json", dest="json_out", help="write predictions to this JSON file")
     p.add_argument("--save-dir", help="write images with the skeleton drawn into this folder")
     p.add_argument("--threshold", type=float, default=0.3, help="hide keypoints scoring below this")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads of the backend")
+    p.add_argument("--threads", type=_at_least(1), default=None, help="CPU threads of the backend")
     p.add_argument("--multi", action="store_true",
                    help="every person (centre peaks of the heads, each looked at again in its own crop) "
                    "instead of the central one")
@@ -49,7 +63,7 @@ def add_predict(sub) -> None:
 
 def cmd_predict(args) -> int:
     from .draw import draw_pose, write_image
-    from .fileio import write_json_atomic
+    from .fileio import check_writable, refuse_overwriting_inputs, write_json_atomic
     from .image import IMAGE_EXTENSIONS, list_images, read_image
     from .runtime import pose_score
     from .tracking import predict_person
@@ -60,6 +74,13 @@ def cmd_predict(args) -> int:
     save_dir = args.save_dir
     if not args.sources and save_dir is None and args.json_out is None:
         save_dir = "movenet-output"
+    drawings = _drawing_paths(sources, save_dir) if save_dir else {}
+    refuse_overwriting_inputs(drawings.values(), sources, "--save-dir")
+    if args.json_out:
+        refuse_overwriting_inputs([args.json_out], sources, "--json")
+        check_writable(args.json_out)
+    if save_dir:
+        check_writable(save_dir, folder=True)
     predictor = _predictor(args.model, args.backend, args.threads, args.flip)
     results, failed = [], 0
     for src in _progress(sources, "predict"):
@@ -81,17 +102,31 @@ def cmd_predict(args) -> int:
         results.append({"image": src, "width": int(img.shape[1]), "height": int(img.shape[0]),
                         "people": people})
         if save_dir:
-            out = Path(save_dir) / (Path(src).stem + ".jpg")
-            write_image(out, draw_pose(img, kpts, predictor.schema, threshold=args.threshold))
-            print(f"wrote {out}")
-    if args.json_out:
+            write_image(drawings[src], draw_pose(img, kpts, predictor.schema, threshold=args.threshold))
+            renamed = drawings[src].stem != Path(src).stem
+            print(f"wrote {drawings[src]}" + (f" ({src})" if renamed else ""))
+    if args.json_out and results:  # nothing read: nothing to write
         write_json_atomic(args.json_out, results)
         print(f"wrote {args.json_out} ({len(results)} images)")
     if not save_dir and not args.json_out:
         for r in results:
-            scores = ", ".join(f"{p['score']:.3f}" for p in r["people"]) or "nobody found"
-            print(f"{r['image']}: pose score {scores}")
+            scores = ", ".join(f"{p['score']:.3f}" for p in r["people"])
+            print(f"{r['image']}: " + (f"pose score {scores}" if scores else "nobody found"))
     return 1 if failed else 0
+
+
+def _drawing_paths(sources: list[str], save_dir: str) -> dict[str, Path]:
+    """Each image's drawing in ``save_dir``: its name as .jpg, with -2, -3... where names repeat
+    (x.jpg and x.png, or two folders' x.jpg)."""
+    paths, taken = {}, set()
+    for src in sources:
+        stem = Path(src).stem
+        name, n = f"{stem}.jpg", 2
+        while name in taken:
+            name, n = f"{stem}-{n}.jpg", n + 1
+        taken.add(name)
+        paths[src] = Path(save_dir) / name
+    return paths
 
 
 def _predictor(model: str, backend: str, threads: int | None, flip: bool = False):
@@ -103,10 +138,11 @@ def _predictor(model: str, backend: str, threads: int | None, flip: bool = False
 
 
 def _open_predictor(model: str, backend: str, threads: int | None):
-    if backend == "onnx" or str(model).endswith(".onnx"):
+    if Path(model).suffix.lower() in (".onnx", ".tflite"):
+        from .evaluate import open_predictor  # ours (movenet metadata) or Google's format (keypoints only)
+        return open_predictor(model, threads)
+    if backend == "onnx":
         from .runtime import OnnxPredictor
-        if str(model).endswith(".onnx"):
-            return OnnxPredictor(model, threads=threads)
         from .export import export_onnx_cached  # needs torch only on the first, exporting call
         return OnnxPredictor(str(export_onnx_cached(model)), threads=threads)
     from .predict import create_predictor
@@ -166,10 +202,10 @@ def add_eval(sub) -> None:
                    help="whole image (one-person images) or one crop per ground-truth box")
     p.add_argument("--out", default="eval-report", help="report folder (default: eval-report)")
     p.add_argument("--images", help="image folder (default: images/ beside the JSON)")
-    p.add_argument("--limit", type=int, help="only the first N images")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads of the backends")
+    p.add_argument("--limit", type=_at_least(1), help="only the first N images")
+    p.add_argument("--threads", type=_at_least(1), default=None, help="CPU threads of the backends")
     p.add_argument("--px", type=float, default=5.0, help="fixed PCK threshold in input pixels (default 5)")
-    p.add_argument("--px-size", type=int, default=None,
+    p.add_argument("--px-size", type=_at_least(1), default=None,
                    help="input resolution the --px threshold refers to (default: the smallest "
                    "input size of the models)")
     p.add_argument("--refine", action="store_true",
@@ -199,13 +235,13 @@ def add_train(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from .config import load_config
+    from .config import load_config, require_sources
     from .train import resolve_resume, run
 
     if args.resume is not None and "=" in args.resume:  # `--resume key=value ...`: no path given
         args.overrides.insert(0, args.resume)
         args.resume = ""
-    cfg = load_config(args.config, args.overrides)
+    cfg = require_sources(load_config(args.config, args.overrides), args.config or "config")
     resume, out = None, args.out or cfg.out_dir
     if args.resume is not None:
         resume, out = resolve_resume(args.resume or out, args.out)
@@ -213,8 +249,10 @@ def cmd_train(args) -> int:
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 wrote the run
         return 0
     best = f"{state.best:.4f} (epoch {state.best_epoch})" if state.best > float("-inf") else "n/a"
-    print(f"{out}: {state.epoch} epochs, {state.step} steps; best val {cfg.best_metric} {best}; "
-          f"model: {out}/best.pt")
+    model = next((Path(out) / name for name in ("final.pt", "best.pt", "last.pt") if (Path(out) / name).exists()),
+                 None)
+    print(f"{out}: {state.epoch} epochs, {state.step} steps; best val {cfg.best_metric} {best}"
+          + (f"; model: {model}" if model else ""))
     return 0
 
 
@@ -236,8 +274,10 @@ def cmd_average(args) -> int:
     import torch
 
     from .checkpoint import average_checkpoints
-    from .fileio import atomic_path
+    from .fileio import atomic_path, check_writable, refuse_overwriting_inputs
 
+    refuse_overwriting_inputs([args.out], args.checkpoints, "--out")
+    check_writable(args.out)
     soup = average_checkpoints(args.checkpoints, args.weights)  # checks every input's fit
     with atomic_path(args.out) as tmp:
         torch.save(soup, tmp)
@@ -260,7 +300,7 @@ def add_calibrate(sub) -> None:
     p.add_argument("--offsets", nargs="+", type=float, metavar="D",
                    help="candidate offsets (default: 1.8 5 10 20 50)")
     p.add_argument("--metric", choices=["pck", "ap"], default="pck", help="what picks the offset (default pck)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=_at_least(1), default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", "-o", required=True, help="checkpoint to write")
     p.set_defaults(func=cmd_calibrate)
 
@@ -269,8 +309,8 @@ def cmd_calibrate(args) -> int:
     import torch
 
     from .checkpoint import load_model, save_checkpoint
-    from .config import load_config
-    from .fileio import make_folder
+    from .config import load_config, require_sources
+    from .fileio import check_writable
     from .train import CALIBRATION_OFFSETS, build_data, calibrate_model
 
     offsets = args.offsets or list(CALIBRATION_OFFSETS)
@@ -279,8 +319,8 @@ def cmd_calibrate(args) -> int:
     if Path(args.model).suffix.lower() in (".onnx", ".tflite"):
         raise MoveNetError(f"{args.model}: calibrate takes lightning, thunder or a .pt checkpoint "
                            "(calibrate the checkpoint, then export it)")
-    make_folder(Path(args.out).parent)  # a bad --out fails now, not after the validation pass
-    cfg = load_config(args.config, args.overrides)
+    check_writable(args.out)  # a bad --out fails now, not after the validation pass
+    cfg = require_sources(load_config(args.config, args.overrides), args.config)
     if args.threads:
         torch.set_num_threads(args.threads)
     model, schema = load_model(args.model)
@@ -313,21 +353,21 @@ def add_export(sub) -> None:
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--output", "-o", help="file to write (default: <model>.onnx, <model>_int8.onnx)")
     p.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: batch 1)")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=_at_least(11), default=17, help="ONNX opset, 11 or newer (default 17)")
     p.add_argument("--verify", nargs="+", default=[], metavar="IMAGE",
                    help="images for the parity check besides the built-in photo")
     q = p.add_argument_group("int8")
     q.add_argument("--int8", action="store_true", help="static int8 quantization (needs --calib)")
     q.add_argument("--calib", nargs="+", metavar="IMAGES",
                    help="calibration images: files, folders, globs or an LSP folder")
-    q.add_argument("--calib-limit", type=int, default=300, help="use at most this many (default 300)")
+    q.add_argument("--calib-limit", type=_at_least(1), default=300, help="use at most this many (default 300)")
     q.add_argument("--calib-method", choices=["minmax", "entropy", "percentile"], default=None,
                    help="activation range calibration (default: the tuned setting, see docs/deploy.md)")
     q.add_argument("--check", metavar="DATA", help="labelled images (LSP folder, COCO json, or a "
                    "training config for its held-out images) for the accuracy check against fp32; "
                    "use images disjoint from --calib")
     q.add_argument("--max-drop", type=float, default=1.0, help="allowed PCK@0.2 loss, in points (default 1)")
-    q.add_argument("--threads", type=int, default=None, help="CPU threads for the accuracy check")
+    q.add_argument("--threads", type=_at_least(1), default=None, help="CPU threads for the accuracy check")
     p.set_defaults(func=cmd_export)
 
 
@@ -337,12 +377,15 @@ def cmd_export(args) -> int:
 
     from .checkpoint import load_model, split_input_size
     from .export import export_onnx
+    from .fileio import check_writable, refuse_overwriting_inputs
 
     if args.int8 and not args.calib:
         raise MoveNetError("--int8 needs calibration images: --calib FOLDER")
     base, size = split_input_size(args.model)
     stem = Path(base).stem + ("" if size is None else f"_{size}")
     out = Path(args.output or f"{stem}{'_int8' if args.int8 else ''}.onnx")
+    refuse_overwriting_inputs([out], [base], "--output")
+    check_writable(out)
     model, schema = load_model(args.model)
     export = dict(dynamic_batch=args.dynamic_batch, opset=args.opset, verify_images=args.verify,
                   schema=schema, source=str(args.model))
@@ -373,10 +416,10 @@ def add_benchmark(sub) -> None:
                    "or a MoveNet-format .onnx/.tflite; ratios are to the first (default: torch onnx)")
     p.add_argument("--model", default="lightning",
                    help="the model behind torch and onnx (default lightning; NAME@SIZE: at another input size)")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads of every backend (default 2)")
-    p.add_argument("--runs", type=int, default=100, help="measured rounds (default 100)")
-    p.add_argument("--warmup", type=int, default=10, help="uncounted rounds first (default 10)")
-    p.add_argument("--block", type=int, default=1, help="runs of one model in a row per round, the first "
+    p.add_argument("--threads", type=_at_least(1), default=2, help="CPU threads of every backend (default 2)")
+    p.add_argument("--runs", type=_at_least(1), default=100, help="measured rounds (default 100)")
+    p.add_argument("--warmup", type=_at_least(0), default=10, help="uncounted rounds first (default 10)")
+    p.add_argument("--block", type=_at_least(1), default=1, help="runs of one model in a row per round, the first "
                    "not counted (steady state, as on video; default 1: models alternate every run)")
     p.add_argument("--image", default=str(BUILTIN_IMAGE), help="image to run on (default: built-in photo)")
     p.add_argument("--refine", action="store_true",
@@ -387,8 +430,10 @@ def add_benchmark(sub) -> None:
 
 def cmd_benchmark(args) -> int:
     from .benchmark import format_table, report_dict, run_benchmark
-    from .fileio import write_json_atomic
+    from .fileio import check_writable, write_json_atomic
 
+    if args.json_out:
+        check_writable(args.json_out)
     timings, settings = run_benchmark(args.models, args.model, args.threads, args.runs, args.warmup, args.image,
                                       args.block, args.refine)
     blocks = f" in blocks of {args.block}" if args.block > 1 else ""
@@ -410,8 +455,10 @@ def add_data(sub) -> None:
     s.add_argument("source", metavar="CONFIG_OR_DATA",
                    help="training config YAML (data/augment sections), COCO JSON, LSP folder "
                    "or MPII .mat/.json")
+    s.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, as movenet train takes them (e.g. augment.scale_range=[0.6,1.2])")
     s.add_argument("--out", default="data-stats", help="folder for target_sizes.png (default: data-stats)")
-    s.add_argument("--limit", type=int, default=20000, help="at most this many targets (default 20000)")
+    s.add_argument("--limit", type=_at_least(1), default=20000, help="at most this many targets (default 20000)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_data_stats)
     c = dsub.add_parser("convert", help="write a data set as one COCO person-keypoints JSON")
@@ -425,9 +472,11 @@ def add_data(sub) -> None:
 
 
 def cmd_data_stats(args) -> int:
+    from .fileio import check_writable
     from .samples import build_datasets, configs_from_file, plot_target_sizes, size_summary, target_sizes
 
-    data_cfg, aug_cfg, schema = configs_from_file(args.source)
+    data_cfg, aug_cfg, schema = configs_from_file(args.source, args.overrides)
+    check_writable(args.out, folder=True)
     train, _ = build_datasets(data_cfg, aug_cfg, schema)
     before = target_sizes(train, augmented=False, limit=args.limit, seed=args.seed)
     after = target_sizes(train, augmented=True, limit=args.limit, seed=args.seed)
@@ -479,8 +528,8 @@ def add_video(sub) -> None:
     p.add_argument("--no-track", dest="track", action="store_false",
                    help="look at the whole frame every time (no tracking crop)")
     p.add_argument("--threshold", type=float, default=0.3, help="hide keypoints scoring below this")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads of the backend")
+    p.add_argument("--max-frames", type=_at_least(1), default=None, help="stop after N frames")
+    p.add_argument("--threads", type=_at_least(1), default=None, help="CPU threads of the backend")
     p.add_argument("--flip", action="store_true", help=FLIP_HELP)
     p.set_defaults(func=cmd_video)
 
@@ -496,6 +545,12 @@ def cmd_video(args) -> int:
     if out is None and args.json_out is None:
         stem = f"camera{args.source}" if str(args.source).isdigit() else Path(args.source).stem
         out = str(Path("movenet-output") / f"{stem}.mp4")
+    from .fileio import check_writable, refuse_overwriting_inputs
+
+    for path in (out, args.json_out):
+        if path:
+            refuse_overwriting_inputs([path], [args.source], "--out" if path == out else "--json")
+            check_writable(path)
     source = open_source(args.source)  # a bad source fails before the model loads
     predictor = _predictor(args.model, args.backend, args.threads, args.flip)
     summary = run_video(source, predictor, out=out, json_out=args.json_out, multi=args.multi,
@@ -535,8 +590,9 @@ def main(argv: list[str] | None = None) -> int:
     except MoveNetError as e:
         _error(user_message(e))
         return 2
-    except KeyboardInterrupt:
-        _error("interrupted")
+    except KeyboardInterrupt as e:
+        if not isinstance(e, Interrupted):  # a handled one has said what it kept
+            _error("interrupted")
         return 130
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -153,6 +154,33 @@ class TrainConfig:
                 raise ValueError(f"{key} must be one of {list(allowed)}, got {value!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
+        o = self.optim
+        limits = [  # (key, value, valid, the rule)
+            ("optim.lr", o.lr, o.lr > 0, "> 0"),
+            ("optim.weight_decay", o.weight_decay, o.weight_decay >= 0, ">= 0"),
+            ("optim.betas", o.betas, len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "two values in [0, 1)"),
+            ("optim.warmup_epochs", o.warmup_epochs, o.warmup_epochs >= 0, ">= 0"),
+            ("optim.min_lr_ratio", o.min_lr_ratio, 0 <= o.min_lr_ratio <= 1, "in [0, 1]"),
+            ("optim.gamma", o.gamma, o.gamma > 0, "> 0"),
+            ("optim.clip_grad_norm", o.clip_grad_norm, o.clip_grad_norm >= 0, ">= 0 (0: no clipping)"),
+            ("ema.decay", self.ema.decay, 0 <= self.ema.decay < 1, "in [0, 1)"),
+            ("ema.warmup_steps", self.ema.warmup_steps, self.ema.warmup_steps >= 0, ">= 0"),
+            ("distill.unlabeled_fraction", self.distill.unlabeled_fraction,
+             0 <= self.distill.unlabeled_fraction < 1, "in [0, 1)"),
+            ("log.every_steps", self.log.every_steps, self.log.every_steps >= 1, ">= 1"),
+            ("log.images", self.log.images, self.log.images >= 0, ">= 0"),
+            ("val_batch_size", self.val_batch_size, self.val_batch_size >= 1, ">= 1"),
+            ("val_every", self.val_every, self.val_every >= 1, ">= 1"),
+            ("threads", self.threads, self.threads >= 0, ">= 0 (0: torch's default)"),
+            ("max_steps", self.max_steps, self.max_steps >= 0, ">= 0 (0: no limit)"),
+            ("checkpoint_every_steps", self.checkpoint_every_steps, self.checkpoint_every_steps >= 0,
+             ">= 0 (0: at the end of epochs)"),
+            ("device", self.device, re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)) is not None,
+             "auto, cpu, cuda or cuda:N"),
+        ]
+        for key, value, valid, rule in limits:
+            if not valid:
+                raise ValueError(f"{key} must be {rule}, got {value!r}")
         if self.dist_timeout_s < 0:
             raise ValueError(f"dist_timeout_s must be >= 0 (0: PyTorch's default), got {self.dist_timeout_s}")
         if self.optim.freeze_backbone_to_stride not in (0, *FEATURE_STRIDES):
@@ -208,6 +236,13 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
     return config_from_dict(raw, label)
 
 
+def require_sources(cfg: TrainConfig, label: str | os.PathLike) -> TrainConfig:
+    """A config that a command needs data from must name its training sources."""
+    if not cfg.data.sources:
+        raise MoveNetError(f"{label}: no data.sources (the training data; docs/training-data.md)")
+    return cfg
+
+
 def config_from_dict(raw: dict, label: str = "config") -> TrainConfig:
     try:
         cfg = build(TrainConfig, raw, "")
@@ -236,7 +271,10 @@ def _sync_input_size(cfg: TrainConfig, raw: dict) -> None:
 
 def _sync_num_keypoints(cfg: TrainConfig) -> None:
     """The model's keypoint count follows the schema's; setting both differently is an error."""
-    k = cfg.keypoint_schema().num_keypoints
+    schema = cfg.keypoint_schema()
+    k = schema.num_keypoints
+    if cfg.loss.bone > 0 and not schema.skeleton:
+        raise ConfigError(f"loss.bone needs the schema's skeleton (the bones), and schema {schema.name} has none")
     given = cfg.model.overrides.get("num_keypoints")
     if given is not None and given != k:
         raise ConfigError(f"model.overrides.num_keypoints {given} differs from the schema's {k} keypoints "
@@ -260,9 +298,12 @@ def _apply_override(raw: dict, item: str, label: str) -> None:
     _field_type(TrainConfig, key.split("."), label)  # fail early on unknown keys
     node = raw
     parts = key.split(".")
-    for part in parts[:-1]:
+    for i, part in enumerate(parts[:-1]):
         child = node.get(part)
-        if not isinstance(child, dict):
+        if child is not None and not isinstance(child, dict):  # e.g. schema: coco17, a name
+            raise MoveNetError(f"{label}: {'.'.join(parts[:i + 1])} is {child!r}, not a mapping; set it "
+                               f"whole ({'.'.join(parts[:i + 1])}={{...}}) instead of {key}")
+        if child is None:
             child = node[part] = {}
         node = child
     node[parts[-1]] = value
@@ -272,7 +313,7 @@ def _field_type(cls, parts: list[str], label: str):
     """The declared type at a dotted path (dict fields accept any sub-key)."""
     tp: Any = cls
     for i, part in enumerate(parts):
-        if _origin(tp) is dict or tp is dict:
+        if _origin(tp) is dict or tp is dict or tp is Any:  # free-form (model.overrides, a schema mapping)
             return Any
         tp = _unwrap_optional(tp)
         if not dataclasses.is_dataclass(tp):

@@ -457,6 +457,8 @@ def load_keypoint_dataset(source: str | os.PathLike | dict, image_root: str | os
     is read."""
     coco, label, default_root, name = _read_source(source, image_root)
     root = Path(image_root) if image_root is not None else default_root
+    if image_root is not None and not root.is_dir():
+        raise MoveNetError(f"{root}: image folder not found (given as the image root of {label})")
     dataset = _parse_coco(coco, label, root, schema, name)
     if check_files:
         missing = [e.path for e in dataset.images if not e.path.is_file()]
@@ -540,6 +542,9 @@ def _parse_coco(coco, label: str, root: Path, schema: KeypointSchema, name: str)
         if not isinstance(coco[key], list):
             fail(f"'{key}' is not a list")
     person_id, category = _person_category(coco, schema, fail)
+    order = _keypoint_order(category, schema, fail)  # the file's keypoints by name, not by place
+    if order is not None:
+        category = _reordered_category(category, order, schema)
 
     images: dict[int, ImageEntry] = {}
     image_dicts = []
@@ -570,9 +575,13 @@ def _parse_coco(coco, label: str, root: Path, schema: KeypointSchema, name: str)
         if person.id in seen:
             fail(f"annotations[{i}]: duplicate annotation id {person.id}")
         seen.add(person.id)
+        normal = {**ann, "category_id": person_id, "bbox": list(person.bbox), "area": person.area,
+                  "iscrowd": int(person.iscrowd), "num_keypoints": person.num_labelled}
+        if order is not None:
+            person.keypoints = person.keypoints[order]
+            normal["keypoints"] = [float(v) for v in person.keypoints.reshape(-1)]
         images[person.image_id].people.append(person)
-        annotations.append({**ann, "category_id": person_id, "bbox": list(person.bbox), "area": person.area,
-                            "iscrowd": int(person.iscrowd), "num_keypoints": person.num_labelled})
+        annotations.append(normal)
     normalised = {"images": image_dicts, "annotations": annotations, "categories": [category]}
     if isinstance(coco.get("info"), dict):
         normalised["info"] = coco["info"]
@@ -600,6 +609,30 @@ def _person_category(coco: dict, schema: KeypointSchema, fail) -> tuple[int, dic
         fail(f"the person category has {len(names)} keypoints, the {schema.name} schema "
              f"{schema.num_keypoints}")
     return category["id"], category
+
+
+def _keypoint_order(category: dict, schema: KeypointSchema, fail) -> list[int] | None:
+    """Where each of the schema's keypoints sits in the file's ``keypoints`` lists, from the
+    category's keypoint names: None when the file's order is the schema's (or it names none)."""
+    names = category.get("keypoints")
+    if names is None or list(names) == list(schema.keypoints):
+        return None
+    if sorted(map(str, names)) != sorted(schema.keypoints):
+        fail(f"the person category's keypoints {list(names)} are not those of the {schema.name} schema "
+             f"({', '.join(schema.keypoints)}); name them as the schema does, or set the schema")
+    return [list(names).index(k) for k in schema.keypoints]
+
+
+def _reordered_category(category: dict, order: list[int], schema: KeypointSchema) -> dict:
+    """The category with the schema's keypoint order (a COCO skeleton, 1-based, renumbered)."""
+    new_index = {old: new for new, old in enumerate(order)}
+    out = {**category, "keypoints": list(schema.keypoints)}
+    if isinstance(category.get("skeleton"), list):
+        try:
+            out["skeleton"] = [[new_index[int(a) - 1] + 1, new_index[int(b) - 1] + 1] for a, b in category["skeleton"]]
+        except (KeyError, TypeError, ValueError):
+            out.pop("skeleton")
+    return out
 
 
 def _parse_person(ann: dict, i: int, schema: KeypointSchema, images: dict, fail) -> PersonAnnotation:

@@ -20,6 +20,10 @@ def user_message(error: BaseException) -> str:
     return text
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) that was handled: what was kept and how to go on is already printed."""
+
+
 class DataWarning(UserWarning):
     """Something odd about the data that does not stop the work (an image skipped, an image
     whose size differs from its annotation's)."""

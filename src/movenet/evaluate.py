@@ -86,7 +86,12 @@ def open_predictor(spec: str, threads: int | None = None) -> Predictor:
 
         if _has_movenet_metadata(spec):
             return OnnxPredictor(spec, threads=threads)
-        return ReferencePredictor(spec, threads=threads)
+        try:
+            return ReferencePredictor(spec, threads=threads)
+        except MoveNetError as e:
+            reason = str(e).removeprefix(f"{spec}: ")
+            raise MoveNetError(f"{spec}: neither a `movenet export` file (no movenet metadata) nor a model in "
+                               f"Google's MoveNet format ({reason})") from None
     from .predict import create_predictor
 
     return create_predictor(spec, threads=threads)
@@ -462,6 +467,9 @@ def check_out_dir(out: Path) -> None:
     """Refuse to replace a folder that is not an earlier report."""
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "report.json").exists())):
         raise MoveNetError(f"{out}: exists and is not an earlier eval report; choose another --out")
+    from .fileio import check_writable
+
+    check_writable(out.parent, folder=True)  # the report is made beside it and renamed
 
 
 def write_report(run: EvalRun, data: str, out: str | os.PathLike) -> Path:
@@ -514,14 +522,14 @@ def is_config(data: str | os.PathLike) -> bool:
 def config_split(path: str | os.PathLike, split: str | None = None) -> KeypointDataset:
     """The images of one side of a training config's split (``val``: the held-out images, the
     default; ``train``: those it trains on), split as ``movenet train`` splits them."""
-    from .config import load_config
+    from .config import load_config, require_sources
     from .datasets import concat_datasets
     from .samples import split_sources
 
     split = split or "val"
     if split not in ("val", "train"):
         raise ValueError(f"split must be 'val' or 'train', got {split!r}")
-    cfg = load_config(path)
+    cfg = require_sources(load_config(path), path)
     train_parts, val_parts = split_sources(cfg.data, cfg.keypoint_schema())
     parts = val_parts if split == "val" else train_parts
     if not parts:

@@ -66,10 +66,14 @@ def _torch_export(model, dynamic_batch: bool, opset: int):
         # The TorchScript exporter is the one that works without extra packages; its
         # deprecation and tracer notices say nothing about this model.
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), buf, dynamo=False, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                          dynamic_axes=axes, do_constant_folding=True,
-                          training=torch.onnx.TrainingMode.EVAL)
+        try:
+            torch.onnx.export(model, (example,), buf, dynamo=False, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                              dynamic_axes=axes, do_constant_folding=True,
+                              training=torch.onnx.TrainingMode.EVAL)
+        except Exception as e:  # the exporter's own error types, many lines of graph dump
+            raise MoveNetError(f"ONNX opset {opset}: this torch cannot export the model at it "
+                               f"({str(e).splitlines()[0][:160]})") from None
     return onnx.load_from_string(buf.getvalue())
 
 

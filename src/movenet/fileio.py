@@ -29,6 +29,35 @@ def make_folder(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_writable(path: str | os.PathLike, folder: bool = False) -> Path:
+    """Fail now, not after the work, where ``path`` cannot be written: a file (``folder=False``,
+    written beside itself and renamed) must not be a folder, a folder (``folder=True``) not a
+    file, and the nearest existing folder on the way must take new files. Creates nothing."""
+    path = Path(path)
+    if not folder and path.is_dir():
+        raise MoveNetError(f"{path}: is a folder, not a file")
+    where = path if folder else path.parent
+    existing = next(p for p in (where, *where.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        raise MoveNetError(f"{where}: cannot create the folder ({existing} is a file)")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".movenet-write-test.", dir=existing)
+    except OSError as e:
+        raise MoveNetError(f"{path}: cannot write there ({e.strerror}: {existing})") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+def refuse_overwriting_inputs(outputs: list[str | os.PathLike], inputs: list[str | os.PathLike],
+                              option: str) -> None:
+    """A one-line error when an output path is one of the input files."""
+    sources = {os.path.realpath(p) for p in inputs}
+    for out in outputs:
+        if os.path.realpath(out) in sources:
+            raise MoveNetError(f"{out}: {option} would overwrite this input; choose another name")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds."""

@@ -94,8 +94,8 @@ def to_image_coords(keypoints: np.ndarray, box: tuple[float, float, float, float
 
 
 def list_images(sources: list[str]) -> list[str]:
-    """Expand files, directories (sorted, non-recursive) and glob patterns; keep given order.
-    Names that match nothing are returned as-is so the caller reports them."""
+    """Expand files, directories (sorted, non-recursive) and glob patterns; keep given order,
+    each file once. Names that match nothing are returned as-is so the caller reports them."""
     import glob
 
     out: list[str] = []
@@ -108,4 +108,11 @@ def list_images(sources: list[str]) -> list[str]:
             out += matches if matches else [src]
         else:
             out.append(src)
-    return out
+    seen: set[str] = set()
+    unique = []
+    for name in out:
+        key = os.path.realpath(name)
+        if key not in seen:
+            seen.add(key)
+            unique.append(name)
+    return unique

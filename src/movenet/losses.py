@@ -72,8 +72,8 @@ def bone_loss(pred_pos: torch.Tensor, true_pos: torch.Tensor, valid: torch.Tenso
               skeleton: tuple[tuple[int, int], ...]) -> torch.Tensor:
     """Mean |predicted bone length - true bone length| over the bones whose two keypoints are
     valid. Positions [N,K,2], valid [N,K]."""
-    a = torch.tensor([s[0] for s in skeleton], device=pred_pos.device)
-    b = torch.tensor([s[1] for s in skeleton], device=pred_pos.device)
+    a = torch.tensor([s[0] for s in skeleton], dtype=torch.long, device=pred_pos.device)
+    b = torch.tensor([s[1] for s in skeleton], dtype=torch.long, device=pred_pos.device)
     # Tiny epsilon keeps the sqrt differentiable where a predicted bone has zero length.
     pred_len = ((pred_pos[:, a] - pred_pos[:, b]) ** 2).sum(-1).add(1e-9).sqrt()
     true_len = ((true_pos[:, a] - true_pos[:, b]) ** 2).sum(-1).add(1e-9).sqrt()

@@ -29,9 +29,12 @@ MPII_HEAD_BOX_FACTOR = 0.6
 
 
 def keypoint_distances(pred_xy: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """[N,K] Euclidean distances; nan where the ground truth is unlabelled (v == 0)."""
+    """[N,K] Euclidean distances; nan where the ground truth is unlabelled (v == 0), inf where
+    the prediction is not a finite point (a miss, not an unlabelled keypoint)."""
     pred_xy, gt = np.asarray(pred_xy, np.float64), np.asarray(gt, np.float64)
-    d = np.linalg.norm(pred_xy[..., :2] - gt[..., :2], axis=-1)
+    with np.errstate(invalid="ignore"):
+        d = np.linalg.norm(pred_xy[..., :2] - gt[..., :2], axis=-1)
+    d = np.where(np.isfinite(d), d, np.inf)
     return np.where(gt[..., 2] > 0, d, np.nan)
 
 
@@ -41,7 +44,7 @@ def pck(pred_xy: np.ndarray, gt: np.ndarray, thresholds: np.ndarray) -> tuple[np
     keypoints, nan if none)."""
     dist = keypoint_distances(pred_xy, gt)
     thr = np.asarray(thresholds, np.float64).reshape(-1, 1)
-    counted = np.isfinite(dist) & np.isfinite(thr) & (thr >= 0)
+    counted = ~np.isnan(dist) & np.isfinite(thr) & (thr >= 0)
     correct = counted & (dist <= thr)
     n = counted.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -96,7 +99,7 @@ def oks(pred_xy: np.ndarray, gt: np.ndarray, area: float, sigmas: np.ndarray | N
     mean over labelled keypoints of exp(-d^2 / (2 * area * (2 sigma)^2)). nan if none labelled."""
     sigmas = np.asarray(COCO17.sigmas if sigmas is None else sigmas, np.float64) / 10.0
     d = keypoint_distances(np.asarray(pred_xy)[None], np.asarray(gt)[None])[0]
-    labelled = np.isfinite(d)
+    labelled = ~np.isnan(d)  # inf (no finite prediction) scores 0
     if not labelled.any():
         return float("nan")
     e = d[labelled] ** 2 / (2.0 * (2.0 * sigmas[labelled]) ** 2 * (area + np.spacing(1)))
@@ -112,6 +115,9 @@ def coco_keypoint_ap(coco_gt: dict, results: list[dict], sigmas: np.ndarray | No
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    # A prediction that is not a finite point is no detection (pycocotools would score NaN as a match).
+    results = [r for r in results if np.isfinite(np.asarray(r["keypoints"], np.float64)).all()
+               and np.isfinite(r["score"])]
     if not results:
         return {name: 0.0 for name in COCO_STAT_NAMES}
     category_id = coco_gt["categories"][0]["id"]

@@ -344,20 +344,19 @@ def quantize_checked(fp32_path: str | os.PathLike, out_path: str | os.PathLike, 
                      labelled: str | os.PathLike | None, config: QuantConfig = QuantConfig(),
                      max_drop: float = DEFAULT_MAX_DROP, check_indices=None,
                      threads: int | None = None) -> AccuracyCheck | None:
-    """``quantize_onnx`` then ``check_accuracy`` on ``labelled`` (skipped if None); the int8
-    file is removed and MoveNetError raised if it loses more than ``max_drop``."""
+    """``quantize_onnx`` then ``check_accuracy`` on ``labelled`` (skipped if None); MoveNetError
+    if the int8 model loses more than ``max_drop``. ``out_path`` is written only once the model
+    has passed (a file already there stays as it was otherwise)."""
+    from .fileio import atomic_path
+
     out_path = Path(out_path)
     if labelled is not None:
         load_labelled(labelled, check_indices, model_schema(fp32_path))  # a bad labelled set fails before the long part
-    quantize_onnx(fp32_path, out_path, calib_images, config)
-    if labelled is None:
-        return None
-    try:
-        result = check_accuracy(fp32_path, out_path, labelled, max_drop, check_indices, threads)
-    except BaseException:
-        out_path.unlink(missing_ok=True)
-        raise
-    if not result.passed:
-        out_path.unlink(missing_ok=True)
-        raise MoveNetError(f"{out_path}: int8 model fails its accuracy budget ({result}); not written")
+    with atomic_path(out_path) as tmp:
+        quantize_onnx(fp32_path, tmp, calib_images, config)
+        if labelled is None:
+            return None
+        result = check_accuracy(fp32_path, tmp, labelled, max_drop, check_indices, threads)
+        if not result.passed:
+            raise MoveNetError(f"{out_path}: int8 model fails its accuracy budget ({result}); not written")
     return result

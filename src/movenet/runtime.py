@@ -273,7 +273,10 @@ def model_schema(spec) -> KeypointSchema:
     try:
         if str(spec).lower().endswith(".onnx") and Path(spec).is_file():
             import onnxruntime as ort
-            meta = ort.InferenceSession(str(spec), providers=["CPUExecutionProvider"]).get_modelmeta()
+            try:
+                meta = ort.InferenceSession(str(spec), providers=["CPUExecutionProvider"]).get_modelmeta()
+            except Exception:  # onnxruntime's own error types; opening it for inference says what is wrong
+                return COCO17
             info = meta.custom_metadata_map.get("movenet")
             return get_schema(json.loads(info)["schema"]) if info else COCO17
         if ".pt" not in str(spec):

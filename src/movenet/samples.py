@@ -23,7 +23,7 @@ from . import augment, targets
 from .augment import AugmentConfig, Geometry
 from .errors import DataWarning, MoveNetError
 from .image import read_image, size_mismatch
-from .schema import COCO17, KeypointSchema, schema_from_config
+from .schema import COCO17, KeypointSchema
 
 
 @dataclass
@@ -70,6 +70,11 @@ class DataConfig:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.train_images < 0:
             raise ValueError(f"train_images must be >= 0 (0: all), got {self.train_images}")
+        for name in ("num_workers", "min_keypoints", "max_people"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.crop_expand > 0:
+            raise ValueError(f"crop_expand must be > 0, got {self.crop_expand}")
         self.target_params()  # validates the target settings
 
     def target_params(self) -> targets.TargetParams:
@@ -95,7 +100,10 @@ def _source_dict(s) -> dict:
     unknown = set(s) - {"path", "image_root", "weight"}
     if unknown:
         raise ValueError(f"unknown data source keys {sorted(unknown)} in {s!r}")
-    return {"path": str(s["path"]), "image_root": s.get("image_root"), "weight": float(s.get("weight", 1.0))}
+    weight = float(s.get("weight", 1.0))
+    if not weight > 0:
+        raise ValueError(f"a data source's weight must be > 0, got {weight} for {s['path']}")
+    return {"path": str(s["path"]), "image_root": s.get("image_root"), "weight": weight}
 
 
 # ---------------------------------------------------------------- index
@@ -136,10 +144,11 @@ def build_index(sources: list, cfg: DataConfig, schema: KeypointSchema = COCO17)
             if cfg.max_people and len(people) > cfg.max_people:
                 skipped[f"images with more than {cfg.max_people} people"] += 1
                 continue
-            labelled = [int(np.count_nonzero(p.keypoints[:, 2])) for p in people]
-            usable = [(p, n) for p, n in zip(people, labelled) if n > 0]
+            points = [_without_far_keypoints(p.keypoints, entry.width, entry.height, skipped) for p in people]
+            labelled = [int(np.count_nonzero(kp[:, 2])) for kp in points]
+            usable = [(p, kp, n) for p, kp, n in zip(people, points, labelled) if n > 0]
             skipped["people without keypoints"] += len(people) - len(usable)
-            few = sum(1 for _, n in usable if n < cfg.min_keypoints)
+            few = sum(1 for _, _, n in usable if n < cfg.min_keypoints)
             skipped[f"people with fewer than {cfg.min_keypoints} keypoints"] += few
             if len(usable) == few:
                 skipped["images without a target person"] += 1
@@ -149,9 +158,9 @@ def build_index(sources: list, cfg: DataConfig, schema: KeypointSchema = COCO17)
                 skipped["images with a missing file"] += 1
                 continue
             starts.append(len(kpts))
-            for p, n in usable:
+            for p, kp, n in usable:
                 candidate.append(n >= cfg.min_keypoints)
-                kpts.append(p.keypoints)
+                kpts.append(kp)
                 bboxes.append(p.bbox)
                 sizes.append((entry.width, entry.height))
                 ann_ids.append(p.id)
@@ -179,6 +188,21 @@ def build_index(sources: list, cfg: DataConfig, schema: KeypointSchema = COCO17)
         image_sizes=np.array(image_sizes, np.int64).reshape(-1, 2),
         targets=np.flatnonzero(candidate & inside).astype(np.int64),
         skipped=Counter({key: v for key, v in skipped.items() if v}))
+
+
+def _without_far_keypoints(keypoints: np.ndarray, width: int, height: int, skipped: Counter) -> np.ndarray:
+    """Keypoints labelled more than an image's width or height outside it (where the size is
+    known) are annotation errors, not truncated limbs: unlabelled, and counted."""
+    if width <= 0 or height <= 0:
+        return keypoints
+    x, y = keypoints[:, 0], keypoints[:, 1]
+    far = (keypoints[:, 2] > 0) & ((x < -width) | (x > 2 * width) | (y < -height) | (y > 2 * height))
+    if not far.any():
+        return keypoints
+    skipped["keypoints far outside their image (unlabelled)"] += int(far.sum())
+    out = keypoints.copy()
+    out[far, 2] = 0
+    return out
 
 
 def person_boxes(bboxes: np.ndarray, kpts: np.ndarray, image_sizes: np.ndarray) -> np.ndarray:
@@ -226,7 +250,7 @@ class PoseSampleDataset(torch.utils.data.Dataset):
         self.bad_images = 0
         self.size_warned: set[int] = set()  # images whose size differs from their annotation's
         if verbose:
-            print(self.describe(), file=sys.stderr)
+            print(f"{'training' if self.train else 'validation'} data, {self.describe()}", file=sys.stderr)
 
     def __len__(self) -> int:
         return len(self.index.targets)
@@ -276,6 +300,10 @@ class PoseSampleDataset(torch.utils.data.Dataset):
                 self.bad_images += 1
                 bad = self.path(i)
                 warnings.warn(f"unreadable image skipped: {bad}", DataWarning, stacklevel=2)
+                if not self.train:  # validation leaves the person out of its scores instead
+                    sample = self._sample(i, None, image=np.zeros((1, 1, 3), np.uint8))
+                    sample["meta"]["skipped"] = torch.tensor(True)
+                    return sample
                 i = (i + 1) % len(self)
         raise MoveNetError(f"{bad}: 10 unreadable images in a row; check the data")
 
@@ -288,18 +316,19 @@ class PoseSampleDataset(torch.utils.data.Dataset):
         # Seeded from torch so loader workers differ and torch.manual_seed reproduces a run.
         return np.random.default_rng(int(torch.randint(0, 2**62, (1,))))
 
-    def _sample(self, i: int, rng: np.random.Generator | None) -> dict:
+    def _sample(self, i: int, rng: np.random.Generator | None, image: np.ndarray | None = None) -> dict:
         ix = self.index
         person = ix.targets[i]
         geom, m = self.geometry(i, rng)
         img = ix.image_of[person]
         path = self.path(i)
-        image = read_image(path)
-        if img not in self.size_warned:  # once per image (and loader worker)
-            self.size_warned.add(img)
-            problem = size_mismatch(path, image, *ix.image_sizes[img])
-            if problem:
-                warnings.warn(problem, DataWarning, stacklevel=2)
+        if image is None:  # (given: a stand-in for an unreadable image, no size to check)
+            image = read_image(path)
+            if img not in self.size_warned:  # once per image (and loader worker)
+                self.size_warned.add(img)
+                problem = size_mismatch(path, image, *ix.image_sizes[img])
+                if problem:
+                    warnings.warn(problem, DataWarning, stacklevel=2)
         crop = augment.warp(image, m, self.size)
         if rng is not None:
             crop = augment.photometric(crop, self.aug, rng)
@@ -323,6 +352,7 @@ class PoseSampleDataset(torch.utils.data.Dataset):
             "flip": torch.tensor(geom.flip),
             "source": torch.tensor(ix.image_source[img]),
             "index": torch.tensor(i),
+            "skipped": torch.tensor(False),  # True: a stand-in for an unreadable validation image
         }
         return sample
 
@@ -475,22 +505,16 @@ def size_summary(sizes: np.ndarray, input_size: int) -> str:
             f"{'area/input^2':14s}" + " ".join(f"{v:<6.3f}" for v in area))
 
 
-def configs_from_file(spec: str) -> tuple[DataConfig, AugmentConfig, KeypointSchema]:
-    """A training YAML (``data:``, ``augment:`` and ``schema:`` sections) or a data source path."""
+def configs_from_file(spec: str, overrides: list[str] | tuple[str, ...] = ()
+                      ) -> tuple[DataConfig, AugmentConfig, KeypointSchema]:
+    """A training YAML (``data:``, ``augment:`` and ``schema:`` sections; ``key=value``
+    ``overrides`` as ``movenet train`` takes them) or a data source path."""
     path = Path(spec)
     if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
+        from .config import load_config, require_sources  # the config module imports this one
 
-        if not path.exists():
-            raise MoveNetError(f"{path}: file not found")
-        try:
-            doc = yaml.safe_load(path.read_text()) or {}
-            data = DataConfig.from_dict(doc.get("data") or {})
-            aug = AugmentConfig.from_dict(doc.get("augment") or {})
-            schema = schema_from_config(doc.get("schema") or "coco17")
-        except (yaml.YAMLError, ValueError, TypeError, AttributeError) as e:
-            raise MoveNetError(f"{path}: bad config ({str(e).splitlines()[0]})") from None
-        if not data.sources:
-            raise MoveNetError(f"{path}: no data.sources")
-        return data, aug, schema
+        cfg = require_sources(load_config(path, overrides), path)  # checked as train and eval check it
+        return cfg.data, cfg.augment, cfg.keypoint_schema()
+    if overrides:
+        raise MoveNetError(f"{spec}: key=value overrides need a training config, not a data source")
     return DataConfig(sources=[{"path": spec}], val_fraction=0.0), AugmentConfig(), COCO17

@@ -29,6 +29,12 @@ class KeypointSchema:
             raise ValueError(f"schema {self.name}: torso is two keypoints, got {list(self.torso)}")
         if self.sigmas and len(self.sigmas) != k:
             raise ValueError(f"schema {self.name}: {len(self.sigmas)} sigmas for {k} keypoints")
+        if any(not s > 0 for s in self.sigmas):
+            raise ValueError(f"schema {self.name}: sigmas must be > 0, got {list(self.sigmas)}")
+        paired = [i for pair in self.flip_pairs for i in pair]
+        if len(set(paired)) != len(paired):
+            raise ValueError(f"schema {self.name}: flip pairs must join two different keypoints, each "
+                             f"keypoint in one pair at most, got {[list(p) for p in self.flip_pairs]}")
 
     def torso_pair(self) -> tuple[int, int] | None:
         """The two keypoints whose distance normalises PCK, or None (box side instead)."""

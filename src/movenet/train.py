@@ -44,7 +44,7 @@ from torch import nn
 from .checkpoint import read_checkpoint, save_checkpoint, weighted_state
 from .config import TrainConfig, save_config
 from .datasets import merge_coco
-from .errors import MoveNetError, one_line_data_warnings, one_line_data_warnings_installed
+from .errors import Interrupted, MoveNetError, one_line_data_warnings, one_line_data_warnings_installed
 from .fileio import file_in_the_way, make_folder
 from .schema import COCO17, KeypointSchema
 
@@ -379,6 +379,7 @@ class ValPredictions:
     keypoints: dict
     loss_sum: float = 0.0
     loss_n: int = 0
+    skipped: int = 0  # crops of unreadable images (data.on_bad_image: skip), left out
 
 
 @torch.no_grad()
@@ -410,10 +411,15 @@ def predict_validation(model: nn.Module, val: ValData, batch_size: int, device: 
             loss, _ = loss_fn(outputs, batch)
             out.loss_sum += float(loss) * len(batch["image"])
             out.loss_n += len(batch["image"])
-        box = batch["meta"]["box"].cpu().numpy()
-        ann_ids.append(batch["meta"]["ann_id"].cpu().numpy() * val.sources + batch["meta"]["source"].cpu().numpy())
+        skipped = batch["meta"].get("skipped")  # stand-ins for unreadable images (datasets of ours)
+        keep = np.ones(len(batch["image"]), bool) if skipped is None else ~skipped.cpu().numpy()
+        out.skipped += int((~keep).sum())
+        box = batch["meta"]["box"].cpu().numpy()[keep]
+        meta = batch["meta"]
+        ann_ids.append((meta["ann_id"].cpu().numpy() * val.sources + meta["source"].cpu().numpy())[keep])
         for offset in candidates:
-            kpts = decode_batch_torch(*outputs, model.center_prior, offset, float(model.coord_scale)).cpu().numpy()
+            kpts = decode_batch_torch(*outputs, model.center_prior, offset,
+                                      float(model.coord_scale)).cpu().numpy()[keep]
             orig = kpts.copy()
             orig[..., 0] = box[:, None, 0] + kpts[..., 0] * box[:, None, 2]
             orig[..., 1] = box[:, None, 1] + kpts[..., 1] * box[:, None, 3]
@@ -421,8 +427,9 @@ def predict_validation(model: nn.Module, val: ValData, batch_size: int, device: 
             if offset == candidates[0]:
                 shown = kpts
         size = batch["image"].shape[-1]
+        rows = np.flatnonzero(keep)
         for j in range(min(previews - len(drawn), len(shown))):
-            img = batch["image"][j].permute(1, 2, 0).clamp(0, 255).byte().cpu().numpy()
+            img = batch["image"][int(rows[j])].permute(1, 2, 0).clamp(0, 255).byte().cpu().numpy()
             px = shown[j].copy()
             px[:, :2] *= size
             drawn.append(draw_pose(np.ascontiguousarray(img), px, schema))
@@ -444,9 +451,11 @@ def score_validation(parts: Sequence[ValPredictions], val: ValData, schema: Keyp
     ann_ids = np.concatenate([p.ann_ids for p in parts])
     if not len(ann_ids):
         return {}
-    if len(np.unique(ann_ids)) != len(ann_ids) or len(ann_ids) != len(val.samples):
+    skipped = sum(p.skipped for p in parts)
+    if len(np.unique(ann_ids)) != len(ann_ids) or len(ann_ids) + skipped != len(val.samples):
         raise RuntimeError(f"validation scored {len(np.unique(ann_ids))} distinct of {len(val.samples)} crops "
-                           f"in {len(ann_ids)} predictions: the processes' shares overlap or miss some")
+                           f"in {len(ann_ids)} predictions ({skipped} unreadable): the processes' shares "
+                           "overlap or miss some")
     anns = {a["id"]: a for a in val.coco["annotations"]}
     gt = np.stack([np.asarray(anns[int(i)]["keypoints"], np.float64).reshape(-1, 3) for i in ann_ids])
     sigmas = np.asarray(schema.sigmas)
@@ -669,6 +678,10 @@ class Trainer:
             if cfg.val_before and self.val is not None and s.epoch == 0 and not s.history:
                 metrics = {f"val_{k}": v for k, v in self._validate(0).items()}
                 s.history.append({"epoch": 0, "step": 0, **metrics})
+                value = metrics.get(f"val_{cfg.best_metric}", metrics.get("val_pck"))
+                if value is not None and np.isfinite(value):  # the initial model competes for best.pt
+                    s.best, s.best_epoch = float(value), 0
+                    self.save(self.out_dir / BEST, s.history[-1])
                 if env.is_main and self.verbose:
                     print(format_epoch(s.history[-1], cfg.epochs), file=sys.stderr)
             self._clock = (time.perf_counter(), s.epoch)  # for the time-to-go of the epoch lines
@@ -681,7 +694,15 @@ class Trainer:
                 if self.val is not None and (s.epoch % cfg.val_every == 0 or s.epoch == cfg.epochs):
                     metrics.update({f"val_{k}": v for k, v in self._validate(s.epoch).items()})
                 self._finish_epoch(metrics)
-            if self.init_state is not None and s.epoch >= cfg.epochs:
+                # Asked for during the validation: stop at this epoch's end. One process only: under
+                # torchrun the next step's check agrees on it (a collective here, the last before the
+                # processes leave, made gloo abort at exit now and then).
+                if not env.distributed and self.stop_requested:
+                    if env.is_main:
+                        print(f"interrupted after epoch {s.epoch}: wrote {self.out_dir / LAST}; continue with "
+                              "--resume", file=sys.stderr)
+                    raise Interrupted
+            if self.init_state is not None and (s.epoch >= cfg.epochs or self._step_limit_reached()):
                 self._write_final()
         finally:
             restore()
@@ -754,7 +775,7 @@ class Trainer:
                 if env.is_main:
                     print(f"interrupted at epoch {epoch + 1}, batch {s.batch_in_epoch}/{self.steps_per_epoch}: "
                           f"wrote {self.out_dir / LAST}; continue with --resume", file=sys.stderr)
-                raise KeyboardInterrupt
+                raise Interrupted
             if self._step_limit_reached():
                 break
             every = cfg.checkpoint_every_steps
@@ -887,7 +908,9 @@ class Trainer:
             return None
         from torch.utils.tensorboard import SummaryWriter
 
-        return SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.state.step or None)
+        # A resumed run drops what an interrupted one logged after its checkpoint, not at it.
+        step = self.state.step
+        return SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=step + 1 if step else None)
 
 
 def format_epoch(m: dict, epochs: int, elapsed: float | None = None, epochs_timed: int = 0) -> str:

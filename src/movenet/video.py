@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ import cv2
 import numpy as np
 
 from .draw import draw_pose
-from .errors import MoveNetError
+from .errors import DataWarning, MoveNetError
 from .fileio import atomic_path
 from .runtime import Predictor, pose_score
 from .schema import COCO17
@@ -145,6 +146,7 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
                 while max_frames is None or frames < max_frames:
                     bgr = src.read()
                     if bgr is None:
+                        _check_length(src, frames)
                         break
                     if bgr.shape[:2] != (src.height, src.width):
                         raise MoveNetError(f"{src.name}: frame {frames} is {bgr.shape[1]}x{bgr.shape[0]}, "
@@ -169,6 +171,15 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
         src.capture.release()
     seconds = time.perf_counter() - start
     return {"frames": frames, "seconds": seconds, "fps": frames / seconds if seconds > 0 else 0.0}
+
+
+def _check_length(src: VideoSource, frames: int) -> None:
+    """A file that ends well before the frame count its container declares is damaged or cut
+    short: say so (what could be read is kept). Counts are estimates in some containers."""
+    declared = src.frame_count
+    if not src.is_camera and declared and frames < declared - max(2, 0.02 * declared):
+        warnings.warn(f"{src.name}: {frames} of the {declared} frames the file declares could be read; it "
+                      "may be damaged or cut short", DataWarning, stacklevel=2)
 
 
 def _predict_frame(tracker, rgb: np.ndarray, timestamp: float, multi: bool) -> tuple[np.ndarray, list[dict]]:

@@ -1,0 +1,191 @@
+"""Bad input on the command line: numbers out of range, outputs that would overwrite the inputs
+or cannot be written, configs checked the same way by every command, model files of the wrong
+kind. Each is one line (argparse's or ours) and a non-zero exit before any work is done."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from movenet.checkpoint import split_input_size
+from movenet.cli import BUILTIN_IMAGE, main
+from movenet.errors import MoveNetError
+from movenet.fileio import check_writable
+
+
+def _errors(capsys) -> list[str]:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return [line for line in err.splitlines() if "error:" in line]
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "--threads", "-1"],
+    ["predict", "--threads", "two"],
+    ["eval", "data", "--limit", "0"],
+    ["benchmark", "--runs", "0"],
+    ["benchmark", "--warmup", "-1"],
+    ["export", "lightning", "--opset", "5"],
+    ["export", "lightning", "--int8", "--calib", "x", "--calib-limit", "0"],
+    ["data", "stats", "data", "--limit", "-3"],
+    ["video", "v.mp4", "--max-frames", "0"],
+])
+def test_numbers_out_of_range_are_refused_by_the_parser(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    errors = _errors(capsys)
+    assert len(errors) == 1 and ("must be at least" in errors[0] or "not a whole number" in errors[0])
+
+
+@pytest.mark.parametrize("spec, problem", [
+    ("lightning@abc", "got 'abc'"), ("lightning@-32", "got '-32'"), ("lightning@", "got ''"),
+    ("lightning@100", "got 100"),
+])
+def test_a_bad_input_size_says_so(spec, problem):
+    with pytest.raises(MoveNetError, match=f"must be a positive multiple of 32, {problem}"):
+        split_input_size(spec)
+
+
+def test_a_file_name_with_an_at_sign_is_a_name():
+    assert split_input_size("runs/model@best.pt") == ("runs/model@best.pt", None)
+    assert split_input_size("thunder@256") == ("thunder", 256)
+
+
+def test_check_writable_fails_before_the_work(tmp_path, monkeypatch):
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(MoveNetError, match="is a folder, not a file"):
+        check_writable(tmp_path / "folder")
+    assert check_writable(tmp_path / "new" / "out.json") == tmp_path / "new" / "out.json"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]  # nothing made, the probe gone
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr("tempfile.mkstemp", refuse)
+    with pytest.raises(MoveNetError, match=rf"out.json: cannot write there \(Permission denied: {tmp_path}\)"):
+        check_writable(tmp_path / "out.json")
+
+
+@pytest.fixture()
+def photos(tmp_path, lightning):
+    img = cv2.imread(str(BUILTIN_IMAGE))
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    cv2.imwrite(str(a / "x.jpg"), img)
+    cv2.imwrite(str(a / "x.png"), img)
+    cv2.imwrite(str(b / "x.jpg"), img)
+    return a, b
+
+
+def test_predict_never_overwrites_its_inputs(photos, capsys):
+    a, _ = photos
+    before = (a / "x.jpg").read_bytes()
+    assert main(["predict", str(a), "--save-dir", str(a), "--no-refine"]) == 2
+    assert main(["predict", str(a / "x.jpg"), "--json", str(a / "x.jpg"), "--no-refine"]) == 2
+    errors = _errors(capsys)
+    assert errors == [f"movenet: error: {a / 'x.jpg'}: --save-dir would overwrite this input; choose another name",
+                      f"movenet: error: {a / 'x.jpg'}: --json would overwrite this input; choose another name"]
+    assert (a / "x.jpg").read_bytes() == before and sorted(p.name for p in a.iterdir()) == ["x.jpg", "x.png"]
+
+
+def test_predict_gives_each_image_its_own_drawing_and_reads_each_file_once(photos, tmp_path, capsys):
+    a, b = photos
+    out, js = tmp_path / "drawn", tmp_path / "poses.json"
+    assert main(["predict", str(a), str(b), str(a / "*.jpg"), "--save-dir", str(out), "--json", str(js),
+                 "--no-refine"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["x-2.jpg", "x-3.jpg", "x.jpg"]
+    assert [r["image"] for r in json.loads(js.read_text())] == [str(a / "x.jpg"), str(a / "x.png"), str(b / "x.jpg")]
+    assert f"wrote {out / 'x-3.jpg'} ({b / 'x.jpg'})" in capsys.readouterr().out
+
+
+def test_predict_checks_its_outputs_before_the_work_and_writes_no_json_of_nothing(photos, tmp_path, capsys):
+    a, _ = photos
+    blocker = tmp_path / "afile"
+    blocker.write_text("kept")
+    drawn = tmp_path / "drawn"
+    assert main(["predict", str(a), "--save-dir", str(drawn), "--json", str(blocker / "p.json")]) == 2
+    assert not drawn.exists()  # nothing drawn before the bad --json was found
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    js = tmp_path / "p.json"
+    assert main(["predict", str(bad), "--json", str(js)]) == 1
+    assert not js.exists()
+    capsys.readouterr()
+
+
+def test_eval_and_export_name_a_model_of_the_wrong_kind(tmp_path, capsys):
+    from train_helpers import write_coco_folder
+
+    write_coco_folder(tmp_path / "data", 2, 64)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(np.random.default_rng(0).bytes(3000))
+    assert main(["eval", str(tmp_path / "data"), "--model", str(junk), "--out", str(tmp_path / "ev")]) == 2
+    assert main(["export", str(junk), "-o", str(tmp_path / "x.onnx")]) == 2
+    errors = _errors(capsys)
+    assert len(errors) == 2 and all(str(junk) in e for e in errors)
+    assert "not a loadable ONNX model" in errors[0]
+    assert "an exported model, not a PyTorch checkpoint" in errors[1]
+
+
+def test_predict_runs_googles_released_graph(shared_dir, tmp_path, capsys):
+    graph = shared_dir / "reference" / "movenet_lightning.onnx"
+    js = tmp_path / "p.json"
+    assert main(["predict", str(BUILTIN_IMAGE), "--model", str(graph), "--json", str(js)]) == 0
+    people = json.loads(js.read_text())[0]["people"]
+    assert len(people) == 1 and people[0]["score"] > 0.3
+    assert main(["predict", str(BUILTIN_IMAGE), "--model", str(graph), "--multi"]) == 2
+    assert "four heads" in _errors(capsys)[0]
+
+
+def test_export_opset_the_exporter_cannot_write_is_one_line(monkeypatch):
+    import torch
+
+    from movenet.export import export_onnx
+    from movenet.model import create_model
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("Unsupported: ONNX export of operator upsample_bilinear2d\n" + "graph dump\n" * 500)
+    monkeypatch.setattr(torch.onnx, "export", fail)
+    with pytest.raises(MoveNetError, match=r"^ONNX opset 11: this torch cannot export the model at it "
+                                           r"\(Unsupported: ONNX export of operator upsample_bilinear2d\)$"):
+        export_onnx(create_model("mobilenetv2_050", input_size=64), "x.onnx", opset=11)
+
+
+def test_data_stats_checks_the_config_as_train_does_and_takes_overrides(lsp_dir, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{sources: [{{path: {lsp_dir}}}], val_fraction: 0.2}}\nepoch: 3\n")
+    assert main(["data", "stats", str(config), "--out", str(tmp_path / "s")]) == 2
+    assert main(["train", str(config), "--out", str(tmp_path / "r")]) == 2
+    errors = _errors(capsys)
+    assert len(errors) == 2 and errors[0] == errors[1] and "unknown key" in errors[0] and "'epoch'" in errors[0]
+    config.write_text(f"data: {{sources: [{{path: {lsp_dir}}}], val_fraction: 0.2}}\n"
+                      "model: {name: lightning, overrides: {input_size: 224}}\n")
+    assert main(["data", "stats", str(config), "augment.scale_range=[0.5,0.6]", "--limit", "40",
+                 "--out", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "40 targets at input 224" in out
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    for argv in (["data", "stats", str(empty)], ["train", str(empty)], ["eval", str(empty)]):
+        assert main(argv) == 2
+    assert _errors(capsys) == [f"movenet: error: {empty}: no data.sources (the training data; "
+                               "docs/training-data.md)"] * 3
+
+
+def test_data_convert_refuses_an_image_folder_that_is_not_there(lsp_dir, tmp_path, capsys):
+    out = tmp_path / "lsp.json"
+    assert main(["data", "convert", str(lsp_dir), str(out), "--images", str(tmp_path / "nowhere")]) == 2
+    assert _errors(capsys) == [f"movenet: error: {tmp_path / 'nowhere'}: image folder not found (given as the "
+                               f"image root of {lsp_dir})"]
+    assert not out.exists()
+
+
+def test_video_never_overwrites_its_source(tmp_path, capsys):
+    src = tmp_path / "clip.mp4"
+    src.write_bytes(b"kept")
+    assert main(["video", str(src), "--out", str(src)]) == 2
+    assert _errors(capsys) == [f"movenet: error: {src}: --out would overwrite this input; choose another name"]
+    assert src.read_bytes() == b"kept"

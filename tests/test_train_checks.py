@@ -1,0 +1,204 @@
+"""Training settings and data that must be refused or handled: values out of range, schemas that
+cannot work, keypoints named in another order than the schema's, keypoints far outside their
+image, an unreadable validation image, predictions that are not numbers; and the run's ends:
+max_steps, the initial model as best.pt, Ctrl-C during a validation, TensorBoard after a resume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from movenet.checkpoint import read_checkpoint, save_checkpoint
+from movenet.cli import main
+from movenet.config import load_config
+from movenet.datasets import load_keypoint_dataset
+from movenet.errors import Interrupted, MoveNetError
+from movenet.metrics import coco_keypoint_ap, oks, pck
+from movenet.samples import DataConfig, build_index
+from movenet.schema import KeypointSchema
+from movenet.train import BEST, FINAL, LAST, Trainer, build_model
+from train_helpers import CountingLoss, SyntheticPoses, coco_dict, tiny_config, val_data, write_coco_folder
+
+SMOKE = os.path.join(os.path.dirname(__file__), "..", "configs", "smoke.yaml")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=-1", "optim.lr must be > 0, got -1.0"),
+    ("optim.betas=[2,3]", "optim.betas must be two values in [0, 1)"),
+    ("optim.weight_decay=-1", "optim.weight_decay must be >= 0"),
+    ("optim.min_lr_ratio=-1", "optim.min_lr_ratio must be in [0, 1]"),
+    ("optim.clip_grad_norm=-1", "optim.clip_grad_norm must be >= 0"),
+    ("ema.decay=1.5", "ema.decay must be in [0, 1)"),
+    ("val_batch_size=0", "val_batch_size must be >= 1"),
+    ("val_every=0", "val_every must be >= 1"),
+    ("log.every_steps=0", "log.every_steps must be >= 1"),
+    ("threads=-2", "threads must be >= 0"),
+    ("max_steps=-5", "max_steps must be >= 0"),
+    ("checkpoint_every_steps=-1", "checkpoint_every_steps must be >= 0"),
+    ("device=gpu", "device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+    ("data.num_workers=-1", "num_workers must be >= 0"),
+    ("data.crop_expand=0", "crop_expand must be > 0"),
+    ("augment.rotation_deg=-5", "rotation_deg must be >= 0"),
+    ("data.sources=[{path: x, weight: 0}]", "a data source's weight must be > 0, got 0.0 for x"),
+    ("loss.bone=0.1", None),  # COCO-17 has a skeleton: fine
+])
+def test_values_out_of_range_are_one_line_errors(override, message):
+    if message is None:
+        assert load_config(SMOKE, [override]).loss.bone == 0.1
+        return
+    with pytest.raises(MoveNetError) as e:
+        load_config(SMOKE, [override])
+    assert str(e.value).startswith(f"{SMOKE}: ") and message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_schemas_that_cannot_work_are_refused():
+    with pytest.raises(ValueError, match="flip pairs must join two different keypoints"):
+        KeypointSchema("s", ("a", "b", "c"), flip_pairs=((0, 1), (0, 2)), skeleton=())
+    with pytest.raises(ValueError, match="flip pairs must join two different keypoints"):
+        KeypointSchema("s", ("a", "b"), flip_pairs=((0, 0),), skeleton=())
+    with pytest.raises(ValueError, match="sigmas must be > 0"):
+        KeypointSchema("s", ("a", "b"), flip_pairs=(), skeleton=(), sigmas=(0.5, -0.1))
+    no_bones = "schema={name: s, keypoints: [a, b, c], flip_pairs: [[b, c]]}"
+    with pytest.raises(MoveNetError, match="loss.bone needs the schema's skeleton"):
+        load_config(SMOKE, [no_bones, "loss.bone=0.1"])
+    cfg = load_config(SMOKE, [no_bones, "schema.sigmas=[0.3, 0.4, 0.4]"])  # a sub-key of a schema mapping
+    assert cfg.keypoint_schema().sigmas == (0.3, 0.4, 0.4)
+    with pytest.raises(MoveNetError, match=r"schema is 'coco17', not a mapping; set it whole"):
+        load_config(SMOKE, ["schema=coco17", "schema.sigmas=[1]"])
+
+
+def _three_point_file(tmp_path, names: list[str]):
+    coco = {"images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 100}],
+            "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "keypoints": [10, 10, 2, 20, 20, 2, 0, 0, 0]}],
+            "categories": [{"id": 1, "name": "person", "keypoints": names, "skeleton": [[1, 2]]}]}
+    path = tmp_path / "k.json"
+    path.write_text(json.dumps(coco))
+    return path
+
+
+def test_keypoints_are_taken_by_name_not_by_place(tmp_path):
+    schema = KeypointSchema("s3", ("head", "hand", "foot"), flip_pairs=(), skeleton=())
+    ds = load_keypoint_dataset(_three_point_file(tmp_path, ["foot", "head", "hand"]), schema=schema)
+    kp = ds.images[0].people[0].keypoints
+    assert kp.tolist() == [[20, 20, 2], [0, 0, 0], [10, 10, 2]]  # head, hand, foot
+    category = ds.coco["categories"][0]
+    assert category["keypoints"] == ["head", "hand", "foot"] and category["skeleton"] == [[3, 1]]
+    assert ds.coco["annotations"][0]["keypoints"] == [20, 20, 2, 0, 0, 0, 10, 10, 2]  # what AP compares with
+    with pytest.raises(MoveNetError, match=r"k.json: the person category's keypoints \['head', 'hand', 'toe'\] "
+                                           r"are not those of the s3 schema \(head, hand, foot\)"):
+        load_keypoint_dataset(_three_point_file(tmp_path, ["head", "hand", "toe"]), schema=schema)
+
+
+def test_keypoints_far_outside_their_image_are_unlabelled_and_counted(tmp_path):
+    write_coco_folder(tmp_path, 2, 96)
+    coco = json.loads((tmp_path / "person_keypoints.json").read_text())
+    kp = coco["annotations"][0]["keypoints"]
+    kp[0], kp[3 * 5 + 1] = 5000.0, -1e6  # nose x, left shoulder y
+    kp[3 * 6] = 100.0  # just outside (a cut-off limb): kept
+    ds = load_keypoint_dataset(coco, image_root=tmp_path / "images")
+    index = build_index([ds], DataConfig())
+    assert index.skipped["keypoints far outside their image (unlabelled)"] == 2
+    assert index.keypoints[0, [0, 5, 6], 2].tolist() == [0, 0, 2]
+
+
+def test_predictions_that_are_not_numbers_score_nothing():
+    coco = coco_dict(3, 96)
+    gt = np.array([a["keypoints"] for a in coco["annotations"]], np.float64).reshape(3, 17, 3)
+    nan = np.full_like(gt, np.nan)
+    assert pck(nan[..., :2], gt, np.full(3, 10.0))[1] == 0.0  # misses, not unlabelled keypoints
+    assert oks(nan[0, :, :2], gt[0], 1000.0) == 0.0
+    results = [{"image_id": a["image_id"], "score": float("nan"), "keypoints": [float("nan")] * 51}
+               for a in coco["annotations"]]
+    assert coco_keypoint_ap(coco, results)["AP"] == 0.0
+    good = [{"image_id": a["image_id"], "score": 1.0, "keypoints": a["keypoints"]} for a in coco["annotations"]]
+    assert coco_keypoint_ap(coco, good)["AP"] == pytest.approx(1.0)
+
+
+def _trainer(cfg, out, val=True):
+    return Trainer(cfg, out, SyntheticPoses(4, 64, repeat=2), val_data(4, 64) if val else None,
+                   CountingLoss(cfg), verbose=False)
+
+
+def test_max_steps_ends_the_run_with_its_final_model(tmp_path):
+    init = tmp_path / "init.pt"
+    settings = {"model.overrides.input_size": 64, "batch_size": 2, "epochs": 3, "threads": 1, "max_steps": 2}
+    save_checkpoint(init, build_model(tiny_config(**settings), verbose=False))
+    cfg = tiny_config(**settings, init=str(init), final_init_weight=0.5)
+    state = _trainer(cfg, tmp_path / "run").fit()
+    assert state.step == 2 and (tmp_path / "run" / FINAL).exists()
+
+
+def test_the_initial_model_competes_for_best(tmp_path):
+    cfg = tiny_config(**{"model.overrides.input_size": 64, "batch_size": 2, "epochs": 2, "threads": 1,
+                         "val_before": True})
+    trainer = _trainer(cfg, tmp_path)
+    scores = iter([0.9, 0.5, 0.7])  # training only makes it worse
+
+    def validate(epoch, *args, **kwargs):
+        return {"pck": next(scores), "ap": 0.0}
+    trainer._validate = validate
+    initial = {k: v.clone() for k, v in trainer.eval_model().state_dict().items()}
+    state = trainer.fit()
+    assert [h["val_pck"] for h in state.history] == [0.9, 0.5, 0.7]
+    assert (state.best, state.best_epoch) == (0.9, 0) and read_checkpoint(tmp_path / BEST)["epoch"] == 0
+    best = read_checkpoint(tmp_path / BEST)["state_dict"]
+    assert all(torch.equal(best[k], v) for k, v in initial.items())
+
+
+def test_ctrl_c_during_a_validation_stops_at_the_end_of_that_epoch(tmp_path, capsys):
+    cfg = tiny_config(**{"model.overrides.input_size": 64, "batch_size": 2, "epochs": 2, "threads": 1})
+    trainer = _trainer(cfg, tmp_path)
+    validate = trainer._validate
+
+    def interrupted_validation(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # handled: the validation finishes
+        return validate(*args, **kwargs)
+    trainer._validate = interrupted_validation
+    with pytest.raises(Interrupted):
+        trainer.fit()
+    assert "interrupted after epoch 1" in capsys.readouterr().err
+    assert read_checkpoint(tmp_path / LAST)["epoch"] == 1
+
+
+def test_an_unreadable_validation_image_is_left_out_with_on_bad_image_skip(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_coco_folder(data, 8, 64)
+    coco = json.loads((data / "person_keypoints.json").read_text())
+    (data / "images" / coco["images"][0]["file_name"]).write_bytes(b"not an image")
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({
+        "model": {"name": "mobilenetv2_050", "overrides": {"input_size": 64, "head_channels": 32}},
+        "data": {"sources": [{"path": str(data)}], "val_sources": [{"path": str(data)}], "num_workers": 0,
+                 "on_bad_image": "skip"},
+        "log": {"tensorboard": False, "images": 2}, "batch_size": 4, "epochs": 1, "threads": 1}))
+    with pytest.warns(UserWarning, match="unreadable image skipped"):
+        assert main(["train", str(config), "--out", str(tmp_path / "run")]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    history = read_checkpoint(tmp_path / "run" / LAST)["train_state"]["history"]
+    assert np.isfinite(history[-1]["val_pck"])
+
+
+def test_tensorboard_keeps_what_was_logged_at_the_step_a_run_resumes_from(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = tiny_config(**{"model.overrides.input_size": 64, "batch_size": 2, "epochs": 2, "threads": 1,
+                         "log.tensorboard": True, "log.every_steps": 1})
+    _trainer(cfg, tmp_path).fit()
+    resumed = _trainer(cfg, tmp_path)
+    resumed.resume(tmp_path / LAST)
+    resumed.fit()  # a finished run: nothing to do, the log must stay whole
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val/pck")] == [4, 8]
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 9))
+
+
+def test_train_names_the_model_to_use(lsp_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", SMOKE, f"data.sources=[{{path: {lsp_dir}}}]", "--out", str(out)]) == 0
+    last_line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last_line.endswith(f"model: {out / 'best.pt'}")
