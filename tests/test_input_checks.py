@@ -189,3 +189,35 @@ def test_video_never_overwrites_its_source(tmp_path, capsys):
     assert main(["video", str(src), "--out", str(src)]) == 2
     assert _errors(capsys) == [f"movenet: error: {src}: --out would overwrite this input; choose another name"]
     assert src.read_bytes() == b"kept"
+
+
+def test_outputs_never_overwrite_other_inputs_or_each_other(photos, tmp_path, capsys):
+    a, _ = photos
+    config = tmp_path / "c.yaml"
+    config.write_text("data: {sources: [{path: data}]}\n")
+    before = config.read_text()
+    assert main(["calibrate", str(config), "--model", "lightning", "--out", str(config)]) == 2
+    assert main(["export", "lightning", "-o", str(a / "x.jpg"), "--verify", str(a / "x.jpg")]) == 2
+    assert main(["export", "lightning", "-o", str(tmp_path / "m.json")]) == 2
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"kept")
+    assert main(["video", str(clip), "--out", str(tmp_path / "same"), "--json", str(tmp_path / "same")]) == 2
+    assert main(["predict", str(a / "x.jpg"), "--save-dir", str(tmp_path / "o"), "--json",
+                 str(tmp_path / "o" / "x.jpg")]) == 2
+    assert _errors(capsys) == [
+        f"movenet: error: {config}: --out would overwrite this input; choose another name",
+        f"movenet: error: {a / 'x.jpg'}: --output must be an .onnx file",
+        f"movenet: error: {tmp_path / 'm.json'}: --output must be an .onnx file",
+        f"movenet: error: {tmp_path / 'same'}: --json would overwrite this video (--out); choose another name",
+        f"movenet: error: {tmp_path / 'o' / 'x.jpg'}: --json would overwrite this drawing; choose another name"]
+    assert config.read_text() == before and clip.read_bytes() == b"kept"
+    assert not (tmp_path / "o").exists() and not (tmp_path / "same").exists()
+
+
+def test_an_opset_newer_than_the_exporter_knows_is_refused_before_it_runs(capsys):
+    pytest.importorskip("torch.onnx._constants")
+    from torch.onnx._constants import ONNX_MAX_OPSET
+
+    assert main(["export", "lightning", "--opset", str(ONNX_MAX_OPSET + 1), "-o", "never.onnx"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.strip().endswith(f"exports opsets up to {ONNX_MAX_OPSET}")

@@ -58,7 +58,7 @@ class AugmentConfig:
         for name in ("translate", "rotation_deg", "brightness", "contrast", "saturation", "hue", "blur_sigma",
                      "occlusion_max_boxes", "pose_clusters", "pose_cluster_power"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise ValueError(f"augment.{name} must be >= 0, got {getattr(self, name)}")
         lo, hi = self.occlusion_size
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"occlusion_size must satisfy 0 < low <= high <= 1, got {self.occlusion_size}")

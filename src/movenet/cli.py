@@ -78,6 +78,7 @@ def cmd_predict(args) -> int:
     refuse_overwriting_inputs(drawings.values(), sources, "--save-dir")
     if args.json_out:
         refuse_overwriting_inputs([args.json_out], sources, "--json")
+        refuse_overwriting_inputs([args.json_out], drawings.values(), "--json", "drawing")
         check_writable(args.json_out)
     if save_dir:
         check_writable(save_dir, folder=True)
@@ -300,7 +301,7 @@ def add_calibrate(sub) -> None:
     p.add_argument("--offsets", nargs="+", type=float, metavar="D",
                    help="candidate offsets (default: 1.8 5 10 20 50)")
     p.add_argument("--metric", choices=["pck", "ap"], default="pck", help="what picks the offset (default pck)")
-    p.add_argument("--threads", type=_at_least(1), default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=_at_least(0), default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", "-o", required=True, help="checkpoint to write")
     p.set_defaults(func=cmd_calibrate)
 
@@ -308,9 +309,9 @@ def add_calibrate(sub) -> None:
 def cmd_calibrate(args) -> int:
     import torch
 
-    from .checkpoint import load_model, save_checkpoint
+    from .checkpoint import load_model, save_checkpoint, split_input_size
     from .config import load_config, require_sources
-    from .fileio import check_writable
+    from .fileio import check_writable, refuse_overwriting_inputs
     from .train import CALIBRATION_OFFSETS, build_data, calibrate_model
 
     offsets = args.offsets or list(CALIBRATION_OFFSETS)
@@ -319,6 +320,7 @@ def cmd_calibrate(args) -> int:
     if Path(args.model).suffix.lower() in (".onnx", ".tflite"):
         raise MoveNetError(f"{args.model}: calibrate takes lightning, thunder or a .pt checkpoint "
                            "(calibrate the checkpoint, then export it)")
+    refuse_overwriting_inputs([args.out], [args.config, split_input_size(args.model)[0]], "--out")
     check_writable(args.out)  # a bad --out fails now, not after the validation pass
     cfg = require_sources(load_config(args.config, args.overrides), args.config)
     if args.threads:
@@ -377,15 +379,19 @@ def cmd_export(args) -> int:
 
     from .checkpoint import load_model, split_input_size
     from .export import export_onnx
-    from .fileio import check_writable, refuse_overwriting_inputs
+    from .fileio import check_writable
 
     if args.int8 and not args.calib:
         raise MoveNetError("--int8 needs calibration images: --calib FOLDER")
     base, size = split_input_size(args.model)
     stem = Path(base).stem + ("" if size is None else f"_{size}")
     out = Path(args.output or f"{stem}{'_int8' if args.int8 else ''}.onnx")
-    refuse_overwriting_inputs([out], [base], "--output")
-    check_writable(out)
+    if out.suffix.lower() != ".onnx":
+        raise MoveNetError(f"{out}: --output must be an .onnx file")
+    check_writable(out)  # (an .onnx: none of the inputs, which are images and a checkpoint)
+    if args.int8:  # a bad --calib fails before the export
+        from .quantize import calibration_images
+        images = calibration_images(args.calib, args.calib_limit)
     model, schema = load_model(args.model)
     export = dict(dynamic_batch=args.dynamic_batch, opset=args.opset, verify_images=args.verify,
                   schema=schema, source=str(args.model))
@@ -393,12 +399,11 @@ def cmd_export(args) -> int:
         export_onnx(model, out, **export)
         print(f"wrote {out}")
         return 0
-    from .quantize import DEFAULT_CONFIG, calibration_images, quantize_checked
+    from .quantize import DEFAULT_CONFIG, quantize_checked
 
     config = DEFAULT_CONFIG
     if args.calib_method:
         config = dataclasses.replace(config, method=args.calib_method)
-    images = calibration_images(args.calib, args.calib_limit)
     with tempfile.TemporaryDirectory(prefix="movenet-export-") as tmp:
         fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", **export)
         check = quantize_checked(fp32, out, images, args.check, config, args.max_drop / 100, threads=args.threads)
@@ -547,6 +552,8 @@ def cmd_video(args) -> int:
         out = str(Path("movenet-output") / f"{stem}.mp4")
     from .fileio import check_writable, refuse_overwriting_inputs
 
+    if out and args.json_out:
+        refuse_overwriting_inputs([args.json_out], [out], "--json", "video (--out)")
     for path in (out, args.json_out):
         if path:
             refuse_overwriting_inputs([path], [args.source], "--out" if path == out else "--json")

@@ -9,6 +9,7 @@ included) so a run folder's ``config.yaml`` reproduces the run.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -396,6 +397,8 @@ def convert(tp, value: Any, key: str):
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if isinstance(value, (dict, list)) or value is None:

@@ -58,6 +58,9 @@ def _torch_export(model, dynamic_batch: bool, opset: int):
     import onnx
     import torch
 
+    newest = _newest_opset()
+    if newest is not None and opset > newest:  # (the exporter would print its whole graph first)
+        raise MoveNetError(f"ONNX opset {opset}: this torch exports opsets up to {newest}")
     size = model.config.input_size
     example = torch.full((2 if dynamic_batch else 1, 3, size, size), 127.0)
     axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)} if dynamic_batch else None
@@ -75,6 +78,14 @@ def _torch_export(model, dynamic_batch: bool, opset: int):
             raise MoveNetError(f"ONNX opset {opset}: this torch cannot export the model at it "
                                f"({str(e).splitlines()[0][:160]})") from None
     return onnx.load_from_string(buf.getvalue())
+
+
+def _newest_opset() -> int | None:
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET  # not public; absent in some versions
+    except ImportError:
+        return None
+    return int(ONNX_MAX_OPSET)
 
 
 # ---------------------------------------------------------------- graph clean-up

@@ -49,13 +49,12 @@ def check_writable(path: str | os.PathLike, folder: bool = False) -> Path:
     return path
 
 
-def refuse_overwriting_inputs(outputs: list[str | os.PathLike], inputs: list[str | os.PathLike],
-                              option: str) -> None:
-    """A one-line error when an output path is one of the input files."""
+def refuse_overwriting_inputs(outputs, inputs, option: str, what: str = "input") -> None:
+    """A one-line error when an output path is one of the ``inputs`` (or other outputs: ``what``)."""
     sources = {os.path.realpath(p) for p in inputs}
     for out in outputs:
         if os.path.realpath(out) in sources:
-            raise MoveNetError(f"{out}: {option} would overwrite this input; choose another name")
+            raise MoveNetError(f"{out}: {option} would overwrite this {what}; choose another name")
 
 
 @contextlib.contextmanager

@@ -33,6 +33,11 @@ class LossConfig:
     distill: float = 1.0
     distill_only_unlabelled: bool = False
 
+    def __post_init__(self) -> None:
+        for name in ("heatmap_weight_k", *HEADS, "distill"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -72,9 +72,9 @@ class DataConfig:
             raise ValueError(f"train_images must be >= 0 (0: all), got {self.train_images}")
         for name in ("num_workers", "min_keypoints", "max_people"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise ValueError(f"data.{name} must be >= 0, got {getattr(self, name)}")
         if not self.crop_expand > 0:
-            raise ValueError(f"crop_expand must be > 0, got {self.crop_expand}")
+            raise ValueError(f"data.crop_expand must be > 0, got {self.crop_expand}")
         self.target_params()  # validates the target settings
 
     def target_params(self) -> targets.TargetParams:
@@ -100,7 +100,10 @@ def _source_dict(s) -> dict:
     unknown = set(s) - {"path", "image_root", "weight"}
     if unknown:
         raise ValueError(f"unknown data source keys {sorted(unknown)} in {s!r}")
-    weight = float(s.get("weight", 1.0))
+    try:
+        weight = float(s.get("weight", 1.0))
+    except (TypeError, ValueError):
+        raise ValueError(f"a data source's weight must be a number, got {s.get('weight')!r} for {s['path']}") from None
     if not weight > 0:
         raise ValueError(f"a data source's weight must be > 0, got {weight} for {s['path']}")
     return {"path": str(s["path"]), "image_root": s.get("image_root"), "weight": weight}

@@ -45,7 +45,7 @@ from .checkpoint import read_checkpoint, save_checkpoint, weighted_state
 from .config import TrainConfig, save_config
 from .datasets import merge_coco
 from .errors import Interrupted, MoveNetError, one_line_data_warnings, one_line_data_warnings_installed
-from .fileio import file_in_the_way, make_folder
+from .fileio import check_writable, file_in_the_way, make_folder
 from .schema import COCO17, KeypointSchema
 
 LAST, BEST, FINAL, CURVES = "last.pt", "best.pt", "final.pt", "curves.png"
@@ -833,6 +833,9 @@ class Trainer:
         model = copy.deepcopy(self.eval_model())
         model.load_state_dict(weighted_state([model.state_dict(), self.init_state], [1 - w, w]))
         metrics = self._validate(self.state.epoch, model, "final") if self.val is not None else {}
+        if not self.env.distributed and self.stop_requested:  # Ctrl-C during that validation
+            print(f"interrupted before {FINAL} was written; --resume writes it", file=sys.stderr)
+            raise Interrupted
         if self.env.is_main:
             s = self.state
             save_checkpoint(self.out_dir / FINAL, model, self.schema, extra={
@@ -994,6 +997,8 @@ def check_run_folder(out: Path, resume: str | os.PathLike | None, writes: bool =
     file = file_in_the_way(out)
     if writes and file is not None:
         raise MoveNetError(f"{out}: cannot create the folder ({file} is a file)")
+    if writes:
+        check_writable(out, folder=True)  # before the data are read
     if resume is None and (out / LAST).exists():
         raise MoveNetError(f"{out}: already holds a run ({LAST}); resume it with --resume or choose another --out")
     if resume is not None and not Path(resume).exists():
