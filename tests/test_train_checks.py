@@ -234,3 +234,32 @@ def test_ctrl_c_during_the_final_models_validation_writes_no_final(tmp_path, cap
     resumed.resume(tmp_path / LAST)
     resumed.fit()
     assert (tmp_path / FINAL).exists()
+
+
+def test_validation_images_that_are_also_training_images_are_warned_about(tmp_path):
+    from movenet.errors import DataWarning
+    from movenet.samples import split_sources
+
+    write_coco_folder(tmp_path / "a", 4, 64)
+    write_coco_folder(tmp_path / "b", 3, 64)
+    same = DataConfig(sources=[{"path": str(tmp_path / "a")}], val_sources=[{"path": str(tmp_path / "a")}])
+    with pytest.warns(DataWarning, match=r"4 of the 4 validation images are also training images"):
+        split_sources(same)
+    apart = DataConfig(sources=[{"path": str(tmp_path / "a")}], val_sources=[{"path": str(tmp_path / "b")}])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        split_sources(apart)
+
+
+def test_eval_warns_about_keypoints_far_outside_their_image(tmp_path):
+    from movenet.errors import DataWarning
+    from movenet.evaluate import evaluate
+
+    write_coco_folder(tmp_path, 2, 96)
+    coco = json.loads((tmp_path / "person_keypoints.json").read_text())
+    coco["annotations"][0]["keypoints"][0] = 5000.0
+    ds = load_keypoint_dataset(coco, image_root=tmp_path / "images")
+    model = tmp_path / "tiny.pt"
+    save_checkpoint(model, build_model(tiny_config(**{"model.overrides.input_size": 64}), verbose=False))
+    with pytest.warns(DataWarning, match="1 labelled keypoints lie more than an image's size outside"):
+        evaluate(ds, [str(model)], progress=False)

@@ -365,6 +365,15 @@ def _image_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
+def far_outside_image(keypoints: np.ndarray, width: int, height: int) -> np.ndarray:
+    """[K] labelled keypoints more than the image's width or height outside it: annotation
+    errors, not limbs cut off by the frame (False everywhere where the size is not known)."""
+    if width <= 0 or height <= 0:
+        return np.zeros(len(keypoints), bool)
+    x, y = keypoints[:, 0], keypoints[:, 1]
+    return (keypoints[:, 2] > 0) & ((x < -width) | (x > 2 * width) | (y < -height) | (y > 2 * height))
+
+
 # ---------------------------------------------------------------- the canonical loader
 @dataclass
 class PersonAnnotation:

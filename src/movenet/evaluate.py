@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import KeypointDataset, PersonAnnotation
+from .datasets import KeypointDataset, PersonAnnotation, far_outside_image
 from .errors import DataWarning, MoveNetError
 from .image import read_image, size_mismatch
 from .metrics import (coco_keypoint_ap, fixed_px_thresholds, head_size, oks, pck, pck_curve,
@@ -212,6 +212,12 @@ def evaluate(dataset: KeypointDataset, specs: list[str], protocol: str = "whole"
     samples, excluded = make_samples(dataset, protocol)
     if not samples:
         raise MoveNetError(f"{dataset.name}: no person to evaluate with the {protocol} protocol")
+    entries = dataset.images
+    far = sum(int(far_outside_image(s.person.keypoints, entries[s.image_index].width,
+                                    entries[s.image_index].height).sum()) for s in samples)
+    if far:  # scored as they are: no model can find them
+        warnings.warn(f"{dataset.name}: {far} labelled keypoints lie more than an image's size outside their "
+                      "image (annotation errors?); they are scored as they are", DataWarning, stacklevel=2)
     labels = model_labels(specs)
     predictors = {label: open_predictor(spec, threads) for label, spec in zip(labels, specs)}
     if flip:

@@ -194,12 +194,10 @@ def build_index(sources: list, cfg: DataConfig, schema: KeypointSchema = COCO17)
 
 
 def _without_far_keypoints(keypoints: np.ndarray, width: int, height: int, skipped: Counter) -> np.ndarray:
-    """Keypoints labelled more than an image's width or height outside it (where the size is
-    known) are annotation errors, not truncated limbs: unlabelled, and counted."""
-    if width <= 0 or height <= 0:
-        return keypoints
-    x, y = keypoints[:, 0], keypoints[:, 1]
-    far = (keypoints[:, 2] > 0) & ((x < -width) | (x > 2 * width) | (y < -height) | (y > 2 * height))
+    """Keypoints far outside their image (``datasets.far_outside_image``): unlabelled, and counted."""
+    from .datasets import far_outside_image
+
+    far = far_outside_image(keypoints, width, height)
     if not far.any():
         return keypoints
     skipped["keypoints far outside their image (unlabelled)"] += int(far.sum())
@@ -397,7 +395,21 @@ def split_sources(data_cfg: DataConfig, schema: KeypointSchema = COCO17) -> tupl
         train_parts.append(ds.subset(train_ids) if len(train_ids) < len(ds.images) else ds)
         if val_ids:
             val_parts.append(ds.subset(val_ids))
+    if data_cfg.val_sources:
+        _warn_shared_images(train_parts, val_parts)
     return train_parts, val_parts
+
+
+def _warn_shared_images(train_parts: list, val_parts: list) -> None:
+    """``val_sources`` chosen by hand may hold training images: their scores would not be
+    held-out ones. Compared by image file."""
+    train = {os.path.realpath(e.path) for part in train_parts for e in part.images}
+    shared = [e.path for part in val_parts for e in part.images if os.path.realpath(e.path) in train]
+    if shared:
+        total = sum(len(part.images) for part in val_parts)
+        warnings.warn(f"{shared[0]}: {len(shared)} of the {total} validation images are also training "
+                      "images (data.val_sources and data.sources share them); their scores are not "
+                      "held-out scores", DataWarning, stacklevel=2)
 
 
 def build_datasets(data_cfg: DataConfig, aug_cfg: AugmentConfig | None = None,
