@@ -34,3 +34,22 @@ def test_a_failed_write_leaves_the_earlier_file_and_no_temporary(tmp_path):
             tmp.write_text('{"a": ')
             raise RuntimeError("half-way")
     assert out.read_text() == '{\n  "a": 1\n}\n' and [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_a_failed_write_leaves_no_folder_it_made(tmp_path):
+    from movenet.fileio import atomic_path
+
+    out = tmp_path / "new" / "deeper" / "x.json"
+    with pytest.raises(RuntimeError):
+        with atomic_path(out) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("the work failed")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "kept" / "x.json"):
+            raise RuntimeError("the work failed")
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"]  # a folder that was there stays
+    with atomic_path(out) as tmp:
+        tmp.write_text("whole")
+    assert out.read_text() == "whole"

@@ -63,22 +63,33 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     if path.is_dir():
         raise MoveNetError(f"{path}: is a folder, not a file")
+    made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]  # folders this makes
     make_folder(path.parent)
+    done = False
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    except OSError as e:
-        raise MoveNetError(f"{path}: cannot write ({e.strerror})") from None
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give outputs the usual mode
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+        except OSError as e:
+            raise MoveNetError(f"{path}: cannot write ({e.strerror})") from None
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give outputs the usual mode
+        tmp_path = Path(tmp)
+        try:
+            yield tmp_path
+            os.replace(tmp_path, path)
+            done = True
+        finally:
+            if tmp_path.exists():
+                tmp_path.unlink()
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        if not done:  # a failed write leaves no empty folders behind either
+            for folder in made:  # deepest first
+                try:
+                    folder.rmdir()
+                except OSError:  # not empty (something else wrote there) or gone
+                    break
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
