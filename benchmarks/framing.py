@@ -26,7 +26,7 @@ from movenet.image import read_image
 from movenet.metrics import coco_keypoint_ap, torso_size
 from movenet.runtime import pose_score
 from movenet.samples import split_image_ids
-from movenet.tracking import look_twice
+from movenet.tracking import full_frame_box, look_twice
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,7 @@ def square(width: int, height: int, where: str) -> tuple[float, float, float, fl
     if where == "bottom/right":
         return None  # the predictor's own letterbox
     if where == "centred":
-        return ((width - side) / 2, (height - side) / 2, side, side)
+        return full_frame_box(width, height)
     return (width - side, height - side, side, side)  # top/left
 
 

@@ -552,12 +552,12 @@ def cmd_video(args) -> int:
         out = str(Path("movenet-output") / f"{stem}.mp4")
     from .fileio import check_writable, refuse_overwriting_inputs
 
+    for option, path in (("--out", out), ("--json", args.json_out)):
+        if path:
+            refuse_overwriting_inputs([path], [args.source], option)
+            check_writable(path)
     if out and args.json_out:
         refuse_overwriting_inputs([args.json_out], [out], "--json", "video (--out)")
-    for path in (out, args.json_out):
-        if path:
-            refuse_overwriting_inputs([path], [args.source], "--out" if path == out else "--json")
-            check_writable(path)
     source = open_source(args.source)  # a bad source fails before the model loads
     predictor = _predictor(args.model, args.backend, args.threads, args.flip)
     summary = run_video(source, predictor, out=out, json_out=args.json_out, multi=args.multi,

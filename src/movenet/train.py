@@ -45,7 +45,7 @@ from .checkpoint import read_checkpoint, save_checkpoint, weighted_state
 from .config import TrainConfig, save_config
 from .datasets import merge_coco
 from .errors import Interrupted, MoveNetError, one_line_data_warnings, one_line_data_warnings_installed
-from .fileio import check_writable, file_in_the_way, make_folder
+from .fileio import check_writable, make_folder
 from .schema import COCO17, KeypointSchema
 
 LAST, BEST, FINAL, CURVES = "last.pt", "best.pt", "final.pt", "curves.png"
@@ -994,11 +994,8 @@ def run(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, resume: str 
 def check_run_folder(out: Path, resume: str | os.PathLike | None, writes: bool = True) -> None:
     """A new run must not overwrite one; a resumed run needs its checkpoint; the process that
     writes (global rank 0) must be able to create the folder."""
-    file = file_in_the_way(out)
-    if writes and file is not None:
-        raise MoveNetError(f"{out}: cannot create the folder ({file} is a file)")
     if writes:
-        check_writable(out, folder=True)  # before the data are read
+        check_writable(out, folder=True)  # a file in the way, or no write access: before the data are read
     if resume is None and (out / LAST).exists():
         raise MoveNetError(f"{out}: already holds a run ({LAST}); resume it with --resume or choose another --out")
     if resume is not None and not Path(resume).exists():
