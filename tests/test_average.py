@@ -110,3 +110,28 @@ def test_cli_writes_a_checkpoint_that_loads_or_exits_with_one_line(three, tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "other.pt: another model config" in err[0]
     assert not bad.exists() and not list(tmp_path.glob(".bad.pt.*"))
+
+
+def test_a_model_at_another_input_size_averages_with_runs_at_that_size(three, tmp_path):
+    # a run trained at 96 mixed back with the model it started from, run at 96 (what train's
+    # final.pt does for lightning@224)
+    run96 = _model(5)
+    run96 = type(run96)(run96.config.__class__(**{**run96.config.to_dict(), "input_size": 96}))
+    save_checkpoint(tmp_path / "run96.pt", run96)
+    with pytest.raises(MoveNetError, match="another model config"):
+        average_checkpoints([tmp_path / "run96.pt", three[0]])
+    soup = average_checkpoints([tmp_path / "run96.pt", f"{three[0]}@96"], weights=[1, 1])
+    assert soup["model_config"]["input_size"] == 96
+    start, _ = load_model(f"{three[0]}@96")  # the learnt weights the file's, the grid's constants 96's
+    saved = torch.load(three[0], weights_only=False)["state_dict"]
+    for key, value in start.named_parameters():
+        assert torch.equal(value, saved[key])
+    trained, start = run96.state_dict(), start.state_dict()
+    for key, value in soup["state_dict"].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (trained[key] + start[key]) / 2)
+    assert soup["averaged_from"][1]["checkpoint"] == f"{three[0]}@96"
+    model, _ = model_from_checkpoint(soup)
+    assert model.config.input_size == 96
+    with pytest.raises(MoveNetError, match="multiple of 32"):
+        average_checkpoints([tmp_path / "run96.pt", f"{three[0]}@95"])

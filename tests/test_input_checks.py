@@ -66,6 +66,9 @@ def test_check_writable_fails_before_the_work(tmp_path, monkeypatch):
     monkeypatch.setattr("tempfile.mkstemp", refuse)
     with pytest.raises(MoveNetError, match=rf"out.json: cannot write there \(Permission denied: {tmp_path}\)"):
         check_writable(tmp_path / "out.json")
+    with pytest.raises(MoveNetError, match=rf"out.json: cannot create {tmp_path / 'a' / 'b'} \(Permission denied: "
+                       rf"{tmp_path}\)"):  # the folder that cannot be made, not only where it fails
+        check_writable(tmp_path / "a" / "b" / "out.json")
 
 
 @pytest.fixture()

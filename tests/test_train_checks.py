@@ -236,6 +236,28 @@ def test_ctrl_c_during_the_final_models_validation_writes_no_final(tmp_path, cap
     assert (tmp_path / FINAL).exists()
 
 
+def test_resuming_a_finished_run_keeps_its_final_model(tmp_path):
+    init = tmp_path / "init.pt"
+    settings = {"model.overrides.input_size": 64, "batch_size": 2, "epochs": 1, "threads": 1}
+    save_checkpoint(init, build_model(tiny_config(**settings), verbose=False))
+    cfg = tiny_config(**settings, init=str(init), final_init_weight=0.5)
+    _trainer(cfg, tmp_path).fit()
+    written = (tmp_path / FINAL).stat().st_mtime_ns
+    tags = []
+
+    def resumed(cfg):
+        trainer = _trainer(cfg, tmp_path)
+        validate = trainer._validate
+        trainer._validate = lambda epoch, *args, **kwargs: tags.append(args[-1:]) or validate(epoch, *args, **kwargs)
+        trainer.resume(tmp_path / LAST)
+        trainer.fit()
+
+    resumed(cfg)  # nothing left to do: final.pt is neither validated nor written again
+    assert tags == [] and (tmp_path / FINAL).stat().st_mtime_ns == written
+    resumed(tiny_config(**settings, init=str(init), final_init_weight=0.25))  # another mix: written anew
+    assert tags == [("final",)] and read_checkpoint(tmp_path / FINAL)["config"]["final_init_weight"] == 0.25
+
+
 def test_validation_images_that_are_also_training_images_are_warned_about(tmp_path):
     from movenet.errors import DataWarning
     from movenet.samples import split_sources

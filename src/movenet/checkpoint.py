@@ -93,12 +93,11 @@ def average_checkpoints(specs: list[str | os.PathLike], weights: list[float] | N
     if any(not 0 <= w < float("inf") for w in weights) or sum(weights) <= 0:
         raise MoveNetError(f"weights must be >= 0 with a positive sum, got {weights}")
     weights = [w / sum(weights) for w in weights]
-    paths = [checkpoint_file(s) for s in specs]
-    first = read_checkpoint(paths[0])
-    model_from_checkpoint(first, paths[0])  # the weights must fit their own architecture
+    paths = [str(s) for s in specs]
+    first = _read_at_size(paths[0])
     states = [first["state_dict"]]
     for path in paths[1:]:
-        ckpt = read_checkpoint(path)
+        ckpt = _read_at_size(path)
         for key, what in (("model_config", "model config"), ("schema", "keypoint schema")):
             if ckpt.get(key) != first.get(key):
                 raise MoveNetError(f"{path}: another {what} than {paths[0]}; only the same "
@@ -115,6 +114,19 @@ def average_checkpoints(specs: list[str | os.PathLike], weights: list[float] | N
     keep = ("format", "model_config", "schema", "config")
     return {**{k: first[k] for k in keep if k in first}, "state_dict": state,
             "averaged_from": [{"checkpoint": str(s), "weight": w} for s, w in zip(specs, weights)]}
+
+
+def _read_at_size(spec: str) -> dict:
+    """The checkpoint of ``spec`` (``NAME@SIZE`` allowed: its weights in a model of that input
+    size), its weights checked against their own architecture."""
+    base, size = split_input_size(spec)
+    path = checkpoint_file(base)
+    ckpt = read_checkpoint(path)
+    model, _ = model_from_checkpoint(ckpt, path)
+    if size is not None:
+        model = resize_model(model, size)
+        ckpt = {**ckpt, "model_config": model.config.to_dict(), "state_dict": model.state_dict()}
+    return ckpt
 
 
 def split_input_size(spec: str | os.PathLike) -> tuple[str, int | None]:

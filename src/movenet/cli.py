@@ -264,7 +264,8 @@ def add_average(sub) -> None:
                        "of one recipe with other seeds (model soup), or a fine-tuned model with the one it "
                        "started from (e.g. run/last.pt lightning --weights 0.75 0.25). One model, as fast "
                        "as each.")
-    p.add_argument("checkpoints", nargs="+", help="two or more .pt checkpoints (or lightning, thunder)")
+    p.add_argument("checkpoints", nargs="+", help="two or more .pt checkpoints (or lightning, thunder; NAME@SIZE: "
+                   "its weights at another input size, e.g. lightning@224 with a run trained at 224)")
     p.add_argument("--weights", nargs="+", type=float, metavar="W",
                    help="one weight per checkpoint, normalised to sum 1 (default: equal)")
     p.add_argument("--out", "-o", required=True, help="checkpoint to write")

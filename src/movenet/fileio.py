@@ -43,7 +43,8 @@ def check_writable(path: str | os.PathLike, folder: bool = False) -> Path:
     try:
         fd, probe = tempfile.mkstemp(prefix=".movenet-write-test.", dir=existing)
     except OSError as e:
-        raise MoveNetError(f"{path}: cannot write there ({e.strerror}: {existing})") from None
+        missing = f"cannot create {where}" if existing != where else "cannot write there"
+        raise MoveNetError(f"{path}: {missing} ({e.strerror}: {existing})") from None
     os.close(fd)
     os.unlink(probe)
     return path

@@ -830,6 +830,12 @@ class Trainer:
     def _write_final(self) -> None:
         """final.pt: (1 - w) x the trained (EMA) weights + w x the initial ones."""
         w = self.cfg.final_init_weight
+        if any_process(self._final_is_current(), self.env):  # a finished run resumed again
+            if self.env.is_main and self.verbose:
+                print(f"{self.out_dir / FINAL} is already this run's final model", file=sys.stderr)
+            if self.env.distributed:
+                dist.barrier()
+            return
         model = copy.deepcopy(self.eval_model())
         model.load_state_dict(weighted_state([model.state_dict(), self.init_state], [1 - w, w]))
         metrics = self._validate(self.state.epoch, model, "final") if self.val is not None else {}
@@ -851,6 +857,17 @@ class Trainer:
                       file=sys.stderr)
         if self.env.distributed:
             dist.barrier()
+
+    def _final_is_current(self) -> bool:
+        """Whether final.pt was written at this step with this config (main process only)."""
+        path = self.out_dir / FINAL
+        if not (self.env.is_main and path.exists()):
+            return False
+        try:
+            ckpt = read_checkpoint(path)
+        except MoveNetError:
+            return False
+        return ckpt.get("step") == self.state.step and ckpt.get("config") == self.cfg.to_dict()
 
     def _validate(self, epoch: int, model: nn.Module | None = None, tag: str = "val") -> dict:
         """Every process predicts its share of the validation crops (rank::world); the main
