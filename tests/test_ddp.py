@@ -133,7 +133,7 @@ def test_two_nodes_through_torchrun_cli(tmp_path):
         "epochs: 2\nbatch_size: 1\nval_batch_size: 4\nthreads: 1\ndevice: cpu\n")
     (rc0, err0), (rc1, err1) = _two_nodes(tmp_path, str(config), "--out", "run")
     assert rc0 != 0 and "stopped with another process of this run" in err0
-    assert rc1 != 0 and "movenet: error: data: " in err1
+    assert rc1 != 0 and "movenet: error: " in err1 and "two_nodes.yaml: data.sources data not found" in err1
     assert not (tmp_path / "node0" / "run").exists()
 
     shutil.copytree(data, tmp_path / "node1" / "data")

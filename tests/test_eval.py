@@ -423,8 +423,8 @@ def test_a_training_config_gives_the_trainers_own_held_out_images(tmp_path):
         config_split(path, "test")
     from movenet.quantize import load_labelled  # export --int8 --check takes a config as well
 
-    images, keypoints = load_labelled(path)
-    assert images == [e.path for e in val.images] and len(keypoints) == 5
+    views, keypoints = load_labelled(path)
+    assert views == [(e.path, None) for e in val.images] and len(keypoints) == 5
 
 
 def test_eval_of_a_training_config_scores_its_split(tmp_path, capsys):

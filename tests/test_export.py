@@ -143,6 +143,7 @@ def test_cli_export_and_predict(lightning, tmp_path, capsys):
     out = tmp_path / "l.onnx"
     assert main(["export", "lightning", "--format", "onnx", "--output", str(out), "--opset", "17"]) == 0
     assert read_metadata(out)["opset"] == 17
+    assert capsys.readouterr().out.strip() == f"wrote {out} (its outputs within 0.0001 of PyTorch's on 1 image)"
     pred_json = tmp_path / "pred.json"
     assert main(["predict", str(BUILTIN_IMAGE), "--backend", "onnx", "--model", str(out),
                  "--json", str(pred_json)]) == 0

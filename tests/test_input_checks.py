@@ -204,17 +204,17 @@ def test_outputs_never_overwrite_other_inputs_or_each_other(photos, tmp_path, ca
     assert main(["export", "lightning", "-o", str(tmp_path / "m.json")]) == 2
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"kept")
-    assert main(["video", str(clip), "--out", str(tmp_path / "same"), "--json", str(tmp_path / "same")]) == 2
+    assert main(["video", str(clip), "--out", str(tmp_path / "same.mp4"), "--json", str(tmp_path / "same.mp4")]) == 2
     assert main(["predict", str(a / "x.jpg"), "--save-dir", str(tmp_path / "o"), "--json",
                  str(tmp_path / "o" / "x.jpg")]) == 2
     assert _errors(capsys) == [
         f"movenet: error: {config}: --out would overwrite this input; choose another name",
         f"movenet: error: {a / 'x.jpg'}: --output must be an .onnx file",
         f"movenet: error: {tmp_path / 'm.json'}: --output must be an .onnx file",
-        f"movenet: error: {tmp_path / 'same'}: --json would overwrite this video (--out); choose another name",
+        f"movenet: error: {tmp_path / 'same.mp4'}: --json would overwrite this video (--out); choose another name",
         f"movenet: error: {tmp_path / 'o' / 'x.jpg'}: --json would overwrite this drawing; choose another name"]
     assert config.read_text() == before and clip.read_bytes() == b"kept"
-    assert not (tmp_path / "o").exists() and not (tmp_path / "same").exists()
+    assert not (tmp_path / "o").exists() and not (tmp_path / "same.mp4").exists()
 
 
 def test_an_opset_newer_than_the_exporter_knows_is_refused_before_it_runs(capsys):

@@ -216,6 +216,7 @@ def mpii_mat(tmp_path):
     write_release(path, annolist, [1, 1, 0, 1])
     write_image(tmp_path / "mpii" / "images" / "m1.jpg")
     write_image(tmp_path / "mpii" / "images" / "m2.jpg")
+    write_image(tmp_path / "mpii" / "images" / "empty.jpg")
     return path
 
 

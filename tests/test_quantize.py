@@ -88,7 +88,7 @@ def test_int8_model_is_quantized_and_self_contained(fp32_onnx, int8_onnx):
 
 def test_int8_stays_within_budget(fp32_onnx, int8_onnx, lsp_dir):
     result = check_accuracy(fp32_onnx, int8_onnx, lsp_dir, max_drop=SMALL_SET_BUDGET, indices=CHECK)
-    assert result.images == 120
+    assert result.people == 120
     assert result.fp32_pck > 0.75  # Google's Lightning scores ~0.84 on LSP
     assert result.passed, str(result)
 
@@ -100,6 +100,16 @@ def test_over_budget_model_is_removed(fp32_onnx, calib, lsp_dir, tmp_path):
         quantize_checked(fp32_onnx, out, calib[:8], lsp_dir, DEFAULT_CONFIG, max_drop=-0.5,
                          check_indices=slice(400, 410))
     assert not out.exists()
+
+
+def test_checking_on_calibration_images_is_warned_about(fp32_onnx, lsp_dir, tmp_path):
+    from movenet.errors import DataWarning
+
+    checked = [lsp_dir / "images" / f"im{i:04d}.jpg" for i in (401, 402)]  # LSP order: indices 400, 401
+    with pytest.warns(DataWarning, match="2 of the checked images are calibration images too"):
+        quantize_checked(fp32_onnx, tmp_path / "int8.onnx", checked, lsp_dir, DEFAULT_CONFIG,
+                         max_drop=1.0, check_indices=slice(400, 402))  # (two images: any drop passes)
+    assert (tmp_path / "int8.onnx").exists()
 
 
 def test_limb_pck_definition():

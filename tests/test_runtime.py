@@ -3,6 +3,7 @@ for bad model files."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,7 +52,7 @@ import importlib.abc, json, sys
 class BlockTorch(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test")
+            raise ModuleNotFoundError("torch is blocked in this test", name=name)
 
 sys.meta_path.insert(0, BlockTorch())
 model, image, out = sys.argv[1:4]
@@ -60,20 +61,29 @@ from movenet.runtime import OnnxPredictor
 from movenet.image import read_image
 kpts = OnnxPredictor(model, threads=1)(read_image(image))
 
+import movenet
+assert (movenet.create_predictor(model)(read_image(image)) == kpts).all()  # the README's API
+
 from movenet.cli import main
 rc = main(["predict", image, "--backend", "onnx", "--model", model, "--json", out])
+cached = main(["predict", image, "--backend", "onnx", "--model", "lightning"])  # exported once, with torch
+needs_torch = main(["predict", image, "--model", "lightning"])
 assert "torch" not in sys.modules
-print(json.dumps({"rc": rc, "keypoints": kpts.tolist()}))
+print(json.dumps({"rc": rc, "cached": cached, "needs_torch": needs_torch, "keypoints": kpts.tolist()}))
 '''
 
 
 def test_runtime_and_cli_work_without_torch(lightning, lightning_onnx, tmp_path):
+    from movenet.export import export_onnx_cached
+
+    export_onnx_cached("lightning", verbose=False)
     out = tmp_path / "pred.json"
     proc = subprocess.run([sys.executable, "-c", _BLOCK_TORCH, str(lightning_onnx), str(BUILTIN_IMAGE), str(out)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["rc"] == 0
+    assert (result["rc"], result["cached"], result["needs_torch"]) == (0, 0, 2)
+    assert proc.stderr.strip().splitlines()[-1].startswith("movenet: error: this needs PyTorch, which is not installed")
     from movenet.predict import TorchPredictor
 
     expected = TorchPredictor(lightning)(read_image(BUILTIN_IMAGE))
@@ -187,3 +197,28 @@ def test_benchmark_blocks_count_runs_without_the_first_of_each_block(lightning_o
     Counting.calls = 0
     measure({"m": predictor}, image, runs=2, warmup=0, progress=False, refine=True)
     assert Counting.calls == 2 * (1 + 2)
+
+
+@pytest.mark.parametrize("bad, got", [
+    (np.zeros((64, 48, 3), np.float32), "float32 array of shape (64, 48, 3)"),  # 0..1 floats
+    (np.zeros((64, 48), np.uint8), "shape (64, 48)"),  # grey
+    (np.zeros((64, 48, 4), np.uint8), "shape (64, 48, 4)"),  # RGBA
+    (np.zeros((3, 64, 48), np.uint8), "shape (3, 64, 48)"),  # CHW
+    (np.zeros((0, 0, 3), np.uint8), "shape (0, 0, 3)"),
+    ("photo.jpg", "a str"),
+    (None, "a NoneType"),
+])
+def test_predictor_refuses_what_is_not_an_rgb_image(lightning_onnx, bad, got):
+    predictor = OnnxPredictor(str(lightning_onnx), threads=1)
+    for box in (None, (0, 0, 32, 32)):
+        with pytest.raises(MoveNetError, match=r"expected an RGB uint8 H x W x 3 image .*got .*" + re.escape(got)):
+            predictor(bad, box)
+
+
+def test_predictor_refuses_an_empty_box(lightning_onnx):
+    predictor = OnnxPredictor(str(lightning_onnx), threads=1)
+    img = np.zeros((64, 48, 3), np.uint8)
+    for box in ((0, 0, 0, 0), (0, 0, 10, -1), (0, 0, float("nan"), 10), (0, 0, 10)):
+        with pytest.raises(MoveNetError, match="needs a finite box of positive size"):
+            predictor(img, box)
+    assert predictor(img, (-10, -10, 20, 20)).shape == (17, 3)  # a box may reach past the image

@@ -11,7 +11,7 @@ import torch
 
 from movenet.cli import main
 from movenet.config import config_from_dict
-from movenet.errors import MoveNetError
+from movenet.errors import DataWarning, MoveNetError
 from movenet.metrics import torso_size
 from movenet.runtime import model_schema
 from movenet.schema import COCO17, schema_from_config
@@ -113,8 +113,9 @@ def test_a_custom_schema_trains_evaluates_predicts_exports_and_runs_on_video(tmp
     for spec in (onnx, run / "last.pt", f"{run / 'last.pt'}@96"):
         assert model_schema(spec).name == "stick5", spec
     assert model_schema("lightning") is COCO17 and model_schema(tmp_path / "absent.pt") is COCO17
-    assert main(["export", str(run / "last.pt"), "-o", str(tmp_path / "sticks_int8.onnx"), "--int8",
-                 "--calib", str(data / "images"), "--check", str(config)]) == 0  # PCK on the stick5 keypoints
+    with pytest.warns(DataWarning, match="of the checked images are calibration images too"):  # (one folder)
+        assert main(["export", str(run / "last.pt"), "-o", str(tmp_path / "sticks_int8.onnx"), "--int8",
+                     "--calib", str(data / "images"), "--check", str(config)]) == 0  # PCK on the stick5 keypoints
     for model in (run / "last.pt", onnx):
         out = tmp_path / f"{model.suffix[1:]}.json"
         assert main(["predict", str(image), "--model", str(model), "--json", str(out),

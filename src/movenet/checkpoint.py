@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from pathlib import Path
 
 import torch
@@ -13,6 +12,7 @@ from .errors import MoveNetError
 from .fileio import atomic_path
 from .model import ModelConfig, MoveNet
 from .schema import COCO17, KeypointSchema, get_schema
+from .weights import split_input_size  # noqa: F401  (torch-free; part of this module's API)
 
 FORMAT = "movenet-checkpoint-v1"
 
@@ -127,27 +127,6 @@ def _read_at_size(spec: str) -> dict:
         model = resize_model(model, size)
         ckpt = {**ckpt, "model_config": model.config.to_dict(), "state_dict": model.state_dict()}
     return ckpt
-
-
-def split_input_size(spec: str | os.PathLike) -> tuple[str, int | None]:
-    """``NAME@SIZE`` -> (``NAME``, SIZE): a model run at another input size (``lightning@224``,
-    ``runs/x/final.pt@256``); a spec without the suffix, or an existing file of that name, ->
-    (spec, None). Exported ``.onnx``/``.tflite`` files have their size fixed."""
-    spec = str(spec)
-    match = re.fullmatch(r"(.+)@([^@/\\.]*)", spec)
-    if match is None or Path(spec).exists():
-        return spec, None
-    base, size_text = match.group(1), match.group(2)
-    if not size_text.isdigit():
-        raise MoveNetError(f"{spec}: the input size after '@' must be a positive multiple of 32, "
-                           f"got {size_text!r}")
-    size = int(size_text)
-    if size <= 0 or size % 32:
-        raise MoveNetError(f"{spec}: the input size after '@' must be a positive multiple of 32, got {size}")
-    if Path(base).suffix.lower() in (".onnx", ".tflite"):
-        raise MoveNetError(f"{spec}: an exported model's input size is fixed; export the checkpoint at "
-                           f"that size instead (movenet export CHECKPOINT@{size})")
-    return base, size
 
 
 def resize_model(model: MoveNet, input_size: int) -> MoveNet:

@@ -36,6 +36,19 @@ def _at_least(minimum: int):
     return whole_number
 
 
+def _between(low: float, high: float):
+    """argparse type: a finite number in [``low``, ``high``]."""
+    def number(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in [{low:g}, {high:g}], got {text}")
+        return value
+    return number
+
+
 # ---------------------------------------------------------------- predict
 def add_predict(sub) -> None:
     p = sub.add_parser("predict", help="keypoints of the person in images")
@@ -48,7 +61,7 @@ def add_predict(sub) -> None:
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     p.add_argument("--json", dest="json_out", help="write predictions to this JSON file")
     p.add_argument("--save-dir", help="write images with the skeleton drawn into this folder")
-    p.add_argument("--threshold", type=float, default=0.3, help="hide keypoints scoring below this")
+    p.add_argument("--threshold", type=_between(0, 1), default=0.3, help="hide keypoints scoring below this")
     p.add_argument("--threads", type=_at_least(1), default=None, help="CPU threads of the backend")
     p.add_argument("--multi", action="store_true",
                    help="every person (centre peaks of the heads, each looked at again in its own crop) "
@@ -242,11 +255,12 @@ def cmd_train(args) -> int:
     if args.resume is not None and "=" in args.resume:  # `--resume key=value ...`: no path given
         args.overrides.insert(0, args.resume)
         args.resume = ""
-    cfg = require_sources(load_config(args.config, args.overrides), args.config or "config")
+    label = args.config or "config"
+    cfg = require_sources(load_config(args.config, args.overrides), label, paths=False)  # (each node's: in run)
     resume, out = None, args.out or cfg.out_dir
     if args.resume is not None:
         resume, out = resolve_resume(args.resume or out, args.out)
-    state = run(cfg, out, resume)
+    state = run(cfg, out, resume, label=label)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 wrote the run
         return 0
     best = f"{state.best:.4f} (epoch {state.best_epoch})" if state.best > float("-inf") else "n/a"
@@ -322,6 +336,8 @@ def cmd_calibrate(args) -> int:
         raise MoveNetError(f"{args.model}: calibrate takes lightning, thunder or a .pt checkpoint "
                            "(calibrate the checkpoint, then export it)")
     refuse_overwriting_inputs([args.out], [args.config, split_input_size(args.model)[0]], "--out")
+    if Path(args.out).suffix.lower() != ".pt":
+        raise MoveNetError(f"{args.out}: --out must be a .pt checkpoint (`movenet export` it for an .onnx)")
     check_writable(args.out)  # a bad --out fails now, not after the validation pass
     cfg = require_sources(load_config(args.config, args.overrides), args.config)
     if args.threads:
@@ -363,13 +379,14 @@ def add_export(sub) -> None:
     q.add_argument("--int8", action="store_true", help="static int8 quantization (needs --calib)")
     q.add_argument("--calib", nargs="+", metavar="IMAGES",
                    help="calibration images: files, folders, globs or an LSP folder")
-    q.add_argument("--calib-limit", type=_at_least(1), default=300, help="use at most this many (default 300)")
+    q.add_argument("--calib-limit", type=_at_least(1), default=None, help="use at most this many (default 300)")
     q.add_argument("--calib-method", choices=["minmax", "entropy", "percentile"], default=None,
                    help="activation range calibration (default: the tuned setting, see docs/deploy.md)")
     q.add_argument("--check", metavar="DATA", help="labelled images (LSP folder, COCO json, or a "
                    "training config for its held-out images) for the accuracy check against fp32; "
                    "use images disjoint from --calib")
-    q.add_argument("--max-drop", type=float, default=1.0, help="allowed PCK@0.2 loss, in points (default 1)")
+    q.add_argument("--max-drop", type=_between(0, 100), default=None,
+                   help="allowed PCK@0.2 loss, in points (default 1)")
     q.add_argument("--threads", type=_at_least(1), default=None, help="CPU threads for the accuracy check")
     p.set_defaults(func=cmd_export)
 
@@ -382,8 +399,15 @@ def cmd_export(args) -> int:
     from .export import export_onnx
     from .fileio import check_writable
 
+    int8_options = [name for name, value in (("--calib", args.calib), ("--check", args.check),
+                    ("--calib-method", args.calib_method), ("--calib-limit", args.calib_limit),
+                    ("--max-drop", args.max_drop)) if value is not None]
+    if not args.int8 and int8_options:
+        raise MoveNetError(f"{', '.join(int8_options)}: int8 options; add --int8 (or leave them out)")
     if args.int8 and not args.calib:
         raise MoveNetError("--int8 needs calibration images: --calib FOLDER")
+    if args.int8 and args.opset < 13:
+        raise MoveNetError(f"--int8 needs --opset 13 or newer (per-channel int8 weights), got {args.opset}")
     base, size = split_input_size(args.model)
     stem = Path(base).stem + ("" if size is None else f"_{size}")
     out = Path(args.output or f"{stem}{'_int8' if args.int8 else ''}.onnx")
@@ -392,13 +416,16 @@ def cmd_export(args) -> int:
     check_writable(out)  # (an .onnx: none of the inputs, which are images and a checkpoint)
     if args.int8:  # a bad --calib fails before the export
         from .quantize import calibration_images
-        images = calibration_images(args.calib, args.calib_limit)
+        images = calibration_images(args.calib, args.calib_limit or 300)
     model, schema = load_model(args.model)
     export = dict(dynamic_batch=args.dynamic_batch, opset=args.opset, verify_images=args.verify,
                   schema=schema, source=str(args.model))
     if not args.int8:
+        from .export import PARITY_TOLERANCE
+
         export_onnx(model, out, **export)
-        print(f"wrote {out}")
+        n = 1 + len(args.verify)  # the built-in photo and --verify
+        print(f"wrote {out} (its outputs within {PARITY_TOLERANCE:g} of PyTorch's on {n} image{'s' * (n > 1)})")
         return 0
     from .quantize import DEFAULT_CONFIG, quantize_checked
 
@@ -407,7 +434,8 @@ def cmd_export(args) -> int:
         config = dataclasses.replace(config, method=args.calib_method)
     with tempfile.TemporaryDirectory(prefix="movenet-export-") as tmp:
         fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", **export)
-        check = quantize_checked(fp32, out, images, args.check, config, args.max_drop / 100, threads=args.threads)
+        max_drop = (1.0 if args.max_drop is None else args.max_drop) / 100
+        check = quantize_checked(fp32, out, images, args.check, config, max_drop, threads=args.threads)
     print(f"wrote {out} (int8, calibrated on {len(images)} images)")
     print(check if check else "movenet: warning: int8 accuracy not checked (give --check DATA)")
     return 0
@@ -436,9 +464,12 @@ def add_benchmark(sub) -> None:
 
 def cmd_benchmark(args) -> int:
     from .benchmark import format_table, report_dict, run_benchmark
-    from .fileio import check_writable, write_json_atomic
+    from .fileio import check_writable, refuse_overwriting_inputs, write_json_atomic
 
     if args.json_out:
+        specs = [args.model, *args.models, *(m.split(":", 1)[1] for m in args.models if ":" in m)]
+        models = [f for spec in specs for f in (spec, spec.rsplit("@", 1)[0]) if Path(f).is_file()]
+        refuse_overwriting_inputs([args.json_out], [args.image, *models], "--json")
         check_writable(args.json_out)
     timings, settings = run_benchmark(args.models, args.model, args.threads, args.runs, args.warmup, args.image,
                                       args.block, args.refine)
@@ -506,7 +537,12 @@ def cmd_data_stats(args) -> int:
 
 def cmd_data_convert(args) -> int:
     from .datasets import write_coco
+    from .fileio import check_writable, refuse_overwriting_inputs
 
+    source = Path(args.source)
+    inputs = [source, source / "person_keypoints.json", source / "joints.mat"] if source.is_dir() else [source]
+    refuse_overwriting_inputs([args.out], inputs, "the output")
+    check_writable(args.out)
     data = write_coco(args.source, args.out, image_root=args.images)
     labelled = sum(p.num_labelled for e in data.images for p in e.people)
     print(f"wrote {args.out}: {len(data)} images, {data.num_people} people, {labelled} labelled keypoints")
@@ -533,11 +569,14 @@ def add_video(sub) -> None:
                    "every frame with --no-track; with --multi: each person found there)")
     p.add_argument("--no-track", dest="track", action="store_false",
                    help="look at the whole frame every time (no tracking crop)")
-    p.add_argument("--threshold", type=float, default=0.3, help="hide keypoints scoring below this")
+    p.add_argument("--threshold", type=_between(0, 1), default=0.3, help="hide keypoints scoring below this")
     p.add_argument("--max-frames", type=_at_least(1), default=None, help="stop after N frames")
     p.add_argument("--threads", type=_at_least(1), default=None, help="CPU threads of the backend")
     p.add_argument("--flip", action="store_true", help=FLIP_HELP)
     p.set_defaults(func=cmd_video)
+
+
+VIDEO_CONTAINERS = (".mp4", ".avi", ".mov", ".mkv", ".m4v")  # those OpenCV writes mp4v into
 
 
 def cmd_video(args) -> int:
@@ -553,6 +592,9 @@ def cmd_video(args) -> int:
         out = str(Path("movenet-output") / f"{stem}.mp4")
     from .fileio import check_writable, refuse_overwriting_inputs
 
+    if out and Path(out).suffix.lower() not in VIDEO_CONTAINERS:
+        raise MoveNetError(f"{out}: --out needs a video file name ({', '.join(VIDEO_CONTAINERS)}; "
+                           "mp4v inside)")
     for option, path in (("--out", out), ("--json", args.json_out)):
         if path:
             refuse_overwriting_inputs([path], [args.source], option)
@@ -602,6 +644,12 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(e, Interrupted):  # a handled one has said what it kept
             _error("interrupted")
         return 130
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] != "torch":
+            raise
+        _error("this needs PyTorch, which is not installed (pip install torch); without it, run an "
+               "exported model: --model MODEL.onnx (from `movenet export` where torch is installed)")
+        return 2
 
 
 if __name__ == "__main__":

@@ -232,15 +232,34 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
             raise MoveNetError(f"{p}: not valid YAML ({' '.join(str(e).split())})") from None
         if not isinstance(raw, dict):
             raise MoveNetError(f"{p}: expected a mapping of config keys at the top level")
+    return config_from_dict(with_overrides(raw, overrides, label), label)
+
+
+def with_overrides(raw: dict, overrides: list[str] | tuple[str, ...], label: str = "config") -> dict:
+    """``raw`` config keys with ``key=value`` overrides applied (in place)."""
     for item in overrides:
         _apply_override(raw, item, label)
-    return config_from_dict(raw, label)
+    return raw
 
 
-def require_sources(cfg: TrainConfig, label: str | os.PathLike) -> TrainConfig:
-    """A config that a command needs data from must name its training sources."""
+def require_sources(cfg: TrainConfig, label: str | os.PathLike, paths: bool = True) -> TrainConfig:
+    """A config that a command needs data from must name its training sources (and with
+    ``paths``, they must be there: see ``check_source_paths``)."""
     if not cfg.data.sources:
         raise MoveNetError(f"{label}: no data.sources (the training data; docs/training-data.md)")
+    return check_source_paths(cfg, label) if paths else cfg
+
+
+def check_source_paths(cfg: TrainConfig, label: str | os.PathLike) -> TrainConfig:
+    """Every data source and image folder a config names exists (a one-line error that names the
+    config and, for a relative path, the working directory it was looked for from)."""
+    for key in ("sources", "val_sources"):
+        for source in getattr(cfg.data, key):
+            for path in (source["path"], source["image_root"]):
+                if path is not None and not Path(path).exists():
+                    where = "" if Path(path).is_absolute() else \
+                        f" (relative paths are taken from the working directory, {os.getcwd()})"
+                    raise MoveNetError(f"{label}: data.{key} {path} not found{where}")
     return cfg
 
 

@@ -20,35 +20,44 @@ LSP_TO_COCO = {0: 16, 1: 14, 2: 12, 3: 11, 4: 13, 5: 15, 6: 10, 7: 8, 8: 6, 9: 5
 LSP_NECK, LSP_HEAD_TOP = 12, 13
 
 
-def _read_lsp_mat(folder: Path) -> np.ndarray:
-    """``joints.mat`` -> [3,14,N] (x, y, occluded flag) in LSP joint order."""
+def _read_lsp_mat(folder: Path) -> tuple[np.ndarray, list[Path]]:
+    """``joints.mat`` -> ([3,14,N] x, y, occluded flag in LSP joint order, the N image paths).
+    LSP's 3x14xN (flag 1 = occluded, images im0001.jpg...) or LSP extended's 14x3xN (flag 1 =
+    visible, images im00001.jpg...)."""
     from scipy.io import loadmat
 
     mat_path = folder / "joints.mat"
     if not mat_path.exists():
         raise MoveNetError(f"{folder}: not an LSP folder (no joints.mat)")
     try:
-        joints = np.asarray(loadmat(str(mat_path))["joints"], dtype=np.float64)
+        mat = loadmat(str(mat_path))
     except Exception as e:  # scipy raises several types for bad files
-        raise MoveNetError(f"{mat_path}: cannot read joints ({e})") from None
-    if joints.ndim != 3 or joints.shape[:2] != (3, 14):
-        if joints.ndim == 3 and joints.shape[1:] == (3, 14):  # LSP extended layout 14x3xN
-            joints = joints.transpose(1, 2, 0)
-        else:
-            raise MoveNetError(f"{mat_path}: expected joints of shape 3x14xN, got {joints.shape}")
-    return joints
+        raise MoveNetError(f"{mat_path}: not a readable MATLAB file ({e})") from None
+    if "joints" not in mat:
+        found = ", ".join(k for k in mat if not k.startswith("__")) or "none"
+        raise MoveNetError(f"{mat_path}: no 'joints' variable (found: {found})")
+    try:
+        joints = np.asarray(mat["joints"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise MoveNetError(f"{mat_path}: 'joints' is not a numeric array") from None
+    shape = " x ".join(map(str, joints.shape))
+    if joints.ndim == 3 and joints.shape[:2] == (3, 14):
+        digits = 4
+    elif joints.ndim == 3 and joints.shape[:2] == (14, 3):  # LSP extended
+        joints = joints.transpose(1, 0, 2).copy()
+        joints[2] = 1 - joints[2]
+        digits = 5
+    else:
+        raise MoveNetError(f"{mat_path}: 'joints' is {shape}; expected 3 x 14 x N (LSP) or 14 x 3 x N (LSP extended)")
+    images = [folder / "images" / f"im{i + 1:0{digits}d}.jpg" for i in range(joints.shape[2])]
+    return joints, images
 
 
 def read_lsp_joints(folder: str | os.PathLike) -> tuple[list[Path], np.ndarray]:
     """LSP folder (``joints.mat`` + ``images/``) -> (image paths, [N,17,3] COCO keypoints with
     COCO visibility: 2 visible, 1 occluded, 0 not annotated)."""
-    folder = Path(folder)
-    joints = _read_lsp_mat(folder)
-    return _lsp_image_paths(folder, joints.shape[2]), _lsp_to_coco_keypoints(joints)
-
-
-def _lsp_image_paths(folder: Path, n: int) -> list[Path]:
-    return [folder / "images" / f"im{i + 1:04d}.jpg" for i in range(n)]
+    joints, images = _read_lsp_mat(Path(folder))
+    return images, _lsp_to_coco_keypoints(joints)
 
 
 def _lsp_to_coco_keypoints(joints: np.ndarray) -> np.ndarray:
@@ -66,8 +75,8 @@ def _lsp_to_coco_keypoints(joints: np.ndarray) -> np.ndarray:
 def lsp_to_coco(folder: str | os.PathLike, relative_to: str | os.PathLike | None = None) -> dict:
     """Convert an LSP folder into a COCO person-keypoints dict (one person per image).
     ``file_name`` is relative to ``relative_to`` (default: the LSP ``images/`` folder)."""
-    joints = _read_lsp_mat(Path(folder))
-    images, kpts = _lsp_image_paths(Path(folder), joints.shape[2]), _lsp_to_coco_keypoints(joints)
+    joints, images = _read_lsp_mat(Path(folder))
+    kpts = _lsp_to_coco_keypoints(joints)
     root = Path(relative_to) if relative_to else Path(folder) / "images"
     out = {"images": [], "annotations": [], "categories": [coco_person_category()]}
     for i, (path, k) in enumerate(zip(images, kpts), start=1):
@@ -482,13 +491,20 @@ def write_coco(source: str | os.PathLike | dict, out: str | os.PathLike,
     """Write any source ``load_keypoint_dataset`` reads as one COCO person-keypoints JSON
     file (atomically) and return the loaded data. Image file names are written relative to the
     folder ``load_keypoint_dataset(out)`` resolves them against (``images/`` beside ``out``
-    where there is one, else ``out``'s folder), so the file loads where it is written."""
+    where there is one, else ``out``'s folder), so the file loads where it is written. Every
+    image file must be there and readable: sizes the source does not give are read from it."""
     from .fileio import write_json_atomic
 
-    dataset = load_keypoint_dataset(source, image_root)
+    dataset = load_keypoint_dataset(source, image_root, check_files=True)
     root = _default_image_root(Path(out))
-    images = [{**im, "file_name": os.path.relpath(entry.path, root)}
-              for im, entry in zip(dataset.coco["images"], dataset.images)]
+    images = []
+    for im, entry in zip(dataset.coco["images"], dataset.images):
+        size = (entry.width, entry.height)
+        if min(size) <= 0:
+            size = _image_size(entry.path)
+            if size is None:
+                raise MoveNetError(f"{entry.path}: not a readable image (its size is needed for {out})")
+        images.append({**im, "file_name": os.path.relpath(entry.path, root), "width": size[0], "height": size[1]})
     write_json_atomic(out, {**dataset.coco, "images": images}, indent=None)
     return dataset
 

@@ -112,12 +112,15 @@ def _has_movenet_metadata(path: str) -> bool:
 def model_labels(specs: list[str]) -> list[str]:
     """Short unique names: the built-in name or the file stem, with its ``@SIZE`` (``#2``... for
     repeats)."""
-    from .checkpoint import split_input_size
+    from .weights import split_input_size
 
     labels: list[str] = []
     for spec in specs:
         name, size = split_input_size(spec)
-        base = (Path(name).stem if Path(name).suffix else name) + ("" if size is None else f"@{size}")
+        at = "" if size is None else f"@{size}"
+        base = (Path(name).stem if Path(name).suffix else name) + at
+        if base in labels and Path(name).suffix:  # lightning and lightning.onnx
+            base = Path(name).name + at
         label, n = base, 2
         while label in labels:
             label, n = f"{base}#{n}", n + 1

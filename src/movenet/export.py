@@ -45,6 +45,7 @@ def export_onnx(model, path: str | os.PathLike, dynamic_batch: bool = False, ops
     path = Path(path)
     model = copy.deepcopy(getattr(model, "module", model)).float().cpu().eval()
     proto = simplify_graph(_torch_export(model, dynamic_batch, opset))
+    _declare_output_shapes(proto, model, dynamic_batch)
     set_metadata(proto, build_metadata(model, schema, source, dynamic_batch, opset))
     onnx.checker.check_model(proto)
     images = [BUILTIN_IMAGE, *(verify_images or [])]
@@ -78,6 +79,25 @@ def _torch_export(model, dynamic_batch: bool, opset: int):
             raise MoveNetError(f"ONNX opset {opset}: this torch cannot export the model at it "
                                f"({str(e).splitlines()[0][:160]})") from None
     return onnx.load_from_string(buf.getvalue())
+
+
+def _declare_output_shapes(proto, model, dynamic_batch: bool) -> None:
+    """The outputs' declared shapes, [1 or "batch", C, H, W]: the exporter names their
+    dimensions after the first one it meets (height called "batch"), which misleads viewers."""
+    import torch
+
+    size = model.config.input_size
+    with torch.no_grad():
+        shapes = {name: out.shape for name, out in zip(OUTPUT_NAMES, model(torch.zeros(1, 3, size, size)))}
+    for output in proto.graph.output:
+        dims = output.type.tensor_type.shape.dim
+        del dims[:]
+        for i, n in enumerate(shapes[output.name]):
+            dim = dims.add()
+            if i == 0 and dynamic_batch:
+                dim.dim_param = "batch"
+            else:
+                dim.dim_value = int(n)
 
 
 def _newest_opset() -> int | None:
@@ -247,10 +267,18 @@ def read_metadata(path: str | os.PathLike) -> dict:
     """The ``movenet`` metadata of an exported file (without building a session)."""
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
+    if not Path(path).is_file():
+        raise MoveNetError(f"{path}: file not found")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf's and onnx's own error types
+        raise MoveNetError(f"{path}: not an ONNX model ({type(e).__name__})") from None
     for prop in proto.metadata_props:
         if prop.key == METADATA_KEY:
-            return json.loads(prop.value)
+            try:
+                return json.loads(prop.value)
+            except json.JSONDecodeError as e:
+                raise MoveNetError(f"{path}: broken movenet metadata ({e})") from None
     raise MoveNetError(f"{path}: no movenet metadata (export it with `movenet export`)")
 
 
@@ -300,8 +328,7 @@ def export_onnx_cached(spec: str | os.PathLike, opset: int = 17, verbose: bool =
     """The exported ``.onnx`` of ``lightning``/``thunder``, a checkpoint or a TF.js model.json
     (``@SIZE`` for another input size), exported once into ``cache_dir()/onnx`` (keyed by the
     content hash of the weights and the size)."""
-    from .checkpoint import load_model, split_input_size
-    from .weights import cache_dir
+    from .weights import cache_dir, split_input_size
 
     base, size = split_input_size(spec)
     files = _weight_files(base, verbose)
@@ -310,8 +337,10 @@ def export_onnx_cached(spec: str | os.PathLike, opset: int = 17, verbose: bool =
         h.update(_file_digest(f).encode())
     sized = "" if size is None else f"-{size}px"
     out = cache_dir() / "onnx" / f"{files[0].stem}{sized}-{h.hexdigest()[:16]}-v{EXPORT_VERSION}-opset{opset}.onnx"
-    if out.exists():
+    if out.exists():  # torch-free from here on
         return out
+    from .checkpoint import load_model
+
     model, schema = load_model(spec, verbose=verbose)
     if verbose:
         print(f"movenet: exporting {spec} to {out} (once)...", flush=True)

@@ -61,6 +61,17 @@ def to_rgb8(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def check_rgb_image(img) -> None:
+    """A model input must be what ``read_image`` gives: RGB uint8 HxWx3, not empty. Anything else
+    (float 0..1, grey, RGBA, CHW, a path) would run and give wrong keypoints, or fail deep inside."""
+    if isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 \
+            and img.shape[0] > 0 and img.shape[1] > 0:
+        return
+    got = (f"a {img.dtype} array of shape {img.shape}" if isinstance(img, np.ndarray)
+           else f"a {type(img).__name__}")
+    raise MoveNetError(f"expected an RGB uint8 H x W x 3 image (as movenet.image.read_image gives), got {got}")
+
+
 def letterbox(img: np.ndarray, size: int) -> tuple[np.ndarray, float]:
     """Pad to a square (black, bottom/right) and resize bilinearly to ``size``.
     Returns the square image and the side of the padded square in original pixels."""

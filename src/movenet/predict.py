@@ -1,13 +1,16 @@
-"""The torch backend of the predictor, and model loading by name/path for any backend."""
+"""The torch backend of the predictor, and model loading by name/path for any backend.
+torch is imported where it is needed: ``create_predictor("model.onnx")`` runs without it."""
 from __future__ import annotations
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from .checkpoint import load_model
-from .model import MoveNet
+import numpy as np
+
 from .runtime import OnnxPredictor, Predictor
 from .schema import COCO17, KeypointSchema
+
+if TYPE_CHECKING:
+    from .model import MoveNet
 
 
 class TorchPredictor(Predictor):
@@ -20,10 +23,12 @@ class TorchPredictor(Predictor):
         self.distance_offset = float(model.distance_offset)
         self.coord_scale = float(model.coord_scale)
 
-    @torch.inference_mode()
     def run(self, batch: np.ndarray):
-        outs = self.model(torch.from_numpy(batch).to(self.device))
-        return tuple(o.float().cpu().numpy() for o in outs)
+        import torch
+
+        with torch.inference_mode():
+            outs = self.model(torch.from_numpy(batch).to(self.device))
+            return tuple(o.float().cpu().numpy() for o in outs)
 
 
 def create_predictor(spec: str, backend: str = "torch", threads: int | None = None) -> Predictor:
@@ -34,6 +39,10 @@ def create_predictor(spec: str, backend: str = "torch", threads: int | None = No
     if backend == "onnx":
         from .export import export_onnx_cached
         return OnnxPredictor(export_onnx_cached(spec), threads=threads)
+    import torch
+
+    from .checkpoint import load_model
+
     if threads:
         torch.set_num_threads(threads)
     model, schema = load_model(spec)

@@ -281,24 +281,31 @@ def _set_movenet_metadata(proto, info: dict) -> None:
 
 # ---------------------------------------------------------------- accuracy check
 def load_labelled(source: str | os.PathLike, indices: slice | list[int] | None = None,
-                  schema: KeypointSchema = COCO17) -> tuple[list[Path], np.ndarray]:
-    """(image paths, [N,K,3] keypoints) of the first annotated person of each image of a
-    labelled set (LSP folder, COCO json..., or a training config for its held-out images; see
-    ``evaluate.load_data``)."""
-    from .evaluate import load_data
+                  schema: KeypointSchema = COCO17) -> tuple[list[tuple[Path, tuple | None]], np.ndarray]:
+    """([(image path, box)], [N,K,3] keypoints): each labelled person of a labelled set (LSP
+    folder, COCO json..., or a training config for its held-out images; see
+    ``evaluate.load_data``), looked at as ``movenet eval`` does: the whole image where it holds
+    one person (box None), a crop around each person's box where it holds several."""
+    from .evaluate import load_data, make_samples, person_crop_box
 
     data = load_data(source, schema=schema)
-    entries = [e for e in data.images if e.people]
+    whole, _ = make_samples(data, "whole")
+    single = {s.image_index for s in whole}
+    crops = [s for s in make_samples(data, "topdown")[0] if s.image_index not in single]
+    samples = sorted(whole + crops, key=lambda s: s.image_index)
     if indices is not None:
-        entries = entries[indices] if isinstance(indices, slice) else [entries[i] for i in indices]
-    if not entries:
+        samples = samples[indices] if isinstance(indices, slice) else [samples[i] for i in indices]
+    if not samples:
         raise MoveNetError(f"{source}: no labelled people to check accuracy on")
-    return [e.path for e in entries], np.stack([e.people[0].keypoints for e in entries]).astype(np.float32)
+    views = [(data.images[s.image_index].path, None if s.image_index in single else person_crop_box(s.person.bbox))
+             for s in samples]
+    return views, np.stack([s.person.keypoints for s in samples]).astype(np.float32)
 
 
-def predict_all(predictor: Predictor, images: list[Path], desc: str = "evaluate") -> np.ndarray:
-    return np.stack([predictor(read_image(p)) for p in tqdm(images, desc=desc, unit="img", file=sys.stderr,
-                                                            disable=len(images) < 20)])
+def predict_all(predictor: Predictor, views: list[tuple[Path, tuple | None]], desc: str = "evaluate") -> np.ndarray:
+    """[N,K,3] keypoints of each (image, box) view (box None: the whole image)."""
+    return np.stack([predictor(read_image(path), box) for path, box in
+                     tqdm(views, desc=desc, unit="view", file=sys.stderr, disable=len(views) < 20)])
 
 
 def limb_pck(pred: np.ndarray, gt: np.ndarray, alpha: float = PCK_ALPHA, schema: KeypointSchema = COCO17) -> float:
@@ -314,7 +321,7 @@ def limb_pck(pred: np.ndarray, gt: np.ndarray, alpha: float = PCK_ALPHA, schema:
 class AccuracyCheck:
     fp32_pck: float
     int8_pck: float
-    images: int
+    people: int
     max_drop: float
 
     @property
@@ -326,7 +333,7 @@ class AccuracyCheck:
         return self.drop <= self.max_drop
 
     def __str__(self) -> str:
-        return (f"PCK@{PCK_ALPHA} on {self.images} images: fp32 {self.fp32_pck:.4f}, int8 "
+        return (f"PCK@{PCK_ALPHA} on {self.people} people: fp32 {self.fp32_pck:.4f}, int8 "
                 f"{self.int8_pck:.4f} (drop {100 * self.drop:.2f} points, budget {100 * self.max_drop:.2f})")
 
 
@@ -334,10 +341,21 @@ def check_accuracy(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, l
                    max_drop: float = DEFAULT_MAX_DROP, indices=None, threads: int | None = None) -> AccuracyCheck:
     fp32_model = OnnxPredictor(str(fp32_path), threads=threads)
     schema = fp32_model.schema
-    images, gt = load_labelled(labelled, indices, schema)
-    fp32 = predict_all(fp32_model, images, "check fp32")
-    int8 = predict_all(OnnxPredictor(str(int8_path), threads=threads), images, "check int8")
-    return AccuracyCheck(limb_pck(fp32, gt, schema=schema), limb_pck(int8, gt, schema=schema), len(images), max_drop)
+    views, gt = load_labelled(labelled, indices, schema)
+    fp32 = predict_all(fp32_model, views, "check fp32")
+    int8 = predict_all(OnnxPredictor(str(int8_path), threads=threads), views, "check int8")
+    return AccuracyCheck(limb_pck(fp32, gt, schema=schema), limb_pck(int8, gt, schema=schema), len(views), max_drop)
+
+
+def _warn_shared_images(calib_images: list, check_images: list, labelled) -> None:
+    calib = {os.path.realpath(p) for p in calib_images}
+    shared = {os.path.realpath(p) for p in check_images} & calib
+    if shared:
+        import warnings
+
+        from .errors import DataWarning
+        warnings.warn(f"{labelled}: {len(shared)} of the checked images are calibration images too: "
+                      "the check is kinder than new images would be", DataWarning, stacklevel=3)
 
 
 def quantize_checked(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib_images: list,
@@ -350,10 +368,15 @@ def quantize_checked(fp32_path: str | os.PathLike, out_path: str | os.PathLike, 
     from .fileio import atomic_path
 
     out_path = Path(out_path)
-    if labelled is not None:
-        load_labelled(labelled, check_indices, model_schema(fp32_path))  # a bad labelled set fails before the long part
+    if labelled is not None:  # a bad labelled set fails before the long part
+        views, _ = load_labelled(labelled, check_indices, model_schema(fp32_path))
+        _warn_shared_images(calib_images, [path for path, _ in views], labelled)
     with atomic_path(out_path) as tmp:
         quantize_onnx(fp32_path, tmp, calib_images, config)
+        try:
+            OnnxPredictor(str(tmp), threads=1)  # every file kept loads in the runtime
+        except MoveNetError as e:
+            raise MoveNetError(f"{str(e).replace(str(tmp), str(out_path))}; not written") from None
         if labelled is None:
             return None
         result = check_accuracy(fp32_path, tmp, labelled, max_drop, check_indices, threads)

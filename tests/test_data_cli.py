@@ -1,0 +1,108 @@
+"""`movenet data convert` / `data stats` and the LSP reader on small synthetic folders: both LSP
+layouts read the same people, and bad folders fail in one line before anything is written."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+from scipy.io import savemat
+
+from movenet.cli import main
+from movenet.datasets import LSP_TO_COCO, load_keypoint_dataset, read_lsp_joints
+from movenet.errors import MoveNetError
+from train_helpers import write_coco_folder
+
+W, H = 80, 60
+
+
+def lsp_joints(n: int, seed: int = 0) -> np.ndarray:
+    """[3,14,n] LSP joints inside a W x H image, flag 1 (occluded) on a few."""
+    rng = np.random.default_rng(seed)
+    joints = np.stack([rng.uniform(5, W - 5, (14, n)), rng.uniform(5, H - 5, (14, n)),
+                       (rng.random((14, n)) < 0.3).astype(float)])
+    return joints
+
+
+def write_lsp(folder, joints: np.ndarray, extended: bool = False, images: int | None = None):
+    (folder / "images").mkdir(parents=True)
+    n = joints.shape[2]
+    for i in range(n if images is None else images):
+        name = f"im{i + 1:05d}.jpg" if extended else f"im{i + 1:04d}.jpg"
+        cv2.imwrite(str(folder / "images" / name), np.full((H, W, 3), 90, np.uint8))
+    if extended:  # 14 x 3 x N, flag 1 = visible
+        stored = joints.transpose(1, 0, 2).copy()
+        stored[:, 2] = 1 - stored[:, 2]
+    else:
+        stored = joints
+    savemat(str(folder / "joints.mat"), {"joints": stored})
+    return folder
+
+
+def test_lsp_and_lsp_extended_layouts_read_the_same_people(tmp_path):
+    joints = lsp_joints(3)
+    plain, _ = write_lsp(tmp_path / "lsp", joints), None
+    extended = write_lsp(tmp_path / "lspet", joints, extended=True)
+    paths_a, kpts_a = read_lsp_joints(plain)
+    paths_b, kpts_b = read_lsp_joints(extended)
+    assert [p.name for p in paths_a] == ["im0001.jpg", "im0002.jpg", "im0003.jpg"]
+    assert [p.name for p in paths_b] == ["im00001.jpg", "im00002.jpg", "im00003.jpg"]
+    np.testing.assert_array_equal(kpts_a, kpts_b)
+    for lsp_idx, coco_idx in LSP_TO_COCO.items():  # LSP's flag 1 = occluded -> COCO v 1
+        np.testing.assert_allclose(kpts_a[:, coco_idx, 0], joints[0, lsp_idx], rtol=1e-6)
+        np.testing.assert_array_equal(kpts_a[:, coco_idx, 2], np.where(joints[2, lsp_idx] > 0.5, 1, 2))
+    out = tmp_path / "lspet.json"
+    assert main(["data", "convert", str(extended), str(out)]) == 0
+    data = load_keypoint_dataset(out, check_files=True)
+    assert [(e.width, e.height) for e in data.images] == [(W, H)] * 3
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"points": np.zeros((3, 14, 2))}, "no 'joints' variable (found: points)"),
+    ({"joints": np.zeros((3, 15, 2))}, "'joints' is 3 x 15 x 2; expected 3 x 14 x N (LSP) or 14 x 3 x N"),
+    ({"joints": np.array([[np.zeros(3), np.zeros(2)]], dtype=object)}, "'joints' is not a numeric array"),
+])
+def test_bad_joints_files_fail_in_one_line(tmp_path, capsys, content, message):
+    (tmp_path / "images").mkdir()
+    savemat(str(tmp_path / "joints.mat"), content)
+    with pytest.raises(MoveNetError, match="joints.mat: " + message.replace("(", r"\(").replace(")", r"\)")):
+        read_lsp_joints(tmp_path)
+    assert main(["data", "convert", str(tmp_path), str(tmp_path / "out.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message in err and not (tmp_path / "out.json").exists()
+
+
+def test_convert_refuses_missing_images_and_overwriting_its_input(tmp_path, capsys):
+    lsp = write_lsp(tmp_path / "lsp", lsp_joints(5), images=3)
+    out = tmp_path / "out.json"
+    assert main(["data", "convert", str(lsp), str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "2 of 5 image files missing (first: " in err and "im0004.jpg" in err and not out.exists()
+
+    write_coco_folder(tmp_path / "coco", 2, 64)
+    source = tmp_path / "coco" / "person_keypoints.json"
+    before = source.read_text()
+    for target in (source, tmp_path / "coco"):
+        assert main(["data", "convert", str(tmp_path / "coco"), str(target)]) == 2
+        assert "would overwrite this input" in capsys.readouterr().err
+    assert main(["data", "convert", str(source), str(source)]) == 2
+    assert source.read_text() == before
+
+    # a COCO file that does not give image sizes gets them from the files
+    coco = json.loads(before)
+    for im in coco["images"]:
+        del im["width"], im["height"]
+    source.write_text(json.dumps(coco))
+    assert main(["data", "convert", str(source), str(out)]) == 0
+    assert {(im["width"], im["height"]) for im in json.loads(out.read_text())["images"]} == {(64, 64)}
+
+
+def test_stats_of_a_data_source_takes_overrides(tmp_path, capsys):
+    lsp = write_lsp(tmp_path / "lsp", lsp_joints(5), images=3)
+    assert main(["data", "stats", str(lsp), "--out", str(tmp_path / "s")]) == 2
+    assert "on_bad_image=skip skips them" in capsys.readouterr().err
+    assert main(["data", "stats", str(lsp), "data.on_bad_image=skip", "model.overrides.input_size=128",
+                 "--out", str(tmp_path / "s")]) == 0
+    assert "3 targets at input 128" in capsys.readouterr().out
+    assert (tmp_path / "s" / "target_sizes.png").exists()
+    assert main(["data", "stats", str(lsp), "data.no_such_key=1", "--out", str(tmp_path / "s")]) == 2
+    assert "no_such_key" in capsys.readouterr().err
