@@ -117,6 +117,9 @@ def test_predict_checks_its_outputs_before_the_work_and_writes_no_json_of_nothin
     assert main(["predict", str(bad), "--json", str(js)]) == 1
     assert not js.exists()
     capsys.readouterr()
+    assert main(["predict", str(a / "*.gif"), str(a / "x.jpg"), "--json", str(js), "--no-refine"]) == 1
+    assert _errors(capsys) == [f"movenet: error: {a / '*.gif'}: no file matches this pattern"]
+    assert len(json.loads(js.read_text())) == 1  # the other image still done
 
 
 def test_eval_and_export_name_a_model_of_the_wrong_kind(tmp_path, capsys):

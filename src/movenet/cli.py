@@ -99,6 +99,8 @@ def cmd_predict(args) -> int:
     results, failed = [], 0
     for src in _progress(sources, "predict"):
         try:
+            if any(ch in src for ch in "*?[") and not Path(src).exists():
+                raise MoveNetError(f"{src}: no file matches this pattern")
             img = read_image(src)
         except MoveNetError as e:
             _error(str(e))
