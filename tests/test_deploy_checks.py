@@ -23,6 +23,7 @@ def _one_error(capsys) -> str:
 
 @pytest.mark.parametrize("argv, message", [
     (["--check", "data"], "--check: int8 options; add --int8"),
+    (["--threads", "2"], "--threads: int8 options; add --int8"),
     (["--calib", "x.jpg", "--calib-method", "entropy"], "--calib, --calib-method: int8 options"),
     (["--max-drop", "2"], "--max-drop: int8 options"),
     (["--int8", "--calib", "x.jpg", "--opset", "12"], "--int8 needs --opset 13 or newer"),
@@ -79,11 +80,15 @@ def test_benchmark_json_never_replaces_its_image_or_model(lightning, tmp_path, c
     assert model.read_bytes() == before and image.read_bytes() == BUILTIN_IMAGE.read_bytes()
 
 
-def test_calibrate_writes_checkpoints_only(tmp_path, capsys):
+def test_what_writes_checkpoints_writes_pt_files_only(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("data: {sources: [{path: data}]}\n")
-    assert main(["calibrate", str(config), "--model", "lightning", "--out", str(tmp_path / "c.onnx")]) == 2
-    assert "--out must be a .pt checkpoint" in _one_error(capsys)
+    for argv in (["calibrate", str(config), "--model", "lightning", "--out", str(tmp_path / "c.onnx")],
+                 ["average", "lightning", "thunder", "--out", str(tmp_path / "c.onnx")],
+                 ["weights", "convert", str(tmp_path / "model.json"), str(tmp_path / "c.onnx")]):
+        assert main(argv) == 2
+        assert "c.onnx: " in (err := _one_error(capsys)) and "must be a .pt checkpoint" in err
+    assert not (tmp_path / "c.onnx").exists()
 
 
 def test_video_out_needs_a_video_name_and_threshold_a_score(tmp_path, capsys):
@@ -126,3 +131,20 @@ def test_int8_check_looks_at_each_person_of_a_group_photo_in_its_crop(tmp_path):
     x, y, w, h = second["bbox"]
     side = 1.25 * max(w, h)
     assert views[1][1] == pytest.approx((x + w / 2 - side / 2, y + h / 2 - side / 2, side, side))
+
+
+@pytest.mark.parametrize("error, message", [
+    (ModuleNotFoundError("No module named 'torch'", name="torch"), "this needs PyTorch, which is not installed"),
+    (ImportError("libtorch_cpu.so: cannot open shared object file"), "PyTorch cannot be imported (libtorch_cpu.so"),
+])
+def test_a_missing_or_broken_torch_is_one_line(monkeypatch, capsys, error, message):
+    import movenet.cli as cli
+
+    def fails(args):
+        raise error
+    monkeypatch.setattr(cli, "cmd_predict", fails)
+    assert main(["predict"]) == 2
+    assert message in _one_error(capsys)
+    monkeypatch.setattr(cli, "cmd_predict", lambda args: (_ for _ in ()).throw(ImportError("no module yaml", name="yaml")))
+    with pytest.raises(ImportError):  # not torch's: a real bug, shown as one
+        main(["predict"])

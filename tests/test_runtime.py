@@ -218,7 +218,7 @@ def test_predictor_refuses_what_is_not_an_rgb_image(lightning_onnx, bad, got):
 def test_predictor_refuses_an_empty_box(lightning_onnx):
     predictor = OnnxPredictor(str(lightning_onnx), threads=1)
     img = np.zeros((64, 48, 3), np.uint8)
-    for box in ((0, 0, 0, 0), (0, 0, 10, -1), (0, 0, float("nan"), 10), (0, 0, 10)):
-        with pytest.raises(MoveNetError, match="needs a finite box of positive size"):
+    for box in ((0, 0, 0, 0), (0, 0, 10, -1), (0, 0, float("nan"), 10), (0, 0, 10), (0, 0, None, 10), "abcd"):
+        with pytest.raises(MoveNetError, match="needs 4 finite numbers with width, height > 0"):
             predictor(img, box)
     assert predictor(img, (-10, -10, 20, 20)).shape == (17, 3)  # a box may reach past the image

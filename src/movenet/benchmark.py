@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MoveNetError
+from .errors import MoveNetError, first_line
 from .image import read_image
 from .runtime import Predictor
 
@@ -86,7 +86,7 @@ def _has_movenet_metadata(path: Path) -> bool:
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types
-        raise MoveNetError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:120]})") from None
+        raise MoveNetError(f"{path}: not a loadable ONNX model ({first_line(e)})") from None
     return "movenet" in session.get_modelmeta().custom_metadata_map
 
 

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import Interrupted, MoveNetError, one_line_data_warnings, user_message
+from .errors import Interrupted, MoveNetError, first_line, one_line_data_warnings, user_message
 
 BUILTIN_IMAGE = Path(__file__).parent / "assets" / "astronaut.jpg"
 FLIP_HELP = ("flip test: run each input mirrored too and average the two outputs (twice the model time; "
@@ -34,6 +34,13 @@ def _at_least(minimum: int):
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
     return whole_number
+
+
+def require_checkpoint_name(path: str, option: str) -> None:
+    """What writes a PyTorch checkpoint writes a .pt/.pth file (an .onnx name would mislead
+    every command that reads it)."""
+    if Path(path).suffix.lower() not in (".pt", ".pth"):
+        raise MoveNetError(f"{path}: {option} must be a .pt checkpoint (`movenet export` makes an .onnx of one)")
 
 
 def _between(low: float, high: float):
@@ -194,7 +201,11 @@ def cmd_weights_fetch(args) -> int:
 
 def cmd_weights_convert(args) -> int:
     from .checkpoint import save_checkpoint
+    from .fileio import check_writable
     from .weights import convert_tfjs
+
+    require_checkpoint_name(args.output, "the output")
+    check_writable(args.output)
     model = convert_tfjs(args.model_json)
     save_checkpoint(args.output, model, extra={"source": str(args.model_json)})
     print(f"wrote {args.output}")
@@ -295,6 +306,7 @@ def cmd_average(args) -> int:
     from .fileio import atomic_path, check_writable, refuse_overwriting_inputs
 
     refuse_overwriting_inputs([args.out], args.checkpoints, "--out")
+    require_checkpoint_name(args.out, "--out")
     check_writable(args.out)
     soup = average_checkpoints(args.checkpoints, args.weights)  # checks every input's fit
     with atomic_path(args.out) as tmp:
@@ -338,8 +350,7 @@ def cmd_calibrate(args) -> int:
         raise MoveNetError(f"{args.model}: calibrate takes lightning, thunder or a .pt checkpoint "
                            "(calibrate the checkpoint, then export it)")
     refuse_overwriting_inputs([args.out], [args.config, split_input_size(args.model)[0]], "--out")
-    if Path(args.out).suffix.lower() != ".pt":
-        raise MoveNetError(f"{args.out}: --out must be a .pt checkpoint (`movenet export` it for an .onnx)")
+    require_checkpoint_name(args.out, "--out")
     check_writable(args.out)  # a bad --out fails now, not after the validation pass
     cfg = require_sources(load_config(args.config, args.overrides), args.config)
     if args.threads:
@@ -403,7 +414,7 @@ def cmd_export(args) -> int:
 
     int8_options = [name for name, value in (("--calib", args.calib), ("--check", args.check),
                     ("--calib-method", args.calib_method), ("--calib-limit", args.calib_limit),
-                    ("--max-drop", args.max_drop)) if value is not None]
+                    ("--max-drop", args.max_drop), ("--threads", args.threads)) if value is not None]
     if not args.int8 and int8_options:
         raise MoveNetError(f"{', '.join(int8_options)}: int8 options; add --int8 (or leave them out)")
     if args.int8 and not args.calib:
@@ -555,7 +566,7 @@ def cmd_data_convert(args) -> int:
 def add_video(sub) -> None:
     p = sub.add_parser("video", help="pose on every frame of a video file or camera")
     p.add_argument("source", help="video file, or a camera index (0, 1...)")
-    p.add_argument("--out", help="annotated video to write (.mp4, mp4v; default "
+    p.add_argument("--out", help="annotated video to write (.mp4, .avi, .mov, .mkv or .m4v, mp4v inside; default "
                    "movenet-output/<name>.mp4 when --json is not given)")
     p.add_argument("--json", dest="json_out", help="write one JSON line per frame to this file")
     p.add_argument("--model", default="lightning",
@@ -646,11 +657,14 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(e, Interrupted):  # a handled one has said what it kept
             _error("interrupted")
         return 130
-    except ModuleNotFoundError as e:
-        if (e.name or "").split(".")[0] != "torch":
+    except ImportError as e:
+        if (e.name or "").split(".")[0] == "torch":
+            _error("this needs PyTorch, which is not installed (pip install torch); predict, video and "
+                   "benchmark run exported .onnx models without it (`movenet export` where torch is)")
+        elif "torch" in str(e):
+            _error(f"PyTorch cannot be imported ({first_line(e)}); reinstall it (pip install torch)")
+        else:
             raise
-        _error("this needs PyTorch, which is not installed (pip install torch); without it, run an "
-               "exported model: --model MODEL.onnx (from `movenet export` where torch is installed)")
         return 2
 
 

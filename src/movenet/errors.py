@@ -20,6 +20,14 @@ def user_message(error: BaseException) -> str:
     return text
 
 
+def first_line(error: BaseException, limit: int = 160) -> str:
+    """The first line of another library's error message, cut at a word near ``limit``."""
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0] + " ..."
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM) that was handled: what was kept and how to go on is already printed."""
 

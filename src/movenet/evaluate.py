@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import KeypointDataset, PersonAnnotation, far_outside_image
-from .errors import DataWarning, MoveNetError
+from .errors import DataWarning, MoveNetError, first_line
 from .image import read_image, size_mismatch
 from .metrics import (coco_keypoint_ap, fixed_px_thresholds, head_size, oks, pck, pck_curve,
                       torso_size)
@@ -105,7 +105,7 @@ def _has_movenet_metadata(path: str) -> bool:
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types
-        raise MoveNetError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:120]})") from None
+        raise MoveNetError(f"{path}: not a loadable ONNX model ({first_line(e)})") from None
     return "movenet" in session.get_modelmeta().custom_metadata_map
 
 
@@ -115,12 +115,14 @@ def model_labels(specs: list[str]) -> list[str]:
     from .weights import split_input_size
 
     labels: list[str] = []
+    file_names: dict[str, str] = {}  # label -> the file name it was made from
     for spec in specs:
         name, size = split_input_size(spec)
         at = "" if size is None else f"@{size}"
         base = (Path(name).stem if Path(name).suffix else name) + at
-        if base in labels and Path(name).suffix:  # lightning and lightning.onnx
-            base = Path(name).name + at
+        if base in labels and Path(name).suffix and file_names.get(base) != Path(name).name:
+            base = Path(name).name + at  # lightning and lightning.onnx; not a/l.onnx and b/l.onnx
+        file_names.setdefault(base, Path(name).name)
         label, n = base, 2
         while label in labels:
             label, n = f"{base}#{n}", n + 1

@@ -268,7 +268,7 @@ def read_metadata(path: str | os.PathLike) -> dict:
     import onnx
 
     if not Path(path).is_file():
-        raise MoveNetError(f"{path}: file not found")
+        raise MoveNetError(f"{path}: {'is a folder, not a file' if Path(path).is_dir() else 'file not found'}")
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf's and onnx's own error types
@@ -276,9 +276,12 @@ def read_metadata(path: str | os.PathLike) -> dict:
     for prop in proto.metadata_props:
         if prop.key == METADATA_KEY:
             try:
-                return json.loads(prop.value)
+                info = json.loads(prop.value)
             except json.JSONDecodeError as e:
                 raise MoveNetError(f"{path}: broken movenet metadata ({e})") from None
+            if not isinstance(info, dict):
+                raise MoveNetError(f"{path}: broken movenet metadata (a JSON {type(info).__name__}, not an object)")
+            return info
     raise MoveNetError(f"{path}: no movenet metadata (export it with `movenet export`)")
 
 

@@ -376,7 +376,8 @@ def quantize_checked(fp32_path: str | os.PathLike, out_path: str | os.PathLike, 
         try:
             OnnxPredictor(str(tmp), threads=1)  # every file kept loads in the runtime
         except MoveNetError as e:
-            raise MoveNetError(f"{str(e).replace(str(tmp), str(out_path))}; not written") from None
+            reason = str(e).removeprefix(f"{tmp}: ").replace(str(tmp), str(out_path))
+            raise MoveNetError(f"{out_path}: {reason}; not written") from None
         if labelled is None:
             return None
         result = check_accuracy(fp32_path, tmp, labelled, max_drop, check_indices, threads)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .decode import decode_single, pose_score  # noqa: F401  (pose_score is part of this API)
+from .errors import first_line
 from .image import check_rgb_image, crop_and_resize, letterbox, to_image_coords
 from .schema import COCO17, KeypointSchema
 
@@ -33,9 +34,14 @@ class Predictor:
 
     def preprocess_crop(self, img: np.ndarray, box: tuple[float, float, float, float]):
         check_rgb_image(img)
-        if len(box) != 4 or not (np.isfinite(box).all() and box[2] > 0 and box[3] > 0):
+        try:
+            ok = len(box) == 4 and bool(np.isfinite(np.asarray(box, np.float64)).all()) and box[2] > 0 and box[3] > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
             from .errors import MoveNetError
-            raise MoveNetError(f"box (x0, y0, width, height) needs a finite box of positive size, got {tuple(box)}")
+            raise MoveNetError(f"box (x0, y0, width, height) needs 4 finite numbers with width, height > 0, "
+                               f"got {box!r}")
         return self._to_batch(crop_and_resize(img, box, self.input_size)), box
 
     @staticmethod
@@ -136,7 +142,7 @@ class OnnxPredictor(Predictor):
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types
-            raise MoveNetError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:120]})") from None
+            raise MoveNetError(f"{path}: not a loadable ONNX model ({first_line(e)})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         if "movenet" not in meta:
             raise MoveNetError(f"{path}: no movenet metadata (export it with `movenet export`)")
@@ -214,7 +220,7 @@ class ReferencePredictor(Predictor):
         try:
             session = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types
-            raise MoveNetError(f"{self.path}: not a loadable ONNX model ({str(e).splitlines()[0][:120]})") from None
+            raise MoveNetError(f"{self.path}: not a loadable ONNX model ({first_line(e)})") from None
         inp, out = session.get_inputs()[0], session.get_outputs()[0]
         onnx_types = {"tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(float)": np.float32}
         if inp.type not in onnx_types:
@@ -234,7 +240,7 @@ class ReferencePredictor(Predictor):
             interp = Interpreter(model_path=self.path, num_threads=threads)
             interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise MoveNetError(f"{self.path}: not a loadable TFLite model ({str(e).splitlines()[0][:120]})") from None
+            raise MoveNetError(f"{self.path}: not a loadable TFLite model ({first_line(e)})") from None
         inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
         self._in_shape = [int(v) for v in inp["shape"]]
         self._out_shape = [int(v) for v in out["shape"]]
