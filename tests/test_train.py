@@ -417,6 +417,24 @@ def test_ctrl_c_inside_an_epoch_resumes_at_the_next_batch(tmp_path, capsys, work
     assert untimed(resumed.state.history) == untimed(full.state.history)  # epoch 2's mean losses too
 
 
+def test_sigterm_to_the_process_group_saves_the_step_as_ctrl_c_does(tmp_path, capsys):
+    import multiprocessing
+
+    class Preempted(CountingLoss):  # `timeout`, `kill -- -PGID`, a scheduler: every process gets it
+        def __call__(self, outputs, batch, *teacher):
+            if torch.is_grad_enabled() and len(self.values) + 1 == 7:
+                for worker in multiprocessing.active_children():
+                    os.kill(worker.pid, signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().__call__(outputs, batch, *teacher)
+
+    cfg = resume_config(**{"data.num_workers": 2})
+    with pytest.raises(KeyboardInterrupt):
+        resume_trainer(cfg, tmp_path, Preempted(cfg)).fit()
+    assert "interrupted at epoch 2, batch 3/4" in capsys.readouterr().err
+    assert read_checkpoint(tmp_path / LAST)["train_state"]["batch_in_epoch"] == 3
+
+
 def test_checkpoint_every_steps_writes_within_epochs(tmp_path):
     cfg = tiny_config(**{"model.overrides.input_size": 64, "batch_size": 2, "epochs": 1, "threads": 1,
                          "checkpoint_every_steps": 3})

@@ -338,6 +338,24 @@ def _init_worker(one_line_warnings: bool, worker_id: int) -> None:
     # Workers started with `spawn` (macOS, Windows) do not inherit the CLI's warning format.
     if one_line_warnings:
         one_line_data_warnings()
+    # SIGTERM to the whole process group (timeout, kill -- -PGID, a scheduler's preemption) must
+    # not kill the workers under the main process, which saves last.pt at the step and then ends
+    # them itself. Only the first is ignored: the loader's and multiprocessing's own shutdown end
+    # a worker that does not stop with SIGTERM, and wait for it (they ignore SIGINT already).
+    signal.signal(signal.SIGTERM, _ignore_first_sigterm)
+
+
+def _ignore_first_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def stop_workers(loader: torch.utils.data.DataLoader) -> None:
+    """End a loader's persistent workers now, as the loader does: left to the interpreter's exit
+    they are killed, and the loader reports a worker "killed by signal" in a traceback."""
+    iterator = getattr(loader, "_iterator", None)  # (torch keeps persistent workers there)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+    loader._iterator = None
 
 
 def to_device(batch, device: torch.device):
@@ -706,6 +724,7 @@ class Trainer:
                 self._write_final()
         finally:
             restore()
+            stop_workers(self.loader)
             if self.writer is not None:
                 self.writer.close()
         return s
