@@ -258,6 +258,28 @@ def test_resuming_a_finished_run_keeps_its_final_model(tmp_path):
     assert tags == [("final",)] and read_checkpoint(tmp_path / FINAL)["config"]["final_init_weight"] == 0.25
 
 
+def test_resuming_with_other_settings_says_which(tmp_path, capsys):
+    from movenet.train import config_changes
+
+    settings = {"model.overrides.input_size": 64, "batch_size": 2, "epochs": 1, "threads": 1}
+    cfg = tiny_config(**settings)
+    _trainer(cfg, tmp_path / "run").fit()
+    for other, changed in ((cfg, None), (tiny_config(**{**settings, "epochs": 2, "optim.lr": 0.5}),
+                                         "epochs 1 -> 2; optim.lr 0.003 -> 0.5")):
+        trainer = _trainer(other, tmp_path / "run")
+        trainer.verbose = True
+        trainer.resume(tmp_path / "run" / LAST)
+        err = capsys.readouterr().err
+        if changed is None:
+            assert "warning" not in err
+        else:
+            run = tmp_path / "run"
+            assert f"movenet: warning: {run / LAST}: resumed with other settings than the run's ({changed}); " \
+                   f"to go on as it was: movenet train {run / 'config.yaml'} --resume {run}" in err
+    assert config_changes({"a": {"b": 1, "c": 2}, "out_dir": "x"}, {"a": {"b": 1, "c": 3}, "d": 4, "out_dir": "y"}) \
+        == ["a.c 2 -> 3", "d None -> 4"]
+
+
 def test_validation_images_that_are_also_training_images_are_warned_about(tmp_path):
     from movenet.errors import DataWarning
     from movenet.samples import split_sources

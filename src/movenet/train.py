@@ -683,6 +683,11 @@ class Trainer:
             within = (f", {self.state.batch_in_epoch} batches of epoch {ckpt['epoch'] + 1}"
                       if self.state.batch_in_epoch else "")
             print(f"resumed from {path}: {ckpt['epoch']} epochs{within}, {ckpt['step']} steps done", file=sys.stderr)
+            changed = config_changes(ckpt.get("config", {}), self.cfg.to_dict())
+            if changed:
+                print(f"movenet: warning: {path}: resumed with other settings than the run's ({'; '.join(changed)}); "
+                      f"to go on as it was: movenet train {Path(path).parent / 'config.yaml'} --resume {Path(path).parent}",
+                      file=sys.stderr)
 
     # ------------------------------------------------------------ loop
     def fit(self) -> TrainState:
@@ -1050,6 +1055,21 @@ def build_teacher(cfg: TrainConfig, device: torch.device, train_set) -> tuple:
     teacher.model.to(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     unlabeled = UnlabeledImages(cfg.distill.unlabeled, train_set, cfg.augment) if cfg.distill.unlabeled else None
     return teacher, unlabeled
+
+
+def config_changes(before: dict, after: dict, prefix: str = "") -> list[str]:
+    """``key old -> new`` for every setting that differs between two config dicts (nested keys
+    dotted); the run folder (out_dir) does not count."""
+    changes = []
+    for key in sorted(set(before) | set(after)):
+        name, old, new = f"{prefix}{key}", before.get(key), after.get(key)
+        if name == "out_dir" or old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += config_changes(old, new, f"{name}.")
+        else:
+            changes.append(f"{name} {old} -> {new}")
+    return changes
 
 
 def resolve_resume(resume: str, out_dir: str | None) -> tuple[Path, Path]:
