@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv with the CPU build of torch and the package (runtime + training + tests).
+# Create .venv with torch 2.13.0 and the package (runtime + training + tests + tflite runtime).
+# Where pip would fetch a CUDA build of torch, install the CPU build first (README, Install).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then

@@ -136,6 +136,8 @@ def test_int8_check_looks_at_each_person_of_a_group_photo_in_its_crop(tmp_path):
 @pytest.mark.parametrize("error, message", [
     (ModuleNotFoundError("No module named 'torch'", name="torch"), "this needs PyTorch, which is not installed"),
     (ImportError("libtorch_cpu.so: cannot open shared object file"), "PyTorch cannot be imported (libtorch_cpu.so"),
+    (ModuleNotFoundError("No module named 'scipy'", name="scipy"),
+     "this needs scipy, which is not installed: pip install 'movenet[eval]'"),
 ])
 def test_a_missing_or_broken_torch_is_one_line(monkeypatch, capsys, error, message):
     import movenet.cli as cli
@@ -148,3 +150,15 @@ def test_a_missing_or_broken_torch_is_one_line(monkeypatch, capsys, error, messa
     monkeypatch.setattr(cli, "cmd_predict", lambda args: (_ for _ in ()).throw(ImportError("no module yaml", name="yaml")))
     with pytest.raises(ImportError):  # not torch's: a real bug, shown as one
         main(["predict"])
+
+
+def test_eval_without_pycocotools_stops_before_the_predictions(monkeypatch, capsys):
+    import importlib.util
+
+    import movenet.evaluate
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pycocotools" else find_spec(name, *a))
+    monkeypatch.setattr(movenet.evaluate, "cmd_eval", lambda args: pytest.fail("evaluated"))
+    assert main(["eval", "data", "--model", "lightning"]) == 2
+    assert "this needs pycocotools, which is not installed: pip install 'movenet[eval]'" in _one_error(capsys)

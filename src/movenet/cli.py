@@ -243,7 +243,12 @@ def add_eval(sub) -> None:
 
 
 def cmd_eval(args) -> int:
+    import importlib.util
+
     from .evaluate import cmd_eval as run_eval
+
+    if importlib.util.find_spec("pycocotools") is None:  # AP comes after all the predictions
+        raise ModuleNotFoundError("No module named 'pycocotools'", name="pycocotools")
     return run_eval(args)
 
 
@@ -639,6 +644,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# what the extras of pyproject.toml add to the base install (numpy, opencv, onnxruntime...)
+OPTIONAL_PACKAGES = {"pycocotools": "eval", "scipy": "eval", "onnx": "train", "tensorboard": "train",
+                     "ai_edge_litert": "tflite"}
+
+
 def main(argv: list[str] | None = None) -> int:
     one_line_data_warnings()
     parser = build_parser()
@@ -658,7 +668,10 @@ def main(argv: list[str] | None = None) -> int:
             _error("interrupted")
         return 130
     except ImportError as e:
-        if (e.name or "").split(".")[0] == "torch":
+        package = (e.name or "").split(".")[0]
+        if package in OPTIONAL_PACKAGES:
+            _error(f"this needs {package}, which is not installed: pip install 'movenet[{OPTIONAL_PACKAGES[package]}]'")
+        elif package == "torch":
             _error("this needs PyTorch, which is not installed (pip install torch); predict, video and "
                    "benchmark run exported .onnx models without it (`movenet export` where torch is)")
         elif "torch" in str(e):
