@@ -13,6 +13,7 @@ from movenet.checkpoint import split_input_size
 from movenet.cli import BUILTIN_IMAGE, main
 from movenet.errors import MoveNetError
 from movenet.fileio import check_writable
+from movenet.image import read_image
 
 
 def _errors(capsys) -> list[str]:
@@ -144,6 +145,23 @@ def test_predict_runs_googles_released_graph(shared_dir, tmp_path, capsys):
     assert len(people) == 1 and people[0]["score"] > 0.3
     assert main(["predict", str(BUILTIN_IMAGE), "--model", str(graph), "--multi"]) == 2
     assert "four heads" in _errors(capsys)[0]
+
+
+def test_the_python_api_opens_what_the_command_line_opens(shared_dir, lightning):
+    import movenet
+    from movenet.runtime import OnnxPredictor, ReferencePredictor
+
+    image = read_image(BUILTIN_IMAGE)
+    ours = movenet.create_predictor("lightning")(image)
+    for name in ("movenet_lightning.onnx", "movenet_lightning_int8.tflite"):
+        if name.endswith(".tflite"):
+            pytest.importorskip("ai_edge_litert")
+        predictor = movenet.create_predictor(shared_dir / "reference" / name)  # Google's graphs
+        assert isinstance(predictor, ReferencePredictor)
+        distance = np.linalg.norm(predictor(image)[:, :2] - ours[:, :2], axis=1)
+        near = 0.5 if name.endswith(".onnx") else 0.05 * max(image.shape[:2])  # int8: within 5% of the photo
+        assert (distance.max() if name.endswith(".onnx") else np.median(distance)) < near
+    assert isinstance(movenet.create_predictor("lightning", backend="onnx"), OnnxPredictor)
 
 
 def test_export_opset_the_exporter_cannot_write_is_one_line(monkeypatch):

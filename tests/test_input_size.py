@@ -107,8 +107,10 @@ def test_eval_labels_keep_the_size():
     assert model_labels(["runs/a/final.pt@224", "runs/a/final.pt", "lightning@224", "lightning"]) == [
         "final@224", "final", "lightning@224", "lightning"]
     # a name taken: the file name where that differs (lightning.onnx beside lightning), else a number
-    assert model_labels(["lightning", "lightning.onnx", "a/lightning.onnx", "l.pt@224", "x/l.pt@224", "l.json@224"]) \
-        == ["lightning", "lightning.onnx", "lightning.onnx#2", "l@224", "l@224#2", "l.json@224"]
+    assert model_labels(["lightning", "lightning.onnx", "a/lightning.onnx", "l.pt@224", "x/l.pt@224", "l.json@224",
+                         "runs/a/final.pt", "runs/b/final.pt", "c/b/final.pt"]) \
+        == ["lightning", "lightning.onnx", "a/lightning", "l@224", "x/l@224", "l.json@224",
+            "final", "b/final", "b/final#2"]
 
 
 def test_init_names_a_size_only_if_it_is_the_models(small_ckpt):

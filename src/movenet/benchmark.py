@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MoveNetError, first_line
+from .errors import MoveNetError
 from .image import read_image
 from .runtime import Predictor
 
@@ -52,7 +52,7 @@ def open_model(entry: str, base: str = "lightning", threads: int | None = None) 
         from .export import export_onnx_cached
         from .runtime import OnnxPredictor
         return f"onnx:{model}", OnnxPredictor(str(export_onnx_cached(model)), threads=threads, spinning=False)
-    from .runtime import OnnxPredictor, ReferencePredictor
+    from .runtime import OnnxPredictor, ReferencePredictor, has_movenet_metadata
 
     path = Path(entry)
     if not path.is_file():
@@ -60,7 +60,7 @@ def open_model(entry: str, base: str = "lightning", threads: int | None = None) 
                            "or a .onnx/.tflite file)")
     if path.suffix.lower() != ".onnx":
         return path.name, ReferencePredictor(str(path), threads=threads)
-    if _has_movenet_metadata(path):
+    if has_movenet_metadata(path):
         return path.name, OnnxPredictor(str(path), threads=threads, spinning=False)
     reference = ReferencePredictor(str(path), threads=threads)
     session = _session(path, threads)  # the same model, opened without spinning
@@ -78,16 +78,6 @@ def _session(path: Path, threads: int | None):
         opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def _has_movenet_metadata(path: Path) -> bool:
-    import onnxruntime as ort
-
-    try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own exception types
-        raise MoveNetError(f"{path}: not a loadable ONNX model ({first_line(e)})") from None
-    return "movenet" in session.get_modelmeta().custom_metadata_map
 
 
 def measure(predictors: dict[str, Predictor], image: str | os.PathLike, runs: int = 100,

@@ -161,13 +161,6 @@ def _predictor(model: str, backend: str, threads: int | None, flip: bool = False
 
 
 def _open_predictor(model: str, backend: str, threads: int | None):
-    if Path(model).suffix.lower() in (".onnx", ".tflite"):
-        from .evaluate import open_predictor  # ours (movenet metadata) or Google's format (keypoints only)
-        return open_predictor(model, threads)
-    if backend == "onnx":
-        from .runtime import OnnxPredictor
-        from .export import export_onnx_cached  # needs torch only on the first, exporting call
-        return OnnxPredictor(str(export_onnx_cached(model)), threads=threads)
     from .predict import create_predictor
     return create_predictor(model, backend=backend, threads=threads)
 

@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import KeypointDataset, PersonAnnotation, far_outside_image
-from .errors import DataWarning, MoveNetError, first_line
+from .errors import DataWarning, MoveNetError
 from .image import read_image, size_mismatch
 from .metrics import (coco_keypoint_ap, fixed_px_thresholds, head_size, oks, pck, pck_curve,
                       torso_size)
-from .runtime import Predictor, ReferencePredictor, model_schema, pose_score
+from .runtime import Predictor, model_schema, pose_score
 from .schema import COCO17, KeypointSchema
 
 PROTOCOLS = ("whole", "topdown")
@@ -76,37 +76,10 @@ class EvalRun:
 
 # ---------------------------------------------------------------- models
 def open_predictor(spec: str, threads: int | None = None) -> Predictor:
-    """``lightning``/``thunder``, a checkpoint or TF.js model.json (torch), an ONNX file from
-    ``movenet export`` (movenet metadata), or an external MoveNet-format ``.onnx``/``.tflite``."""
-    suffix = Path(spec).suffix.lower()
-    if suffix == ".tflite":
-        return ReferencePredictor(spec, threads=threads)
-    if suffix == ".onnx":
-        from .runtime import OnnxPredictor
-
-        if _has_movenet_metadata(spec):
-            return OnnxPredictor(spec, threads=threads)
-        try:
-            return ReferencePredictor(spec, threads=threads)
-        except MoveNetError as e:
-            reason = str(e).removeprefix(f"{spec}: ")
-            raise MoveNetError(f"{spec}: neither a `movenet export` file (no movenet metadata) nor a model in "
-                               f"Google's MoveNet format ({reason})") from None
+    """``predict.create_predictor`` with the torch backend (kept for the benchmarks' scripts)."""
     from .predict import create_predictor
 
     return create_predictor(spec, threads=threads)
-
-
-def _has_movenet_metadata(path: str) -> bool:
-    import onnxruntime as ort
-
-    if not Path(path).is_file():
-        raise MoveNetError(f"{path}: file not found")
-    try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own exception types
-        raise MoveNetError(f"{path}: not a loadable ONNX model ({first_line(e)})") from None
-    return "movenet" in session.get_modelmeta().custom_metadata_map
 
 
 def model_labels(specs: list[str]) -> list[str]:
@@ -118,11 +91,15 @@ def model_labels(specs: list[str]) -> list[str]:
     file_names: dict[str, str] = {}  # label -> the file name it was made from
     for spec in specs:
         name, size = split_input_size(spec)
-        at = "" if size is None else f"@{size}"
-        base = (Path(name).stem if Path(name).suffix else name) + at
-        if base in labels and Path(name).suffix and file_names.get(base) != Path(name).name:
-            base = Path(name).name + at  # lightning and lightning.onnx; not a/l.onnx and b/l.onnx
-        file_names.setdefault(base, Path(name).name)
+        path, at = Path(name), "" if size is None else f"@{size}"
+        candidates = [(path.stem if path.suffix else name) + at]
+        if path.suffix:
+            if file_names.get(candidates[0]) != path.name:  # lightning and lightning.onnx
+                candidates.append(path.name + at)
+            if path.parent.name:  # runs/a/final.pt and runs/b/final.pt: final, b/final
+                candidates.append(f"{path.parent.name}/{path.stem}{at}")
+        base = next((c for c in candidates if c not in labels), candidates[-1])
+        file_names.setdefault(base, path.name)
         label, n = base, 2
         while label in labels:
             label, n = f"{base}#{n}", n + 1

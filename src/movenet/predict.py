@@ -2,6 +2,8 @@
 torch is imported where it is needed: ``create_predictor("model.onnx")`` runs without it."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,14 +33,31 @@ class TorchPredictor(Predictor):
             return tuple(o.float().cpu().numpy() for o in outs)
 
 
-def create_predictor(spec: str, backend: str = "torch", threads: int | None = None) -> Predictor:
-    """``spec``: ``lightning``/``thunder``, a checkpoint, a TF.js model.json or an exported
-    ``.onnx`` file (the latter always runs in onnxruntime)."""
-    if str(spec).endswith(".onnx"):
-        return OnnxPredictor(spec, threads=threads)
+def create_predictor(spec: str | os.PathLike, backend: str = "torch", threads: int | None = None) -> Predictor:
+    """A predictor for what ``--model`` takes: ``lightning``/``thunder``, a checkpoint, a TF.js
+    model.json (``NAME@SIZE`` for another input size; ``backend`` torch, or onnx: exported once
+    into the cache), an ``.onnx`` from ``movenet export``, or Google's MoveNet-format ``.onnx`` /
+    ``.tflite`` (keypoints only: ``ReferencePredictor``). Files always run in their own runtime;
+    nothing but the torch backend needs torch."""
+    from .errors import MoveNetError
+    from .runtime import ReferencePredictor, has_movenet_metadata
+
+    spec = str(spec)
+    suffix = Path(spec).suffix.lower()
+    if suffix == ".tflite":
+        return ReferencePredictor(spec, threads=threads)
+    if suffix == ".onnx":
+        if has_movenet_metadata(spec):
+            return OnnxPredictor(spec, threads=threads)
+        try:
+            return ReferencePredictor(spec, threads=threads)
+        except MoveNetError as e:
+            reason = str(e).removeprefix(f"{spec}: ")
+            raise MoveNetError(f"{spec}: neither a `movenet export` file (no movenet metadata) nor a model in "
+                               f"Google's MoveNet format ({reason})") from None
     if backend == "onnx":
-        from .export import export_onnx_cached
-        return OnnxPredictor(export_onnx_cached(spec), threads=threads)
+        from .export import export_onnx_cached  # torch only for the first, exporting call
+        return OnnxPredictor(str(export_onnx_cached(spec)), threads=threads)
     import torch
 
     from .checkpoint import load_model

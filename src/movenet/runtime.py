@@ -271,6 +271,23 @@ class ReferencePredictor(Predictor):
         return to_image_coords(yxs[:, [1, 0, 2]], box)
 
 
+def has_movenet_metadata(path) -> bool:
+    """Whether an ONNX file is a ``movenet export`` one (else, e.g., Google's graph)."""
+    from pathlib import Path
+
+    import onnxruntime as ort
+
+    from .errors import MoveNetError
+
+    if not Path(path).is_file():
+        raise MoveNetError(f"{path}: file not found")
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise MoveNetError(f"{path}: not a loadable ONNX model ({first_line(e)})") from None
+    return "movenet" in session.get_modelmeta().custom_metadata_map
+
+
 def model_schema(spec) -> KeypointSchema:
     """The keypoints a model spec predicts, without opening it for inference: a checkpoint's
     own schema, an exported ONNX file's (its movenet metadata); COCO-17 for Google's models,
