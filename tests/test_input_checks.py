@@ -65,10 +65,10 @@ def test_check_writable_fails_before_the_work(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
     monkeypatch.setattr("tempfile.mkstemp", refuse)
-    with pytest.raises(MoveNetError, match=rf"out.json: cannot write there \(Permission denied: {tmp_path}\)"):
+    with pytest.raises(MoveNetError, match=rf"out.json: cannot write there \(creating a file in {tmp_path}: Permission denied\)"):
         check_writable(tmp_path / "out.json")
-    with pytest.raises(MoveNetError, match=rf"out.json: cannot create {tmp_path / 'a' / 'b'} \(Permission denied: "
-                       rf"{tmp_path}\)"):  # the folder that cannot be made, not only where it fails
+    with pytest.raises(MoveNetError, match=rf"out.json: cannot create {tmp_path / 'a' / 'b'} \(creating a file in "
+                       rf"{tmp_path}: Permission denied\)"):  # the folder that cannot be made, not only where it fails
         check_writable(tmp_path / "a" / "b" / "out.json")
 
 

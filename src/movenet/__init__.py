@@ -9,6 +9,10 @@ __all__ = ["COCO17", "KeypointSchema", "MoveNetError", "__version__",
            "create_model", "list_models", "load_model", "create_predictor", "decode_single"]
 
 
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
 def __getattr__(name):
     # Torch-dependent API is imported lazily so `import movenet` works without torch.
     if name in ("create_model", "list_models"):

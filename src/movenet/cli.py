@@ -65,10 +65,13 @@ def add_predict(sub) -> None:
                    help="lightning, thunder, a checkpoint .pt, a TF.js model.json, an exported .onnx, or "
                    "Google's MoveNet-format .onnx/.tflite (keypoints only: no --multi or --flip); NAME@SIZE "
                    "runs NAME at another input size, e.g. lightning@224")
-    p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="run NAME / a checkpoint in PyTorch (default) or in onnxruntime (exported once into "
+                   "the cache); .onnx and .tflite files always run in their own runtime")
     p.add_argument("--json", dest="json_out", help="write predictions to this JSON file")
     p.add_argument("--save-dir", help="write images with the skeleton drawn into this folder")
-    p.add_argument("--threshold", type=_between(0, 1), default=0.3, help="hide keypoints scoring below this")
+    p.add_argument("--threshold", type=_between(0, 1), default=0.3,
+                   help="hide keypoints scoring below this in drawings (default 0.3)")
     p.add_argument("--threads", type=_at_least(1), default=None, help="CPU threads of the backend")
     p.add_argument("--multi", action="store_true",
                    help="every person (centre peaks of the heads, each looked at again in its own crop) "
@@ -130,7 +133,7 @@ def cmd_predict(args) -> int:
             print(f"wrote {drawings[src]}" + (f" ({src})" if renamed else ""))
     if args.json_out and results:  # nothing read: nothing to write
         write_json_atomic(args.json_out, results)
-        print(f"wrote {args.json_out} ({len(results)} images)")
+        print(f"wrote {args.json_out} ({len(results)} image{'s' * (len(results) > 1)})")
     if not save_dir and not args.json_out:
         for r in results:
             scores = ", ".join(f"{p['score']:.3f}" for p in r["people"])
@@ -568,9 +571,12 @@ def add_video(sub) -> None:
                    "movenet-output/<name>.mp4 when --json is not given)")
     p.add_argument("--json", dest="json_out", help="write one JSON line per frame to this file")
     p.add_argument("--model", default="lightning",
-                   help="lightning, thunder, a checkpoint .pt, a TF.js model.json or an exported .onnx"
-                   "; NAME@SIZE runs NAME at another input size, e.g. lightning@224")
-    p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+                   help="lightning, thunder, a checkpoint .pt, a TF.js model.json, an exported .onnx, or "
+                   "Google's MoveNet-format .onnx/.tflite (keypoints only: no --multi or --flip); NAME@SIZE "
+                   "runs NAME at another input size, e.g. lightning@224")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="run NAME / a checkpoint in PyTorch (default) or in onnxruntime (exported once into "
+                   "the cache); .onnx and .tflite files always run in their own runtime")
     p.add_argument("--multi", action="store_true", help="several people, with track ids")
     p.add_argument("--no-smooth", dest="smooth", action="store_false", help="no One Euro smoothing")
     p.add_argument("--smoothing", choices=["default", "tfjs", "tfjs-2023"], default="default",
@@ -580,7 +586,8 @@ def add_video(sub) -> None:
                    "every frame with --no-track; with --multi: each person found there)")
     p.add_argument("--no-track", dest="track", action="store_false",
                    help="look at the whole frame every time (no tracking crop)")
-    p.add_argument("--threshold", type=_between(0, 1), default=0.3, help="hide keypoints scoring below this")
+    p.add_argument("--threshold", type=_between(0, 1), default=0.3,
+                   help="hide keypoints scoring below this in drawings (default 0.3)")
     p.add_argument("--max-frames", type=_at_least(1), default=None, help="stop after N frames")
     p.add_argument("--threads", type=_at_least(1), default=None, help="CPU threads of the backend")
     p.add_argument("--flip", action="store_true", help=FLIP_HELP)

@@ -44,7 +44,7 @@ def check_writable(path: str | os.PathLike, folder: bool = False) -> Path:
         fd, probe = tempfile.mkstemp(prefix=".movenet-write-test.", dir=existing)
     except OSError as e:
         missing = f"cannot create {where}" if existing != where else "cannot write there"
-        raise MoveNetError(f"{path}: {missing} ({e.strerror}: {existing})") from None
+        raise MoveNetError(f"{path}: {missing} (creating a file in {existing}: {e.strerror})") from None
     os.close(fd)
     os.unlink(probe)
     return path

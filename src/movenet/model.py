@@ -152,6 +152,7 @@ class MoveNet(nn.Module):
             approx_sigmoid if config.approx_sigmoid else torch.sigmoid)
 
     def forward(self, x: torch.Tensor, activate: bool = True):
+        """[N,3,S,S] RGB 0..255 -> (heatmaps, centers, regression, offsets), as the class says."""
         x = (x - self.norm_mean) * self.norm_scale - self.norm_shift
         y = self.neck(self.backbone(x))
         heat, center = self.heatmap(y), self.center(y)
@@ -180,6 +181,8 @@ def register_model(fn: Callable[[], ModelConfig]) -> Callable[[], ModelConfig]:
 
 
 def list_models() -> list[str]:
+    """The registered architectures, for ``create_model`` (untrained weights; Google's trained
+    Lightning and Thunder come from ``movenet.load_model("lightning")``)."""
     return sorted(_MODELS)
 
 
@@ -191,7 +194,9 @@ def model_config(name: str, **overrides) -> ModelConfig:
 
 
 def create_model(name_or_config: str | ModelConfig | dict, **overrides) -> MoveNet:
-    """Build an untrained model from a registered name, a ModelConfig or its dict."""
+    """Build an untrained model from a registered name, a ModelConfig or its dict (``overrides``:
+    config fields, e.g. ``input_size=224``). For Google's trained weights use
+    ``movenet.load_model("lightning")``, which returns ``(model, keypoint schema)``."""
     if isinstance(name_or_config, str):
         cfg = model_config(name_or_config, **overrides)
     elif isinstance(name_or_config, dict):
