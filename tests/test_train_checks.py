@@ -264,18 +264,25 @@ def test_resuming_with_other_settings_says_which(tmp_path, capsys):
     settings = {"model.overrides.input_size": 64, "batch_size": 2, "epochs": 1, "threads": 1}
     cfg = tiny_config(**settings)
     _trainer(cfg, tmp_path / "run").fit()
+    run = tmp_path / "run"
+    saved = read_checkpoint(run / LAST)["train_state"]["optimizer"]["param_groups"]
     for other, changed in ((cfg, None), (tiny_config(**{**settings, "epochs": 2, "optim.lr": 0.5}),
                                          "epochs 1 -> 2; optim.lr 0.003 -> 0.5")):
-        trainer = _trainer(other, tmp_path / "run")
+        trainer = _trainer(other, run)
         trainer.verbose = True
-        trainer.resume(tmp_path / "run" / LAST)
+        trainer.resume(run / LAST)
         err = capsys.readouterr().err
+        groups = trainer.optimizer.param_groups
         if changed is None:
-            assert "warning" not in err
+            assert "warning" not in err and not list(run.glob("config.step*.yaml"))
+            assert [g["lr"] for g in groups] == [g["lr"] for g in saved]  # exactly the saved state
         else:
-            run = tmp_path / "run"
+            kept = run / f"config.step{trainer.state.step}.yaml"
             assert f"movenet: warning: {run / LAST}: resumed with other settings than the run's ({changed}); " \
-                   f"to go on as it was: movenet train {run / 'config.yaml'} --resume {run}" in err
+                   f"the run's are in {kept}; to go on with them: movenet train {kept} --resume {run / LAST}" in err
+            assert load_config(kept).to_dict() == cfg.to_dict()
+            # the new rate is used, at the schedule's place: the constant schedule's 0.5 itself
+            assert [g["lr"] for g in groups] == [0.5] * len(groups) == trainer.scheduler.get_last_lr()
     assert config_changes({"a": {"b": 1, "c": 2}, "out_dir": "x"}, {"a": {"b": 1, "c": 3}, "d": 4, "out_dir": "y"}) \
         == ["a.c 2 -> 3", "d None -> 4"]
 

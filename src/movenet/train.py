@@ -39,13 +39,14 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.distributed as dist
+import yaml
 from torch import nn
 
 from .checkpoint import read_checkpoint, save_checkpoint, weighted_state
 from .config import TrainConfig, check_source_paths, save_config
 from .datasets import merge_coco
 from .errors import Interrupted, MoveNetError, one_line_data_warnings, one_line_data_warnings_installed
-from .fileio import check_writable, make_folder
+from .fileio import check_writable, make_folder, write_text_atomic
 from .schema import COCO17, KeypointSchema
 
 LAST, BEST, FINAL, CURVES = "last.pt", "best.pt", "final.pt", "curves.png"
@@ -662,10 +663,12 @@ class Trainer:
         if changed:
             raise MoveNetError(f"{path}: a run of another model than this config's ({'; '.join(changed)}); "
                                "resume with the settings it was started with (its config.yaml)")
+        settings = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         try:
             self.model.load_state_dict(ts["model"])
             self.optimizer.load_state_dict(ts["optimizer"])
             self.scheduler.load_state_dict(ts["scheduler"])
+            self._apply_optim_settings(settings)
             self.scaler.load_state_dict(ts["scaler"])
             if self.ema is not None and ts["ema"] is not None:
                 self.ema.load_state_dict(ts["ema"])
@@ -679,15 +682,33 @@ class Trainer:
                                 epoch_images=ts.get("epoch_images", 0))
         states = ts["rng"]
         set_rng_state(states[self.env.rank] if self.env.rank < len(states) else states[0])
-        if self.verbose and self.env.is_main:
+        if not self.env.is_main:
+            return
+        if self.verbose:
             within = (f", {self.state.batch_in_epoch} batches of epoch {ckpt['epoch'] + 1}"
                       if self.state.batch_in_epoch else "")
             print(f"resumed from {path}: {ckpt['epoch']} epochs{within}, {ckpt['step']} steps done", file=sys.stderr)
-            changed = config_changes(ckpt.get("config", {}), self.cfg.to_dict())
-            if changed:
+        changed = config_changes(ckpt.get("config", {}), self.cfg.to_dict())
+        if changed:  # config.yaml becomes this config: the run's own is kept beside it
+            kept = self.out_dir / f"config.step{ckpt['step']}.yaml"
+            write_text_atomic(kept, yaml.safe_dump(ckpt.get("config", {}), sort_keys=False))
+            if self.verbose:
                 print(f"movenet: warning: {path}: resumed with other settings than the run's ({'; '.join(changed)}); "
-                      f"to go on as it was: movenet train {Path(path).parent / 'config.yaml'} --resume {Path(path).parent}",
+                      f"the run's are in {kept}; to go on with them: movenet train {kept} --resume {path}",
                       file=sys.stderr)
+
+    def _apply_optim_settings(self, settings: list[dict]) -> None:
+        """After loading a checkpoint's optimiser and schedule: this config's learning rates,
+        weight decay and betas (the saved moments and step count stay), the schedule's rate at
+        the saved step recomputed from them. Unchanged settings give the saved values exactly."""
+        groups = self.optimizer.param_groups
+        for group, own in zip(groups, settings):
+            group.update(own)
+        self.scheduler.base_lrs = [g["initial_lr"] for g in groups]
+        factor = lr_factor(self.scheduler.last_epoch, self.cfg, self.steps_per_epoch)
+        for group, base in zip(groups, self.scheduler.base_lrs):
+            group["lr"] = base * factor
+        self.scheduler._last_lr = [g["lr"] for g in groups]
 
     # ------------------------------------------------------------ loop
     def fit(self) -> TrainState:
