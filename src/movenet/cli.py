@@ -13,6 +13,11 @@ from pathlib import Path
 from .errors import Interrupted, MoveNetError, first_line, one_line_data_warnings, user_message
 
 BUILTIN_IMAGE = Path(__file__).parent / "assets" / "astronaut.jpg"
+MODEL_HELP = ("lightning, thunder, a checkpoint .pt, a TF.js model.json, an exported .onnx, or Google's "
+              "MoveNet-format .onnx/.tflite (keypoints only: no --multi or --flip); NAME@SIZE runs NAME at "
+              "another input size, e.g. lightning@224")
+BACKEND_HELP = ("run NAME / a checkpoint in PyTorch (default) or in onnxruntime (exported once into the "
+                "cache); .onnx and .tflite files always run in their own runtime")
 FLIP_HELP = ("flip test: run each input mirrored too and average the two outputs (twice the model time; "
              "a little more accurate on models trained with flips)")
 
@@ -61,13 +66,8 @@ def add_predict(sub) -> None:
     p = sub.add_parser("predict", help="keypoints of the person in images")
     p.add_argument("sources", nargs="*", help="image files, directories or globs "
                    "(default: a built-in photo)")
-    p.add_argument("--model", default="lightning",
-                   help="lightning, thunder, a checkpoint .pt, a TF.js model.json, an exported .onnx, or "
-                   "Google's MoveNet-format .onnx/.tflite (keypoints only: no --multi or --flip); NAME@SIZE "
-                   "runs NAME at another input size, e.g. lightning@224")
-    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                   help="run NAME / a checkpoint in PyTorch (default) or in onnxruntime (exported once into "
-                   "the cache); .onnx and .tflite files always run in their own runtime")
+    p.add_argument("--model", default="lightning", help=MODEL_HELP)
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help=BACKEND_HELP)
     p.add_argument("--json", dest="json_out", help="write predictions to this JSON file")
     p.add_argument("--save-dir", help="write images with the skeleton drawn into this folder")
     p.add_argument("--threshold", type=_between(0, 1), default=0.3,
@@ -570,13 +570,8 @@ def add_video(sub) -> None:
     p.add_argument("--out", help="annotated video to write (.mp4, .avi, .mov, .mkv or .m4v, mp4v inside; default "
                    "movenet-output/<name>.mp4 when --json is not given)")
     p.add_argument("--json", dest="json_out", help="write one JSON line per frame to this file")
-    p.add_argument("--model", default="lightning",
-                   help="lightning, thunder, a checkpoint .pt, a TF.js model.json, an exported .onnx, or "
-                   "Google's MoveNet-format .onnx/.tflite (keypoints only: no --multi or --flip); NAME@SIZE "
-                   "runs NAME at another input size, e.g. lightning@224")
-    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                   help="run NAME / a checkpoint in PyTorch (default) or in onnxruntime (exported once into "
-                   "the cache); .onnx and .tflite files always run in their own runtime")
+    p.add_argument("--model", default="lightning", help=MODEL_HELP)
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help=BACKEND_HELP)
     p.add_argument("--multi", action="store_true", help="several people, with track ids")
     p.add_argument("--no-smooth", dest="smooth", action="store_false", help="no One Euro smoothing")
     p.add_argument("--smoothing", choices=["default", "tfjs", "tfjs-2023"], default="default",
