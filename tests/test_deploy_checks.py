@@ -162,3 +162,12 @@ def test_eval_without_pycocotools_stops_before_the_predictions(monkeypatch, caps
     monkeypatch.setattr(movenet.evaluate, "cmd_eval", lambda args: pytest.fail("evaluated"))
     assert main(["eval", "data", "--model", "lightning"]) == 2
     assert "this needs pycocotools, which is not installed: pip install 'movenet[eval]'" in _one_error(capsys)
+
+
+def test_video_of_several_people_refuses_a_keypoints_only_model_before_the_first_frame(shared_dir):
+    from movenet.predict import create_predictor
+    from movenet.tracking import MultiPoseTracker
+
+    graph = create_predictor(shared_dir / "reference" / "movenet_lightning.onnx")  # Google's: keypoints only
+    with pytest.raises(MoveNetError, match="several people need a model with MoveNet's four heads"):
+        MultiPoseTracker(graph)

@@ -630,6 +630,7 @@ class MultiPoseTracker:
                  crop_dead_band: float = CROP_DEAD_BAND,
                  crop_full_frame: tuple[float, float] | None = (FULL_FRAME_ABOVE, FULL_FRAME_BELOW),
                  identity: IdentityTracker | None = None, schema: KeypointSchema = COCO17):
+        _check_heads(predictor)  # before the first frame
         self.predictor = predictor
         self.track = track
         self.smooth = smooth
