@@ -42,8 +42,9 @@ def test_yaml_and_typed_overrides(cfg_file):
     assert model_cfg.width == 0.5 and model_cfg.input_size == 128
     assert cfg.data.input_size == 128  # the samples follow the model's input size
     # a list of paths may be written as one path
-    assert load_config(cfg_file, ["distill.unlabeled=../photos"]).distill.unlabeled == ["../photos"]
-    assert load_config(cfg_file, ["distill.unlabeled=[a, b]"]).distill.unlabeled == ["a", "b"]
+    teacher = "distill.teacher=thunder"  # (unlabelled images need one)
+    assert load_config(cfg_file, [teacher, "distill.unlabeled=../photos"]).distill.unlabeled == ["../photos"]
+    assert load_config(cfg_file, [teacher, "distill.unlabeled=[a, b]"]).distill.unlabeled == ["a", "b"]
 
 
 @pytest.mark.parametrize("override, words", [
@@ -98,7 +99,7 @@ def test_missing_and_malformed_files(tmp_path):
 
 
 def test_saved_config_reproduces_the_run(cfg_file, tmp_path):
-    cfg = load_config(cfg_file, ["optim.lr=0.02", "distill.unlabeled=[a, b]"])
+    cfg = load_config(cfg_file, ["optim.lr=0.02", "distill.teacher=thunder", "distill.unlabeled=[a, b]"])
     out = tmp_path / "run" / "config.yaml"
     save_config(cfg, out)
     again = load_config(out)

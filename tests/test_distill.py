@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from movenet.checkpoint import save_checkpoint
+from movenet.config import config_from_dict
 from movenet.decode import decode_batch_torch
 from movenet.distill import Teacher, UnlabeledImages, mix_targets, resample_outputs
 from movenet.draw import write_image
-from movenet.errors import MoveNetError
+from movenet.errors import DataWarning, MoveNetError
 from movenet.image import letterbox, read_image
 from movenet.model import create_model
 from movenet.train import Trainer, build_loss
@@ -96,6 +97,11 @@ def test_unlabeled_images_are_teacher_only_samples(unlabeled_dir):
     assert set(s) == set(ref) and set(s["meta"]) == set(ref["meta"])
     with pytest.raises(MoveNetError, match="no such image"):
         UnlabeledImages([str(unlabeled_dir / "missing.jpg")], template)
+    (unlabeled_dir / "u0.png").write_bytes(b"not an image")  # unreadable: data.on_bad_image decides
+    with pytest.raises(MoveNetError, match="u0.png: not a readable image"):
+        UnlabeledImages([str(unlabeled_dir)], template)[0]
+    with pytest.warns(DataWarning, match="unreadable image skipped: .*u0.png"):
+        assert UnlabeledImages([str(unlabeled_dir)], template, on_bad_image="skip")[0]["image"].max() > 0
     batch = torch.utils.data.default_collate([s, ref])  # mixes with labelled samples
     assert batch["has_labels"].tolist() == [False, True]
 
@@ -141,3 +147,18 @@ def test_unlabelled_batch_learns_from_teacher_only(small_teacher, unlabeled_dir)
     assert parts["distill"] > 0 and total > 0
     total.backward()
     assert student.heatmap.out.weight.grad.abs().sum() > 0
+
+
+def test_a_teacher_must_know_the_students_keypoints_by_name(tmp_path):
+    from movenet.schema import schema_from_config
+
+    five = {"name": "five", "keypoints": ["a", "b", "c", "d", "e"]}
+    model = create_model("mobilenetv2_050", input_size=64, head_channels=32, num_keypoints=5)
+    save_checkpoint(tmp_path / "t.pt", model, schema_from_config({**five, "keypoints": ["b", "a", "c", "d", "e"]}))
+    student = config_from_dict({"schema": five, "model": {"name": "mobilenetv2_050"}})
+    with pytest.raises(MoveNetError, match=r"t.pt: its keypoints \['b', 'a', 'c', 'd', 'e'\] are not the student's "
+                                           r"\['a', 'b', 'c', 'd', 'e'\]"):
+        Teacher.from_spec(str(tmp_path / "t.pt"), 0.5, torch.device("cpu"), student.model_config(),
+                          student_schema=student.keypoint_schema())
+    with pytest.raises(MoveNetError, match="distill.unlabeled and distill.unlabeled_fraction need distill.teacher"):
+        config_from_dict({"distill": {"unlabeled": ["photos"]}})

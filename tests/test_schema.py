@@ -32,7 +32,11 @@ def test_schema_from_config_takes_names_and_fills_sigmas():
     for bad, words in [({**FIVE, "colour": 1}, "unknown key 'colour'"), ({"name": "x"}, "'keypoints' is missing"),
                        ({**FIVE, "skeleton": [["head", "tail"]]}, "no keypoint named 'tail'"),
                        ({"name": "x", "keypoints": ["a", "a"]}, "each once"),
-                       ({**FIVE, "sigmas": [0.5, 0.5]}, "2 sigmas for 5 keypoints")]:
+                       ({**FIVE, "sigmas": [0.5, 0.5]}, "2 sigmas for 5 keypoints"),
+                       ({**FIVE, "torso": ["head", "head"]}, r"torso is two different keypoints, got \[0, 0\]"),
+                       ({**FIVE, "torso": ["head"]}, r"torso is two different keypoints, got \[0\]"),
+                       ({**FIVE, "flip_pairs": [["left_hand"]]}, r"each of flip_pairs is two keypoints, got \['left_hand'\]"),
+                       ({**FIVE, "skeleton": ["head"]}, "each of skeleton is two keypoints, got 'head'")]:
         with pytest.raises(ValueError, match=words):
             schema_from_config(bad)
     with pytest.raises(MoveNetError, match="schema: unknown key 'colour'"):  # in a config: one line

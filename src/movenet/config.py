@@ -200,6 +200,9 @@ class TrainConfig:
             value = getattr(self.distill, key)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"distill.{key} must be in 0..1, got {value}")
+        if (self.distill.unlabeled or self.distill.unlabeled_fraction) and not self.distill.teacher:
+            raise ValueError("distill.unlabeled and distill.unlabeled_fraction need distill.teacher "
+                             "(unlabelled images learn from the teacher alone)")
 
     def keypoint_schema(self):
         """The resolved ``schema.KeypointSchema``."""

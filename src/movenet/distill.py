@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import augment
-from .errors import MoveNetError
+from .errors import DataWarning, MoveNetError
 from .image import list_images, read_image
 
 
@@ -87,13 +88,16 @@ class Teacher:
 
     @classmethod
     def from_spec(cls, spec: str, alpha: float, device: torch.device, student_config,
-                  center_alpha: float | None = None) -> "Teacher":
+                  center_alpha: float | None = None, student_schema=None) -> "Teacher":
         from .checkpoint import load_model
 
         model, schema = load_model(spec, verbose=False)
         if schema.num_keypoints != student_config.num_keypoints:
             raise MoveNetError(f"teacher {spec}: {schema.num_keypoints} keypoints, the student "
                                f"{student_config.num_keypoints}")
+        if student_schema is not None and tuple(schema.keypoints) != tuple(student_schema.keypoints):
+            raise MoveNetError(f"teacher {spec}: its keypoints {list(schema.keypoints)} are not the student's "
+                               f"{list(student_schema.keypoints)} (the same names in the same order)")
         return cls(model.to(device), alpha, student_config.input_size, center_alpha)
 
     @torch.no_grad()
@@ -116,7 +120,8 @@ class UnlabeledImages(torch.utils.data.Dataset):
     dict shaped like ``template``'s samples with zero targets and ``has_labels`` False."""
 
     def __init__(self, sources: list[str], template: torch.utils.data.Dataset,
-                 aug_cfg: augment.AugmentConfig | None = None, train: bool = True):
+                 aug_cfg: augment.AugmentConfig | None = None, train: bool = True, on_bad_image: str = "error"):
+        self.on_bad_image = on_bad_image  # as data.on_bad_image: "skip" takes the next image instead
         self.paths = list_images(list(sources))
         missing = [p for p in self.paths if not os.path.isfile(p)]
         if missing:
@@ -132,7 +137,18 @@ class UnlabeledImages(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict:
-        img = read_image(self.paths[i])
+        for _ in range(10):
+            try:
+                img = read_image(self.paths[i])
+                break
+            except MoveNetError:
+                if self.on_bad_image == "error":
+                    raise
+                warnings.warn(f"unreadable image skipped: {self.paths[i]} (distill.unlabeled)", DataWarning,
+                              stacklevel=2)
+                i = (i + 1) % len(self)
+        else:
+            raise MoveNetError(f"{self.paths[i]}: 10 unreadable images in a row (distill.unlabeled)")
         h, w = img.shape[:2]
         geom = augment.Geometry(center=(w / 2, h / 2), side=float(max(h, w)))
         rng = None

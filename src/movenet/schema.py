@@ -22,11 +22,11 @@ class KeypointSchema:
         k = len(self.keypoints)
         if k == 0 or len(set(self.keypoints)) != k:
             raise ValueError(f"schema {self.name}: keypoint names must be given, each once")
+        if self.torso and (len(self.torso) != 2 or self.torso[0] == self.torso[1]):
+            raise ValueError(f"schema {self.name}: torso is two different keypoints, got {list(self.torso)}")
         for a, b in self.flip_pairs + self.skeleton + ((self.torso,) if self.torso else ()):
             if not (0 <= a < k and 0 <= b < k):
                 raise ValueError(f"schema {self.name}: index out of range in pair ({a}, {b})")
-        if self.torso and len(self.torso) != 2:
-            raise ValueError(f"schema {self.name}: torso is two keypoints, got {list(self.torso)}")
         if self.sigmas and len(self.sigmas) != k:
             raise ValueError(f"schema {self.name}: {len(self.sigmas)} sigmas for {k} keypoints")
         if any(not s > 0 for s in self.sigmas):
@@ -80,11 +80,19 @@ class KeypointSchema:
                 return names.index(v)
             return int(v)
 
+        def pairs(key: str) -> tuple[tuple[int, int], ...]:
+            out = []
+            for pair in d.get(key, ()) or ():
+                if isinstance(pair, (str, bytes)) or not hasattr(pair, "__len__") or len(pair) != 2:
+                    raise ValueError(f"schema {d['name']}: each of {key} is two keypoints, got {pair!r}")
+                out.append((index(pair[0]), index(pair[1])))
+            return tuple(out)
+
         return cls(
             name=str(d["name"]),
             keypoints=tuple(names),
-            flip_pairs=tuple((index(a), index(b)) for a, b in d.get("flip_pairs", ())),
-            skeleton=tuple((index(a), index(b)) for a, b in d.get("skeleton", ())),
+            flip_pairs=pairs("flip_pairs"),
+            skeleton=pairs("skeleton"),
             sigmas=tuple(float(v) for v in d.get("sigmas", ()) or ()),
             torso=tuple(index(v) for v in d.get("torso", ()) or ()),
         )

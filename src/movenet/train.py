@@ -1072,9 +1072,10 @@ def build_teacher(cfg: TrainConfig, device: torch.device, train_set) -> tuple:
     from .distill import Teacher, UnlabeledImages
 
     teacher = Teacher.from_spec(cfg.distill.teacher, cfg.distill.alpha, device, cfg.model_config(),
-                                cfg.distill.center_alpha)
+                                cfg.distill.center_alpha, cfg.keypoint_schema())
     teacher.model.to(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
-    unlabeled = UnlabeledImages(cfg.distill.unlabeled, train_set, cfg.augment) if cfg.distill.unlabeled else None
+    unlabeled = (UnlabeledImages(cfg.distill.unlabeled, train_set, cfg.augment, on_bad_image=cfg.data.on_bad_image)
+                 if cfg.distill.unlabeled else None)
     return teacher, unlabeled
 
 
