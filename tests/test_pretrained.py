@@ -135,7 +135,8 @@ def test_init_from_checkpoint_of_another_architecture_is_one_line_error(tmp_path
     msg = str(err.value)
     assert "shuffle.pt" in msg and "shufflenetv2 width 0.5 do not fit mobilenetv2 width 0.5" in msg
     assert "\n" not in msg
-    with pytest.raises(MoveNetError, match="file not found"):
+    with pytest.raises(MoveNetError, match="missing.pt: no such checkpoint, and not one of scratch, imagenet, "
+                                           "lightning, thunder"):
         pretrained.init_model(create_model("mobilenetv2_050"), tmp_path / "missing.pt")
 
 

@@ -158,6 +158,9 @@ def init_model(model, init: str | os.PathLike = "scratch", verbose: bool = True,
         note = load_matching(model, read_checkpoint(path), f"Google's {spec} weights", schema)
         return f"initialised from Google's {spec} weights{note}"
     from .checkpoint import read_checkpoint
+    if not Path(spec).exists():
+        raise MoveNetError(f"init {spec}: no such checkpoint, and not one of scratch, imagenet, "
+                           f"{', '.join(sorted(OFFICIAL_NAMES))}")
     note = load_matching(model, read_checkpoint(spec), spec, schema)
     return f"initialised from {spec}{note}"
 

@@ -984,7 +984,7 @@ def format_epoch(m: dict, epochs: int, elapsed: float | None = None, epochs_time
     parts = [f"epoch {m['epoch']}/{epochs}"]
     parts.append(f"loss {m['train_loss']:.4f}" if "train_loss" in m else "before training")
     heads = [f"{k[6:]} {m[k]:.4f}" for k in ("train_heatmap", "train_center", "train_regression",
-                                              "train_offset") if k in m]
+                                              "train_offset", "train_bone", "train_distill") if k in m]
     if heads:
         parts.append("(" + ", ".join(heads) + ")")
     if "val_pck" in m:
@@ -1039,6 +1039,9 @@ def run(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, resume: str 
             print(note, file=sys.stderr)
         train_set, val = agreed(env, build_data, cfg, schema, verbose and env.is_main)
         teacher, unlabeled = agreed(env, build_teacher, cfg, env.device, train_set)
+        if unlabeled is not None and verbose and env.is_main:
+            print(f"unlabelled images (distill.unlabeled): {len(unlabeled)}, taught by {cfg.distill.teacher}",
+                  file=sys.stderr)
         trainer = Trainer(cfg, out, train_set, val, build_loss(cfg, schema), teacher=teacher,
                           schema=schema, env=env, verbose=verbose, unlabeled=unlabeled)
         if resume is not None:
