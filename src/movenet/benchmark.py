@@ -52,7 +52,7 @@ def open_model(entry: str, base: str = "lightning", threads: int | None = None) 
         from .export import export_onnx_cached
         from .runtime import OnnxPredictor
         return f"onnx:{model}", OnnxPredictor(str(export_onnx_cached(model)), threads=threads, spinning=False)
-    from .runtime import OnnxPredictor, ReferencePredictor, has_movenet_metadata
+    from .runtime import NoMovenetMetadata, OnnxPredictor, ReferencePredictor
 
     path = Path(entry)
     if not path.is_file():
@@ -60,8 +60,10 @@ def open_model(entry: str, base: str = "lightning", threads: int | None = None) 
                            "or a .onnx/.tflite file)")
     if path.suffix.lower() != ".onnx":
         return path.name, ReferencePredictor(str(path), threads=threads)
-    if has_movenet_metadata(path):
+    try:
         return path.name, OnnxPredictor(str(path), threads=threads, spinning=False)
+    except NoMovenetMetadata:
+        pass
     reference = ReferencePredictor(str(path), threads=threads)
     session = _session(path, threads)  # the same model, opened without spinning
     inp, out = session.get_inputs()[0].name, session.get_outputs()[0].name

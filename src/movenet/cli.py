@@ -156,16 +156,13 @@ def _drawing_paths(sources: list[str], save_dir: str) -> dict[str, Path]:
 
 
 def _predictor(model: str, backend: str, threads: int | None, flip: bool = False):
-    predictor = _open_predictor(model, backend, threads)
+    from .predict import create_predictor
+
+    predictor = create_predictor(model, backend=backend, threads=threads)
     if flip:
         from .runtime import FlipTestPredictor
         return FlipTestPredictor(predictor)
     return predictor
-
-
-def _open_predictor(model: str, backend: str, threads: int | None):
-    from .predict import create_predictor
-    return create_predictor(model, backend=backend, threads=threads)
 
 
 def _progress(items, desc: str):
@@ -441,14 +438,14 @@ def cmd_export(args) -> int:
         n = 1 + len(args.verify)  # the built-in photo and --verify
         print(f"wrote {out} (its outputs within {PARITY_TOLERANCE:g} of PyTorch's on {n} image{'s' * (n > 1)})")
         return 0
-    from .quantize import DEFAULT_CONFIG, quantize_checked
+    from .quantize import DEFAULT_CONFIG, DEFAULT_MAX_DROP, quantize_checked
 
     config = DEFAULT_CONFIG
     if args.calib_method:
         config = dataclasses.replace(config, method=args.calib_method)
     with tempfile.TemporaryDirectory(prefix="movenet-export-") as tmp:
         fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", **export)
-        max_drop = (1.0 if args.max_drop is None else args.max_drop) / 100
+        max_drop = DEFAULT_MAX_DROP if args.max_drop is None else args.max_drop / 100
         check = quantize_checked(fp32, out, images, args.check, config, max_drop, threads=args.threads)
     print(f"wrote {out} (int8, calibrated on {len(images)} images)")
     print(check if check else "movenet: warning: int8 accuracy not checked (give --check DATA)")

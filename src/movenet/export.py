@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MoveNetError
+from .errors import MoveNetError, first_line
 from .fileio import atomic_path
 from .schema import COCO17, KeypointSchema
 
@@ -77,7 +77,7 @@ def _torch_export(model, dynamic_batch: bool, opset: int):
                               training=torch.onnx.TrainingMode.EVAL)
         except Exception as e:  # the exporter's own error types, many lines of graph dump
             raise MoveNetError(f"ONNX opset {opset}: this torch cannot export the model at it "
-                               f"({str(e).splitlines()[0][:160]})") from None
+                               f"({first_line(e)})") from None
     return onnx.load_from_string(buf.getvalue())
 
 

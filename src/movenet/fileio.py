@@ -50,12 +50,17 @@ def check_writable(path: str | os.PathLike, folder: bool = False) -> Path:
     return path
 
 
+def shared_files(paths, others) -> list:
+    """The ``paths`` that are the same file as one of ``others`` (compared by real path)."""
+    known = {os.path.realpath(p) for p in others}
+    return [p for p in paths if os.path.realpath(p) in known]
+
+
 def refuse_overwriting_inputs(outputs, inputs, option: str, what: str = "input") -> None:
     """A one-line error when an output path is one of the ``inputs`` (or other outputs: ``what``)."""
-    sources = {os.path.realpath(p) for p in inputs}
-    for out in outputs:
-        if os.path.realpath(out) in sources:
-            raise MoveNetError(f"{out}: {option} would overwrite this {what}; choose another name")
+    shared = shared_files(outputs, inputs)
+    if shared:
+        raise MoveNetError(f"{shared[0]}: {option} would overwrite this {what}; choose another name")
 
 
 @contextlib.contextmanager

@@ -40,15 +40,17 @@ def create_predictor(spec: str | os.PathLike, backend: str = "torch", threads: i
     ``.tflite`` (keypoints only: ``ReferencePredictor``). Files always run in their own runtime;
     nothing but the torch backend needs torch."""
     from .errors import MoveNetError
-    from .runtime import ReferencePredictor, has_movenet_metadata
+    from .runtime import NoMovenetMetadata, ReferencePredictor
 
     spec = str(spec)
     suffix = Path(spec).suffix.lower()
     if suffix == ".tflite":
         return ReferencePredictor(spec, threads=threads)
     if suffix == ".onnx":
-        if has_movenet_metadata(spec):
+        try:
             return OnnxPredictor(spec, threads=threads)
+        except NoMovenetMetadata:
+            pass
         try:
             return ReferencePredictor(spec, threads=threads)
         except MoveNetError as e:

@@ -348,8 +348,9 @@ def check_accuracy(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, l
 
 
 def _warn_shared_images(calib_images: list, check_images: list, labelled) -> None:
-    calib = {os.path.realpath(p) for p in calib_images}
-    shared = {os.path.realpath(p) for p in check_images} & calib
+    from .fileio import shared_files
+
+    shared = shared_files(set(check_images), calib_images)  # (an image holds several checked people)
     if shared:
         import warnings
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .decode import decode_single, pose_score  # noqa: F401  (pose_score is part of this API)
-from .errors import first_line
+from .errors import MoveNetError, first_line
 from .image import check_rgb_image, crop_and_resize, letterbox, to_image_coords
 from .schema import COCO17, KeypointSchema
 
@@ -39,7 +39,6 @@ class Predictor:
         except (TypeError, ValueError):
             ok = False
         if not ok:
-            from .errors import MoveNetError
             raise MoveNetError(f"box (x0, y0, width, height) needs 4 finite numbers with width, height > 0, "
                                f"got {box!r}")
         return self._to_batch(crop_and_resize(img, box, self.input_size)), box
@@ -85,8 +84,6 @@ class FlipTestPredictor(Predictor):
     look, video) gets the averaged maps."""
 
     def __init__(self, inner: Predictor):
-        from .errors import MoveNetError
-
         if isinstance(inner, ReferencePredictor):
             raise MoveNetError(f"{inner.path}: the flip test averages the model's four head outputs; this "
                                "file gives keypoints only (use lightning/thunder, a checkpoint or a "
@@ -113,6 +110,11 @@ class FlipTestPredictor(Predictor):
         return tuple(0.5 * (a + b) for a, b in zip(plain, mirrored))
 
 
+class NoMovenetMetadata(MoveNetError):
+    """An ONNX file that is not a ``movenet export`` one (Google's graph, say): ``ReferencePredictor``
+    may run it."""
+
+
 class OnnxPredictor(Predictor):
     """onnxruntime backend for models exported by ``movenet export`` (four head outputs,
     input size, schema and decoding constants in the ONNX metadata), fp32 or int8."""
@@ -128,7 +130,6 @@ class OnnxPredictor(Predictor):
 
         import onnxruntime as ort
 
-        from .errors import MoveNetError
         from .schema import KeypointSchema
 
         if not Path(path).is_file():
@@ -145,7 +146,7 @@ class OnnxPredictor(Predictor):
             raise MoveNetError(f"{path}: not a loadable ONNX model ({first_line(e)})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         if "movenet" not in meta:
-            raise MoveNetError(f"{path}: no movenet metadata (export it with `movenet export`)")
+            raise NoMovenetMetadata(f"{path}: no movenet metadata (export it with `movenet export`)")
         try:
             info = json.loads(meta["movenet"])
             self.input_size = int(info["input_size"])
@@ -162,8 +163,6 @@ class OnnxPredictor(Predictor):
         self.input_name = self.session.get_inputs()[0].name
 
     def _check_signature(self, path: str) -> None:
-        from .errors import MoveNetError
-
         inputs, outputs = self.session.get_inputs(), {o.name: o for o in self.session.get_outputs()}
         missing = [n for n in self.output_names if n not in outputs]
         if missing:
@@ -191,8 +190,6 @@ class ReferencePredictor(Predictor):
     def __init__(self, path: str, threads: int | None = None):
         from pathlib import Path
 
-        from .errors import MoveNetError
-
         self.path = str(path)
         if not Path(self.path).is_file():
             raise MoveNetError(f"{self.path}: file not found")
@@ -211,8 +208,6 @@ class ReferencePredictor(Predictor):
     def _open_onnx(self, threads: int | None) -> None:
         import onnxruntime as ort
 
-        from .errors import MoveNetError
-
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -229,8 +224,6 @@ class ReferencePredictor(Predictor):
         self._infer = lambda batch: session.run([out.name], {inp.name: batch})[0]
 
     def _open_tflite(self, threads: int | None) -> None:
-        from .errors import MoveNetError
-
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
@@ -271,23 +264,6 @@ class ReferencePredictor(Predictor):
         return to_image_coords(yxs[:, [1, 0, 2]], box)
 
 
-def has_movenet_metadata(path) -> bool:
-    """Whether an ONNX file is a ``movenet export`` one (else, e.g., Google's graph)."""
-    from pathlib import Path
-
-    import onnxruntime as ort
-
-    from .errors import MoveNetError
-
-    if not Path(path).is_file():
-        raise MoveNetError(f"{path}: file not found")
-    try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own exception types
-        raise MoveNetError(f"{path}: not a loadable ONNX model ({first_line(e)})") from None
-    return "movenet" in session.get_modelmeta().custom_metadata_map
-
-
 def model_schema(spec) -> KeypointSchema:
     """The keypoints a model spec predicts, without opening it for inference: a checkpoint's
     own schema, an exported ONNX file's (its movenet metadata); COCO-17 for Google's models,
@@ -295,7 +271,6 @@ def model_schema(spec) -> KeypointSchema:
     import json
     from pathlib import Path
 
-    from .errors import MoveNetError
     from .schema import get_schema
 
     try:

@@ -403,8 +403,10 @@ def split_sources(data_cfg: DataConfig, schema: KeypointSchema = COCO17) -> tupl
 def _warn_shared_images(train_parts: list, val_parts: list) -> None:
     """``val_sources`` chosen by hand may hold training images: their scores would not be
     held-out ones. Compared by image file."""
-    train = {os.path.realpath(e.path) for part in train_parts for e in part.images}
-    shared = [e.path for part in val_parts for e in part.images if os.path.realpath(e.path) in train]
+    from .fileio import shared_files
+
+    shared = shared_files([e.path for part in val_parts for e in part.images],
+                          [e.path for part in train_parts for e in part.images])
     if shared:
         total = sum(len(part.images) for part in val_parts)
         warnings.warn(f"{shared[0]}: {len(shared)} of the {total} validation images are also training "
