@@ -30,6 +30,14 @@ def _config(batch_size: int):
                           "optim.freeze_bn": True, "optim.lr": 1e-3, "device": "cpu"})
 
 
+def _leave() -> None:
+    """End a spawned worker without the interpreter's teardown, as ``movenet.cli.entry`` ends a
+    torchrun worker: gloo's threads now and then abort it (SIGABRT) after destroy_process_group."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def _worker(rank: int, port: int, out: str) -> None:
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"})
@@ -48,6 +56,7 @@ def _worker(rank: int, port: int, out: str) -> None:
                     "shared": shared, "alone": alone}, os.path.join(out, f"rank{rank}.pt"))
     finally:
         torch.distributed.destroy_process_group()
+    _leave()
 
 
 def test_two_process_training_matches_one_process(tmp_path):
@@ -213,3 +222,19 @@ def test_process_group_timeout_stops_a_process_waiting_for_a_lost_peer(tmp_path)
     seconds, message = (tmp_path / "rank0.txt").read_text().split("\n", 1)
     assert 2.5 <= float(seconds) < 8, seconds  # without the timeout: when the peer exits, at 10 s
     assert message.startswith("stopped with another process of this run, which failed or stopped answering")
+
+
+def test_a_torchrun_worker_leaves_with_its_status_and_all_its_output(tmp_path):
+    """Under torchrun (WORLD_SIZE > 1) the command ends without the interpreter's teardown (see
+    ``movenet.cli.entry``); what it wrote to piped (buffered) streams still arrives, and its exit
+    status is the command's."""
+    env = {**os.environ, "WORLD_SIZE": "2",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    env.pop("PYTHONUNBUFFERED", None)  # buffered, as a pipe is by default
+    done = subprocess.run([sys.executable, "-m", "movenet", "weights", "where"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip(), done.stderr
+    missing = tmp_path / "missing.jpg"
+    done = subprocess.run([sys.executable, "-m", "movenet", "predict", str(missing)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr == f"movenet: error: {missing}: file not found\n"

@@ -1,6 +1,4 @@
 """``python -m movenet ...`` (and ``torchrun ... -m movenet train ...``): the ``movenet`` command."""
-import sys
+from .cli import entry
 
-from .cli import main
-
-sys.exit(main())
+entry()

@@ -673,5 +673,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def entry() -> None:
+    """The ``movenet`` program: :func:`main`, then exit with its status."""
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # A torchrun worker leaves without the interpreter's teardown: gloo's threads abort the
+        # process (SIGABRT, "terminate called without an active exception") now and then while
+        # C++ globals are destroyed, after destroy_process_group; the other machines' torchrun
+        # then wait out their exit barrier (5 min) and the run reads as failed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
