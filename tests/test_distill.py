@@ -162,3 +162,7 @@ def test_a_teacher_must_know_the_students_keypoints_by_name(tmp_path):
                           student_schema=student.keypoint_schema())
     with pytest.raises(MoveNetError, match="distill.unlabeled and distill.unlabeled_fraction need distill.teacher"):
         config_from_dict({"distill": {"unlabeled": ["photos"]}})
+    with pytest.raises(MoveNetError, match="loss.distill_only_unlabelled .* needs distill.unlabeled"):
+        config_from_dict({"distill": {"teacher": "thunder"}, "loss": {"distill_only_unlabelled": True}})
+    config_from_dict({"distill": {"teacher": "thunder", "unlabeled": ["photos"]},
+                      "loss": {"distill_only_unlabelled": True}})

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from movenet.cli import BUILTIN_IMAGE, main
+from movenet.schema import COCO17
 
 
 @pytest.fixture()
@@ -36,7 +37,8 @@ def test_json_schema_and_drawings(tmp_path, images, capsys):
     data = json.loads(out.read_text())
     assert [r["image"] for r in data] == srcs
     for r in data:
-        assert set(r) == {"image", "width", "height", "people"}
+        assert set(r) == {"image", "width", "height", "keypoint_names", "people"}
+        assert r["keypoint_names"] == list(COCO17.keypoints)
         assert len(r["people"]) == 1 and set(r["people"][0]) == {"keypoints", "score"}
         kp = np.array(r["people"][0]["keypoints"])
         assert kp.shape == (17, 3)

@@ -124,7 +124,9 @@ def test_a_custom_schema_trains_evaluates_predicts_exports_and_runs_on_video(tmp
         out = tmp_path / f"{model.suffix[1:]}.json"
         assert main(["predict", str(image), "--model", str(model), "--json", str(out),
                      "--save-dir", str(tmp_path / "drawn")]) == 0
-        assert np.array(json.loads(out.read_text())[0]["people"][0]["keypoints"]).shape == (5, 3)
+        record = json.loads(out.read_text())[0]
+        assert np.array(record["people"][0]["keypoints"]).shape == (5, 3)
+        assert record["keypoint_names"] == FIVE["keypoints"]
     assert main(["predict", str(image), "--model", str(onnx), "--multi", "--json", str(tmp_path / "multi.json")]) == 0
 
     video = tmp_path / "sticks.avi"

@@ -126,7 +126,7 @@ def cmd_predict(args) -> int:
             people = [{"keypoints": [[round(float(x), 2), round(float(y), 2), round(float(s), 4)]
                                      for x, y, s in kpts], "score": round(pose_score(kpts), 4)}]
         results.append({"image": src, "width": int(img.shape[1]), "height": int(img.shape[0]),
-                        "people": people})
+                        "keypoint_names": list(predictor.schema.keypoints), "people": people})
         if save_dir:
             write_image(drawings[src], draw_pose(img, kpts, predictor.schema, threshold=args.threshold))
             renamed = drawings[src].stem != Path(src).stem

@@ -203,6 +203,9 @@ class TrainConfig:
         if (self.distill.unlabeled or self.distill.unlabeled_fraction) and not self.distill.teacher:
             raise ValueError("distill.unlabeled and distill.unlabeled_fraction need distill.teacher "
                              "(unlabelled images learn from the teacher alone)")
+        if self.loss.distill_only_unlabelled and self.distill.teacher and not self.distill.unlabeled:
+            raise ValueError("loss.distill_only_unlabelled applies the teacher to unlabelled images only: it "
+                             "needs distill.unlabeled (without them the teacher teaches nothing)")
 
     def keypoint_schema(self):
         """The resolved ``schema.KeypointSchema``."""
