@@ -106,11 +106,13 @@ def test_cli_bad_size_is_one_line(model, message, capsys):
 def test_eval_labels_keep_the_size():
     assert model_labels(["runs/a/final.pt@224", "runs/a/final.pt", "lightning@224", "lightning"]) == [
         "final@224", "final", "lightning@224", "lightning"]
-    # a name taken: the file name where that differs (lightning.onnx beside lightning), else a number
+    # files of one stem: each with its folder; a name taken: the file name where that differs
+    # (lightning.onnx beside lightning), else a number
     assert model_labels(["lightning", "lightning.onnx", "a/lightning.onnx", "l.pt@224", "x/l.pt@224", "l.json@224",
-                         "runs/a/final.pt", "runs/b/final.pt", "c/b/final.pt"]) \
+                         "runs/a/final.pt", "runs/b/final.pt", "c/b/final.pt", "runs/a/final.pt", "best.pt",
+                         "runs/a/best.pt"]) \
         == ["lightning", "lightning.onnx", "a/lightning", "l@224", "x/l@224", "l.json@224",
-            "final", "b/final", "b/final#2"]
+            "a/final", "b/final", "b/final#2", "a/final#2", "best", "a/best"]
 
 
 def test_init_names_a_size_only_if_it_is_the_models(small_ckpt):

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,21 +84,25 @@ def open_predictor(spec: str, threads: int | None = None) -> Predictor:
 
 
 def model_labels(specs: list[str]) -> list[str]:
-    """Short unique names: the built-in name or the file stem, with its ``@SIZE`` (``#2``... for
-    repeats)."""
+    """Short unique names: the built-in name or the file stem, with its ``@SIZE``; files whose
+    stems collide all get their folder (runs/a/final.pt and runs/b/final.pt: a/final, b/final),
+    else the file name (lightning.onnx beside lightning), else ``#2``..."""
     from .weights import split_input_size
 
-    labels: list[str] = []
-    file_names: dict[str, str] = {}  # label -> the file name it was made from
+    parsed = []
     for spec in specs:
         name, size = split_input_size(spec)
-        path, at = Path(name), "" if size is None else f"@{size}"
-        candidates = [(path.stem if path.suffix else name) + at]
-        if path.suffix:
-            if file_names.get(candidates[0]) != path.name:  # lightning and lightning.onnx
-                candidates.append(path.name + at)
-            if path.parent.name:  # runs/a/final.pt and runs/b/final.pt: final, b/final
-                candidates.append(f"{path.parent.name}/{path.stem}{at}")
+        parsed.append((Path(name), "" if size is None else f"@{size}"))
+    short = Counter((path.stem if path.suffix else str(path)) + at for path, at in dict.fromkeys(parsed))
+    labels: list[str] = []
+    file_names: dict[str, str] = {}  # label -> the file name it was made from
+    for path, at in parsed:
+        stem = (path.stem if path.suffix else str(path)) + at
+        candidates = [stem]
+        if path.suffix and path.parent.name and short[stem] > 1:
+            candidates = [f"{path.parent.name}/{path.stem}{at}"]
+        elif path.suffix and file_names.get(stem) != path.name:  # lightning and lightning.onnx
+            candidates.append(path.name + at)
         base = next((c for c in candidates if c not in labels), candidates[-1])
         file_names.setdefault(base, path.name)
         label, n = base, 2
