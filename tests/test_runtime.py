@@ -63,6 +63,9 @@ kpts = OnnxPredictor(model, threads=1)(read_image(image))
 
 import movenet
 assert (movenet.create_predictor(model)(read_image(image)) == kpts).all()  # the README's API
+namespace = {}
+exec("from movenet import *", namespace)
+assert "create_predictor" in namespace and "load_model" not in namespace
 
 from movenet.cli import main
 rc = main(["predict", image, "--backend", "onnx", "--model", model, "--json", out])
@@ -93,6 +96,16 @@ def test_runtime_and_cli_work_without_torch(lightning, lightning_onnx, tmp_path)
     cli = np.array(json.loads(out.read_text())[0]["people"][0]["keypoints"])
     second_look = predict_person(TorchPredictor(lightning), read_image(BUILTIN_IMAGE))
     np.testing.assert_allclose(cli[:, :2], second_look[:, :2], atol=0.03)  # JSON rounding + onnx in the crop
+
+
+def test_star_import_takes_the_whole_api_where_torch_is():
+    namespace: dict = {}
+    exec("from movenet import *", namespace)
+    assert {"create_predictor", "create_model", "list_models", "load_model", "decode_single", "MoveNetError",
+            "COCO17"} <= set(namespace)
+    import movenet
+
+    assert set(movenet.__all__) <= set(dir(movenet)) and "importlib" not in dir(movenet)
 
 
 def test_blocking_torch_really_blocks():

@@ -5,12 +5,23 @@ from .schema import COCO17, KeypointSchema
 
 __version__ = "0.1.0"
 
-__all__ = ["COCO17", "KeypointSchema", "MoveNetError", "__version__",
-           "create_model", "list_models", "load_model", "create_predictor", "decode_single"]
+
+def _torch_installed() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+# `from movenet import *` without torch takes the torch-free names only (create_predictor runs .onnx files)
+__all__ = ["COCO17", "KeypointSchema", "MoveNetError", "__version__", "create_predictor"] + (
+    ["create_model", "list_models", "load_model", "decode_single"] if _torch_installed() else [])
 
 
 def __dir__():
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | {"create_model", "list_models", "load_model", "decode_single"})
 
 
 def __getattr__(name):
