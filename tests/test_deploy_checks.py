@@ -171,3 +171,11 @@ def test_video_of_several_people_refuses_a_keypoints_only_model_before_the_first
     graph = create_predictor(shared_dir / "reference" / "movenet_lightning.onnx")  # Google's: keypoints only
     with pytest.raises(MoveNetError, match="several people need a model with MoveNet's four heads"):
         MultiPoseTracker(graph)
+
+
+def test_create_predictor_refuses_an_unknown_backend():
+    from movenet.predict import create_predictor
+
+    for backend in ("tensorrt", "ONNX"):  # a typo must not quietly run torch
+        with pytest.raises(MoveNetError, match=f"backend '{backend}': torch or onnx"):
+            create_predictor("lightning", backend=backend)

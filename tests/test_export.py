@@ -134,6 +134,26 @@ def test_a_calibrated_distance_offset_travels_with_the_weights(tmp_path):
     assert OnnxPredictor(str(onnx_path)).distance_offset == 7.5
 
 
+def test_export_takes_a_checkpoint_with_its_schema_and_refuses_misfits(tmp_path, capsys):
+    five = KeypointSchema("five", ("a", "b", "c", "d", "e"), (), ())
+    model = create_model("mobilenetv2_050", input_size=96, num_keypoints=5).eval()
+    save_checkpoint(tmp_path / "five.pt", model, five)
+    out = export_onnx(str(tmp_path / "five.pt"), tmp_path / "five.onnx")  # a checkpoint: its own schema
+    assert read_metadata(out)["schema"]["keypoints"] == list(five.keypoints)
+    assert OnnxPredictor(str(out)).schema.keypoints == five.keypoints
+    for call, message in [
+            (lambda: export_onnx(model, tmp_path / "x.onnx"), "the model predicts 5 keypoints, the schema coco17 has 17"),
+            (lambda: export_onnx(create_model("mobilenetv2_050", input_size=96), tmp_path / "x.onnx", schema=five),
+             "the model predicts 17 keypoints, the schema five has 5"),
+            (lambda: export_onnx(object(), tmp_path / "x.onnx"), "export_onnx takes a MoveNet model .* got object"),
+            (lambda: export_onnx(model, tmp_path / "x.onnx", schema=five, opset=7), "ONNX opset 7: the model needs "
+                                                                                 "opset 11 or newer")]:
+        capsys.readouterr()
+        with pytest.raises(MoveNetError, match=message):
+            call()
+        assert not (tmp_path / "x.onnx").exists() and len(capsys.readouterr().out) < 200  # no graph printed
+
+
 def test_export_cache_bad_spec(tmp_path):
     with pytest.raises(MoveNetError, match="no such model file"):
         export_onnx_cached(str(tmp_path / "missing.pt"))

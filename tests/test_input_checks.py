@@ -245,3 +245,32 @@ def test_an_opset_newer_than_the_exporter_knows_is_refused_before_it_runs(capsys
     assert main(["export", "lightning", "--opset", str(ONNX_MAX_OPSET + 1), "-o", "never.onnx"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.strip().endswith(f"exports opsets up to {ONNX_MAX_OPSET}")
+
+
+def test_python_entry_points_name_what_they_were_given(tmp_path):
+    """Misuse from Python is a MoveNetError that says what was expected, not an error from deep
+    inside; a single string is taken where a list of models is."""
+    from train_helpers import write_coco_folder
+
+    from movenet.evaluate import evaluate, load_data
+    from movenet.schema import COCO17
+    from movenet.tracking import PoseTracker
+    from movenet.train import run
+
+    with pytest.raises(MoveNetError, match="read_image takes a file path, got a NoneType"):
+        read_image(None)
+    tracker = PoseTracker(lambda img, box=None: np.zeros((17, 3), np.float32))
+    with pytest.raises(MoveNetError, match="expected an RGB uint8 H x W x 3 image .* got a NoneType"):
+        tracker(None, 0.0)
+    write_coco_folder(tmp_path / "data", 2, 64)
+    dataset = load_data(str(tmp_path / "data"), None, None, COCO17)
+    with pytest.raises(MoveNetError, match="no model to evaluate"):
+        evaluate(dataset, [])
+    with pytest.raises(MoveNetError, match=f"{tmp_path / 'absent.pt'}: no such model file"):  # not "a: ..."
+        evaluate(dataset, str(tmp_path / "absent.pt"))
+    config = tmp_path / "run.yaml"
+    config.write_text("data: {sources: [{path: nowhere}]}\n")
+    with pytest.raises(MoveNetError, match=f"{config}: data.sources nowhere not found"):
+        run(config, tmp_path / "out")  # a config file is read, and named in messages
+    with pytest.raises(MoveNetError, match="run takes a TrainConfig or a config file, got a dict"):
+        run({"epochs": 1})

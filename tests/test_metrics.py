@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 
+from movenet.errors import MoveNetError
 from movenet.metrics import (coco_keypoint_ap, fixed_px_thresholds, head_size, oks, pck, pck_curve,
                              torso_size)
 from movenet.schema import COCO17
@@ -203,3 +204,13 @@ def test_ground_truth_without_info_evaluates_on_pycocotools_that_read_it(coco_mi
     results = [_result(p, p.keypoints[:, :2]) for p in _people(ds)]
     assert coco_keypoint_ap(gt, results)["AP"] == pytest.approx(1.0)
     assert "info" not in gt
+
+
+def test_malformed_results_are_named(coco_mini):
+    ds = _load_coco(coco_mini)
+    good = _result(_people(ds)[0], _people(ds)[0].keypoints[:, :2])
+    with pytest.raises(MoveNetError, match=r"result 1: 3 keypoint values, expected 51 \(x, y, score for each of 17"):
+        coco_keypoint_ap(ds.coco, [good, {**good, "keypoints": [1.0, 2.0, 0.5]}])
+    with pytest.raises(MoveNetError, match="result 0: image_id -5 is not an image of the ground truth"):
+        coco_keypoint_ap(ds.coco, [{**good, "image_id": -5}])
+    assert np.isnan(coco_keypoint_ap(ds.coco, [good], sigmas=np.zeros(0))["AP"])  # no sigmas: no OKS

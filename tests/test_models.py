@@ -136,3 +136,15 @@ def test_mobilenetv2_padding_option():
     assert not torch.allclose(a[0], b[0])
     with pytest.raises(ValueError, match="padding"):
         create_backbone("mobilenetv2", 1.0, padding="same")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"input_size": "224"}, "input_size must be a whole number >= 1, got '224'"),
+    ({"num_keypoints": 0}, "num_keypoints must be a whole number >= 1, got 0"),
+    ({"head_channels": 1.5}, "head_channels must be a whole number >= 1, got 1.5"),
+    ({"width": "wide"}, "width must be a number > 0, got 'wide'"),
+    ({"input_size": 200}, "input_size must be a multiple of 32, got 200"),
+])
+def test_a_bad_model_setting_is_named(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        create_model("mobilenetv2_050", **overrides)

@@ -424,3 +424,49 @@ def test_multi_pose_tracker_keeps_ids_of_two_still_people(predictor, lsp_dir):
     last = {int(i): k for k, i in zip(seen[-1][0], seen[-1][2])}
     kept = [i for i in first if i in last and np.median(np.linalg.norm(first[i][:, :2] - last[i][:, :2], axis=1)) < 15]
     assert len(kept) >= 2
+
+
+class ReversedKeypoints:
+    """A model whose keypoints are COCO's in reverse order, and whose schema says so."""
+
+    def __init__(self, predictor):
+        from movenet.schema import KeypointSchema
+
+        last = COCO17.num_keypoints - 1
+        self.predictor = predictor
+        self.schema = KeypointSchema(
+            "coco17_reversed", COCO17.keypoints[::-1], tuple((last - a, last - b) for a, b in COCO17.flip_pairs),
+            tuple((last - a, last - b) for a, b in COCO17.skeleton), COCO17.sigmas[::-1])
+        self.prior = getattr(predictor, "prior", None)
+
+    def __getattr__(self, name):
+        return getattr(self.predictor, name)
+
+    def __call__(self, img, box=None):
+        return self.predictor(img, box)[::-1].copy()
+
+
+def test_trackers_read_the_models_own_keypoints(predictor, shared_dir):
+    """Without a schema argument a tracker takes the predictor's: the reversed model tracks
+    exactly as the original (its torso looked up by name, not at COCO's places)."""
+    import cv2
+
+    from movenet.errors import MoveNetError
+    from movenet.schema import KeypointSchema
+
+    cap = cv2.VideoCapture(str(shared_dir / "data" / "media" / "pedestrians.avi"))  # a small person: crops
+    frames = [cv2.cvtColor(cap.read()[1], cv2.COLOR_BGR2RGB) for _ in range(6)]
+    reversed_model = ReversedKeypoints(predictor)
+    original, tracker = PoseTracker(predictor), PoseTracker(reversed_model)
+    expected = [original(f, n / 25) for n, f in enumerate(frames)]
+    got = [tracker(f, n / 25)[::-1] for n, f in enumerate(frames)]
+    assert original.crop is not None and tracker.crop == original.crop
+    np.testing.assert_allclose(np.stack(got), np.stack(expected), atol=1e-4)
+    assert tracker.schema is reversed_model.schema and MultiPoseTracker(reversed_model).schema is reversed_model.schema
+
+    five = KeypointSchema("five", ("a", "b", "c", "d", "e"), (), ())
+    with pytest.raises(MoveNetError, match="schema five has 5 keypoints, the model 17"):
+        PoseTracker(predictor, schema=five)
+    with pytest.raises(MoveNetError, match=r"hips and shoulders, which the model's keypoints \(five\) do not name"):
+        PoseTracker(type("Five", (), {"schema": five, "__call__": lambda self, img, box=None: None})())
+    PoseTracker(type("Five", (), {"schema": five})(), track=False)  # whole frames need no torso

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -101,8 +102,17 @@ def test_checkpoint_round_trip_and_wrong_architecture(tmp_path):
     ckpt = torch.load(tmp_path / "m.pt", weights_only=False)
     ckpt["model_config"]["width"] = 1.75
     torch.save(ckpt, tmp_path / "bad.pt")
-    with pytest.raises(MoveNetError, match="bad.pt: weights do not fit"):
+    with pytest.raises(MoveNetError, match=r"bad.pt: weights do not fit the mobilenetv2 architecture \(backbone\.\S+ "
+                                           r"\[\d+, 3, 3, 3\] in the file, \[\d+, 3, 3, 3\] in the model, .* and \d+ more\)"):
         load_model(tmp_path / "bad.pt")
+    ckpt["model_config"] = create_model("mobilenetv3_small").config.to_dict()  # other names altogether
+    torch.save(ckpt, tmp_path / "other.pt")
+    with pytest.raises(MoveNetError) as error:
+        load_model(tmp_path / "other.pt")
+    message = str(error.value)
+    assert re.search(r"other.pt: weights do not fit the mobilenetv3_small architecture \(\d+ of its \d+ tensors "
+                     r"missing: \S+, \S+ and \d+ more; \d+ unexpected: \S+, \S+ and \d+ more\)$", message), message
+    assert len(message) < 400
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(MoveNetError, match="junk.pt: not a readable checkpoint"):
         load_model(tmp_path / "junk.pt")

@@ -53,13 +53,30 @@ def model_from_checkpoint(ckpt: dict, path: str | os.PathLike = "checkpoint") ->
         model = MoveNet(cfg)
     except (ValueError, TypeError, KeyError) as e:
         raise MoveNetError(f"{path}: bad model config in checkpoint ({e})") from None
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        raise MoveNetError(f"{path}: weights do not fit the {cfg.backbone} architecture "
-                           f"({first[1].strip() if len(first) > 1 else first[0]})") from None
+    weights = ckpt.get("state_dict")
+    misfit = weights_misfit(model.state_dict(), weights) if isinstance(weights, dict) else "no weights"
+    if misfit:
+        raise MoveNetError(f"{path}: weights do not fit the {cfg.backbone} architecture ({misfit})")
+    model.load_state_dict(weights)
     return model.eval(), get_schema(ckpt.get("schema", "coco17"))
+
+
+def weights_misfit(own: dict, given: dict, shown: int = 2) -> str:
+    """What keeps ``given`` tensors from loading into a model whose state dict is ``own``, in
+    a few words ("" when they fit): missing and unexpected names, or the first shapes that differ."""
+    def few(names: list[str]) -> str:
+        return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+    missing = [k for k in own if k not in given]
+    unexpected = [k for k in given if k not in own]
+    parts = [f"{len(missing)} of its {len(own)} tensors missing: {few(missing)}"] if missing else []
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected: {few(unexpected)}")
+    if parts:
+        return "; ".join(parts)
+    shapes = [f"{k} {list(getattr(given[k], 'shape', []))} in the file, {list(own[k].shape)} in the model"
+              for k in own if tuple(getattr(given[k], "shape", ())) != tuple(own[k].shape)]
+    return few(shapes)
 
 
 def checkpoint_file(spec: str | os.PathLike, verbose: bool = False) -> Path:

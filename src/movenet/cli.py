@@ -377,13 +377,16 @@ def cmd_calibrate(args) -> int:
 
 # ---------------------------------------------------------------- export
 def add_export(sub) -> None:
+    from .export import MIN_OPSET
+
     p = sub.add_parser("export", help="export a model to ONNX (fp32 or int8) for the torch-free runtime")
     p.add_argument("model", help="lightning, thunder, a checkpoint .pt or a TF.js model.json; NAME@SIZE "
                    "exports NAME at another input size, e.g. lightning@224")
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--output", "-o", help="file to write (default: <model>.onnx, <model>_int8.onnx)")
     p.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: batch 1)")
-    p.add_argument("--opset", type=_at_least(11), default=17, help="ONNX opset, 11 or newer (default 17)")
+    p.add_argument("--opset", type=_at_least(MIN_OPSET), default=17,
+                   help=f"ONNX opset, {MIN_OPSET} or newer (default 17)")
     p.add_argument("--verify", nargs="+", default=[], metavar="IMAGE",
                    help="images for the parity check besides the built-in photo")
     q = p.add_argument_group("int8")

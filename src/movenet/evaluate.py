@@ -191,11 +191,14 @@ def run_models(dataset: KeypointDataset, samples: list[Sample], predictors: dict
     return preds, sides, seconds, kept, skipped
 
 
-def evaluate(dataset: KeypointDataset, specs: list[str], protocol: str = "whole", threads: int | None = None,
+def evaluate(dataset: KeypointDataset, specs: list[str] | str, protocol: str = "whole", threads: int | None = None,
              px: float = 5.0, px_size: int | None = None, progress: bool = True, refine: bool = False,
              flip: bool = False) -> EvalRun:
-    """Load the models, check them against the data's schema, run the pass and the metrics
-    (``flip``: each model through ``FlipTestPredictor``)."""
+    """Load the models (``specs``: one or a list of what ``--model`` takes), check them against
+    the data's schema, run the pass and the metrics (``flip``: each model through ``FlipTestPredictor``)."""
+    specs = [str(specs)] if isinstance(specs, (str, os.PathLike)) else [str(s) for s in specs]
+    if not specs:
+        raise MoveNetError("no model to evaluate")
     samples, excluded = make_samples(dataset, protocol)
     if not samples:
         raise MoveNetError(f"{dataset.name}: no person to evaluate with the {protocol} protocol")

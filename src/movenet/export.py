@@ -31,17 +31,32 @@ FORMAT = "movenet-onnx-v1"
 # Bumped whenever the exported graph changes, so cached exports are rebuilt.
 EXPORT_VERSION = 1
 PARITY_TOLERANCE = 1e-4
+MIN_OPSET = 11  # the oldest opset that holds the model's resize and pads
 BUILTIN_IMAGE = Path(__file__).parent / "assets" / "astronaut.jpg"
 
 
 def export_onnx(model, path: str | os.PathLike, dynamic_batch: bool = False, opset: int = 17,
                 verify_images: list[str | os.PathLike] | None = None, *,
-                schema: KeypointSchema = COCO17, source: str = "") -> Path:
-    """Export ``model`` (a ``MoveNet``) to ``path`` and verify it against PyTorch on the
-    built-in photo and ``verify_images`` (``verify_onnx``: differences <= 1e-4).
-    The file is written only if the check passes. Returns ``path``."""
+                schema: KeypointSchema | None = None, source: str = "") -> Path:
+    """Export ``model`` (a ``MoveNet``, or what ``load_model`` opens: a name, a checkpoint) to
+    ``path`` and verify it against PyTorch on the built-in photo and ``verify_images``
+    (``verify_onnx``: differences <= 1e-4). ``schema``: the model's keypoints (default: those
+    of the checkpoint, else COCO17). The file is written only if the check passes. Returns ``path``."""
     import onnx
 
+    if isinstance(model, (str, os.PathLike)):
+        from .checkpoint import load_model
+
+        source = source or str(model)
+        model, own = load_model(model)
+        schema = schema or own
+    if not hasattr(getattr(model, "module", model), "config"):
+        raise MoveNetError(f"export_onnx takes a MoveNet model or what load_model opens, got {type(model).__name__}")
+    schema = schema or COCO17
+    k = getattr(model, "module", model).config.num_keypoints
+    if schema.num_keypoints != k:
+        raise MoveNetError(f"the model predicts {k} keypoints, the schema {schema.name} has {schema.num_keypoints} "
+                           "(load_model returns a checkpoint's schema)")
     path = Path(path)
     model = copy.deepcopy(getattr(model, "module", model)).float().cpu().eval()
     proto = simplify_graph(_torch_export(model, dynamic_batch, opset))
@@ -60,7 +75,9 @@ def _torch_export(model, dynamic_batch: bool, opset: int):
     import torch
 
     newest = _newest_opset()
-    if newest is not None and opset > newest:  # (the exporter would print its whole graph first)
+    if opset < MIN_OPSET:  # (the exporter would print its whole graph first)
+        raise MoveNetError(f"ONNX opset {opset}: the model needs opset {MIN_OPSET} or newer")
+    if newest is not None and opset > newest:
         raise MoveNetError(f"ONNX opset {opset}: this torch exports opsets up to {newest}")
     size = model.config.input_size
     example = torch.full((2 if dynamic_batch else 1, 3, size, size), 127.0)

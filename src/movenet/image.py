@@ -16,6 +16,8 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read any image as RGB uint8 HxWx3 (grayscale, RGBA and 16-bit are converted), turned
     upright by its EXIF orientation."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise MoveNetError(f"read_image takes a file path, got a {type(path).__name__}")
     path = Path(path)
     if not path.exists():
         raise MoveNetError(f"{path}: file not found")

@@ -22,6 +22,7 @@ import io
 
 import numpy as np
 
+from .errors import MoveNetError
 from .schema import COCO17, KeypointSchema
 
 COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
@@ -115,6 +116,16 @@ def coco_keypoint_ap(coco_gt: dict, results: list[dict], sigmas: np.ndarray | No
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    if sigmas is not None and len(sigmas) == 0:  # OKS needs a sigma per keypoint
+        return {name: float("nan") for name in COCO_STAT_NAMES}
+    k = len(sigmas) if sigmas is not None else COCO17.num_keypoints
+    image_ids = {im["id"] for im in coco_gt.get("images", [])}
+    for n, r in enumerate(results):  # pycocotools scores a short row as no match, an unknown image by assert
+        if np.size(r.get("keypoints", ())) != 3 * k:
+            raise MoveNetError(f"result {n}: {np.size(r.get('keypoints', ()))} keypoint values, expected {3 * k} "
+                               f"(x, y, score for each of {k} keypoints)")
+        if r.get("image_id") not in image_ids:
+            raise MoveNetError(f"result {n}: image_id {r.get('image_id')!r} is not an image of the ground truth")
     # A prediction that is not a finite point is no detection (pycocotools would score NaN as a match).
     results = [r for r in results if np.isfinite(np.asarray(r["keypoints"], np.float64)).all()
                and np.isfinite(r["score"])]

@@ -38,6 +38,12 @@ class ModelConfig:
     backbone_kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name in ("input_size", "num_keypoints", "head_channels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        if isinstance(self.width, bool) or not isinstance(self.width, (int, float)) or not self.width > 0:
+            raise ValueError(f"width must be a number > 0, got {self.width!r}")
         if self.input_size % 32:
             raise ValueError(f"input_size must be a multiple of 32, got {self.input_size}")
         self.neck_channels = tuple(self.neck_channels)

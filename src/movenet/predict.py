@@ -38,10 +38,13 @@ def create_predictor(spec: str | os.PathLike, backend: str = "torch", threads: i
     model.json (``NAME@SIZE`` for another input size; ``backend`` torch, or onnx: exported once
     into the cache), an ``.onnx`` from ``movenet export``, or Google's MoveNet-format ``.onnx`` /
     ``.tflite`` (keypoints only: ``ReferencePredictor``). Files always run in their own runtime;
-    nothing but the torch backend needs torch."""
+    nothing but the torch backend needs torch. ``threads``: onnxruntime's threads for this
+    predictor; with the torch backend, ``torch.set_num_threads`` (for the whole process)."""
     from .errors import MoveNetError
     from .runtime import NoMovenetMetadata, ReferencePredictor
 
+    if backend not in ("torch", "onnx"):
+        raise MoveNetError(f"backend {backend!r}: torch or onnx")
     spec = str(spec)
     suffix = Path(spec).suffix.lower()
     if suffix == ".tflite":

@@ -19,7 +19,7 @@ import numpy as np
 
 from .decode import (center_peaks, decode_at_center, decode_multi, distinct_people, keypoint_box, person_score,
                      regressed_keypoints)
-from .image import to_image_coords
+from .image import check_rgb_image, to_image_coords
 from .runtime import Predictor, pose_score
 from .schema import COCO17, KeypointSchema
 
@@ -480,6 +480,23 @@ def refine_crop(points: np.ndarray, expansion: float = REFINE_EXPANSION) -> Box:
     return (float(cx - half), float(cy - half), float(2 * half), float(2 * half))
 
 
+def tracker_schema(predictor: Predictor, schema: KeypointSchema | None, track: bool) -> KeypointSchema:
+    """The keypoints a tracker reads: ``schema``, else the predictor's (COCO17 for a predictor
+    that does not say). They must be the predictor's in number, and tracking crops follow the
+    hips and shoulders, which they must name."""
+    from .errors import MoveNetError
+
+    own = getattr(predictor, "schema", None)
+    schema = schema or own or COCO17
+    if own is not None and own.num_keypoints != schema.num_keypoints:
+        raise MoveNetError(f"schema {schema.name} has {schema.num_keypoints} keypoints, the model "
+                           f"{own.num_keypoints} ({own.name})")
+    if track and not all(name in schema.keypoints for name in TORSO_KEYPOINTS):
+        raise MoveNetError(f"tracking follows a person by the hips and shoulders, which the model's keypoints "
+                           f"({schema.name}) do not name: use --no-track")
+    return schema
+
+
 def _check_heads(predictor: Predictor) -> None:
     from .errors import MoveNetError
 
@@ -554,7 +571,8 @@ class PoseTracker:
                  filter_params: dict | None = None, crop_alpha: float = CROP_FILTER_ALPHA,
                  crop_dead_band: float = CROP_DEAD_BAND,
                  crop_full_frame: tuple[float, float] | None = (FULL_FRAME_ABOVE, FULL_FRAME_BELOW),
-                 reset_score: float = 0.0, schema: KeypointSchema = COCO17, refine: bool = True):
+                 reset_score: float = 0.0, schema: KeypointSchema | None = None, refine: bool = True):
+        schema = tracker_schema(predictor, schema, track)
         self.predictor = predictor
         self.track = track
         self.refine = refine
@@ -584,6 +602,7 @@ class PoseTracker:
         self.crop_tracker = CropTracker(width, height, **self.crop_params)
 
     def __call__(self, frame: np.ndarray, timestamp: float | None = None) -> np.ndarray:
+        check_rgb_image(frame)
         h, w = frame.shape[:2]
         if self.size != (w, h):
             self._start(w, h)
@@ -629,8 +648,9 @@ class MultiPoseTracker:
                  filter_params: dict | None = None, crop_alpha: float = CROP_FILTER_ALPHA,
                  crop_dead_band: float = CROP_DEAD_BAND,
                  crop_full_frame: tuple[float, float] | None = (FULL_FRAME_ABOVE, FULL_FRAME_BELOW),
-                 identity: IdentityTracker | None = None, schema: KeypointSchema = COCO17):
+                 identity: IdentityTracker | None = None, schema: KeypointSchema | None = None):
         _check_heads(predictor)  # before the first frame
+        schema = tracker_schema(predictor, schema, track)
         self.predictor = predictor
         self.track = track
         self.smooth = smooth
@@ -648,6 +668,7 @@ class MultiPoseTracker:
         self.size: tuple[int, int] | None = None
 
     def __call__(self, frame: np.ndarray, timestamp: float | None = None):
+        check_rgb_image(frame)
         h, w = frame.shape[:2]
         if self.size != (w, h):
             self.size = (w, h)

@@ -42,8 +42,8 @@ import torch.distributed as dist
 import yaml
 from torch import nn
 
-from .checkpoint import read_checkpoint, save_checkpoint, weighted_state
-from .config import TrainConfig, check_source_paths, save_config
+from .checkpoint import read_checkpoint, save_checkpoint, weighted_state, weights_misfit
+from .config import TrainConfig, check_source_paths, load_config, save_config
 from .datasets import merge_coco
 from .errors import Interrupted, MoveNetError, one_line_data_warnings, one_line_data_warnings_installed
 from .fileio import check_writable, make_folder, write_text_atomic
@@ -664,6 +664,9 @@ class Trainer:
             raise MoveNetError(f"{path}: a run of another model than this config's ({'; '.join(changed)}); "
                                "resume with the settings it was started with (its config.yaml)")
         settings = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        misfit = weights_misfit(self.model.state_dict(), ts.get("model") or {})
+        if misfit:
+            raise MoveNetError(f"{path}: the run's weights do not fit this configuration's model ({misfit})")
         try:
             self.model.load_state_dict(ts["model"])
             self.optimizer.load_state_dict(ts["optimizer"])
@@ -1023,10 +1026,15 @@ def center_mode_note(cfg: TrainConfig) -> str | None:
     return None
 
 
-def run(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
-        verbose: bool = True, label: str = "config") -> TrainState:
-    """Build data, model, loss (and teacher) from ``cfg`` and train, in this process (or in
-    each process started by torchrun). ``label`` names the config in messages."""
+def run(cfg: TrainConfig | str | os.PathLike, out_dir: str | os.PathLike | None = None,
+        resume: str | os.PathLike | None = None, verbose: bool = True, label: str = "config") -> TrainState:
+    """Build data, model, loss (and teacher) from ``cfg`` (a ``TrainConfig`` or a YAML file)
+    and train, in this process (or in each process started by torchrun). ``label`` names the
+    config in messages."""
+    if isinstance(cfg, (str, os.PathLike)):
+        cfg, label = load_config(cfg), str(cfg)
+    if not isinstance(cfg, TrainConfig):
+        raise MoveNetError(f"run takes a TrainConfig or a config file, got a {type(cfg).__name__}")
     env = init_distributed(cfg.device, cfg.dist_timeout_s)
     try:
         out = Path(out_dir or cfg.out_dir)

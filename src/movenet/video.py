@@ -17,8 +17,7 @@ from .draw import draw_pose
 from .errors import DataWarning, MoveNetError
 from .fileio import atomic_path
 from .runtime import Predictor, pose_score
-from .schema import COCO17
-from .tracking import SMOOTHING_PRESETS, TORSO_KEYPOINTS, MultiPoseTracker, PoseTracker
+from .tracking import SMOOTHING_PRESETS, MultiPoseTracker, PoseTracker, tracker_schema
 
 DEFAULT_CAMERA_FPS = 30.0  # when a camera does not report its frame rate
 
@@ -114,10 +113,7 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
         raise MoveNetError(f"--max-frames must be at least 1, got {max_frames}")
     if smoothing not in SMOOTHING_PRESETS:
         raise MoveNetError(f"unknown smoothing {smoothing!r}; choose from {', '.join(SMOOTHING_PRESETS)}")
-    schema = getattr(predictor, "schema", COCO17)  # a wrapper around a predictor may not say
-    if track and not all(name in schema.keypoints for name in TORSO_KEYPOINTS):
-        raise MoveNetError(f"tracking follows a person by the hips and shoulders, which the model's keypoints "
-                           f"({schema.name}) do not name: use --no-track")
+    schema = tracker_schema(predictor, None, track)
     src = source if isinstance(source, VideoSource) else open_source(source)
     params = SMOOTHING_PRESETS[smoothing]
     tracker = (MultiPoseTracker(predictor, track=track, smooth=smooth, refine=refine, max_people=max_people,
