@@ -96,6 +96,28 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(MoveNetError, match="mapping"):
         load_config(bad)
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")  # an image saved as .yaml
+    with pytest.raises(MoveNetError, match=r"bad.yaml: not a text file \(a YAML config is expected\)"):
+        load_config(bad)
+    (tmp_path / "folder.yaml").mkdir()
+    with pytest.raises(MoveNetError, match="folder.yaml: is a folder, not a config file"):
+        load_config(tmp_path / "folder.yaml")
+
+
+def test_an_image_that_cannot_be_read_is_one_line(tmp_path, monkeypatch):
+    import numpy as np
+
+    from movenet.image import read_image
+
+    image = tmp_path / "locked.jpg"
+    image.write_bytes(b"\xff\xd8")
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(np, "fromfile", denied)  # (chmod 000 does not stop root)
+    with pytest.raises(MoveNetError, match=r"locked.jpg: cannot read \(Permission denied\)"):
+        read_image(image)
 
 
 def test_saved_config_reproduces_the_run(cfg_file, tmp_path):

@@ -384,6 +384,13 @@ def test_eval_refuses_to_replace_a_foreign_folder(tmp_path, lsp_dir, reference_d
     rc = main(["eval", str(lsp_dir), "--model", str(reference_dir / "movenet_lightning.onnx"), "--out", str(out)])
     assert rc == 2 and "not an earlier eval report" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    (out / "report.json").write_text("{}")  # an earlier report, with a model kept in it
+    (out / "mine.pt").write_text("weights")
+    rc = main(["eval", str(lsp_dir), "--model", str(out / "mine.pt"), "--out", str(out)])
+    assert rc == 2 and capsys.readouterr().err == (
+        f"movenet: error: {out}: holds files an eval report does not write (mine.pt, notes.txt), which replacing "
+        "it would delete; choose another --out\n")
+    assert sorted(p.name for p in out.iterdir()) == ["mine.pt", "notes.txt", "report.json"]
 
 
 # ---------------------------------------------------------------- a training config as data

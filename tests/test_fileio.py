@@ -1,6 +1,7 @@
 """Output files: written whole or not at all, in folders that can be made (else one line)."""
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -53,3 +54,46 @@ def test_a_failed_write_leaves_no_folder_it_made(tmp_path):
     with atomic_path(out) as tmp:
         tmp.write_text("whole")
     assert out.read_text() == "whole"
+
+
+def test_a_full_disk_is_one_line_naming_the_output(tmp_path):
+    import errno
+
+    out = tmp_path / "out.json"
+    out.write_text("earlier")
+    failures = [OSError(errno.ENOSPC, "No space left on device"),
+                RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 32")]  # torch.save's
+    for failure, reason in zip(failures, ["No space left on device", "is the disk full?"]):
+        with pytest.raises(MoveNetError, match=rf"^{re.escape(str(out))}: cannot write \(.*{re.escape(reason)}\)$"):
+            with atomic_path(out) as tmp:
+                tmp.write_text("half")
+                raise failure
+    with pytest.raises(RuntimeError, match="something else"):  # not a write failure: as it was
+        with atomic_path(out):
+            raise RuntimeError("something else")
+    assert out.read_text() == "earlier" and [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_a_link_keeps_pointing_at_the_replaced_file_and_devices_and_pipes_are_written_in_place(tmp_path):
+    import os
+    import stat
+    import threading
+
+    target, link = tmp_path / "target.json", tmp_path / "link.json"
+    target.write_text("old")
+    link.symlink_to(target)
+    write_json_atomic(link, {"a": 1})
+    assert link.is_symlink() and json.loads(target.read_text()) == {"a": 1}
+
+    if stat.S_ISCHR(os.stat(os.devnull).st_mode):  # (some containers have a plain file there)
+        write_json_atomic(os.devnull, {"a": 1})  # a device stays a device
+        assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    write_json_atomic(fifo, {"b": 2})
+    reader.join(10)
+    assert json.loads(received[0]) == {"b": 2} and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.json", "pipe", "target.json"]

@@ -140,3 +140,28 @@ def test_unknown_model_is_one_line_error(capsys):
     assert main(["predict", str(BUILTIN_IMAGE), "--model", "nonexistent.pt"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "nonexistent.pt" in err
+
+
+def test_sigterm_ends_a_command_as_ctrl_c_does_and_removes_what_it_was_writing(tmp_path, images, monkeypatch,
+                                                                              capsys):
+    """kill, timeout and schedulers send SIGTERM: the output being written is removed, the exit
+    status is 143 with one line, and the process' own handler is back afterwards."""
+    import signal
+    import time
+
+    import movenet.fileio
+
+    def killed_while_writing(path, obj, indent=2):
+        with movenet.fileio.atomic_path(path) as tmp:
+            tmp.write_text("half")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)  # the handler raises before this ends
+            pytest.fail("SIGTERM did not stop the command")
+
+    monkeypatch.setattr(movenet.fileio, "write_json_atomic", killed_while_writing)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "out" / "poses.json"
+    assert main(["predict", str(images["good"]), "--json", str(out)]) == 143
+    assert capsys.readouterr().err == "movenet: error: terminated\n"
+    assert not (tmp_path / "out").exists()
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -153,6 +153,36 @@ def test_failure_leaves_no_partial_outputs(tmp_path, media, predictor, error):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.jsonl"]
 
 
+def test_a_video_cut_short_by_a_full_disk_is_an_error_not_an_output(tmp_path, media, predictor, monkeypatch):
+    """OpenCV's writer drops frames it cannot write without a word (a full disk): the video is
+    read back before it is kept."""
+    import movenet.video
+
+    real = cv2.VideoWriter
+
+    class DiskFills:  # takes 2 frames, then has no room
+        def __init__(self, *args):
+            self.writer, self.frames = real(*args), 0
+
+        def write(self, frame):
+            self.frames += 1
+            if self.frames <= 2:
+                self.writer.write(frame)
+
+        def __getattr__(self, name):
+            return getattr(self.writer, name)
+
+    monkeypatch.setattr(movenet.video.cv2, "VideoWriter", DiskFills)
+    out = tmp_path / "v.mp4"
+    with pytest.raises(MoveNetError, match=r"v.mp4: cannot write \(2 of the 5 frames written can be read back; "
+                                           r"is the disk full\?\)"):
+        run_video(str(media / "yoga.mp4"), predictor, out=str(out), max_frames=5, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    run_video(str(media / "yoga.mp4"), predictor, out=str(out), max_frames=5, progress=False)
+    assert video_info(out)[0] == 5
+
+
 def test_max_frames_must_be_positive(media, predictor):
     with pytest.raises(MoveNetError, match="--max-frames"):
         run_video(str(media / "yoga.mp4"), predictor, json_out=None, max_frames=0, progress=False)

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import Interrupted, MoveNetError, first_line, one_line_data_warnings, user_message
+from .errors import Interrupted, MoveNetError, Terminated, first_line, one_line_data_warnings, user_message
 
 BUILTIN_IMAGE = Path(__file__).parent / "assets" / "astronaut.jpg"
 MODEL_HELP = ("lightning, thunder, a checkpoint .pt, a TF.js model.json, an exported .onnx, or Google's "
@@ -653,15 +653,17 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides.extend(extra)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    restore = _stop_on_sigterm()
     try:
         return int(args.func(args) or 0)
     except MoveNetError as e:
         _error(user_message(e))
         return 2
     except KeyboardInterrupt as e:
-        if not isinstance(e, Interrupted):  # a handled one has said what it kept
-            _error("interrupted")
-        return 130
+        if isinstance(e, Interrupted):  # a handled one has said what it kept
+            return 130
+        _error("terminated" if isinstance(e, Terminated) else "interrupted")
+        return 143 if isinstance(e, Terminated) else 130
     except ImportError as e:
         package = (e.name or "").split(".")[0]
         if package in OPTIONAL_PACKAGES:
@@ -674,6 +676,26 @@ def main(argv: list[str] | None = None) -> int:
         else:
             raise
         return 2
+    finally:
+        restore()
+
+
+def _stop_on_sigterm():
+    """SIGTERM ends a command as Ctrl-C does (``Terminated``), so that the outputs being written
+    are removed on the way out (training handles both itself: it saves and stops). Returns the
+    function that puts the previous handler back."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, terminate)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def entry() -> None:

@@ -231,11 +231,15 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise MoveNetError(f"{p}: file not found")
+            raise MoveNetError(f"{p}: {'is a folder, not a config file' if p.is_dir() else 'file not found'}")
         try:
             raw = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise MoveNetError(f"{p}: not valid YAML ({' '.join(str(e).split())})") from None
+        except UnicodeDecodeError:
+            raise MoveNetError(f"{p}: not a text file (a YAML config is expected)") from None
+        except OSError as e:
+            raise MoveNetError(f"{p}: cannot read ({e.strerror or e})") from None
         if not isinstance(raw, dict):
             raise MoveNetError(f"{p}: expected a mapping of config keys at the top level")
     return config_from_dict(with_overrides(raw, overrides, label), label)

@@ -32,6 +32,11 @@ class Interrupted(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM) that was handled: what was kept and how to go on is already printed."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, timeout, a scheduler), raised where the command is, as Ctrl-C: what is
+    being written is removed on the way out."""
+
+
 class DataWarning(UserWarning):
     """Something odd about the data that does not stop the work (an image skipped, an image
     whose size differs from its annotation's)."""

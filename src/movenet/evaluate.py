@@ -460,9 +460,17 @@ def _to_tile(keypoints: np.ndarray, box, size: int) -> np.ndarray:
 
 
 def check_out_dir(out: Path) -> None:
-    """Refuse to replace a folder that is not an earlier report."""
+    """Refuse to replace a folder that is not an earlier report, or one that holds more than
+    what a report writes (the whole folder is replaced: a model or data kept there would go)."""
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "report.json").exists())):
         raise MoveNetError(f"{out}: exists and is not an earlier eval report; choose another --out")
+    if out.is_dir():
+        others = sorted(p.name for p in out.iterdir()
+                        if not (p.is_file() and (p.name in ("report.json", "report.md") or p.suffix == ".png")))
+        if others:
+            raise MoveNetError(f"{out}: holds files an eval report does not write ({', '.join(others[:3])}"
+                               f"{', ...' if len(others) > 3 else ''}), which replacing it would delete; "
+                               "choose another --out")
     from .fileio import check_writable
 
     check_writable(out.parent, folder=True)  # the report is made beside it and renamed

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -36,6 +38,10 @@ def check_writable(path: str | os.PathLike, folder: bool = False) -> Path:
     path = Path(path)
     if not folder and path.is_dir():
         raise MoveNetError(f"{path}: is a folder, not a file")
+    if not folder and is_stream(path):
+        if not os.access(path, os.W_OK):
+            raise MoveNetError(f"{path}: cannot write there (permission denied)")
+        return path
     where = path if folder else path.parent
     existing = next(p for p in (where, *where.parents) if p.exists() or p == p.parent)
     if not existing.is_dir():
@@ -63,12 +69,45 @@ def refuse_overwriting_inputs(outputs, inputs, option: str, what: str = "input")
         raise MoveNetError(f"{shared[0]}: {option} would overwrite this {what}; choose another name")
 
 
+def is_stream(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a character device or a named pipe (/dev/null, /dev/stdout, a FIFO):
+    written in place, as there is nothing to replace atomically."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
+# What a write that ran out of room (or was refused by the disk) raises: a one-line error naming
+# the output. torch.save reports it as a RuntimeError of its zip writer.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
+_TORCH_WRITER_ERRORS = ("PytorchStreamWriter", "inline_container")
+
+
+def _write_failure(error: Exception, tmp: Path) -> str | None:
+    if isinstance(error, OSError) and (error.errno in _WRITE_ERRNOS or error.filename == str(tmp)):
+        return error.strerror or str(error)
+    if isinstance(error, RuntimeError) and any(s in str(error) for s in _TORCH_WRITER_ERRORS):
+        return "the file could not be written completely: is the disk full?"
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
+    A symbolic link's target is replaced (the link stays); a device or pipe is written in place.
+    A write that fails for want of room is a one-line error naming ``path``."""
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     if path.is_dir():
         raise MoveNetError(f"{path}: is a folder, not a file")
+    if is_stream(path):
+        yield path
+        return
+    if path.exists() and not path.is_file():
+        raise MoveNetError(f"{path}: not a regular file; choose another name")
     made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]  # folders this makes
     make_folder(path.parent)
     done = False
@@ -86,6 +125,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             yield tmp_path
             os.replace(tmp_path, path)
             done = True
+        except (OSError, RuntimeError) as e:
+            reason = _write_failure(e, tmp_path)
+            if reason is None:
+                raise
+            raise MoveNetError(f"{path}: cannot write ({reason})") from None
         finally:
             if tmp_path.exists():
                 tmp_path.unlink()

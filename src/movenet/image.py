@@ -23,7 +23,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise MoveNetError(f"{path}: file not found")
     if path.is_dir():
         raise MoveNetError(f"{path}: is a directory")
-    data = np.fromfile(str(path), dtype=np.uint8)
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as e:
+        raise MoveNetError(f"{path}: cannot read ({e.strerror or e})") from None
     if data.size == 0:
         raise MoveNetError(f"{path}: empty file")
     # ANYDEPTH | ANYCOLOR: 16-bit and grey kept, alpha dropped, and the EXIF orientation applied

@@ -15,7 +15,7 @@ import numpy as np
 
 from .draw import draw_pose
 from .errors import DataWarning, MoveNetError
-from .fileio import atomic_path
+from .fileio import atomic_path, is_stream
 from .runtime import Predictor, pose_score
 from .tracking import SMOOTHING_PRESETS, MultiPoseTracker, PoseTracker, tracker_schema
 
@@ -128,6 +128,12 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
             writer = jsonl = None
             if out:
                 tmp = stack.enter_context(atomic_path(out))
+
+                def check_written(exc_type, exc, tb) -> None:  # after release, before the rename
+                    if exc_type is None:
+                        _check_written(tmp, frames, out)
+
+                stack.push(check_written)
                 writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), src.fps,
                                          (src.width, src.height))
                 stack.callback(writer.release)
@@ -167,6 +173,20 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
         src.capture.release()
     seconds = time.perf_counter() - start
     return {"frames": frames, "seconds": seconds, "fps": frames / seconds if seconds > 0 else 0.0}
+
+
+def _check_written(path: Path, frames: int, out) -> None:
+    """OpenCV's writer reports no errors: a video cut short (a full disk) is found by reading it back."""
+    if is_stream(path):  # /dev/null: nothing to read back
+        return
+    cap = cv2.VideoCapture(str(path))
+    try:
+        readable = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+    finally:
+        cap.release()
+    if readable < frames:
+        raise MoveNetError(f"{out}: cannot write ({readable} of the {frames} frames written can be read back; "
+                           "is the disk full?)")
 
 
 def _check_length(src: VideoSource, frames: int) -> None:
