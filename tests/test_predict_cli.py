@@ -128,6 +128,16 @@ def test_builtin_photo_without_arguments(tmp_path, lightning):
     assert cv2.imread(str(tmp_path / "movenet-output" / "astronaut.jpg")).shape == (512, 512, 3)
 
 
+def test_json_to_stdout_is_pure_json(tmp_path, lightning):
+    """``--json /dev/stdout`` (a pipe here) is written in place, and the status lines go to
+    stderr so that the data read from stdout parse."""
+    r = subprocess.run([sys.executable, "-m", "movenet", "predict", str(BUILTIN_IMAGE), "--json", "/dev/stdout",
+                        "--threads", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)[0]["image"] == str(BUILTIN_IMAGE)
+    assert "wrote /dev/stdout (1 image)" in r.stderr and list(tmp_path.iterdir()) == []
+
+
 def test_python_m_movenet_is_the_movenet_command():
     # torchrun starts training as `torchrun ... -m movenet train ...`
     r = subprocess.run([sys.executable, "-m", "movenet", "train", "--help"], capture_output=True,

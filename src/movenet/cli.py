@@ -28,6 +28,14 @@ def _error(msg: str) -> None:
     tqdm.write(f"movenet: error: {msg}", file=sys.stderr)
 
 
+def _status_to(*outputs):
+    """Where a command's status lines go: stdout, or stderr when one of its ``outputs`` is
+    written to a stream (``--json /dev/stdout``, a pipe), whose data they would break up."""
+    from .fileio import is_stream
+
+    return sys.stderr if any(path and is_stream(path) for path in outputs) else sys.stdout
+
+
 def _at_least(minimum: int):
     """argparse type: a whole number >= ``minimum`` (a bad value is argparse's one-line error)."""
     def whole_number(text: str) -> int:
@@ -106,6 +114,7 @@ def cmd_predict(args) -> int:
     if save_dir:
         check_writable(save_dir, folder=True)
     predictor = _predictor(args.model, args.backend, args.threads, args.flip)
+    status = _status_to(args.json_out)
     results, failed = [], 0
     for src in _progress(sources, "predict"):
         try:
@@ -130,10 +139,10 @@ def cmd_predict(args) -> int:
         if save_dir:
             write_image(drawings[src], draw_pose(img, kpts, predictor.schema, threshold=args.threshold))
             renamed = drawings[src].stem != Path(src).stem
-            print(f"wrote {drawings[src]}" + (f" ({src})" if renamed else ""))
+            print(f"wrote {drawings[src]}" + (f" ({src})" if renamed else ""), file=status)
     if args.json_out and results:  # nothing read: nothing to write
         write_json_atomic(args.json_out, results)
-        print(f"wrote {args.json_out} ({len(results)} image{'s' * (len(results) > 1)})")
+        print(f"wrote {args.json_out} ({len(results)} image{'s' * (len(results) > 1)})", file=status)
     if not save_dir and not args.json_out:
         for r in results:
             scores = ", ".join(f"{p['score']:.3f}" for p in r["people"])
@@ -489,12 +498,13 @@ def cmd_benchmark(args) -> int:
                                       args.block, args.refine)
     blocks = f" in blocks of {args.block}" if args.block > 1 else ""
     looks = "end to end with the second look" if args.refine else "end to end one look"
+    status = _status_to(args.json_out)
     print(f"{settings['cpu']}, {args.threads} threads, {args.runs} interleaved runs per model{blocks}, "
-          f"image {args.image}, {looks}")
-    print(format_table(timings))
+          f"image {args.image}, {looks}", file=status)
+    print(format_table(timings), file=status)
     if args.json_out:
         write_json_atomic(args.json_out, report_dict(timings, settings))
-        print(f"wrote {args.json_out}")
+        print(f"wrote {args.json_out}", file=status)
     return 0
 
 
@@ -559,7 +569,8 @@ def cmd_data_convert(args) -> int:
     check_writable(args.out)
     data = write_coco(args.source, args.out, image_root=args.images)
     labelled = sum(p.num_labelled for e in data.images for p in e.people)
-    print(f"wrote {args.out}: {len(data)} images, {data.num_people} people, {labelled} labelled keypoints")
+    print(f"wrote {args.out}: {len(data)} images, {data.num_people} people, {labelled} labelled keypoints",
+          file=_status_to(args.out))
     return 0
 
 
@@ -619,10 +630,11 @@ def cmd_video(args) -> int:
     summary = run_video(source, predictor, out=out, json_out=args.json_out, multi=args.multi,
                         smooth=args.smooth, track=args.track, threshold=args.threshold,
                         max_frames=args.max_frames, smoothing=args.smoothing, refine=args.refine)
+    status = _status_to(out, args.json_out)
     for path in (out, args.json_out):
         if path:
-            print(f"wrote {path}")
-    print(f"{summary['frames']} frames in {summary['seconds']:.1f} s ({summary['fps']:.1f} fps)")
+            print(f"wrote {path}", file=status)
+    print(f"{summary['frames']} frames in {summary['seconds']:.1f} s ({summary['fps']:.1f} fps)", file=status)
     return 0
 
 

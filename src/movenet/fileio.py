@@ -99,13 +99,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     A symbolic link's target is replaced (the link stays); a device or pipe is written in place.
     A write that fails for want of room is a one-line error naming ``path``."""
     path = Path(path)
+    if is_stream(path):  # (through links: /dev/stdout)
+        yield path
+        return
     if path.is_symlink():
         path = Path(os.path.realpath(path))
     if path.is_dir():
         raise MoveNetError(f"{path}: is a folder, not a file")
-    if is_stream(path):
-        yield path
-        return
     if path.exists() and not path.is_file():
         raise MoveNetError(f"{path}: not a regular file; choose another name")
     made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]  # folders this makes
