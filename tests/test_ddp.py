@@ -135,8 +135,8 @@ def test_two_nodes_through_torchrun_cli(tmp_path):
     write_coco_folder(data, 8, 64)
     config = tmp_path / "two_nodes.yaml"
     config.write_text(
-        f"model: {{name: mobilenetv2_050, overrides: {{input_size: 64, head_channels: 32}}}}\n"
-        f"data: {{sources: [{{path: data}}], val_fraction: 0.25, num_workers: 0}}\n"
+        "model: {name: mobilenetv2_050, overrides: {input_size: 64, head_channels: 32}}\n"
+        "data: {sources: [{path: data}], val_fraction: 0.25, num_workers: 0}\n"
         "optim: {lr: 1.0e-3, warmup_epochs: 0.0, freeze_bn: true}\n"
         "log: {tensorboard: false, images: 0}\n"
         "epochs: 2\nbatch_size: 1\nval_batch_size: 4\nthreads: 1\ndevice: cpu\n")

@@ -16,8 +16,9 @@ def _torch_installed() -> bool:
 
 
 # `from movenet import *` without torch takes the torch-free names only (create_predictor runs .onnx files)
-__all__ = ["COCO17", "KeypointSchema", "MoveNetError", "__version__", "create_predictor"] + (
-    ["create_model", "list_models", "load_model", "decode_single"] if _torch_installed() else [])
+__all__ = ["COCO17", "KeypointSchema", "MoveNetError", "__version__", "create_predictor"]
+if _torch_installed():
+    __all__ += ["create_model", "list_models", "load_model", "decode_single"]
 
 
 def __dir__():
