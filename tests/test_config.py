@@ -119,6 +119,20 @@ def test_an_image_that_cannot_be_read_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(MoveNetError, match=r"locked.jpg: cannot read \(Permission denied\)"):
         read_image(image)
 
+    from pathlib import Path
+
+    from movenet.image import list_images
+
+    def no_stat(self, *args, **kwargs):  # a file in a folder that cannot be searched
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "is_dir", no_stat)
+    monkeypatch.setattr(Path, "exists", no_stat)
+    inside = str(tmp_path / "locked" / "a.jpg")
+    assert list_images([inside]) == [inside]  # listed as given: reading it says why not
+    with pytest.raises(MoveNetError, match=r"a.jpg: cannot read \(Permission denied\)"):
+        read_image(inside)
+
 
 def test_saved_config_reproduces_the_run(cfg_file, tmp_path):
     cfg = load_config(cfg_file, ["optim.lr=0.02", "distill.teacher=thunder", "distill.unlabeled=[a, b]"])

@@ -377,6 +377,24 @@ def test_eval_rejects_model_with_other_keypoint_count(tmp_path, lsp_dir, capsys)
     assert err == "movenet: error: thirteen: predicts 13 keypoints, the data has 17 (coco17)"
 
 
+def test_a_full_disk_while_the_report_is_written_is_one_line(tmp_path, lsp_dir, reference_dir, capsys, monkeypatch):
+    import errno
+
+    import movenet.evaluate
+
+    def no_room(report, path):
+        path.write_bytes(b"half a plot")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(movenet.evaluate, "plot_per_keypoint", no_room)
+    out = tmp_path / "report"
+    rc = main(["eval", str(_small_coco(tmp_path, lsp_dir, 1)), "--model", str(reference_dir / "movenet_lightning.onnx"),
+               "--out", str(out)])
+    assert rc == 2 and capsys.readouterr().err.endswith(
+        f"movenet: error: {out}: cannot write (No space left on device)\n")
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".report")]
+
+
 def test_eval_refuses_to_replace_a_foreign_folder(tmp_path, lsp_dir, reference_dir, capsys):
     out = tmp_path / "mine"
     out.mkdir()

@@ -97,3 +97,25 @@ def test_a_link_keeps_pointing_at_the_replaced_file_and_devices_and_pipes_are_wr
     reader.join(10)
     assert json.loads(received[0]) == {"b": 2} and stat.S_ISFIFO(os.stat(fifo).st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.json", "pipe", "target.json"]
+
+
+def test_a_full_device_is_one_line_and_files_read_back_are_refused_as_pipes(tmp_path, capsys):
+    import os
+    import stat
+
+    from movenet.cli import main
+
+    if os.path.exists("/dev/full") and stat.S_ISCHR(os.stat("/dev/full").st_mode):
+        with pytest.raises(MoveNetError, match=r"^/dev/full: cannot write \(No space left on device\)$"):
+            write_json_atomic("/dev/full", {"a": 1})
+    fifo = tmp_path / "model.onnx"
+    os.mkfifo(fifo)
+    assert main(["export", "lightning", "--output", str(fifo)]) == 2  # (reading it back would wait forever)
+    assert capsys.readouterr().err == (f"movenet: error: {fifo}: an exported model is read back to check it, so it "
+                                       "must be a file (not a device or pipe)\n")
+    video = tmp_path / "clip.mp4"
+    os.mkfifo(video)
+    assert main(["video", str(tmp_path / "in.mp4"), "--out", str(video)]) == 2
+    assert capsys.readouterr().err == (f"movenet: error: {video}: an mp4 is written with its index last, so it must "
+                                       "be a file (not a device or pipe)\n")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and stat.S_ISFIFO(os.stat(video).st_mode)

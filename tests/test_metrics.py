@@ -214,3 +214,14 @@ def test_malformed_results_are_named(coco_mini):
     with pytest.raises(MoveNetError, match="result 0: image_id -5 is not an image of the ground truth"):
         coco_keypoint_ap(ds.coco, [{**good, "image_id": -5}])
     assert np.isnan(coco_keypoint_ap(ds.coco, [good], sigmas=np.zeros(0))["AP"])  # no sigmas: no OKS
+    for bad, message in [({"image_id": [1]}, "result 0: needs image_id, keypoints and a score"),
+                         ({"score": None}, "result 0: needs image_id, keypoints and a score")]:
+        with pytest.raises(MoveNetError, match=message):
+            coco_keypoint_ap(ds.coco, [{**good, **bad}])
+    no_score = {key: v for key, v in good.items() if key != "score"}
+    with pytest.raises(MoveNetError, match=r"result 0: needs image_id, keypoints and a score \(KeyError"):
+        coco_keypoint_ap(ds.coco, [no_score])
+    with pytest.raises(MoveNetError, match="the ground truth has 17 keypoints per person, the sigmas 12"):
+        coco_keypoint_ap(ds.coco, [good], sigmas=np.ones(12))
+    nested = {**good, "keypoints": np.reshape(good["keypoints"], (17, 3)).tolist()}  # rows of x, y, score
+    assert coco_keypoint_ap(ds.coco, [nested]) == coco_keypoint_ap(ds.coco, [good])

@@ -136,6 +136,15 @@ def test_json_to_stdout_is_pure_json(tmp_path, lightning):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)[0]["image"] == str(BUILTIN_IMAGE)
     assert "wrote /dev/stdout (1 image)" in r.stderr and list(tmp_path.iterdir()) == []
+    log = tmp_path / "log.txt"  # `>> log`: /dev/stdout is that file, appended to, not replaced
+    log.write_text("PREVIOUS\n")
+    with open(log, "a") as stdout:
+        r = subprocess.run([sys.executable, "-m", "movenet", "predict", str(BUILTIN_IMAGE), "--json", "/dev/stdout",
+                            "--threads", "1"], cwd=tmp_path, stdout=stdout, stderr=subprocess.PIPE, text=True,
+                           timeout=300)
+    assert r.returncode == 0, r.stderr
+    previous, data = log.read_text().split("\n", 1)
+    assert previous == "PREVIOUS" and json.loads(data)[0]["image"] == str(BUILTIN_IMAGE)
 
 
 def test_python_m_movenet_is_the_movenet_command():

@@ -294,6 +294,13 @@ def test_cli_train_resume_predict(lsp_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     ckpt = read_checkpoint(out / LAST)
     assert ckpt["epoch"] == 2 and ckpt["step"] == 4 and len(ckpt["train_state"]["history"]) == 2
+    # a finished run resumed into another folder has nothing to train: said, not an empty run folder
+    proc = _movenet("train", "configs/smoke.yaml", "threads=1", "epochs=2", "max_steps=4", "--resume", out / LAST,
+                    "--out", tmp_path / "elsewhere")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        f"movenet: error: {out / LAST}: its run has done its 2 epochs (4 steps): nothing to train into "
+        f"{tmp_path / 'elsewhere'}; raise epochs= (or max_steps=) to go on")
+    assert not (tmp_path / "elsewhere").exists()
 
     # started from that run, finished with its weights mixed back in: final.pt
     proc = _movenet("train", "configs/smoke.yaml", "threads=1", f"init={out / 'best.pt'}",

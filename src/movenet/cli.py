@@ -419,8 +419,8 @@ def cmd_export(args) -> int:
     import tempfile
 
     from .checkpoint import load_model, split_input_size
-    from .export import export_onnx
-    from .fileio import check_writable
+    from .export import READ_BACK, export_onnx
+    from .fileio import check_writable, refuse_stream
 
     int8_options = [name for name, value in (("--calib", args.calib), ("--check", args.check),
                     ("--calib-method", args.calib_method), ("--calib-limit", args.calib_limit),
@@ -437,6 +437,7 @@ def cmd_export(args) -> int:
     if out.suffix.lower() != ".onnx":
         raise MoveNetError(f"{out}: --output must be an .onnx file")
     check_writable(out)  # (an .onnx: none of the inputs, which are images and a checkpoint)
+    refuse_stream(out, READ_BACK)
     if args.int8:  # a bad --calib fails before the export
         from .quantize import calibration_images
         images = calibration_images(args.calib, args.calib_limit or 300)
@@ -614,11 +615,13 @@ def cmd_video(args) -> int:
     if out is None and args.json_out is None:
         stem = f"camera{args.source}" if str(args.source).isdigit() else Path(args.source).stem
         out = str(Path("movenet-output") / f"{stem}.mp4")
-    from .fileio import check_writable, refuse_overwriting_inputs
+    from .fileio import check_writable, refuse_overwriting_inputs, refuse_stream
 
     if out and Path(out).suffix.lower() not in VIDEO_CONTAINERS:
         raise MoveNetError(f"{out}: --out needs a video file name ({', '.join(VIDEO_CONTAINERS)}; "
                            "mp4v inside)")
+    if out:
+        refuse_stream(out, "an mp4 is written with its index last")
     for option, path in (("--out", out), ("--json", args.json_out)):
         if path:
             refuse_overwriting_inputs([path], [args.source], option)

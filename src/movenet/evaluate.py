@@ -478,28 +478,39 @@ def check_out_dir(out: Path) -> None:
 
 def write_report(run: EvalRun, data: str, out: str | os.PathLike) -> Path:
     """Write report.md, report.json and the PNGs into ``out`` as a whole (temp folder, rename)."""
-    from .fileio import make_folder, write_json_atomic, write_text_atomic
+    from .fileio import make_folder, write_failure
 
     out = Path(out)
     check_out_dir(out)
     make_folder(out.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        report = report_dict(run, data)
-        plots = {"per_keypoint": "pck_per_keypoint.png", "curve": "pck_curve.png",
-                 "worst": {r.label: f"worst_{_file_label(r.label)}.png" for r in run.models}}
-        plot_per_keypoint(report, tmp / plots["per_keypoint"])
-        plot_pck_curves(report, tmp / plots["curve"])
-        for r in run.models:
-            plot_worst(run, r, tmp / plots["worst"][r.label])
-        write_json_atomic(tmp / "report.json", report)
-        write_text_atomic(tmp / "report.md", report_markdown(report, plots))
+        _write_report_files(run, data, tmp)
         os.chmod(tmp, 0o777 & ~_umask())
         _replace_dir(tmp, out)
+    except OSError as e:  # the plots are written by matplotlib and PIL
+        reason = write_failure(e)
+        if reason is None:
+            raise
+        raise MoveNetError(f"{out}: cannot write ({reason})") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
     return out
+
+
+def _write_report_files(run: EvalRun, data: str, folder: Path) -> None:
+    from .fileio import write_json_atomic, write_text_atomic
+
+    report = report_dict(run, data)
+    plots = {"per_keypoint": "pck_per_keypoint.png", "curve": "pck_curve.png",
+             "worst": {r.label: f"worst_{_file_label(r.label)}.png" for r in run.models}}
+    plot_per_keypoint(report, folder / plots["per_keypoint"])
+    plot_pck_curves(report, folder / plots["curve"])
+    for r in run.models:
+        plot_worst(run, r, folder / plots["worst"][r.label])
+    write_json_atomic(folder / "report.json", report)
+    write_text_atomic(folder / "report.md", report_markdown(report, plots))
 
 
 def _umask() -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MoveNetError, first_line
-from .fileio import atomic_path
+from .fileio import atomic_path, refuse_stream
 from .schema import COCO17, KeypointSchema
 
 INPUT_NAME = "image"
@@ -31,6 +31,7 @@ FORMAT = "movenet-onnx-v1"
 # Bumped whenever the exported graph changes, so cached exports are rebuilt.
 EXPORT_VERSION = 1
 PARITY_TOLERANCE = 1e-4
+READ_BACK = "an exported model is read back to check it"
 MIN_OPSET = 11  # the oldest opset that holds the model's resize and pads
 BUILTIN_IMAGE = Path(__file__).parent / "assets" / "astronaut.jpg"
 
@@ -58,6 +59,7 @@ def export_onnx(model, path: str | os.PathLike, dynamic_batch: bool = False, ops
         raise MoveNetError(f"the model predicts {k} keypoints, the schema {schema.name} has {schema.num_keypoints} "
                            "(load_model returns a checkpoint's schema)")
     path = Path(path)
+    refuse_stream(path, READ_BACK)
     model = copy.deepcopy(getattr(model, "module", model)).float().cpu().eval()
     proto = simplify_graph(_torch_export(model, dynamic_batch, opset))
     _declare_output_shapes(proto, model, dynamic_batch)

@@ -70,13 +70,29 @@ def refuse_overwriting_inputs(outputs, inputs, option: str, what: str = "input")
 
 
 def is_stream(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a character device or a named pipe (/dev/null, /dev/stdout, a FIFO):
-    written in place, as there is nothing to replace atomically."""
+    """Whether ``path`` is written in place, as there is nothing to replace atomically: a
+    character device or a pipe (/dev/null, a FIFO), or one of this process' open files
+    (/dev/stdout, /dev/fd/N: whatever the shell sent them to, perhaps a file opened for appending)."""
+    name = os.path.abspath(path)
+    if name in ("/dev/stdout", "/dev/stderr") or name.startswith(("/dev/fd/", "/proc/self/fd/")):
+        return True
     try:
         mode = os.stat(path).st_mode
     except OSError:
         return False
-    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def refuse_stream(path: str | os.PathLike, why: str) -> None:
+    """A one-line error when ``path`` is a device or pipe but must be a file (``why``)."""
+    if is_stream(path):
+        raise MoveNetError(f"{path}: {why}, so it must be a file (not a device or pipe)")
+
+
+def open_text_output(path: str | os.PathLike):
+    """``path`` (from ``atomic_path``) opened for text: a stream is appended to, so that a
+    file the shell opened for appending (``>> log`` behind /dev/stdout) keeps what it held."""
+    return open(path, "a" if is_stream(path) else "w")
 
 
 # What a write that ran out of room (or was refused by the disk) raises: a one-line error naming
@@ -85,8 +101,10 @@ _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO
 _TORCH_WRITER_ERRORS = ("PytorchStreamWriter", "inline_container")
 
 
-def _write_failure(error: Exception, tmp: Path) -> str | None:
-    if isinstance(error, OSError) and (error.errno in _WRITE_ERRNOS or error.filename == str(tmp)):
+def write_failure(error: Exception, tmp: Path | None = None) -> str | None:
+    """Why ``error`` stopped a write, in a few words, when it is a write that ran out of room
+    (or ``tmp`` could not be written); None for any other error."""
+    if isinstance(error, OSError) and (error.errno in _WRITE_ERRNOS or (tmp and error.filename == str(tmp))):
         return error.strerror or str(error)
     if isinstance(error, RuntimeError) and any(s in str(error) for s in _TORCH_WRITER_ERRORS):
         return "the file could not be written completely: is the disk full?"
@@ -100,7 +118,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     A write that fails for want of room is a one-line error naming ``path``."""
     path = Path(path)
     if is_stream(path):  # (through links: /dev/stdout)
-        yield path
+        try:
+            yield path
+        except OSError as e:
+            reason = write_failure(e, path)
+            if reason is None:
+                raise
+            raise MoveNetError(f"{path}: cannot write ({reason})") from None
         return
     if path.is_symlink():
         path = Path(os.path.realpath(path))
@@ -126,7 +150,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.replace(tmp_path, path)
             done = True
         except (OSError, RuntimeError) as e:
-            reason = _write_failure(e, tmp_path)
+            reason = write_failure(e, tmp_path)
             if reason is None:
                 raise
             raise MoveNetError(f"{path}: cannot write ({reason})") from None
@@ -143,8 +167,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+    with atomic_path(path) as tmp, open_text_output(tmp) as f:
+        f.write(text)
 
 
 def write_json_atomic(path: str | os.PathLike, obj, indent: int | None = 2) -> None:

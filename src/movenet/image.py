@@ -19,10 +19,13 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if not isinstance(path, (str, os.PathLike)):
         raise MoveNetError(f"read_image takes a file path, got a {type(path).__name__}")
     path = Path(path)
-    if not path.exists():
-        raise MoveNetError(f"{path}: file not found")
-    if path.is_dir():
-        raise MoveNetError(f"{path}: is a directory")
+    try:
+        if not path.exists():
+            raise MoveNetError(f"{path}: file not found")
+        if path.is_dir():
+            raise MoveNetError(f"{path}: is a directory")
+    except OSError as e:
+        raise MoveNetError(f"{path}: cannot read ({e.strerror or e})") from None
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as e:
@@ -117,8 +120,15 @@ def list_images(sources: list[str]) -> list[str]:
     out: list[str] = []
     for src in sources:
         p = Path(src)
-        if p.is_dir():
-            out += sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+        try:
+            is_dir = p.is_dir()
+        except OSError:  # in a folder that cannot be read: reading the file says why
+            is_dir = False
+        if is_dir:
+            try:
+                out += sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+            except OSError as e:
+                raise MoveNetError(f"{p}: cannot list the folder ({e.strerror or e})") from None
         elif any(ch in src for ch in "*?[") and not p.exists():
             matches = sorted(glob.glob(src))
             out += matches if matches else [src]

@@ -107,6 +107,23 @@ def oks(pred_xy: np.ndarray, gt: np.ndarray, area: float, sigmas: np.ndarray | N
     return float(np.exp(-e).mean())
 
 
+def _checked_result(n: int, result: dict, k: int, image_ids: set) -> dict:
+    """A result row as pycocotools reads it (keypoints flat), or a one-line error: pycocotools
+    scores a short row as no match and fails on an unknown image by assertion."""
+    try:
+        keypoints = np.asarray(result.get("keypoints", ()), np.float64).ravel()
+        score = float(result["score"])
+        known = result.get("image_id") in image_ids
+    except (KeyError, TypeError, ValueError) as e:
+        raise MoveNetError(f"result {n}: needs image_id, keypoints and a score ({type(e).__name__}: {e})") from None
+    if keypoints.size != 3 * k:
+        raise MoveNetError(f"result {n}: {keypoints.size} keypoint values, expected {3 * k} "
+                           f"(x, y, score for each of {k} keypoints)")
+    if not known:
+        raise MoveNetError(f"result {n}: image_id {result.get('image_id')!r} is not an image of the ground truth")
+    return {**result, "keypoints": keypoints.tolist(), "score": score}
+
+
 def coco_keypoint_ap(coco_gt: dict, results: list[dict], sigmas: np.ndarray | None = None) -> dict:
     """COCO keypoint AP/AR of ``results`` (dicts with ``image_id``, ``keypoints`` [3K flat:
     x, y, score], ``score``; ``category_id`` defaults to the person category) against the COCO
@@ -119,13 +136,11 @@ def coco_keypoint_ap(coco_gt: dict, results: list[dict], sigmas: np.ndarray | No
     if sigmas is not None and len(sigmas) == 0:  # OKS needs a sigma per keypoint
         return {name: float("nan") for name in COCO_STAT_NAMES}
     k = len(sigmas) if sigmas is not None else COCO17.num_keypoints
+    truth_k = next((len(a["keypoints"]) // 3 for a in coco_gt.get("annotations", []) if "keypoints" in a), k)
+    if truth_k != k:
+        raise MoveNetError(f"the ground truth has {truth_k} keypoints per person, the sigmas {k}")
     image_ids = {im["id"] for im in coco_gt.get("images", [])}
-    for n, r in enumerate(results):  # pycocotools scores a short row as no match, an unknown image by assert
-        if np.size(r.get("keypoints", ())) != 3 * k:
-            raise MoveNetError(f"result {n}: {np.size(r.get('keypoints', ()))} keypoint values, expected {3 * k} "
-                               f"(x, y, score for each of {k} keypoints)")
-        if r.get("image_id") not in image_ids:
-            raise MoveNetError(f"result {n}: image_id {r.get('image_id')!r} is not an image of the ground truth")
+    results = [_checked_result(n, r, k, image_ids) for n, r in enumerate(results)]
     # A prediction that is not a finite point is no detection (pycocotools would score NaN as a match).
     results = [r for r in results if np.isfinite(np.asarray(r["keypoints"], np.float64)).all()
                and np.isfinite(r["score"])]

@@ -366,9 +366,11 @@ def quantize_checked(fp32_path: str | os.PathLike, out_path: str | os.PathLike, 
     """``quantize_onnx`` then ``check_accuracy`` on ``labelled`` (skipped if None); MoveNetError
     if the int8 model loses more than ``max_drop``. ``out_path`` is written only once the model
     has passed (a file already there stays as it was otherwise)."""
-    from .fileio import atomic_path
+    from .export import READ_BACK
+    from .fileio import atomic_path, refuse_stream
 
     out_path = Path(out_path)
+    refuse_stream(out_path, READ_BACK)
     if labelled is not None:  # a bad labelled set fails before the long part
         views, _ = load_labelled(labelled, check_indices, model_schema(fp32_path))
         _warn_shared_images(calib_images, [path for path, _ in views], labelled)

@@ -755,8 +755,23 @@ class Trainer:
             restore()
             stop_workers(self.loader)
             if self.writer is not None:
-                self.writer.close()
+                self._close_writer()
         return s
+
+    def _close_writer(self) -> None:
+        """TensorBoard's last events: a full disk is one line, and when the run is already
+        stopping on an error (the disk filled while a checkpoint was written) that one is said."""
+        from .fileio import write_failure
+
+        stopping = sys.exc_info()[0] is not None  # (called from fit's finally)
+        try:
+            self.writer.close()
+        except OSError as e:
+            reason = write_failure(e)
+            if reason is None:
+                raise
+            if not stopping:
+                raise MoveNetError(f"{self.out_dir / 'tensorboard'}: cannot write ({reason})") from None
 
     def _catch_interrupts(self) -> Callable[[], None]:
         """Ctrl-C / SIGTERM ask the loop to stop after the current step (see the module doc);
@@ -1054,6 +1069,11 @@ def run(cfg: TrainConfig | str | os.PathLike, out_dir: str | os.PathLike | None 
                           schema=schema, env=env, verbose=verbose, unlabeled=unlabeled)
         if resume is not None:
             agreed(env, trainer.resume, resume)
+            s = trainer.state
+            if (s.epoch >= cfg.epochs or trainer._step_limit_reached()) and \
+                    Path(resume).resolve().parent != out.resolve():
+                raise MoveNetError(f"{resume}: its run has done its {s.epoch} epochs ({s.step} steps): nothing to "
+                                   f"train into {out}; raise epochs= (or max_steps=) to go on")
         return trainer.fit()
     except RuntimeError as e:  # torch.distributed's errors included
         error = stopped_from_outside(e, env)

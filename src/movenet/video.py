@@ -15,7 +15,7 @@ import numpy as np
 
 from .draw import draw_pose
 from .errors import DataWarning, MoveNetError
-from .fileio import atomic_path, is_stream
+from .fileio import atomic_path, is_stream, open_text_output, refuse_stream
 from .runtime import Predictor, pose_score
 from .tracking import SMOOTHING_PRESETS, MultiPoseTracker, PoseTracker, tracker_schema
 
@@ -114,6 +114,8 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
     if smoothing not in SMOOTHING_PRESETS:
         raise MoveNetError(f"unknown smoothing {smoothing!r}; choose from {', '.join(SMOOTHING_PRESETS)}")
     schema = tracker_schema(predictor, None, track)
+    if out:
+        refuse_stream(out, "an mp4 is written with its index last")
     src = source if isinstance(source, VideoSource) else open_source(source)
     params = SMOOTHING_PRESETS[smoothing]
     tracker = (MultiPoseTracker(predictor, track=track, smooth=smooth, refine=refine, max_people=max_people,
@@ -140,7 +142,7 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
                 if not writer.isOpened():
                     raise MoveNetError(f"{out}: cannot write an mp4v video here")
             if json_out:
-                jsonl = stack.enter_context(atomic_path(json_out)).open("w")
+                jsonl = open_text_output(stack.enter_context(atomic_path(json_out)))
                 stack.enter_context(jsonl)
             bar = stack.enter_context(tqdm(total=total, desc=Path(src.name).name, unit="frame",
                                            file=sys.stderr, disable=not progress, smoothing=0.3))
