@@ -314,3 +314,24 @@ def test_eval_warns_about_keypoints_far_outside_their_image(tmp_path):
     save_checkpoint(model, build_model(tiny_config(**{"model.overrides.input_size": 64}), verbose=False))
     with pytest.warns(DataWarning, match="1 labelled keypoints lie more than an image's size outside"):
         evaluate(ds, [str(model)], progress=False)
+
+
+def test_a_full_disk_at_tensorboards_close_does_not_hide_the_error_that_stopped_the_run(tmp_path):
+    import errno
+
+    from movenet.train import build_loss
+
+    class FullDiskWriter:
+        def close(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    cfg = tiny_config(**{"model.overrides.input_size": 64, "threads": 1})
+    trainer = Trainer(cfg, tmp_path / "run", SyntheticPoses(4, 64), None, build_loss(cfg), verbose=False)
+    trainer.writer = FullDiskWriter()
+    with pytest.raises(MoveNetError, match=r"run/tensorboard: cannot write \(No space left on device\)"):
+        trainer._close_writer()
+    with pytest.raises(MoveNetError, match="run/last.pt: cannot write"):  # the checkpoint's error is the one said
+        try:
+            raise MoveNetError(f"{tmp_path / 'run' / LAST}: cannot write (No space left on device)")
+        finally:
+            trainer._close_writer()
