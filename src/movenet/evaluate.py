@@ -478,21 +478,17 @@ def check_out_dir(out: Path) -> None:
 
 def write_report(run: EvalRun, data: str, out: str | os.PathLike) -> Path:
     """Write report.md, report.json and the PNGs into ``out`` as a whole (temp folder, rename)."""
-    from .fileio import make_folder, write_failure
+    from .fileio import make_folder, write_errors_named
 
     out = Path(out)
     check_out_dir(out)
     make_folder(out.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        _write_report_files(run, data, tmp)
-        os.chmod(tmp, 0o777 & ~_umask())
-        _replace_dir(tmp, out)
-    except OSError as e:  # the plots are written by matplotlib and PIL
-        reason = write_failure(e)
-        if reason is None:
-            raise
-        raise MoveNetError(f"{out}: cannot write ({reason})") from None
+        with write_errors_named(out):  # (the plots are written by matplotlib and PIL)
+            _write_report_files(run, data, tmp)
+            os.chmod(tmp, 0o777 & ~_umask())
+            _replace_dir(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -112,19 +112,26 @@ def write_failure(error: Exception, tmp: Path | None = None) -> str | None:
 
 
 @contextlib.contextmanager
+def write_errors_named(path: str | os.PathLike, tmp: Path | None = None) -> Iterator[None]:
+    """A failed write in the block (``write_failure``) becomes a one-line error naming ``path``."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        reason = write_failure(e, tmp)
+        if reason is None:
+            raise
+        raise MoveNetError(f"{path}: cannot write ({reason})") from None
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
     A symbolic link's target is replaced (the link stays); a device or pipe is written in place.
     A write that fails for want of room is a one-line error naming ``path``."""
     path = Path(path)
     if is_stream(path):  # (through links: /dev/stdout)
-        try:
+        with write_errors_named(path, path):
             yield path
-        except OSError as e:
-            reason = write_failure(e, path)
-            if reason is None:
-                raise
-            raise MoveNetError(f"{path}: cannot write ({reason})") from None
         return
     if path.is_symlink():
         path = Path(os.path.realpath(path))
@@ -146,14 +153,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give outputs the usual mode
         tmp_path = Path(tmp)
         try:
-            yield tmp_path
-            os.replace(tmp_path, path)
+            with write_errors_named(path, tmp_path):
+                yield tmp_path
+                os.replace(tmp_path, path)
             done = True
-        except (OSError, RuntimeError) as e:
-            reason = write_failure(e, tmp_path)
-            if reason is None:
-                raise
-            raise MoveNetError(f"{path}: cannot write ({reason})") from None
         finally:
             if tmp_path.exists():
                 tmp_path.unlink()

@@ -19,14 +19,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if not isinstance(path, (str, os.PathLike)):
         raise MoveNetError(f"read_image takes a file path, got a {type(path).__name__}")
     path = Path(path)
-    try:
+    try:  # (a file in a folder that cannot be searched fails in exists())
         if not path.exists():
             raise MoveNetError(f"{path}: file not found")
         if path.is_dir():
             raise MoveNetError(f"{path}: is a directory")
-    except OSError as e:
-        raise MoveNetError(f"{path}: cannot read ({e.strerror or e})") from None
-    try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as e:
         raise MoveNetError(f"{path}: cannot read ({e.strerror or e})") from None

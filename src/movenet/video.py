@@ -15,7 +15,7 @@ import numpy as np
 
 from .draw import draw_pose
 from .errors import DataWarning, MoveNetError
-from .fileio import atomic_path, is_stream, open_text_output, refuse_stream
+from .fileio import atomic_path, open_text_output, refuse_stream
 from .runtime import Predictor, pose_score
 from .tracking import SMOOTHING_PRESETS, MultiPoseTracker, PoseTracker, tracker_schema
 
@@ -179,8 +179,6 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
 
 def _check_written(path: Path, frames: int, out) -> None:
     """OpenCV's writer reports no errors: a video cut short (a full disk) is found by reading it back."""
-    if is_stream(path):  # /dev/null: nothing to read back
-        return
     cap = cv2.VideoCapture(str(path))
     try:
         readable = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
