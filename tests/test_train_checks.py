@@ -20,7 +20,7 @@ from movenet.datasets import load_keypoint_dataset
 from movenet.errors import Interrupted, MoveNetError
 from movenet.metrics import coco_keypoint_ap, oks, pck
 from movenet.samples import DataConfig, build_index
-from movenet.schema import KeypointSchema
+from movenet.schema import COCO17, KeypointSchema
 from movenet.train import BEST, FINAL, LAST, Trainer, build_model
 from train_helpers import CountingLoss, SyntheticPoses, coco_dict, tiny_config, val_data, write_coco_folder
 
@@ -335,3 +335,77 @@ def test_a_full_disk_at_tensorboards_close_does_not_hide_the_error_that_stopped_
             raise MoveNetError(f"{tmp_path / 'run' / LAST}: cannot write (No space left on device)")
         finally:
             trainer._close_writer()
+
+
+def test_batch_norms_of_folded_weights_are_frozen_unless_the_config_says(lightning, tmp_path):
+    from movenet.model import create_model
+    from movenet.train import batch_norms_folded, build_loss
+
+    assert batch_norms_folded(lightning, "lightning")  # Google's: identity statistics (variance 1 - eps)
+    fresh = create_model("mobilenetv2_050", input_size=64, head_channels=32)
+    assert not batch_norms_folded(fresh, "scratch") and not batch_norms_folded(fresh, "imagenet")
+    assert batch_norms_folded(fresh, "some.pt")  # a checkpoint that kept identity statistics
+    fresh.train()(torch.rand(2, 3, 64, 64) * 255)  # statistics learnt from batches
+    assert not batch_norms_folded(fresh, "some.pt")
+
+    for setting, frozen in ((None, True), (False, False), (True, True)):
+        cfg = tiny_config(**{"model.overrides.input_size": 64, "threads": 1, "init": str(tmp_path / "x.pt"),
+                             "optim.freeze_bn": setting})
+        model = create_model("mobilenetv2_050", input_size=64, head_channels=32, num_keypoints=17)
+        trainer = Trainer(cfg, tmp_path / "run", SyntheticPoses(4, 64), None, build_loss(cfg), model=model,
+                          verbose=False)
+        assert trainer.freeze_bn is frozen, setting
+
+
+def test_annotation_tool_exports_are_read_as_meant(tmp_path):
+    """What annotation tools write: points not labelled at (0, 0) with v > 0 (CVAT, scripts),
+    an empty box or area, a 'person' box category beside the keypoint one, people of a second
+    keypoint category, string category ids, and Label Studio's images/ paths."""
+    import copy
+    import warnings as w
+
+    from movenet.errors import DataWarning
+
+    base = coco_dict(3, 64)
+    truth = load_keypoint_dataset(copy.deepcopy(base))
+    coco = copy.deepcopy(base)
+    ann = coco["annotations"][0]
+    ann["keypoints"][0:3] = [0, 0, 2]  # the nose "labelled" at the origin
+    ann["bbox"], ann["area"] = [0, 0, 0, 0], 0
+    coco["annotations"][1]["category_id"] = "1"
+    coco["categories"] = [{"id": 3, "name": "person"}, {"id": 1, "name": "human", "keypoints": list(COCO17.keypoints)}]
+    coco["annotations"].append({**copy.deepcopy(coco["annotations"][2]), "id": 99, "category_id": 3})
+    with pytest.warns(DataWarning) as caught:
+        ds = load_keypoint_dataset(coco)
+    messages = [str(c.message) for c in caught]
+    assert any("1 keypoints labelled at (0, 0) read as not labelled" in m for m in messages), messages
+    assert any("1 annotations with keypoints in other categories (id 3: 1) left out; only category 1 (human)" in m
+               for m in messages), messages
+    first = ds.images[0].people[0]
+    assert first.keypoints[0, 2] == 0 and first.num_labelled == truth.images[0].people[0].num_labelled - 1
+    assert first.bbox[2] > 0 and first.area == pytest.approx(first.bbox[2] * first.bbox[3])  # the labels' box
+    assert ds.coco["annotations"][0]["keypoints"][2] == 0  # pycocotools sees it unlabelled too
+    assert [len(e.people) for e in ds.images] == [1, 1, 1]  # "1" is category 1
+
+    folder = tmp_path / "label_studio"  # file_name "images/x.png" beside an images/ folder
+    (folder / "images").mkdir(parents=True)
+    ls = copy.deepcopy(base)
+    for im in ls["images"]:
+        (folder / "images" / im["file_name"]).write_bytes(b"")
+        im["file_name"] = f"images/{im['file_name']}"
+    (folder / "result.json").write_text(json.dumps(ls))
+    with w.catch_warnings():
+        w.simplefilter("error")
+        loaded = load_keypoint_dataset(folder / "result.json")
+    assert loaded.images[0].path == folder / "images" / "0.png"
+
+
+def test_a_schema_pairs_left_and_right_by_name_unless_told():
+    from movenet.schema import pairs_by_name, schema_from_config
+
+    assert pairs_by_name(COCO17.keypoints) == list(COCO17.flip_pairs)
+    assert pairs_by_name(["nose", "L_knee", "R_knee", "hand_left", "hand_right", "Left Foot", "Right Foot",
+                          "left_tail"]) == [(1, 2), (3, 4), (5, 6)]
+    named = {"name": "five", "keypoints": ["head", "left_hand", "right_hand", "foot_l", "foot_r"]}
+    assert schema_from_config(named).flip_pairs == ((1, 2), (3, 4))
+    assert schema_from_config({**named, "flip_pairs": []}).flip_pairs == ()  # said: none

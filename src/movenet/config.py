@@ -54,8 +54,9 @@ class OptimConfig:
     backbone_lr_scale: float = 1.0
     # Keep batch norms in eval mode (their statistics and affine fixed). Needed when starting
     # from Google's weights: their batch norms are folded, so batch statistics would change
-    # what every layer computes.
-    freeze_bn: bool = False
+    # what every layer computes. None (the default): frozen exactly when the initial weights'
+    # batch norms are folded (train.batch_norms_folded).
+    freeze_bn: bool | None = None
     # Freeze the backbone's layers up to its stride-N output (4, 8, 16 or 32; 0: none): no
     # gradients, batch norms in eval mode. The stride-2 and stride-4 layers hold 0.7% of a
     # MobileNetV2's weights but over a quarter of a training step's time (docs/training.md).

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from .errors import MoveNetError
+from .errors import DataWarning, MoveNetError
 from .schema import COCO17, KeypointSchema
 
 # LSP joint order: R ankle, R knee, R hip, L hip, L knee, L ankle, R wrist, R elbow,
@@ -523,7 +525,8 @@ def _read_source(source, image_root=None) -> tuple[object, str, Path, str]:
         if not json_path.exists():
             raise MoveNetError(f"{path}: neither an LSP folder (joints.mat) nor a COCO folder "
                                "(person_keypoints.json)")
-        return _read_json(json_path), str(json_path), _default_image_root(json_path), path.name
+        coco = _read_json(json_path)
+        return coco, str(json_path), _default_image_root(json_path, coco), path.name
     if not path.exists():
         raise MoveNetError(f"{path}: file not found")
     if path.suffix.lower() == ".mat":
@@ -531,7 +534,7 @@ def _read_source(source, image_root=None) -> tuple[object, str, Path, str]:
     data = _read_json(path)
     if isinstance(data, list):  # a COCO file is an object; a list is MPII records
         return _mpii_source(path, _mpii_from_records(data, str(path)), image_root)
-    return data, str(path), _default_image_root(path), path.stem
+    return data, str(path), _default_image_root(path, data), path.stem
 
 
 def _mpii_source(path: Path, images: list, image_root) -> tuple[dict, str, Path, str]:
@@ -539,9 +542,18 @@ def _mpii_source(path: Path, images: list, image_root) -> tuple[dict, str, Path,
     return _mpii_coco(images, root), str(path), root, path.stem
 
 
-def _default_image_root(json_path: Path) -> Path:
+def _default_image_root(json_path: Path, coco=None) -> Path:
+    """``images/`` beside the JSON when there is one (COCO's layout), else the JSON's folder; the
+    JSON's folder too when the file names start there (``images/x.jpg``, as Label Studio writes)."""
     beside = json_path.parent / "images"
-    return beside if beside.is_dir() else json_path.parent
+    if not beside.is_dir():
+        return json_path.parent
+    images = coco.get("images") if isinstance(coco, dict) else None
+    first = next((im["file_name"] for im in images if isinstance(im, dict) and isinstance(im.get("file_name"), str)),
+                 None) if isinstance(images, list) else None
+    if first and not (beside / first).exists() and (json_path.parent / first).exists():
+        return json_path.parent
+    return beside
 
 
 def _read_json(path: Path):
@@ -588,25 +600,36 @@ def _parse_coco(coco, label: str, root: Path, schema: KeypointSchema, name: str)
         images[image_id] = ImageEntry(image_id, root / im["file_name"], width, height)
         image_dicts.append(im)
 
-    annotations, seen = [], set()
+    annotations, seen, others, at_origin = [], set(), Counter(), 0
     for i, ann in enumerate(coco["annotations"]):
         if not isinstance(ann, dict):
             fail(f"annotations[{i}] is not an object")
-        if "category_id" in ann and ann["category_id"] != person_id:
+        if "category_id" in ann and str(ann["category_id"]) != str(person_id):
+            if isinstance(ann.get("keypoints"), list) and len(ann["keypoints"]) == 3 * schema.num_keypoints:
+                others[str(ann["category_id"])] += 1
             continue
         if "category_id" not in ann and "categories" in coco:
             fail(f"annotations[{i}]: missing 'category_id'")
-        person = _parse_person(ann, i, schema, images, fail)
+        person, placeholders = _parse_person(ann, i, schema, images, fail)
         if person.id in seen:
             fail(f"annotations[{i}]: duplicate annotation id {person.id}")
         seen.add(person.id)
-        normal = {**ann, "category_id": person_id, "bbox": list(person.bbox), "area": person.area,
-                  "iscrowd": int(person.iscrowd), "num_keypoints": person.num_labelled}
+        at_origin += placeholders
         if order is not None:
             person.keypoints = person.keypoints[order]
+        normal = {**ann, "category_id": person_id, "bbox": list(person.bbox), "area": person.area,
+                  "iscrowd": int(person.iscrowd), "num_keypoints": person.num_labelled}
+        if order is not None or placeholders:
             normal["keypoints"] = [float(v) for v in person.keypoints.reshape(-1)]
         images[person.image_id].people.append(person)
         annotations.append(normal)
+    if others:
+        warnings.warn(f"{label}: {sum(others.values())} annotations with keypoints in other categories "
+                      f"({', '.join(f'id {c}: {n}' for c, n in sorted(others.items()))}) left out; only category "
+                      f"{person_id} ({category.get('name')}) is read", DataWarning, stacklevel=3)
+    if at_origin:
+        warnings.warn(f"{label}: {at_origin} keypoints labelled at (0, 0) read as not labelled (an annotation "
+                      "tool's placeholder for a missing point)", DataWarning, stacklevel=3)
     normalised = {"images": image_dicts, "annotations": annotations, "categories": [category]}
     if isinstance(coco.get("info"), dict):
         normalised["info"] = coco["info"]
@@ -620,13 +643,15 @@ def _person_category(coco: dict, schema: KeypointSchema, fail) -> tuple[int, dic
     cats = coco["categories"]
     if not isinstance(cats, list):
         fail("'categories' is not a list")
-    people = [c for c in cats if isinstance(c, dict) and c.get("name") == "person"]
-    if not people:  # another subject (a hand, an animal): the one category with the schema's keypoints
-        people = [c for c in cats if isinstance(c, dict) and isinstance(c.get("keypoints"), list)
-                  and len(c["keypoints"]) == schema.num_keypoints]
-        if len(people) != 1:
-            fail(f"no 'person' category, nor one category with {schema.num_keypoints} keypoints")
-    category = people[0]
+    dicts = [c for c in cats if isinstance(c, dict)]
+    with_points = [c for c in dicts if isinstance(c.get("keypoints"), list) and len(c["keypoints"]) == schema.num_keypoints]
+    people = [c for c in dicts if c.get("name") == "person"]
+    # a 'person' category with the keypoints; else the one category with them (a 'person' box
+    # category beside a 'human' one with keypoints, a hand, an animal); else 'person' itself
+    candidates = [c for c in people if c in with_points] or (with_points if len(with_points) == 1 else people)
+    if not candidates:
+        fail(f"no 'person' category, nor one category with {schema.num_keypoints} keypoints")
+    category = candidates[0]
     if "id" not in category:
         fail(f"the {category.get('name')!r} category has no 'id'")
     names = category.get("keypoints")
@@ -660,7 +685,8 @@ def _reordered_category(category: dict, order: list[int], schema: KeypointSchema
     return out
 
 
-def _parse_person(ann: dict, i: int, schema: KeypointSchema, images: dict, fail) -> PersonAnnotation:
+def _parse_person(ann: dict, i: int, schema: KeypointSchema, images: dict, fail) -> tuple[PersonAnnotation, int]:
+    """The annotation, and how many of its keypoints were (0, 0) placeholders read as not labelled."""
     if "id" not in ann or "image_id" not in ann:
         fail(f"annotations[{i}]: needs 'id' and 'image_id'")
     ann_id = _as_int(ann["id"], f"annotations[{i}].id", fail)
@@ -677,17 +703,21 @@ def _parse_person(ann: dict, i: int, schema: KeypointSchema, images: dict, fail)
     kpts = kpts.reshape(k, 3)
     if not np.isin(kpts[:, 2], (0, 1, 2)).all():
         fail(f"{where}: keypoint visibility must be 0, 1 or 2")
+    # (0, 0) with v > 0: an annotation tool's placeholder (CVAT, scripts) for a point not labelled
+    placeholder = (kpts[:, 2] > 0) & (kpts[:, 0] == 0) & (kpts[:, 1] == 0)
+    kpts[placeholder] = 0.0
     if "bbox" in ann:
         box = _as_floats(ann["bbox"], f"{where} bbox", fail)
         if box.size != 4 or box[2] < 0 or box[3] < 0:
             fail(f"{where}: bbox must be [x, y, w, h] with w, h >= 0")
         bbox = tuple(float(v) for v in box)
-    else:
+    if "bbox" not in ann or min(bbox[2:]) <= 0:  # none, or an empty one: the labelled keypoints' box
         bbox = _keypoint_box(kpts)
     if "area" in ann and (isinstance(ann["area"], bool) or not isinstance(ann["area"], (int, float))):
         fail(f"{where}: 'area' is not a number")
-    area = float(ann["area"]) if "area" in ann else bbox[2] * bbox[3]
-    return PersonAnnotation(ann_id, image_id, kpts, bbox, area, bool(ann.get("iscrowd", 0)))
+    # OKS scale: the annotation's area (COCO: the segmentation's), else the box's; 0 counts as not given
+    area = float(ann["area"]) if "area" in ann and ann["area"] > 0 else bbox[2] * bbox[3]
+    return PersonAnnotation(ann_id, image_id, kpts, bbox, area, bool(ann.get("iscrowd", 0))), int(placeholder.sum())
 
 
 def _keypoint_box(kpts: np.ndarray) -> tuple[float, float, float, float]:

@@ -122,10 +122,29 @@ SCHEMAS = {"coco17": COCO17}
 SCHEMA_KEYS = ("name", "keypoints", "flip_pairs", "skeleton", "sigmas", "torso")
 
 
+_SIDE_PREFIXES = (("left_", "right_"), ("left-", "right-"), ("left ", "right "), ("l_", "r_"))
+_SIDE_SUFFIXES = (("_left", "_right"), ("-left", "-right"), (" left", " right"), ("_l", "_r"))
+
+
+def pairs_by_name(names) -> list[tuple[int, int]]:
+    """Left/right keypoints paired by their names (``left_hand``/``right_hand``, ``l_knee``/
+    ``r_knee``, ``hand_left``/``hand_right``, any case): what the flip augmentation swaps."""
+    index = {str(n).lower(): i for i, n in enumerate(names)}
+    pairs = []
+    for name, i in index.items():
+        others = [right + name[len(left):] for left, right in _SIDE_PREFIXES if name.startswith(left)]
+        others += [name[:-len(left)] + right for left, right in _SIDE_SUFFIXES if name.endswith(left)]
+        other = next((o for o in others if o in index), None)
+        if other is not None:
+            pairs.append((i, index[other]))
+    return pairs
+
+
 def schema_from_config(value: str | dict | KeypointSchema) -> KeypointSchema:
     """A training config's ``schema``: a known name (``coco17``) or a mapping with ``name``,
-    ``keypoints`` (names) and optional ``flip_pairs``, ``skeleton``, ``torso`` (pairs of names
-    or indices) and ``sigmas`` (OKS, COCO's units; default COCO's mean for every keypoint)."""
+    ``keypoints`` (names) and optional ``flip_pairs`` (default: ``pairs_by_name``; ``[]`` for
+    none), ``skeleton``, ``torso`` (pairs of names or indices) and ``sigmas`` (OKS, COCO's
+    units; default COCO's mean for every keypoint)."""
     if isinstance(value, dict):
         unknown = [k for k in value if k not in SCHEMA_KEYS]
         if unknown:
@@ -135,6 +154,8 @@ def schema_from_config(value: str | dict | KeypointSchema) -> KeypointSchema:
                 raise ValueError(f"schema: {key!r} is missing")
         if not isinstance(value["keypoints"], list):
             raise ValueError("schema: keypoints must be a list of names")
+        if "flip_pairs" not in value:  # a flip must swap left and right labels too
+            value = {**value, "flip_pairs": pairs_by_name(value["keypoints"])}
         try:
             schema = KeypointSchema.from_dict(value)
         except (TypeError, ValueError) as e:

@@ -170,6 +170,19 @@ def build_model(cfg: TrainConfig, verbose: bool = True) -> nn.Module:
     return model
 
 
+def batch_norms_folded(model: nn.Module, init: str) -> bool:
+    """Whether the initial weights' batch norms are folded into their convolutions (identity
+    statistics everywhere): Google's weights, and checkpoints trained from them with frozen
+    batch norms. Training those in batch-statistics mode would change what every layer computes
+    (``optim.freeze_bn`` unset freezes them)."""
+    if init in ("scratch", "imagenet"):
+        return False
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    # (the converted weights store a variance of 1 - eps, so that x / sqrt(var + eps) is x)
+    return bool(norms) and all(bool((m.running_mean == 0).all() and ((m.running_var - 1).abs() <= 1e-3).all())
+                               for m in norms)
+
+
 def set_bn_eval(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -572,6 +585,12 @@ class Trainer:
         if model is None:
             model = agreed(self.env, build_model, cfg, verbose and self.env.is_main)
         self.model = model.to(dev)
+        self.freeze_bn = cfg.optim.freeze_bn
+        if self.freeze_bn is None:
+            self.freeze_bn = batch_norms_folded(self.model, cfg.init)
+            if self.freeze_bn and verbose and self.env.is_main:
+                print(f"batch norms kept in eval mode: those of {cfg.init} are folded (optim.freeze_bn=false "
+                      "trains them)", file=sys.stderr)
         self.frozen = freeze_backbone(self.model, cfg.optim.freeze_backbone_to_stride)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
@@ -808,7 +827,7 @@ class Trainer:
 
         cfg, env, s = self.cfg, self.env, self.state
         self.net.train()
-        if cfg.optim.freeze_bn:
+        if self.freeze_bn:
             set_bn_eval(self.net)
         for layer in self.frozen:
             layer.eval()
