@@ -373,6 +373,7 @@ def test_annotation_tool_exports_are_read_as_meant(tmp_path):
     ann["keypoints"][0:3] = [0, 0, 2]  # the nose "labelled" at the origin
     ann["bbox"], ann["area"] = [0, 0, 0, 0], 0
     coco["annotations"][1]["category_id"] = "1"
+    coco["annotations"][2]["category_id"] = 1.0
     coco["categories"] = [{"id": 3, "name": "person"}, {"id": 1, "name": "human", "keypoints": list(COCO17.keypoints)}]
     coco["annotations"].append({**copy.deepcopy(coco["annotations"][2]), "id": 99, "category_id": 3})
     with pytest.warns(DataWarning) as caught:
@@ -385,27 +386,34 @@ def test_annotation_tool_exports_are_read_as_meant(tmp_path):
     assert first.keypoints[0, 2] == 0 and first.num_labelled == truth.images[0].people[0].num_labelled - 1
     assert first.bbox[2] > 0 and first.area == pytest.approx(first.bbox[2] * first.bbox[3])  # the labels' box
     assert ds.coco["annotations"][0]["keypoints"][2] == 0  # pycocotools sees it unlabelled too
-    assert [len(e.people) for e in ds.images] == [1, 1, 1]  # "1" is category 1
+    assert [len(e.people) for e in ds.images] == [1, 1, 1]  # "1" and 1.0 are category 1
 
     folder = tmp_path / "label_studio"  # file_name "images/x.png" beside an images/ folder
     (folder / "images").mkdir(parents=True)
     ls = copy.deepcopy(base)
-    for im in ls["images"]:
+    for im in ls["images"][1:]:  # (the first image missing: the others decide)
         (folder / "images" / im["file_name"]).write_bytes(b"")
+    for im in ls["images"]:
         im["file_name"] = f"images/{im['file_name']}"
     (folder / "result.json").write_text(json.dumps(ls))
     with w.catch_warnings():
         w.simplefilter("error")
         loaded = load_keypoint_dataset(folder / "result.json")
-    assert loaded.images[0].path == folder / "images" / "0.png"
+    assert loaded.images[1].path == folder / "images" / "1.png"
 
 
 def test_a_schema_pairs_left_and_right_by_name_unless_told():
     from movenet.schema import pairs_by_name, schema_from_config
 
+    from movenet.errors import DataWarning
+
     assert pairs_by_name(COCO17.keypoints) == list(COCO17.flip_pairs)
     assert pairs_by_name(["nose", "L_knee", "R_knee", "hand_left", "hand_right", "Left Foot", "Right Foot",
-                          "left_tail"]) == [(1, 2), (3, 4), (5, 6)]
+                          "LShoulder", "RShoulder", "leftHand", "rightHand", "hip.left", "hip.right",
+                          "lip", "rip", "Lens"]) == [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12)]
+    assert pairs_by_name(["left_l", "right_l", "left_r", "right_r"]) == [(0, 1), (2, 3)]  # each in one pair
     named = {"name": "five", "keypoints": ["head", "left_hand", "right_hand", "foot_l", "foot_r"]}
     assert schema_from_config(named).flip_pairs == ((1, 2), (3, 4))
     assert schema_from_config({**named, "flip_pairs": []}).flip_pairs == ()  # said: none
+    with pytest.warns(DataWarning, match="schema tail: left_tail name a side but have no partner by name"):
+        assert schema_from_config({"name": "tail", "keypoints": ["head", "left_tail"]}).flip_pairs == ()

@@ -549,11 +549,10 @@ def _default_image_root(json_path: Path, coco=None) -> Path:
     if not beside.is_dir():
         return json_path.parent
     images = coco.get("images") if isinstance(coco, dict) else None
-    first = next((im["file_name"] for im in images if isinstance(im, dict) and isinstance(im.get("file_name"), str)),
-                 None) if isinstance(images, list) else None
-    if first and not (beside / first).exists() and (json_path.parent / first).exists():
-        return json_path.parent
-    return beside
+    names = [im["file_name"] for im in images[:20] if isinstance(im, dict) and isinstance(im.get("file_name"), str)
+             ] if isinstance(images, list) else []
+    found_beside = sum((beside / n).exists() for n in names)
+    return json_path.parent if sum((json_path.parent / n).exists() for n in names) > found_beside else beside
 
 
 def _read_json(path: Path):
@@ -604,7 +603,7 @@ def _parse_coco(coco, label: str, root: Path, schema: KeypointSchema, name: str)
     for i, ann in enumerate(coco["annotations"]):
         if not isinstance(ann, dict):
             fail(f"annotations[{i}] is not an object")
-        if "category_id" in ann and str(ann["category_id"]) != str(person_id):
+        if "category_id" in ann and not _same_id(ann["category_id"], person_id):
             if isinstance(ann.get("keypoints"), list) and len(ann["keypoints"]) == 3 * schema.num_keypoints:
                 others[str(ann["category_id"])] += 1
             continue
@@ -634,6 +633,14 @@ def _parse_coco(coco, label: str, root: Path, schema: KeypointSchema, name: str)
     if isinstance(coco.get("info"), dict):
         normalised["info"] = coco["info"]
     return KeypointDataset(name, list(images.values()), normalised, schema)
+
+
+def _same_id(a, b) -> bool:
+    """Category ids as annotation tools write them: 1, 1.0 and "1" are the same."""
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
 
 
 def _person_category(coco: dict, schema: KeypointSchema, fail) -> tuple[int, dict]:

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .errors import DataWarning
 
 
 @dataclass(frozen=True)
@@ -122,22 +125,46 @@ SCHEMAS = {"coco17": COCO17}
 SCHEMA_KEYS = ("name", "keypoints", "flip_pairs", "skeleton", "sigmas", "torso")
 
 
-_SIDE_PREFIXES = (("left_", "right_"), ("left-", "right-"), ("left ", "right "), ("l_", "r_"))
-_SIDE_SUFFIXES = (("_left", "_right"), ("-left", "-right"), (" left", " right"), ("_l", "_r"))
+_SIDES = ("left", "right"), ("l", "r")
 
 
 def pairs_by_name(names) -> list[tuple[int, int]]:
-    """Left/right keypoints paired by their names (``left_hand``/``right_hand``, ``l_knee``/
-    ``r_knee``, ``hand_left``/``hand_right``, any case): what the flip augmentation swaps."""
-    index = {str(n).lower(): i for i, n in enumerate(names)}
-    pairs = []
+    """Left/right keypoints paired by their names, what the flip augmentation swaps: ``left`` /
+    ``right`` or ``l`` / ``r`` at the start or the end, set off by ``_``, ``-``, ``.`` or a space
+    (``left_hand``, ``hand.left``, ``l_knee``), or by case (``leftHand``, OpenPose's ``LShoulder``)."""
+    index = {str(n): i for i, n in enumerate(names)}
+    lower = {n.lower(): i for n, i in index.items()}
+    pairs, used = [], set()
     for name, i in index.items():
-        others = [right + name[len(left):] for left, right in _SIDE_PREFIXES if name.startswith(left)]
-        others += [name[:-len(left)] + right for left, right in _SIDE_SUFFIXES if name.endswith(left)]
-        other = next((o for o in others if o in index), None)
-        if other is not None:
-            pairs.append((i, index[other]))
+        for left, right in _SIDES:
+            swapped = _swap_side(name, left, right)
+            j = lower.get(swapped.lower()) if swapped else None
+            if j is not None and j != i and not {i, j} & used:
+                pairs.append((i, j))
+                used |= {i, j}
+                break
     return pairs
+
+
+def sided_but_unpaired(names, pairs) -> list[str]:
+    """Names that say a side (``pairs_by_name``'s markers) but are in none of ``pairs``."""
+    paired = {i for pair in pairs for i in pair}
+    return [str(n) for i, n in enumerate(names) if i not in paired
+            and any(_swap_side(str(n), a, b) for a, b in (*_SIDES, *(side[::-1] for side in _SIDES)))]
+
+
+def _swap_side(name: str, left: str, right: str) -> str | None:
+    """``name`` with its ``left`` side marker made ``right`` (None: it has no such marker)."""
+    low = name.lower()
+    for sep in "_-. ":
+        if low.startswith(left + sep):
+            return right + name[len(left):]
+        if low.endswith(sep + left):
+            return name[:-len(left)] + right
+    rest = name[len(left):]
+    if low.startswith(left) and rest[:1].isupper() and (len(left) > 1 or name[0].isupper()):
+        return right + rest  # leftHand, LShoulder
+    return None
 
 
 def schema_from_config(value: str | dict | KeypointSchema) -> KeypointSchema:
@@ -156,6 +183,10 @@ def schema_from_config(value: str | dict | KeypointSchema) -> KeypointSchema:
             raise ValueError("schema: keypoints must be a list of names")
         if "flip_pairs" not in value:  # a flip must swap left and right labels too
             value = {**value, "flip_pairs": pairs_by_name(value["keypoints"])}
+            lonely = sided_but_unpaired(value["keypoints"], value["flip_pairs"])
+            if lonely:
+                warnings.warn(f"schema {value['name']}: {', '.join(lonely)} name a side but have no partner by name; "
+                              "a flip keeps their labels (give flip_pairs, or [] for none)", DataWarning, stacklevel=2)
         try:
             schema = KeypointSchema.from_dict(value)
         except (TypeError, ValueError) as e:
