@@ -417,3 +417,20 @@ def test_a_schema_pairs_left_and_right_by_name_unless_told():
     assert schema_from_config({**named, "flip_pairs": []}).flip_pairs == ()  # said: none
     with pytest.warns(DataWarning, match="schema tail: left_tail name a side but have no partner by name"):
         assert schema_from_config({"name": "tail", "keypoints": ["head", "left_tail"]}).flip_pairs == ()
+
+
+def test_a_new_run_refuses_a_folder_of_other_files(tmp_path):
+    from movenet.train import check_run_folder
+
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "annotations.json").write_text("{}")
+    with pytest.raises(MoveNetError, match=r"photos: holds files a run does not write \(annotations.json\); "
+                                           "choose another --out"):
+        check_run_folder(out, None)
+    check_run_folder(out, None, writes=False)  # (another machine's process does not write)
+    left = tmp_path / "failed"  # what a run that stopped before its first checkpoint leaves
+    (left / "tensorboard").mkdir(parents=True)
+    (left / "config.yaml").write_text("epochs: 1\n")
+    (left / ".last.pt.x1y2.tmp.pt").write_text("")
+    check_run_folder(left, None)

@@ -50,6 +50,7 @@ from .fileio import check_writable, make_folder, write_text_atomic
 from .schema import COCO17, KeypointSchema
 
 LAST, BEST, FINAL, CURVES = "last.pt", "best.pt", "final.pt", "curves.png"
+RUN_FILES = {LAST, BEST, FINAL, CURVES, "config.yaml", "tensorboard"}  # what a run folder holds
 OTHER_PROCESS_FAILED = ("stopped with another process of this run, which could not start it (its message says "
                         "why; under torchrun every machine needs the data and a resumed checkpoint at the same path)")
 
@@ -1111,6 +1112,12 @@ def check_run_folder(out: Path, resume: str | os.PathLike | None, writes: bool =
         check_writable(out, folder=True)  # a file in the way, or no write access: before the data are read
     if resume is None and (out / LAST).exists():
         raise MoveNetError(f"{out}: already holds a run ({LAST}); resume it with --resume or choose another --out")
+    if writes and resume is None and out.is_dir():  # a new run mixes into no one's files
+        foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.name not in RUN_FILES
+                         and not re.fullmatch(r"config\.step\d+\.yaml", p.name))
+        if foreign:
+            raise MoveNetError(f"{out}: holds files a run does not write ({', '.join(foreign[:3])}"
+                               f"{', ...' if len(foreign) > 3 else ''}); choose another --out")
     if resume is not None and not Path(resume).exists():
         raise MoveNetError(f"{resume}: no checkpoint to resume from")
 
