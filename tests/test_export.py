@@ -147,7 +147,9 @@ def test_export_takes_a_checkpoint_with_its_schema_and_refuses_misfits(tmp_path,
              "the model predicts 17 keypoints, the schema five has 5"),
             (lambda: export_onnx(object(), tmp_path / "x.onnx"), "export_onnx takes a MoveNet model .* got object"),
             (lambda: export_onnx(model, tmp_path / "x.onnx", schema=five, opset=7), "ONNX opset 7: the model needs "
-                                                                                 "opset 11 or newer")]:
+                                                                                 "opset 11 or newer"),
+            (lambda: export_onnx(model, tmp_path / "x.onnx", schema=five, opset="17"), "ONNX opset '17': a whole "
+                                                                                    "number, 11 or newer")]:
         capsys.readouterr()
         with pytest.raises(MoveNetError, match=message):
             call()

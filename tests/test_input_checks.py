@@ -264,8 +264,9 @@ def test_python_entry_points_name_what_they_were_given(tmp_path):
         tracker(None, 0.0)
     write_coco_folder(tmp_path / "data", 2, 64)
     dataset = load_data(str(tmp_path / "data"), None, None, COCO17)
-    with pytest.raises(MoveNetError, match="no model to evaluate"):
-        evaluate(dataset, [])
+    for nothing in ([], None):
+        with pytest.raises(MoveNetError, match="no model to evaluate"):
+            evaluate(dataset, nothing)
     with pytest.raises(MoveNetError, match=f"{tmp_path / 'absent.pt'}: no such model file"):  # not "a: ..."
         evaluate(dataset, str(tmp_path / "absent.pt"))
     config = tmp_path / "run.yaml"

@@ -196,9 +196,11 @@ def evaluate(dataset: KeypointDataset, specs: list[str] | str, protocol: str = "
              flip: bool = False) -> EvalRun:
     """Load the models (``specs``: one or a list of what ``--model`` takes), check them against
     the data's schema, run the pass and the metrics (``flip``: each model through ``FlipTestPredictor``)."""
-    specs = [str(specs)] if isinstance(specs, (str, os.PathLike)) else [str(s) for s in specs]
-    if not specs:
-        raise MoveNetError("no model to evaluate")
+    if isinstance(specs, (str, os.PathLike)):
+        specs = [specs]
+    if not isinstance(specs, (list, tuple)) or not specs:
+        raise MoveNetError(f"no model to evaluate (give a model or a list of them, got {specs!r})")
+    specs = [str(s) for s in specs]
     samples, excluded = make_samples(dataset, protocol)
     if not samples:
         raise MoveNetError(f"{dataset.name}: no person to evaluate with the {protocol} protocol")

@@ -77,6 +77,8 @@ def _torch_export(model, dynamic_batch: bool, opset: int):
     import torch
 
     newest = _newest_opset()
+    if isinstance(opset, bool) or not isinstance(opset, int):
+        raise MoveNetError(f"ONNX opset {opset!r}: a whole number, {MIN_OPSET} or newer")
     if opset < MIN_OPSET:  # (the exporter would print its whole graph first)
         raise MoveNetError(f"ONNX opset {opset}: the model needs opset {MIN_OPSET} or newer")
     if newest is not None and opset > newest:
