@@ -472,3 +472,20 @@ def test_eval_of_a_training_config_scores_its_split(tmp_path, capsys):
     assert main(["eval", str(path), "--model", str(model), "--out", str(tmp_path / "x")]) == 2
     assert "recipe.yaml: no validation images" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_topdown_says_how_many_people_have_no_box(tmp_path, lsp_dir, reference_dir, capsys):
+    path = _small_coco(tmp_path, lsp_dir, 2)
+    coco = json.loads(path.read_text())
+    ann = coco["annotations"][0]
+    ann["keypoints"] = [v if 15 <= i < 18 else 0 for i, v in enumerate(ann["keypoints"])]  # a shoulder only
+    ann.pop("bbox", None)
+    path.write_text(json.dumps(coco))
+    from movenet.errors import DataWarning
+
+    with pytest.warns(DataWarning, match="people: 1 labelled people have no box .* the topdown protocol leaves them out"):
+        rc = main(["eval", str(path), "--model", str(reference_dir / "movenet_lightning.onnx"), "--protocol",
+                   "topdown", "--out", str(tmp_path / "report")])
+    assert rc == 0
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["people"] == 1

@@ -204,6 +204,11 @@ def evaluate(dataset: KeypointDataset, specs: list[str] | str, protocol: str = "
     samples, excluded = make_samples(dataset, protocol)
     if not samples:
         raise MoveNetError(f"{dataset.name}: no person to evaluate with the {protocol} protocol")
+    boxless = sum(1 for e in dataset.images for p in e.people
+                  if not p.iscrowd and p.num_labelled > 0 and max(p.bbox[2:]) <= 0) if protocol == "topdown" else 0
+    if boxless:  # one labelled keypoint and no bbox: nothing to crop around
+        warnings.warn(f"{dataset.name}: {boxless} labelled people have no box (one keypoint, no bbox); the topdown "
+                      "protocol leaves them out", DataWarning, stacklevel=2)
     entries = dataset.images
     far = sum(int(far_outside_image(s.person.keypoints, entries[s.image_index].width,
                                     entries[s.image_index].height).sum()) for s in samples)
