@@ -18,13 +18,14 @@ import torch
 
 from movenet.checkpoint import load_model
 from movenet.decode import center_prior
+from movenet.errors import script_main
 from movenet.evaluate import load_data
 from movenet.samples import DataConfig, PoseSampleDataset
 from movenet.targets import person_center
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="../shared/data/coco-mini", help="a data set or a training config")
     ap.add_argument("--model", default="lightning")
     ap.add_argument("--min-keypoints", type=int, default=8, help="people with at least this many labels")
@@ -60,4 +61,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

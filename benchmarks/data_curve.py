@@ -26,6 +26,7 @@ import torch
 
 from movenet.checkpoint import read_checkpoint
 from movenet.config import load_config
+from movenet.errors import script_main
 from movenet.evaluate import evaluate
 from movenet.fileio import write_text_atomic
 from movenet.samples import split_sources
@@ -99,7 +100,7 @@ def plot(rows: list[dict], references: dict, path: Path, title: str) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "lsp_finetune.yaml"))
     ap.add_argument("--images", type=int, nargs="+", default=[100, 200, 400, 800])
     ap.add_argument("--out", default=str(ROOT / "runs" / "data_curve"))
@@ -154,4 +155,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from movenet.decode import decode_single
+from movenet.errors import script_main
 from movenet.export import BUILTIN_IMAGE, export_onnx_cached
 from movenet.image import read_image
 from movenet.runtime import OnnxPredictor
@@ -21,7 +22,7 @@ BUDGET_MS = 0.2
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5000)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -51,4 +52,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    script_main(main)

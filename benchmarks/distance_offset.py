@@ -4,7 +4,7 @@ images of a training config, with both protocols of ``movenet eval``. What ``mov
 calibrate`` and ``calibrate_distance_offset`` choose from, on whole images as well as crops:
 
     python benchmarks/distance_offset.py --config configs/lsp_finetune.yaml \\
-        --model lightning --model runs/lsp_finetune/final.pt [--offsets 1.8 5 10 20 50] [--plot offsets.png]
+        --model lightning --model runs/lsp_finetune/final.pt [--offsets 1.8 5 10 20 50] [--plot runs/distance_offset.png]
 
 A small offset trusts the regression (the right person, the right side); a large one the
 heatmap peaks. Prints one row per model and offset and draws PCK against the offset.
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from movenet.errors import script_main
 from movenet.evaluate import config_split, make_samples, model_labels, open_predictor, run_models, score_model
 from movenet.evaluate import EvalRun, ModelResult
 
@@ -25,13 +26,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "lsp_finetune.yaml"))
     ap.add_argument("--model", action="append", dest="models")
     ap.add_argument("--offsets", nargs="+", type=float, default=[1.8, 3, 5, 10, 20, 50, 1000])
     ap.add_argument("--protocol", action="append", dest="protocols", choices=["whole", "topdown"])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--plot", default="distance_offset.png")
+    ap.add_argument("--plot", default="runs/distance_offset.png")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     specs = args.models or ["lightning", "thunder"]
@@ -79,8 +80,9 @@ def plot(table: dict, path: str, title: str) -> None:
            ylabel="PCK@0.2", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

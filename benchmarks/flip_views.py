@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from movenet.config import load_config
 from movenet.datasets import load_keypoint_dataset
+from movenet.errors import script_main
 from movenet.evaluate import make_samples, open_predictor
 from movenet.image import read_image
 from movenet.metrics import pck, torso_size
@@ -56,7 +57,7 @@ def views(predictor, flip_test: FlipTestPredictor, img: np.ndarray) -> list[np.n
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "lsp_finetune.yaml"))
     ap.add_argument("--model", action="append", dest="models")
     ap.add_argument("--threads", type=int, default=1)
@@ -82,4 +83,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from movenet.config import load_config
 from movenet.datasets import load_keypoint_dataset
+from movenet.errors import script_main
 from movenet.evaluate import make_samples, open_predictor
 from movenet.image import read_image
 from movenet.metrics import coco_keypoint_ap, torso_size
@@ -49,7 +50,7 @@ def sign_test_p(wins: int, losses: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "lsp_finetune.yaml"))
     ap.add_argument("--split", choices=["val", "all"], default="val")
     ap.add_argument("--model", action="append", dest="models")
@@ -97,4 +98,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 
+from movenet.errors import script_main
+
 
 def worker(mode: str) -> None:
     import torch
@@ -59,7 +61,7 @@ def one_run(mode: str) -> tuple[bool, str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=20, help="runs of each mode")
     ap.add_argument("--worker", choices=["teardown", "os_exit"], help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -81,4 +83,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -21,9 +21,10 @@ import argparse
 import numpy as np
 import torch
 
-from movenet.checkpoint import load_model
+from movenet.checkpoint import load_model, split_input_size
 from movenet.config import load_config
 from movenet.decode import decode_batch_torch
+from movenet.errors import script_main
 from movenet.losses import masked_l1
 from movenet.metrics import keypoint_distances, pck, torso_size
 from movenet.model import Head
@@ -104,7 +105,7 @@ def swapped(pred: torch.Tensor, keypoints: np.ndarray, input_size: int) -> float
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config", help="training config whose validation split is used")
     parser.add_argument("models", nargs="+", help="checkpoints or lightning/thunder")
     parser.add_argument("--limit", type=int, default=200, help="validation crops (default 200)")
@@ -134,6 +135,8 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if probe else ""))
     for spec in args.models:
         model, _ = load_model(spec)
+        if model.config.input_size != size:  # run at the config's size (lightning in a 224 config)
+            model, _ = load_model(f"{split_input_size(spec)[0]}@{size}")
         with torch.no_grad():
             heat, center, reg, off = model(d["image"])
         prior, offset = model.center_prior, float(model.distance_offset)
@@ -155,4 +158,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    script_main(main)

@@ -18,6 +18,7 @@ import torch
 
 from movenet.checkpoint import load_model
 from movenet.config import load_config
+from movenet.errors import script_main
 from movenet.samples import build_datasets
 
 RINGS = 6
@@ -45,7 +46,7 @@ def ring_profile(maps: np.ndarray, truth: np.ndarray, align: bool) -> np.ndarray
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config", help="training config: its validation crops and targets")
     parser.add_argument("models", nargs="*", help="checkpoints or lightning/thunder")
     parser.add_argument("--limit", type=int, default=200, help="validation crops (default 200)")
@@ -79,4 +80,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    script_main(main)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from movenet.checkpoint import load_model, resize_model
+from movenet.errors import script_main
 from movenet.evaluate import config_split, make_samples, model_labels, run_models
 from movenet.metrics import coco_keypoint_ap, pck, torso_size
 from movenet.predict import TorchPredictor
@@ -44,7 +45,7 @@ def forward_ms(model: torch.nn.Module, size: int, runs: int = 30) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "lsp_finetune.yaml"))
     ap.add_argument("--model", action="append", dest="models")
     ap.add_argument("--sizes", nargs="+", type=int, default=[192, 224, 256])
@@ -78,4 +79,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

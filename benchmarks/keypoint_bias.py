@@ -3,7 +3,7 @@
     python benchmarks/keypoint_bias.py [--data DATA]   # a data set, or a training config for
         # the images it holds out (default configs/lsp_finetune.yaml)
         [--model lightning --model thunder --model runs/lsp_finetune/final.pt ...]
-        [--protocol whole] [--near 0.1] [--out keypoint_bias.png]
+        [--protocol whole] [--near 0.1] [--out runs/keypoint_bias.png]
 
 For every labelled keypoint that a model finds (error under ``--near`` x the torso), the signed
 error (prediction - label) in image pixels. Their mean over many keypoints is the labels' own
@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from movenet.errors import script_main
 from movenet.evaluate import evaluate, load_data  # noqa: E402
 from movenet.metrics import torso_size  # noqa: E402
 
@@ -49,14 +50,14 @@ def mean_and_se(d: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(ROOT / "configs" / "lsp_finetune.yaml"),
                     help="a data set, or a training config: the images it holds out")
     ap.add_argument("--model", action="append", dest="models")
     ap.add_argument("--protocol", choices=["whole", "topdown"], default="whole")
     ap.add_argument("--near", type=float, default=0.1, help="found = error under this x torso")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="keypoint_bias.png")
+    ap.add_argument("--out", default="runs/keypoint_bias.png")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     models = args.models or ["lightning", "thunder"]
@@ -101,9 +102,10 @@ def plot(table: dict, names: list[str], path: str) -> None:
     axes[0].legend(fontsize=8)
     axes[0].set_title("prediction - label of found keypoints (± standard error)")
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from movenet.benchmark import format_table, report_dict, run_benchmark
+from movenet.errors import script_main
 from movenet.export import export_onnx_cached
 from movenet.fileio import write_json_atomic
 from movenet.quantize import DEFAULT_CONFIG, calibration_images, quantize_onnx
@@ -73,7 +74,7 @@ def repeat_in_processes(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
@@ -111,4 +112,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    script_main(main)

@@ -23,6 +23,7 @@ import torch
 
 from movenet.config import load_config
 from movenet.datasets import load_keypoint_dataset
+from movenet.errors import script_main
 from movenet.evaluate import evaluate
 from movenet.metrics import coco_keypoint_ap, pck, torso_size
 from movenet.runtime import pose_score
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "lsp_finetune.yaml"))
     ap.add_argument("--model", action="append", dest="models")
     ap.add_argument("--protocol", action="append", dest="protocols", choices=["whole", "topdown"])
@@ -73,4 +74,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -29,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from movenet.datasets import read_lsp_joints
+from movenet.errors import script_main
 from movenet.image import read_image
 from movenet.predict import create_predictor
 from movenet.tracking import MIN_PERSON_SCORE, MultiPoseTracker, predict_people
@@ -116,7 +117,7 @@ def measure_tracker(predictor, counter: CountingRuns, canvas: np.ndarray, truths
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lsp", default=str(DEFAULT_LSP))
     ap.add_argument("--canvases", type=int, default=100)
     ap.add_argument("--people", default="2,3,4", help="people per canvas (comma-separated list)")
@@ -180,4 +181,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script_main(main)

@@ -16,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from movenet.datasets import read_lsp_joints
+from movenet.errors import script_main
 from movenet.image import read_image
 from movenet.metrics import pck, torso_size
 from movenet.predict import create_predictor
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lsp", default=str(ROOT.parent / "shared" / "data" / "lsp"))
     ap.add_argument("--reference", default=str(ROOT.parent / "shared" / "reference"))
     ap.add_argument("--limit", type=int, default=None)
@@ -64,4 +65,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -19,6 +19,7 @@ import torch
 
 from movenet.config import load_config
 from movenet.datasets import load_keypoint_dataset
+from movenet.errors import script_main
 from movenet.image import read_image
 from movenet.metrics import pck, torso_size
 from movenet.predict import create_predictor
@@ -84,7 +85,7 @@ def tree_decode(cands: dict, prior: dict, side: float, unary_weight: float) -> d
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "lsp_imagenet.yaml"))
     ap.add_argument("--model", action="append", dest="models", required=True)
     ap.add_argument("--peaks", type=int, nargs="+", default=[1, 2, 3, 5, 10])
@@ -135,4 +136,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

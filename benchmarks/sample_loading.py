@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch
 from movenet import samples
 from movenet.augment import AugmentConfig
 from movenet.datasets import ImageEntry, KeypointDataset, PersonAnnotation, load_keypoint_dataset
+from movenet.errors import script_main
 from movenet.image import read_image
 from movenet.train import EpochSampler, SeededSamples
 
@@ -83,7 +83,7 @@ def synthetic_coco(image_path: Path, images: int, seed: int = 0) -> KeypointData
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", nargs="*", default=[str(SHARED / "lsp"), str(SHARED / "coco-mini")])
     ap.add_argument("--size", type=int, default=192)
     ap.add_argument("--batch", type=int, default=32)
@@ -124,4 +124,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script_main(main)

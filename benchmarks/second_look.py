@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from movenet.errors import script_main
 from movenet.evaluate import config_split, make_samples, model_labels, open_predictor
 from movenet.image import read_image
 from movenet.metrics import pck, torso_size
@@ -41,7 +42,7 @@ def on_canvas(img: np.ndarray, factor: float) -> tuple[np.ndarray, tuple[int, in
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "lsp_finetune.yaml"))
     ap.add_argument("--model", action="append", dest="models")
     ap.add_argument("--canvas", nargs="+", type=float, default=[1.0, 2.0, 3.0])
@@ -75,4 +76,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

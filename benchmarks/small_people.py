@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from movenet.datasets import read_lsp_joints
+from movenet.errors import script_main
 from movenet.image import read_image
 from movenet.predict import create_predictor
 from movenet.tracking import PoseTracker, predict_person
@@ -66,7 +67,7 @@ def make_clip(img: np.ndarray, gt: np.ndarray, scale: float, canvas: tuple[int, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--lsp", default=str(DEFAULT_LSP), help="LSP folder (joints.mat + images/)")
     p.add_argument("--num", type=int, default=200, help="first N LSP people")
     p.add_argument("--scale", type=float, default=1 / 3)
@@ -114,4 +115,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script_main(main)

@@ -18,6 +18,7 @@ import time
 import numpy as np
 import torch
 
+from movenet.errors import script_main
 from movenet.losses import LossConfig, MoveNetLoss
 from movenet.model import create_model
 from movenet.train import ModelEMA, freeze_backbone
@@ -105,7 +106,7 @@ def print_ema(name: str, device: str) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="lightning")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=5)
@@ -145,4 +146,4 @@ def cuda_table(args) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

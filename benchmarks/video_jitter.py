@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 import time
 
 import cv2
 import numpy as np
 
+from movenet.errors import MoveNetError, script_main
 from movenet.predict import create_predictor
 from movenet.tracking import (ONE_EURO, TFJS_CROP, TFJS_ONE_EURO, TFJS_ONE_EURO_2023, PoseTracker,
                               keypoint_filter, keypoint_jitter)
+from movenet.video import open_source
 
 SMOOTHERS = {"no smoothing": None, "One Euro TF.js": TFJS_ONE_EURO, "One Euro TF.js 2023": TFJS_ONE_EURO_2023,
              "One Euro default": ONE_EURO}
@@ -47,14 +48,17 @@ SPEEDS = (0.5, 2.0, 5.0, 10.0)  # px/frame on a 360 px frame at 25 fps
 
 
 def read_frames(path: str) -> tuple[list[np.ndarray], float]:
-    cap = cv2.VideoCapture(path)
-    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    source = open_source(path)  # a missing or unreadable video: one line
+    fps = source.fps
     frames = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            return frames, fps
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    try:
+        while (bgr := source.read()) is not None:
+            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    finally:
+        source.capture.release()
+    if not frames:
+        raise MoveNetError(f"{path}: no frame could be read")
+    return frames, fps
 
 
 def on_canvas(frame: np.ndarray, scale: float, canvas: tuple[int, int], at: tuple[int, int]) -> np.ndarray:
@@ -182,7 +186,7 @@ def sweep(raw: np.ndarray, truth: np.ndarray, fps: float, width: int, height: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("video")
     p.add_argument("--model", default="lightning")
     p.add_argument("--reference", default="thunder", help="model whose smoothed keypoints are the pseudo truth")
@@ -217,4 +221,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script_main(main)

@@ -5,7 +5,7 @@ config is 1 - w), scored on its own held-out images and on another data set.
     python benchmarks/wise_ft.py --run runs/lsp_finetune [--run runs/lsp_finetune_s1 ...]
         [--start lightning] [--weights 1 0.75 0.5 0.25 0]
         [--data configs/lsp_finetune.yaml --protocol whole]
-        [--other ../shared/data/coco-mini --other-protocol topdown] [--out wise_ft.png]
+        [--other ../shared/data/coco-mini --other-protocol topdown] [--out runs/wise_ft.png]
 
 ``--data`` is the domain the runs were fine-tuned for (a training config stands for the images
 it held out); ``--other`` is data they never saw, here COCO images with the face points that LSP
@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from movenet.checkpoint import average_checkpoints  # noqa: E402
+from movenet.errors import script_main
 from movenet.evaluate import evaluate, load_data  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ def scores(dataset, models: list[str], protocol: str, threads: int) -> list[tupl
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", action="append", required=True, help="run folder with last.pt (repeat)")
     ap.add_argument("--start", default="lightning", help="the weights the runs started from")
     ap.add_argument("--weights", type=float, nargs="+", default=[1.0, 0.75, 0.5, 0.25, 0.0],
@@ -46,7 +47,7 @@ def main() -> None:
     ap.add_argument("--other", default=str(ROOT.parent / "shared" / "data" / "coco-mini"))
     ap.add_argument("--other-protocol", default="topdown", choices=["whole", "topdown"])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="wise_ft.png")
+    ap.add_argument("--out", default="runs/wise_ft.png")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     weights = [w for w in args.weights if w > 0]
@@ -79,9 +80,10 @@ def main() -> None:
     ax.set_title(f"trained weights w, {args.start} 1 - w")
     ax.legend(fontsize=8)
     fig.tight_layout()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=100)
     print(f"\nplot: {args.out}")
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

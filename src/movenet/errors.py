@@ -67,3 +67,16 @@ def one_line_data_warnings() -> None:
 
 def one_line_data_warnings_installed() -> bool:
     return getattr(warnings.formatwarning, "one_line_data_warnings", False)
+
+
+def script_main(main) -> None:
+    """The entry of a script (``benchmarks/``): ``main()``, its return value as the exit status;
+    a ``MoveNetError`` (a missing file, a bad model) as one line on stderr and exit status 2."""
+    import os
+
+    try:
+        code = main()
+    except MoveNetError as e:
+        print(f"{os.path.basename(sys.argv[0])}: error: {user_message(e)}", file=sys.stderr)
+        code = 2
+    sys.exit(code or 0)
