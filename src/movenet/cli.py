@@ -609,7 +609,7 @@ def cmd_video(args) -> int:
 
     # FFmpeg reads this when OpenCV loads; our one-line errors replace its messages
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    from .video import open_source, run_video
+    from .video import NEEDS_A_FILE, open_source, run_video
 
     out = args.out
     if out is None and args.json_out is None:
@@ -621,7 +621,7 @@ def cmd_video(args) -> int:
         raise MoveNetError(f"{out}: --out needs a video file name ({', '.join(VIDEO_CONTAINERS)}; "
                            "mp4v inside)")
     if out:
-        refuse_stream(out, "an mp4 is written with its index last")
+        refuse_stream(out, NEEDS_A_FILE)
     for option, path in (("--out", out), ("--json", args.json_out)):
         if path:
             refuse_overwriting_inputs([path], [args.source], option)

@@ -20,6 +20,7 @@ from .runtime import Predictor, pose_score
 from .tracking import SMOOTHING_PRESETS, MultiPoseTracker, PoseTracker, tracker_schema
 
 DEFAULT_CAMERA_FPS = 30.0  # when a camera does not report its frame rate
+NEEDS_A_FILE = "an mp4 is written with its index last"  # why --out cannot be a device or pipe
 
 
 def person_record(keypoints: np.ndarray, score: float, track_id: int | None = None) -> dict:
@@ -115,7 +116,7 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
         raise MoveNetError(f"unknown smoothing {smoothing!r}; choose from {', '.join(SMOOTHING_PRESETS)}")
     schema = tracker_schema(predictor, None, track)
     if out:
-        refuse_stream(out, "an mp4 is written with its index last")
+        refuse_stream(out, NEEDS_A_FILE)
     src = source if isinstance(source, VideoSource) else open_source(source)
     params = SMOOTHING_PRESETS[smoothing]
     tracker = (MultiPoseTracker(predictor, track=track, smooth=smooth, refine=refine, max_people=max_people,
