@@ -129,13 +129,18 @@ def person_crop_box(bbox: tuple[float, float, float, float], scale: float = TOPD
     return (x + w / 2 - side / 2, y + h / 2 - side / 2, side, side)
 
 
+def scored_people(entry) -> list:
+    """An image's people that are scored: not crowds, with a labelled keypoint."""
+    return [p for p in entry.people if not p.iscrowd and p.num_labelled > 0]
+
+
 def make_samples(dataset: KeypointDataset, protocol: str) -> tuple[list[Sample], int]:
     """-> (samples, number of images the protocol leaves out)."""
     if protocol not in PROTOCOLS:
         raise MoveNetError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
     samples, excluded = [], 0
     for i, entry in enumerate(dataset.images):
-        people = [p for p in entry.people if not p.iscrowd and p.num_labelled > 0]
+        people = scored_people(entry)
         if protocol == "whole":
             if len(people) == 1:
                 samples.append(Sample(i, people[0], None))
@@ -204,8 +209,7 @@ def evaluate(dataset: KeypointDataset, specs: list[str] | str, protocol: str = "
     samples, excluded = make_samples(dataset, protocol)
     if not samples:
         raise MoveNetError(f"{dataset.name}: no person to evaluate with the {protocol} protocol")
-    boxless = sum(1 for e in dataset.images for p in e.people
-                  if not p.iscrowd and p.num_labelled > 0 and max(p.bbox[2:]) <= 0) if protocol == "topdown" else 0
+    boxless = sum(len(scored_people(e)) for e in dataset.images) - len(samples) if protocol == "topdown" else 0
     if boxless:  # one labelled keypoint and no bbox: nothing to crop around
         warnings.warn(f"{dataset.name}: {boxless} labelled people have no box (one keypoint, no bbox); the topdown "
                       "protocol leaves them out", DataWarning, stacklevel=2)

@@ -51,16 +51,17 @@ def export_onnx(model, path: str | os.PathLike, dynamic_batch: bool = False, ops
         source = source or str(model)
         model, own = load_model(model)
         schema = schema or own
-    if not hasattr(getattr(model, "module", model), "config"):
+    model = getattr(model, "module", model)  # (a DDP or EMA wrapper)
+    if not hasattr(model, "config"):
         raise MoveNetError(f"export_onnx takes a MoveNet model or what load_model opens, got {type(model).__name__}")
     schema = schema or COCO17
-    k = getattr(model, "module", model).config.num_keypoints
+    k = model.config.num_keypoints
     if schema.num_keypoints != k:
         raise MoveNetError(f"the model predicts {k} keypoints, the schema {schema.name} has {schema.num_keypoints} "
                            "(load_model returns a checkpoint's schema)")
     path = Path(path)
     refuse_stream(path, READ_BACK)
-    model = copy.deepcopy(getattr(model, "module", model)).float().cpu().eval()
+    model = copy.deepcopy(model).float().cpu().eval()
     proto = simplify_graph(_torch_export(model, dynamic_batch, opset))
     _declare_output_shapes(proto, model, dynamic_batch)
     set_metadata(proto, build_metadata(model, schema, source, dynamic_batch, opset))

@@ -19,6 +19,7 @@ import numpy as np
 
 from .decode import (center_peaks, decode_at_center, decode_multi, distinct_people, keypoint_box, person_score,
                      regressed_keypoints)
+from .errors import MoveNetError
 from .image import check_rgb_image, to_image_coords
 from .runtime import Predictor, pose_score
 from .schema import COCO17, KeypointSchema
@@ -484,8 +485,6 @@ def tracker_schema(predictor: Predictor, schema: KeypointSchema | None, track: b
     """The keypoints a tracker reads: ``schema``, else the predictor's (COCO17 for a predictor
     that does not say). They must be the predictor's in number, and tracking crops follow the
     hips and shoulders, which they must name."""
-    from .errors import MoveNetError
-
     own = getattr(predictor, "schema", None)
     schema = schema or own or COCO17
     if own is not None and own.num_keypoints != schema.num_keypoints:
@@ -498,8 +497,6 @@ def tracker_schema(predictor: Predictor, schema: KeypointSchema | None, track: b
 
 
 def _check_heads(predictor: Predictor) -> None:
-    from .errors import MoveNetError
-
     if getattr(predictor, "prior", None) is None:
         raise MoveNetError(f"{getattr(predictor, 'path', type(predictor).__name__)}: several people need "
                            "a model with MoveNet's four heads (this one outputs keypoints only)")

@@ -678,8 +678,7 @@ class Trainer:
         ts = ckpt.get("train_state")
         if ts is None:
             raise MoveNetError(f"{path}: no training state to resume from (weights only)")
-        ours, theirs = self.model.config.to_dict(), ckpt.get("model_config", {})
-        changed = [f"{key} {theirs.get(key)} -> {ours.get(key)}" for key in ours if theirs.get(key) != ours.get(key)]
+        changed = config_changes(ckpt.get("model_config", {}), self.model.config.to_dict())
         if changed:
             raise MoveNetError(f"{path}: a run of another model than this config's ({'; '.join(changed)}); "
                                "resume with the settings it was started with (its config.yaml)")
@@ -752,7 +751,7 @@ class Trainer:
                 if env.is_main and self.verbose:
                     print(format_epoch(s.history[-1], cfg.epochs), file=sys.stderr)
             self._clock = (time.perf_counter(), s.epoch)  # for the time-to-go of the epoch lines
-            while s.epoch < cfg.epochs and not self._step_limit_reached():
+            while not self.finished():
                 t0 = time.perf_counter()
                 train_metrics = self._train_epoch(s.epoch)
                 seconds = time.perf_counter() - t0
@@ -769,7 +768,7 @@ class Trainer:
                         print(f"interrupted after epoch {s.epoch}: wrote {self.out_dir / LAST}; continue with "
                               "--resume", file=sys.stderr)
                     raise Interrupted
-            if self.init_state is not None and (s.epoch >= cfg.epochs or self._step_limit_reached()):
+            if self.init_state is not None and self.finished():
                 self._write_final()
         finally:
             restore()
@@ -819,6 +818,10 @@ class Trainer:
     def _save_within_epoch(self) -> None:
         self.save(self.out_dir / LAST, {"epoch": self.state.epoch, "step": self.state.step,
                                          "batch_in_epoch": self.state.batch_in_epoch})
+
+    def finished(self) -> bool:
+        """Whether the run has done its epochs (or its max_steps)."""
+        return self.state.epoch >= self.cfg.epochs or self._step_limit_reached()
 
     def _step_limit_reached(self) -> bool:
         return bool(self.cfg.max_steps) and self.state.step >= self.cfg.max_steps
@@ -1090,8 +1093,7 @@ def run(cfg: TrainConfig | str | os.PathLike, out_dir: str | os.PathLike | None 
         if resume is not None:
             agreed(env, trainer.resume, resume)
             s = trainer.state
-            if (s.epoch >= cfg.epochs or trainer._step_limit_reached()) and \
-                    Path(resume).resolve().parent != out.resolve():
+            if trainer.finished() and Path(resume).resolve().parent != out.resolve():
                 raise MoveNetError(f"{resume}: its run has done its {s.epoch} epochs ({s.step} steps): nothing to "
                                    f"train into {out}; raise epochs= (or max_steps=) to go on")
         return trainer.fit()
