@@ -470,3 +470,15 @@ def test_trackers_read_the_models_own_keypoints(predictor, shared_dir):
     with pytest.raises(MoveNetError, match=r"hips and shoulders, which the model's keypoints \(five\) do not name"):
         PoseTracker(type("Five", (), {"schema": five, "__call__": lambda self, img, box=None: None})())
     PoseTracker(type("Five", (), {"schema": five})(), track=False)  # whole frames need no torso
+
+
+def test_video_json_names_the_models_keypoints(predictor, shared_dir, tmp_path):
+    import json
+
+    from movenet.video import run_video
+
+    js = tmp_path / "reversed.jsonl"
+    run_video(str(shared_dir / "data" / "media" / "yoga.mp4"), ReversedKeypoints(predictor), json_out=str(js),
+              max_frames=2, progress=False)
+    lines = [json.loads(line) for line in js.read_text().splitlines()]
+    assert [r["keypoint_names"] for r in lines] == [list(COCO17.keypoints[::-1])] * 2

@@ -58,6 +58,7 @@ def test_video_and_json_lines(tmp_path, media, lightning):
         (person,) = r["people"]
         kpts = np.asarray(person["keypoints"])
         assert kpts.shape == (17, 3) and 0 <= person["score"] <= 1
+        assert r["keypoint_names"][:2] == ["nose", "left_eye"] and len(r["keypoint_names"]) == 17
         assert (kpts[:, :2] >= -50).all() and (kpts[:, :2] <= 410).all()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["yoga.jsonl", "yoga.mp4"]  # no temporary files
 

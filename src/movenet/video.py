@@ -101,7 +101,7 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
               smoothing: str = "default", refine: bool = True) -> dict:
     """Predict every frame of ``source`` (file, camera index or ``open_source``) and write the annotated video
     ``out`` (mp4v, same fps and size) and/or ``json_out`` (one JSON object per frame:
-    ``{"frame", "time", "people": [{"keypoints", "score", "id"?}]}``). Outputs are written to
+    ``{"frame", "time", "keypoint_names", "people": [{"keypoints", "score", "id"?}]}``). Outputs are written to
     temporary files renamed at the end; on an error or interrupt they are removed. For a
     camera, Ctrl-C ends the capture and keeps what was recorded. ``smoothing`` names the One
     Euro parameters (``tracking.SMOOTHING_PRESETS``); ``refine``: the second look after a look
@@ -115,6 +115,7 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
     if smoothing not in SMOOTHING_PRESETS:
         raise MoveNetError(f"unknown smoothing {smoothing!r}; choose from {', '.join(SMOOTHING_PRESETS)}")
     schema = tracker_schema(predictor, None, track)
+    names = list(schema.keypoints)
     if out:
         refuse_stream(out, NEEDS_A_FILE)
     src = source if isinstance(source, VideoSource) else open_source(source)
@@ -161,7 +162,7 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
                     kpts, people = _predict_frame(tracker, rgb, timestamp, multi)
                     if jsonl is not None:
                         jsonl.write(json.dumps({"frame": frames, "time": round(timestamp, 4),
-                                                "people": people}) + "\n")
+                                                "keypoint_names": names, "people": people}) + "\n")
                     if writer is not None:
                         drawn = draw_pose(rgb, kpts, schema, threshold=threshold)
                         if multi:
