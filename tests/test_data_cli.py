@@ -9,7 +9,7 @@ from scipy.io import savemat
 
 from movenet.cli import main
 from movenet.datasets import LSP_TO_COCO, load_keypoint_dataset, read_lsp_joints
-from movenet.errors import MoveNetError
+from movenet.errors import DataWarning, MoveNetError
 from train_helpers import write_coco_folder
 
 W, H = 80, 60
@@ -94,6 +94,46 @@ def test_convert_refuses_missing_images_and_overwriting_its_input(tmp_path, caps
     source.write_text(json.dumps(coco))
     assert main(["data", "convert", str(source), str(out)]) == 0
     assert {(im["width"], im["height"]) for im in json.loads(out.read_text())["images"]} == {(64, 64)}
+
+
+def test_convert_checks_every_image_file(tmp_path, capsys):
+    """Its output is not written over an image; an empty or non-image file is an error even
+    where the JSON gives its size; a size that differs from the file's is warned about."""
+    write_coco_folder(tmp_path / "coco", 3, 64)
+    source, images = tmp_path / "coco" / "person_keypoints.json", sorted((tmp_path / "coco" / "images").iterdir())
+    photo = images[0].read_bytes()
+    assert main(["data", "convert", str(source), str(images[0])]) == 2
+    assert "would overwrite this image of the data set" in capsys.readouterr().err
+    assert images[0].read_bytes() == photo
+    out = tmp_path / "out.json"
+    for broken in (b"", b"plain text, not a picture"):
+        images[1].write_bytes(broken)
+        assert main(["data", "convert", str(source), str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith(f"{images[1]}: not a readable image (empty, corrupt or not an image)") and "\n" not in err
+        assert not out.exists()
+    cv2.imwrite(str(images[1]), np.zeros((64, 64, 3), np.uint8))
+    cv2.imwrite(str(images[2]), np.zeros((40, 64, 3), np.uint8))  # the JSON says 64 x 64
+    with pytest.warns(DataWarning, match="2.png: the image is 64x40, its annotation says 64x64"):
+        assert main(["data", "convert", str(source), str(out)]) == 0
+    assert [(im["width"], im["height"]) for im in json.loads(out.read_text())["images"]] == [(64, 64)] * 3
+
+
+def test_image_headers_are_read_whatever_the_image_size(tmp_path):
+    """PIL refuses to open images over ~179 megapixels (a decompression-bomb guard); a header
+    read for the size is no risk."""
+    import warnings
+
+    from PIL import Image
+
+    from movenet.datasets import _image_size
+
+    path = tmp_path / "huge.png"
+    Image.new("L", (20000, 10000)).save(path)  # 200 megapixels, a few hundred KB as PNG
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _image_size(path) == (20000, 10000)
+    assert Image.MAX_IMAGE_PIXELS is not None  # the guard is back for everything else
 
 
 def test_stats_of_a_data_source_takes_overrides(tmp_path, capsys):

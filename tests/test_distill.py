@@ -100,7 +100,7 @@ def test_unlabeled_images_are_teacher_only_samples(unlabeled_dir):
     (unlabeled_dir / "u0.png").write_bytes(b"not an image")  # unreadable: data.on_bad_image decides
     with pytest.raises(MoveNetError, match="u0.png: not a readable image"):
         UnlabeledImages([str(unlabeled_dir)], template)[0]
-    with pytest.warns(DataWarning, match="unreadable image skipped: .*u0.png"):
+    with pytest.warns(DataWarning, match=r"unreadable image skipped: .*u0.png: not a readable image \(corrupt"):
         assert UnlabeledImages([str(unlabeled_dir)], template, on_bad_image="skip")[0]["image"].max() > 0
     batch = torch.utils.data.default_collate([s, ref])  # mixes with labelled samples
     assert batch["has_labels"].tolist() == [False, True]

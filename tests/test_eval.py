@@ -61,8 +61,10 @@ def _break(raw: dict, how: str) -> dict:
         del raw["annotations"]
     elif how == "short keypoints":
         ann["keypoints"] = ann["keypoints"][:-3]
-    elif how == "no keypoints":
-        del ann["keypoints"]
+    elif how == "nan width":
+        raw["images"][0]["width"] = float("nan")
+    elif how == "crowd word":
+        ann["iscrowd"] = "yes"
     elif how == "unknown image":
         ann["image_id"] = -5
     elif how == "duplicate id":
@@ -83,7 +85,8 @@ def _break(raw: dict, how: str) -> dict:
 
 @pytest.mark.parametrize("how, message", [
     ("no images", "missing 'images'"), ("no annotations", "missing 'annotations'"),
-    ("short keypoints", "48 keypoint values, expected 51"), ("no keypoints", "no 'keypoints'"),
+    ("short keypoints", "48 keypoint values, expected 51"), ("nan width", "width is not an integer (nan)"),
+    ("crowd word", "'iscrowd' must be 0 or 1, got 'yes'"),
     ("unknown image", "unknown image_id -5"), ("duplicate id", "duplicate annotation id"),
     ("bad visibility", "visibility must be 0, 1 or 2"), ("no file_name", "needs 'id' and 'file_name'"),
     ("no person", "no 'person' category, nor one category with 17 keypoints"), ("schema mismatch", "has 13 keypoints"),
@@ -97,6 +100,23 @@ def test_loader_rejects_malformed_annotations(tmp_path, coco_mini, how, message)
         load_keypoint_dataset(path)
     text = str(err.value)
     assert text.startswith(str(path)) and message in text and "\n" not in text
+
+
+def test_loader_reads_what_other_tools_write(coco_mini):
+    """A person with a box and no keypoints (an instances file, a box-only tool), iscrowd as a
+    string and an infinite area are read as meant; the normalised file is strict JSON."""
+    raw = json.loads((coco_mini / "person_keypoints.json").read_text())
+    first, second, third = raw["annotations"][:3]
+    del first["keypoints"]
+    second["keypoints"], second["iscrowd"] = [], "0"
+    third["iscrowd"], third["area"] = "1", float("inf")
+    ds = load_keypoint_dataset(raw, image_root=coco_mini / "images")
+    people = {p.id: p for e in ds.images for p in e.people}
+    assert people[first["id"]].num_labelled == 0 and people[second["id"]].num_labelled == 0
+    assert not people[second["id"]].iscrowd and people[third["id"]].iscrowd
+    box = people[third["id"]].bbox
+    assert people[third["id"]].area == pytest.approx(box[2] * box[3])
+    json.dumps(ds.coco, allow_nan=False)
 
 
 def test_loader_rejects_non_json_and_missing_files(tmp_path, coco_mini):

@@ -54,11 +54,11 @@ def test_read_image_applies_the_exif_orientation(tmp_path, orientation, turn):
 
 def test_size_mismatch_names_the_file_and_the_likely_cause():
     img = np.zeros((30, 40, 3), np.uint8)
-    assert size_mismatch("a.jpg", img, 40, 30) is None
-    assert size_mismatch("a.jpg", img, 0, 0) is None  # size not given
-    turned = size_mismatch("a.jpg", img, 30, 40)
+    assert size_mismatch("a.jpg", img.shape, 40, 30) is None
+    assert size_mismatch("a.jpg", img.shape, 0, 0) is None  # size not given
+    turned = size_mismatch("a.jpg", img.shape, 30, 40)
     assert turned.startswith("a.jpg: the image is 40x30, its annotation says 30x40") and "EXIF" in turned
-    assert "resized" in size_mismatch("a.jpg", img, 80, 60)
+    assert "resized" in size_mismatch("a.jpg", img.shape, 80, 60)
 
 
 def test_read_image_bad_files(tmp_path):

@@ -175,6 +175,53 @@ def test_person_entirely_outside_the_image_is_not_a_target(tmp_path):
     assert len(ds) == 1 and ds.skipped["people outside their image"] == 1
 
 
+def test_people_whose_keypoints_make_an_empty_box_are_targets(tmp_path):
+    """No bbox, one labelled keypoint or two in a line: a box of zero width or height, still a
+    person in the image (and one on the image's edge too), taught at its keypoints."""
+    one, line, edge = np.zeros((3, 17, 3))
+    one[0] = (60, 50, 2)
+    line[5], line[11] = (100, 30, 2), (100, 90, 2)
+    edge[0] = (160, 40, 2)  # on the right edge of the 160-wide image
+    ds = PoseSampleDataset(synthetic(tmp_path, [[one], [line], [edge], [person(x0=200)]]), train=False,
+                           verbose=False)
+    assert len(ds) == 3 and ds.skipped["people outside their image"] == 1
+    for i, (kp, labelled) in enumerate([(one, [0]), (line, [5, 11]), (edge, [0])]):
+        x = ds[i]
+        m = x["meta"]["affine"].numpy()
+        taught = x["keypoints"].numpy()
+        assert np.flatnonzero(taught[:, 2]).tolist() == labelled
+        np.testing.assert_allclose(taught[labelled, :2] @ m[:, :2].T + m[:, 2], kp[labelled, :2], atol=0.05)
+        for j in labelled:
+            hm = x["heatmaps"][j].numpy()
+            cell = np.unravel_index(hm.argmax(), hm.shape)
+            assert hm.max() == pytest.approx(1.0)
+            assert cell == tuple(np.floor(taught[j, 1::-1] * hm.shape[0] / ds.size).astype(int))
+
+
+def test_one_file_under_two_image_ids_is_one_image(tmp_path):
+    """A converter's entry per person: the people of one photo stay in each other's heatmaps
+    (not taught as background), and the photo is one image for the split and for pycocotools."""
+    import copy
+
+    from movenet.errors import DataWarning
+
+    a, b = person(x0=20, n=12, step=3), person(x0=34, y0=26, n=12, step=3)
+    one_id = synthetic(tmp_path, [[a, b]])
+    coco = copy.deepcopy(one_id.coco)
+    coco["images"].append({**coco["images"][0], "id": 7, "file_name": "./im1.jpg"})
+    coco["annotations"][1]["image_id"] = 7
+    with pytest.warns(DataWarning, match=r"1 image entries name a file listed before \(first: im1.jpg, ids 1 and 7\)"):
+        data = load_keypoint_dataset(coco, image_root=tmp_path)
+    assert [len(e.people) for e in data.images] == [2] and [im["id"] for im in data.coco["images"]] == [1]
+    assert [ann["image_id"] for ann in data.coco["annotations"]] == [1, 1]
+    ds, expected = (PoseSampleDataset(d, train=False, verbose=False) for d in (data, one_id))
+    for i in range(2):
+        x, y = ds[i], expected[i]
+        assert int((x["center"] == 1).sum()) == 2  # both people, each sample
+        for key in ("heatmaps", "center", "heatmap_weight", "regression", "offsets"):
+            assert torch.equal(x[key], y[key]), key
+
+
 def test_images_without_people_are_counted(tmp_path):
     data = synthetic(tmp_path, [[person()], [], [np.zeros((17, 3))]])
     ds = PoseSampleDataset(data, train=False, verbose=False)

@@ -241,6 +241,33 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     assert resumed.optimizer.state_dict()["state"][0]["step"] == full.optimizer.state_dict()["state"][0]["step"]
 
 
+def test_a_run_stopped_by_max_steps_goes_on_where_it_stopped(tmp_path):
+    """max_steps inside an epoch keeps the place, as an interruption does: raising it and
+    resuming trains what an uninterrupted run with the higher limit trains, bit for bit."""
+    full_loss = CountingLoss(resume_config())
+    full = resume_trainer(resume_config(max_steps=7), tmp_path / "full", full_loss)
+    full.fit()
+    first_loss = CountingLoss(resume_config())
+    first = resume_trainer(resume_config(max_steps=3), tmp_path / "cut", first_loss)
+    first.fit()
+    ckpt = read_checkpoint(tmp_path / "cut" / LAST)
+    assert (ckpt["epoch"], ckpt["step"], ckpt["train_state"]["batch_in_epoch"]) == (0, 3, 3)
+    assert ckpt["metrics"]["epoch"] == 0.75 and "val_pck" in ckpt["metrics"]  # the run's end is validated
+    assert format_epoch(ckpt["metrics"], 3).startswith("epoch 1/3 to batch 3 (max_steps), loss ")
+
+    resumed_loss = CountingLoss(resume_config())
+    resumed = resume_trainer(resume_config(max_steps=7), tmp_path / "cut", resumed_loss)
+    resumed.resume(tmp_path / "cut" / LAST)
+    resumed.fit()
+    assert first_loss.values + resumed_loss.values == full_loss.values and len(full_loss.values) == 7
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert (resumed.state.epoch, resumed.state.batch_in_epoch) == (1, 3) == (full.state.epoch, full.state.batch_in_epoch)
+    whole = [h for h in resumed.state.history if "batch_in_epoch" not in h]
+    assert untimed(whole) == untimed([h for h in full.state.history if "batch_in_epoch" not in h])
+    assert [h["epoch"] for h in resumed.state.history] == [0.75, 1, 1.75]
+
+
 def test_resume_with_another_model_names_what_changed(tmp_path):
     cfg = tiny_config(**{"model.overrides.input_size": 64, "threads": 1})
     Trainer(cfg, tmp_path, SyntheticPoses(4, 64), None, build_loss(cfg), verbose=False).fit()
@@ -281,7 +308,7 @@ def test_cli_train_resume_predict(lsp_dir, tmp_path):
     assert {"config.yaml", "last.pt", "best.pt", "curves.png"} <= {p.name for p in out.iterdir()}
     assert (out / "tensorboard").is_dir()
     ckpt = read_checkpoint(out / "best.pt")
-    assert ckpt["epoch"] == 1 and ckpt["step"] == 2 and 0 <= ckpt["metrics"]["val_pck"] <= 1
+    assert ckpt["epoch"] == 0 and ckpt["step"] == 2 and 0 <= ckpt["metrics"]["val_pck"] <= 1
     assert ckpt["config"]["model"]["name"] == "mobilenetv2_050"
 
     again = _movenet("train", "configs/smoke.yaml", "threads=1", "--out", out)
@@ -292,13 +319,15 @@ def test_cli_train_resume_predict(lsp_dir, tmp_path):
 
     proc = _movenet("train", "configs/smoke.yaml", "threads=1", "epochs=2", "max_steps=4", "--resume", out)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    ckpt = read_checkpoint(out / LAST)
-    assert ckpt["epoch"] == 2 and ckpt["step"] == 4 and len(ckpt["train_state"]["history"]) == 2
+    ckpt = read_checkpoint(out / LAST)  # max_steps went on inside the first epoch
+    assert ckpt["epoch"] == 0 and ckpt["step"] == 4 and ckpt["train_state"]["batch_in_epoch"] == 4
+    assert len(ckpt["train_state"]["history"]) == 2
+    assert proc.stdout.startswith(f"{out}: 0 epochs and 4 batches, 4 steps; best val pck ")
     # a finished run resumed into another folder has nothing to train: said, not an empty run folder
     proc = _movenet("train", "configs/smoke.yaml", "threads=1", "epochs=2", "max_steps=4", "--resume", out / LAST,
                     "--out", tmp_path / "elsewhere")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
-        f"movenet: error: {out / LAST}: its run has done its 2 epochs (4 steps): nothing to train into "
+        f"movenet: error: {out / LAST}: its run stopped at max_steps (4 steps): nothing to train into "
         f"{tmp_path / 'elsewhere'}; raise epochs= (or max_steps=) to go on")
     assert not (tmp_path / "elsewhere").exists()
 

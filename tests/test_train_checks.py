@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,6 +50,15 @@ SMOKE = os.path.join(os.path.dirname(__file__), "..", "configs", "smoke.yaml")
     ("loss.bone=-1", "loss.bone must be >= 0"),
     ("data.sources=[{path: x, weight: abc}]", "a data source's weight must be a number, got 'abc' for x"),
     ("data.sources=[{path: x, weight: 0}]", "a data source's weight must be > 0, got 0.0 for x"),
+    ("data.regression_radius=-1", "data.regression_radius must be >= 0 (0: one cell), got -1"),
+    ("data.offset_radius=-2", "data.offset_radius must be >= 0"),
+    ("data.center_sigma_scale=0", "data.center_sigma_scale must be > 0, got 0.0"),
+    ("data.sigma_factor=-1", "data.sigma_factor must be > 0"),
+    ("data.val_fraction=1", "data.val_fraction must be in [0, 1), got 1.0"),
+    ("augment.flip_prob=2", "augment.flip_prob must be in 0..1, got 2.0"),
+    ("optim.milestones=[5,-1]", "optim.milestones must be epochs > 0 in increasing order, got [5.0, -1.0]"),
+    ("epochs=0", "epochs must be >= 1, got 0"),
+    ("distill.teacher=off", "distill.teacher: expected a string, got false (YAML reads yes, no, on and off"),
     ("loss.bone=0.1", None),  # COCO-17 has a skeleton: fine
 ])
 def test_values_out_of_range_are_one_line_errors(override, message):
@@ -185,7 +195,8 @@ def test_an_unreadable_validation_image_is_left_out_with_on_bad_image_skip(tmp_p
         assert main(["train", str(config), "--out", str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err
     # shown as main() installs it (one line), or recorded where another test installed it before
-    assert "unreadable image skipped" in err + " ".join(str(w.message) for w in caught)
+    assert "unreadable image skipped: " in err + " ".join(str(w.message) for w in caught)
+    assert ": not a readable image (corrupt" in err + " ".join(str(w.message) for w in caught)
     assert "Traceback" not in err
     history = read_checkpoint(tmp_path / "run" / LAST)["train_state"]["history"]
     assert np.isfinite(history[-1]["val_pck"])
@@ -271,18 +282,21 @@ def test_resuming_with_other_settings_says_which(tmp_path, capsys):
         trainer = _trainer(other, run)
         trainer.verbose = True
         trainer.resume(run / LAST)
+        groups = [g["lr"] for g in trainer.optimizer.param_groups]
+        kept = run / f"config.step{trainer.state.step}.yaml"
+        assert not kept.exists()  # written when the training goes on: a resume that fails writes nothing
+        if changed is not None:
+            # the new rate is used, at the schedule's place: the constant schedule's 0.5 itself
+            assert groups == [0.5] * len(groups) == trainer.scheduler.get_last_lr()
+        trainer.fit()
         err = capsys.readouterr().err
-        groups = trainer.optimizer.param_groups
         if changed is None:
             assert "warning" not in err and not list(run.glob("config.step*.yaml"))
-            assert [g["lr"] for g in groups] == [g["lr"] for g in saved]  # exactly the saved state
+            assert groups == [g["lr"] for g in saved]  # exactly the saved state
         else:
-            kept = run / f"config.step{trainer.state.step}.yaml"
             assert f"movenet: warning: {run / LAST}: resumed with other settings than the run's ({changed}); " \
                    f"the run's are in {kept}; to go on with them: movenet train {kept} --resume {run / LAST}" in err
             assert load_config(kept).to_dict() == cfg.to_dict()
-            # the new rate is used, at the schedule's place: the constant schedule's 0.5 itself
-            assert [g["lr"] for g in groups] == [0.5] * len(groups) == trainer.scheduler.get_last_lr()
     assert config_changes({"a": {"b": 1, "c": 2}, "out_dir": "x"}, {"a": {"b": 1, "c": 3}, "d": 4, "out_dir": "y"}) \
         == ["a.c 2 -> 3", "d None -> 4"]
 
@@ -387,6 +401,11 @@ def test_annotation_tool_exports_are_read_as_meant(tmp_path):
     assert first.bbox[2] > 0 and first.area == pytest.approx(first.bbox[2] * first.bbox[3])  # the labels' box
     assert ds.coco["annotations"][0]["keypoints"][2] == 0  # pycocotools sees it unlabelled too
     assert [len(e.people) for e in ds.images] == [1, 1, 1]  # "1" and 1.0 are category 1
+    two = copy.deepcopy(coco)  # two keypoint categories beside the 'person' box one: which is meant?
+    two["categories"].append({"id": 5, "name": "athlete", "keypoints": list(COCO17.keypoints)})
+    with pytest.raises(MoveNetError, match="2 categories have 17 keypoints \\('human', 'athlete'\\) and none is "
+                                           "'person': keep one of them"):
+        load_keypoint_dataset(two)
 
     folder = tmp_path / "label_studio"  # file_name "images/x.png" beside an images/ folder
     (folder / "images").mkdir(parents=True)
@@ -434,3 +453,101 @@ def test_a_new_run_refuses_a_folder_of_other_files(tmp_path):
     (left / "config.yaml").write_text("epochs: 1\n")
     (left / ".last.pt.x1y2.tmp.pt").write_text("")
     check_run_folder(left, None)
+
+
+def _folder_config(tmp_path, **extra) -> Path:
+    write_coco_folder(tmp_path / "data", 8, 64)
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({
+        "model": {"name": "mobilenetv2_050", "overrides": {"input_size": 64, "head_channels": 32}},
+        "data": {"sources": [{"path": str(tmp_path / "data")}], "val_fraction": 0.25, "num_workers": 0},
+        "optim": {"warmup_epochs": 0.0}, "log": {"images": 0}, "batch_size": 2, "epochs": 1, "threads": 1,
+        **extra}))
+    return config
+
+
+def test_resumed_runs_write_into_no_other_run_and_change_nothing_when_they_fail(tmp_path, capsys):
+    config = _folder_config(tmp_path)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["train", str(config), "--out", str(a)]) == 0
+    assert main(["train", str(config), "max_steps=2", "--out", str(b)]) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in b.iterdir()}
+    capsys.readouterr()
+    # another run's folder as --out of a resume: refused, that run untouched
+    assert main(["train", str(config), "epochs=2", "--resume", str(a / LAST), "--out", str(b)]) == 2
+    assert capsys.readouterr().err.strip() == (f"movenet: error: {b}: already holds another run ({LAST}); resuming "
+                                               f"{a / LAST} there would write over it: choose another --out")
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert main(["train", str(config), "epochs=2", "--resume", str(a / LAST), "--out", str(foreign)]) == 2
+    assert "holds files a run does not write (notes.txt)" in capsys.readouterr().err
+    # finished, and into another folder with other settings: nothing written there
+    assert main(["train", str(config), "optim.lr=0.1", "--resume", str(a / LAST), "--out", str(tmp_path / "c")]) == 2
+    assert not (tmp_path / "c").exists()
+    # b stopped after batch 2 of its 3; with batch_size 6 its epoch has 1 batch: said before anything is written
+    assert main(["train", str(config), "batch_size=6", "--resume", str(b)]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"{b / LAST}: stopped after batch 2 of epoch 1, which has 1 batches with this config's data and batch_size; "
+        "resume with the run's own (its config.yaml)")
+    assert {p.name: p.stat().st_mtime_ns for p in b.iterdir()} == before
+
+
+def test_stale_files_are_removed_when_a_run_starts_or_goes_on(tmp_path, capsys):
+    init = tmp_path / "init.pt"
+    save_checkpoint(init, build_model(tiny_config(**{"model.overrides.input_size": 64}), verbose=False))
+    config = _folder_config(tmp_path, init=str(init), final_init_weight=0.5)
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(run)]) == 0
+    first_final = read_checkpoint(run / FINAL)
+    assert first_final["epoch"] == 1
+    capsys.readouterr()
+    # trained further with final_init_weight 0: the old end's final.pt is not the model any more
+    assert main(["train", str(config), "epochs=2", "final_init_weight=0", "--resume", str(run)]) == 0
+    out = capsys.readouterr()
+    assert f"removed what is stale in {run}: {FINAL}" in out.err and not (run / FINAL).exists()
+    assert out.out.strip().endswith(f"model: {run / BEST}")
+    # a run that stopped before its first checkpoint: the next run in its folder starts clean
+    failed = tmp_path / "failed"
+    (failed / "tensorboard").mkdir(parents=True)
+    (failed / "tensorboard" / "events.out.tfevents.1").write_bytes(b"old")
+    (failed / "config.yaml").write_text("{}")
+    assert main(["train", str(config), "log.tensorboard=true", "--out", str(failed)]) == 0
+    assert not (failed / "tensorboard" / "events.out.tfevents.1").exists()
+    assert f"removed what is stale in {failed}: tensorboard" in capsys.readouterr().err
+
+
+def test_weights_that_turn_non_finite_are_never_written_nor_loaded(tmp_path, capsys):
+    """A step can make the weights NaN while its loss is still finite: the checkpoint of that
+    epoch is not written, and a model file holding such weights is refused when loaded."""
+    from movenet.checkpoint import load_model
+
+    trainer = Trainer(tiny_config(**{"model.overrides.input_size": 64, "batch_size": 2, "epochs": 2, "threads": 1}),
+                      tmp_path / "run", SyntheticPoses(4, 64), val_data(4, 64), CountingLoss(tiny_config()),
+                      verbose=False)
+    step = trainer._step
+
+    def poisoned(batch):  # the second epoch's last step leaves a NaN in the weights
+        out = step(batch)
+        if trainer.state.step == 4:
+            with torch.no_grad():
+                weight = next(trainer.model.parameters())
+                weight[(0,) * weight.ndim] = float("nan")
+        return out
+    trainer._step = poisoned
+    with pytest.raises(MoveNetError) as e:
+        trainer.fit()
+    assert str(e.value) == (f"{tmp_path / 'run'}: the weights hold NaN or infinite values after step 4 (the training "
+                            f"diverged: lower optim.lr); training stopped (last good checkpoint kept: "
+                            f"{tmp_path / 'run' / LAST})")
+    good = read_checkpoint(tmp_path / "run" / LAST)
+    assert good["step"] == 2 and all(torch.isfinite(v).all() for v in good["state_dict"].values()
+                                     if v.is_floating_point())
+    first = next(iter(good["state_dict"].values()))
+    first[(0,) * first.ndim] = float("inf")
+    torch.save(good, tmp_path / "bad.pt")
+    with pytest.raises(MoveNetError, match=r"bad.pt: 1 of its \d+ weight tensors hold NaN or infinite values "
+                                           r"\(first: .+\); a training that diverged\?"):
+        load_model(tmp_path / "bad.pt", verbose=False)
+    assert main(["predict", "--model", str(tmp_path / "bad.pt")]) == 2
+    assert "weight tensors hold NaN or infinite values" in capsys.readouterr().err

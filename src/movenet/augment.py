@@ -51,17 +51,17 @@ class AugmentConfig:
         self.occlusion_size = tuple(self.occlusion_size)
         lo, hi = self.scale_range
         if not 0 < lo <= hi:
-            raise ValueError(f"scale_range must satisfy 0 < low <= high, got {self.scale_range}")
+            raise ValueError(f"augment.scale_range must satisfy 0 < low <= high, got {list(self.scale_range)}")
         for name in ("flip_prob", "rotation_prob", "color_prob", "gray_prob", "blur_prob", "occlusion_prob"):
             if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in 0..1, got {getattr(self, name)}")
+                raise ValueError(f"augment.{name} must be in 0..1, got {getattr(self, name)}")
         for name in ("translate", "rotation_deg", "brightness", "contrast", "saturation", "hue", "blur_sigma",
                      "occlusion_max_boxes", "pose_clusters", "pose_cluster_power"):
             if getattr(self, name) < 0:
                 raise ValueError(f"augment.{name} must be >= 0, got {getattr(self, name)}")
         lo, hi = self.occlusion_size
         if not 0 < lo <= hi <= 1:
-            raise ValueError(f"occlusion_size must satisfy 0 < low <= high <= 1, got {self.occlusion_size}")
+            raise ValueError(f"augment.occlusion_size must satisfy 0 < low <= high <= 1, got {list(self.occlusion_size)}")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from .config import config_changes
 from .errors import MoveNetError
 from .fileio import atomic_path
 from .model import ModelConfig, MoveNet
@@ -57,8 +58,18 @@ def model_from_checkpoint(ckpt: dict, path: str | os.PathLike = "checkpoint") ->
     misfit = weights_misfit(model.state_dict(), weights) if isinstance(weights, dict) else "no weights"
     if misfit:
         raise MoveNetError(f"{path}: weights do not fit the {cfg.backbone} architecture ({misfit})")
+    check_finite_weights(weights, path)
     model.load_state_dict(weights)
     return model.eval(), get_schema(ckpt.get("schema", "coco17"))
+
+
+def check_finite_weights(state: dict, path: str | os.PathLike) -> None:
+    """A one-line error for weights holding NaN or infinity (a training that diverged): such a
+    model runs, and gives no keypoints or nonsense."""
+    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise MoveNetError(f"{path}: {len(bad)} of its {len(state)} weight tensors hold NaN or infinite values "
+                           f"(first: {bad[0]}); a training that diverged?")
 
 
 def weights_misfit(own: dict, given: dict, shown: int = 2) -> str:
@@ -115,10 +126,13 @@ def average_checkpoints(specs: list[str | os.PathLike], weights: list[float] | N
     states = [first["state_dict"]]
     for path in paths[1:]:
         ckpt = _read_at_size(path)
-        for key, what in (("model_config", "model config"), ("schema", "keypoint schema")):
-            if ckpt.get(key) != first.get(key):
-                raise MoveNetError(f"{path}: another {what} than {paths[0]}; only the same "
-                                   "architecture can be averaged")
+        changes = config_changes(first.get("model_config") or {}, ckpt.get("model_config") or {})
+        if changes:
+            raise MoveNetError(f"{path}: another model than {paths[0]} ({'; '.join(changes)}); only models of "
+                               "the same architecture and input size can be averaged")
+        if ckpt.get("schema") != first.get("schema"):
+            raise MoveNetError(f"{path}: keypoint schema {ckpt.get('schema')}, {paths[0]} {first.get('schema')}; "
+                               "only models of the same keypoints can be averaged")
         state = ckpt["state_dict"]
         if state.keys() != first["state_dict"].keys():
             raise MoveNetError(f"{path}: other weight names than {paths[0]}")

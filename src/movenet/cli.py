@@ -286,7 +286,8 @@ def cmd_train(args) -> int:
     best = f"{state.best:.4f} (epoch {state.best_epoch})" if state.best > float("-inf") else "n/a"
     model = next((Path(out) / name for name in ("final.pt", "best.pt", "last.pt") if (Path(out) / name).exists()),
                  None)
-    print(f"{out}: {state.epoch} epochs, {state.step} steps; best val {cfg.best_metric} {best}"
+    within = f" and {state.batch_in_epoch} batches" if state.batch_in_epoch else ""
+    print(f"{out}: {state.epoch} epochs{within}, {state.step} steps; best val {cfg.best_metric} {best}"
           + (f"; model: {model}" if model else ""))
     return 0
 

@@ -154,10 +154,12 @@ class TrainConfig:
         for key, (value, allowed) in checks.items():
             if value not in allowed:
                 raise ValueError(f"{key} must be one of {list(allowed)}, got {value!r}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be >= 1")
         o = self.optim
         limits = [  # (key, value, valid, the rule)
+            ("epochs", self.epochs, self.epochs >= 1, ">= 1"),
+            ("batch_size", self.batch_size, self.batch_size >= 1, ">= 1"),
+            ("optim.milestones", o.milestones, all(m > 0 for m in o.milestones) and list(o.milestones) == sorted(o.milestones),
+             "epochs > 0 in increasing order"),
             ("optim.lr", o.lr, o.lr > 0, "> 0"),
             ("optim.weight_decay", o.weight_decay, o.weight_decay >= 0, ">= 0"),
             ("optim.betas", o.betas, len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "two values in [0, 1)"),
@@ -431,6 +433,9 @@ def convert(tp, value: Any, key: str):
             raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a string, got {str(value).lower()} (YAML reads yes, no, on and off "
+                              "as true or false: quote the word; null means none)")
         if isinstance(value, (dict, list)) or value is None:
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return str(value)
@@ -456,3 +461,18 @@ def _plain(obj):
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     return obj
+
+
+def config_changes(before: dict, after: dict, prefix: str = "") -> list[str]:
+    """``key old -> new`` for every setting that differs between two config dicts (nested keys
+    dotted); the run folder (out_dir) does not count."""
+    changes = []
+    for key in sorted(set(before) | set(after)):
+        name, old, new = f"{prefix}{key}", before.get(key), after.get(key)
+        if name == "out_dir" or old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += config_changes(old, new, f"{name}.")
+        else:
+            changes.append(f"{name} {old} -> {new}")
+    return changes

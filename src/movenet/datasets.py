@@ -4,6 +4,7 @@ of them into one validated structure; ``write_coco`` writes it back as COCO JSON
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import warnings
@@ -368,12 +369,15 @@ def _image_size(path: Path) -> tuple[int, int] | None:
     it (EXIF orientations 5-8 turn it a quarter); None if missing or unreadable."""
     from PIL import Image  # a dependency of matplotlib
 
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # a header only: no image is too large
     try:
         with Image.open(path) as im:
             w, h = im.size
             return (h, w) if im.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (w, h)
     except (OSError, ValueError):  # missing, unreadable or not an image
         return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def far_outside_image(keypoints: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -494,19 +498,29 @@ def write_coco(source: str | os.PathLike | dict, out: str | os.PathLike,
     file (atomically) and return the loaded data. Image file names are written relative to the
     folder ``load_keypoint_dataset(out)`` resolves them against (``images/`` beside ``out``
     where there is one, else ``out``'s folder), so the file loads where it is written. Every
-    image file must be there and readable: sizes the source does not give are read from it."""
-    from .fileio import write_json_atomic
+    image file must be there with a readable header: sizes the source does not give are read
+    from it, and sizes that differ from it are warned about (and kept: the keypoints were
+    placed in them)."""
+    from .fileio import refuse_overwriting_inputs, write_json_atomic
+    from .image import size_mismatch
 
     dataset = load_keypoint_dataset(source, image_root, check_files=True)
+    refuse_overwriting_inputs([out], [e.path for e in dataset.images], "the output", "image of the data set")
     root = _default_image_root(Path(out))
-    images = []
+    images, mismatched = [], []
     for im, entry in zip(dataset.coco["images"], dataset.images):
+        found = _image_size(entry.path)
+        if found is None:
+            raise MoveNetError(f"{entry.path}: not a readable image (empty, corrupt or not an image)")
         size = (entry.width, entry.height)
         if min(size) <= 0:
-            size = _image_size(entry.path)
-            if size is None:
-                raise MoveNetError(f"{entry.path}: not a readable image (its size is needed for {out})")
+            size = found
+        elif size != found:
+            mismatched.append(size_mismatch(entry.path, found[::-1], *size))
         images.append({**im, "file_name": os.path.relpath(entry.path, root), "width": size[0], "height": size[1]})
+    if mismatched:
+        more = f" ({len(mismatched) - 1} more images differ from their size in the file)" if len(mismatched) > 1 else ""
+        warnings.warn(mismatched[0] + more, DataWarning, stacklevel=2)
     write_json_atomic(out, {**dataset.coco, "images": images}, indent=None)
     return dataset
 
@@ -598,6 +612,13 @@ def _parse_coco(coco, label: str, root: Path, schema: KeypointSchema, name: str)
             fail(f"image {image_id}: negative size {width}x{height}")
         images[image_id] = ImageEntry(image_id, root / im["file_name"], width, height)
         image_dicts.append(im)
+    # One photo under several ids (a converter that writes an entry per person) is one image:
+    # otherwise each id's people would be background in the other's heatmaps.
+    first_id, alias = {}, {}
+    for image_id, entry in images.items():
+        first = first_id.setdefault(os.path.normpath(entry.path), image_id)
+        if first != image_id:
+            alias[image_id] = first
 
     annotations, seen, others, at_origin = [], set(), Counter(), 0
     for i, ann in enumerate(coco["annotations"]):
@@ -616,8 +637,9 @@ def _parse_coco(coco, label: str, root: Path, schema: KeypointSchema, name: str)
         at_origin += placeholders
         if order is not None:
             person.keypoints = person.keypoints[order]
-        normal = {**ann, "category_id": person_id, "bbox": list(person.bbox), "area": person.area,
-                  "iscrowd": int(person.iscrowd), "num_keypoints": person.num_labelled}
+        person.image_id = alias.get(person.image_id, person.image_id)
+        normal = {**ann, "image_id": person.image_id, "category_id": person_id, "bbox": list(person.bbox),
+                  "area": person.area, "iscrowd": int(person.iscrowd), "num_keypoints": person.num_labelled}
         if order is not None or placeholders:
             normal["keypoints"] = [float(v) for v in person.keypoints.reshape(-1)]
         images[person.image_id].people.append(person)
@@ -629,6 +651,13 @@ def _parse_coco(coco, label: str, root: Path, schema: KeypointSchema, name: str)
     if at_origin:
         warnings.warn(f"{label}: {at_origin} keypoints labelled at (0, 0) read as not labelled (an annotation "
                       "tool's placeholder for a missing point)", DataWarning, stacklevel=3)
+    if alias:
+        dup, first = next(iter(alias.items()))
+        warnings.warn(f"{label}: {len(alias)} image entries name a file listed before (first: "
+                      f"{images[dup].path.name}, ids {first} and {dup}); each file is read as one image with the "
+                      "people of all its entries", DataWarning, stacklevel=3)
+        image_dicts = [im for im in image_dicts if int(im["id"]) not in alias]
+        images = {i: e for i, e in images.items() if i not in alias}
     normalised = {"images": image_dicts, "annotations": annotations, "categories": [category]}
     if isinstance(coco.get("info"), dict):
         normalised["info"] = coco["info"]
@@ -656,6 +685,9 @@ def _person_category(coco: dict, schema: KeypointSchema, fail) -> tuple[int, dic
     # a 'person' category with the keypoints; else the one category with them (a 'person' box
     # category beside a 'human' one with keypoints, a hand, an animal); else 'person' itself
     candidates = [c for c in people if c in with_points] or (with_points if len(with_points) == 1 else people)
+    if len(with_points) > 1 and not any(c in with_points for c in candidates):
+        fail(f"{len(with_points)} categories have {schema.num_keypoints} keypoints "
+             f"({', '.join(repr(c.get('name')) for c in with_points)}) and none is 'person': keep one of them")
     if not candidates:
         fail(f"no 'person' category, nor one category with {schema.num_keypoints} keypoints")
     category = candidates[0]
@@ -701,10 +733,10 @@ def _parse_person(ann: dict, i: int, schema: KeypointSchema, images: dict, fail)
     image_id = _as_int(ann["image_id"], f"{where} image_id", fail)
     if image_id not in images:
         fail(f"{where}: unknown image_id {image_id}")
-    if "keypoints" not in ann:
-        fail(f"{where}: no 'keypoints'")
-    kpts = _as_floats(ann["keypoints"], f"{where} keypoints", fail)
     k = schema.num_keypoints
+    # no keypoints at all: a person with a box only (a crowd region, an instances file's people)
+    given = ann.get("keypoints")
+    kpts = _as_floats([0.0] * 3 * k if given is None or given == [] else given, f"{where} keypoints", fail)
     if kpts.size != 3 * k:
         fail(f"{where}: {kpts.size} keypoint values, expected {3 * k} ({k} x, y, v for {schema.name})")
     kpts = kpts.reshape(k, 3)
@@ -722,9 +754,13 @@ def _parse_person(ann: dict, i: int, schema: KeypointSchema, images: dict, fail)
         bbox = _keypoint_box(kpts)
     if "area" in ann and (isinstance(ann["area"], bool) or not isinstance(ann["area"], (int, float))):
         fail(f"{where}: 'area' is not a number")
-    # OKS scale: the annotation's area (COCO: the segmentation's), else the box's; 0 counts as not given
-    area = float(ann["area"]) if "area" in ann and ann["area"] > 0 else bbox[2] * bbox[3]
-    return PersonAnnotation(ann_id, image_id, kpts, bbox, area, bool(ann.get("iscrowd", 0))), int(placeholder.sum())
+    # OKS scale: the annotation's area (COCO: the segmentation's), else the box's; 0 or NaN counts as not given
+    given = "area" in ann and 0 < ann["area"] < math.inf
+    area = float(ann["area"]) if given else bbox[2] * bbox[3]
+    crowd = ann.get("iscrowd", 0)
+    if crowd not in (0, 1, "0", "1"):  # (True and False are 1 and 0)
+        fail(f"{where}: 'iscrowd' must be 0 or 1, got {crowd!r}")
+    return PersonAnnotation(ann_id, image_id, kpts, bbox, area, int(crowd) == 1), int(placeholder.sum())
 
 
 def _keypoint_box(kpts: np.ndarray) -> tuple[float, float, float, float]:
@@ -736,7 +772,8 @@ def _keypoint_box(kpts: np.ndarray) -> tuple[float, float, float, float]:
 
 
 def _as_int(value, what: str, fail) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value != int(value)):
         fail(f"{what} is not an integer ({value!r})")
     return int(value)
 

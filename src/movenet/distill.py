@@ -141,11 +141,10 @@ class UnlabeledImages(torch.utils.data.Dataset):
             try:
                 img = read_image(self.paths[i])
                 break
-            except MoveNetError:
+            except MoveNetError as e:
                 if self.on_bad_image == "error":
                     raise
-                warnings.warn(f"unreadable image skipped: {self.paths[i]} (distill.unlabeled)", DataWarning,
-                              stacklevel=2)
+                warnings.warn(f"unreadable image skipped: {e} (distill.unlabeled)", DataWarning, stacklevel=2)
                 i = (i + 1) % len(self)
         else:
             raise MoveNetError(f"{self.paths[i]}: 10 unreadable images in a row (distill.unlabeled)")

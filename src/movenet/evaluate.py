@@ -183,7 +183,7 @@ def run_models(dataset: KeypointDataset, samples: list[Sample], predictors: dict
             skipped.append(str(e))
             kept[rows] = False
             continue
-        problem = size_mismatch(entry.path, img, entry.width, entry.height)
+        problem = size_mismatch(entry.path, img.shape, entry.width, entry.height)
         if problem:
             warnings.warn(problem, DataWarning, stacklevel=2)
         for n in rows:

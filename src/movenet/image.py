@@ -37,10 +37,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return to_rgb8(img)
 
 
-def size_mismatch(path: str | os.PathLike, img: np.ndarray, width: int, height: int) -> str | None:
-    """The problem when an image read as ``img`` is not ``width`` x ``height`` (the size its
-    annotation file gives; 0 = not given), else None: its keypoints are then likely misplaced."""
-    h, w = img.shape[:2]
+def size_mismatch(path: str | os.PathLike, shape: tuple[int, ...], width: int, height: int) -> str | None:
+    """The problem when an image of ``shape`` (height, width, ...) is not ``width`` x ``height``
+    (the size its annotation file gives; 0 = not given), else None: its keypoints are then
+    likely misplaced."""
+    h, w = shape[:2]
     if width <= 0 or height <= 0 or (w, h) == (width, height):
         return None
     why = ("turned a quarter: labelled on the stored pixels of a photo with an EXIF orientation? "

@@ -41,11 +41,11 @@ class ModelConfig:
         for name in ("input_size", "num_keypoints", "head_channels"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+                raise ValueError(f"model {name} must be a whole number >= 1, got {value!r}")
         if isinstance(self.width, bool) or not isinstance(self.width, (int, float)) or not self.width > 0:
-            raise ValueError(f"width must be a number > 0, got {self.width!r}")
+            raise ValueError(f"model width must be a number > 0, got {self.width!r}")
         if self.input_size % 32:
-            raise ValueError(f"input_size must be a multiple of 32, got {self.input_size}")
+            raise ValueError(f"model input_size must be a multiple of 32, got {self.input_size}")
         self.neck_channels = tuple(self.neck_channels)
         self.norm_mean = tuple(self.norm_mean)
         self.norm_scale = tuple(self.norm_scale)

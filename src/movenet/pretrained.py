@@ -208,16 +208,22 @@ def load_matching(model, ckpt: dict, label: str, schema: KeypointSchema = COCO17
                 state[key] = mixed
         note = (f" (keypoint heads: {len(shared)} of {schema.num_keypoints} keypoints taken by name"
                 f"{', the others start fresh' if len(shared) < schema.num_keypoints else ''})")
+    from .config import config_changes
+
     params = {name for name, _ in model.named_parameters()}
     theirs = ckpt.get("model_config", {})
     arch = f"{theirs.get('backbone', '?')} width {theirs.get('width', '?')}"
     ours = f"{model.config.backbone} width {model.config.width}"
+    # what makes the shapes differ (the input size and normalisation do not)
+    changes = [c for c in config_changes(theirs, model.config.to_dict())
+               if not c.startswith(("input_size ", "norm_", "distance_offset "))]
+    differ = f"; {', '.join(changes)}" if changes else ""
     for name in sorted(params):
         if name not in state:
-            raise MoveNetError(f"{label}: weights of {arch} do not fit {ours} (no {name})")
+            raise MoveNetError(f"{label}: weights of {arch} do not fit {ours} (no {name}{differ})")
         if tuple(state[name].shape) != tuple(own[name].shape):
             raise MoveNetError(f"{label}: weights of {arch} do not fit {ours} ({name}: "
-                               f"{list(state[name].shape)} vs {list(own[name].shape)})")
+                               f"{list(state[name].shape)} vs {list(own[name].shape)}{differ})")
     loadable = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
     if "center_prior" in state and tuple(state["center_prior"].shape) != tuple(own["center_prior"].shape):
         loadable.pop("coord_scale", None)  # 1 / the other grid: a scalar, so its shape matches

@@ -63,13 +63,13 @@ class DataConfig:
         self.sources = [_source_dict(s) for s in self.sources]
         self.val_sources = [_source_dict(s) for s in self.val_sources]
         if self.input_size % 32:
-            raise ValueError(f"input_size must be a multiple of 32, got {self.input_size}")
+            raise ValueError(f"data.input_size must be a multiple of 32, got {self.input_size}")
         if self.on_bad_image not in ("error", "skip"):
-            raise ValueError(f"on_bad_image must be 'error' or 'skip', got {self.on_bad_image!r}")
+            raise ValueError(f"data.on_bad_image must be 'error' or 'skip', got {self.on_bad_image!r}")
         if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+            raise ValueError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.train_images < 0:
-            raise ValueError(f"train_images must be >= 0 (0: all), got {self.train_images}")
+            raise ValueError(f"data.train_images must be >= 0 (0: all), got {self.train_images}")
         for name in ("num_workers", "min_keypoints", "max_people"):
             if getattr(self, name) < 0:
                 raise ValueError(f"data.{name} must be >= 0, got {getattr(self, name)}")
@@ -177,10 +177,10 @@ def build_index(sources: list, cfg: DataConfig, schema: KeypointSchema = COCO17)
         raise MoveNetError(f"{missing[0]}: image file not found ({len(missing)} missing in all; "
                            "on_bad_image=skip skips them)")
     keypoints = np.array(kpts, np.float32).reshape(-1, k, 3)
-    boxes = person_boxes(np.array(bboxes, np.float64).reshape(-1, 4), keypoints,
-                         np.array(sizes, np.float64).reshape(-1, 2))
+    bboxes, sizes = np.array(bboxes, np.float64).reshape(-1, 4), np.array(sizes, np.float64).reshape(-1, 2)
+    boxes = person_boxes(bboxes, keypoints, sizes)
     candidate = np.array(candidate, bool)
-    inside = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+    inside = _touch_image(person_boxes(bboxes, keypoints, np.zeros_like(sizes)), sizes)
     skipped["people outside their image"] += int((candidate & ~inside).sum())
     return PeopleIndex(
         keypoints=keypoints, boxes=boxes.astype(np.float32),
@@ -191,6 +191,14 @@ def build_index(sources: list, cfg: DataConfig, schema: KeypointSchema = COCO17)
         image_sizes=np.array(image_sizes, np.int64).reshape(-1, 2),
         targets=np.flatnonzero(candidate & inside).astype(np.int64),
         skipped=Counter({key: v for key, v in skipped.items() if v}))
+
+
+def _touch_image(boxes: np.ndarray, image_sizes: np.ndarray) -> np.ndarray:
+    """[N] whether each unclipped box (x, y, w, h) meets its image, edges included: a single
+    labelled keypoint, or keypoints in a line, make an empty box that is still a person there."""
+    lo, hi = boxes[:, :2], boxes[:, :2] + boxes[:, 2:]
+    known = (image_sizes > 0).all(axis=1)
+    return ~known | ((hi >= 0) & (lo <= image_sizes)).all(axis=1)
 
 
 def _without_far_keypoints(keypoints: np.ndarray, width: int, height: int, skipped: Counter) -> np.ndarray:
@@ -295,12 +303,11 @@ class PoseSampleDataset(torch.utils.data.Dataset):
         for _ in range(10):
             try:
                 return self._sample(i, rng)
-            except MoveNetError:
+            except MoveNetError as e:
                 if self.cfg.on_bad_image == "error":
                     raise
                 self.bad_images += 1
-                bad = self.path(i)
-                warnings.warn(f"unreadable image skipped: {bad}", DataWarning, stacklevel=2)
+                warnings.warn(f"unreadable image skipped: {e}", DataWarning, stacklevel=2)
                 if not self.train:  # validation leaves the person out of its scores instead
                     sample = self._sample(i, None, image=np.zeros((1, 1, 3), np.uint8))
                     sample["meta"]["skipped"] = torch.tensor(True)
@@ -327,7 +334,7 @@ class PoseSampleDataset(torch.utils.data.Dataset):
             image = read_image(path)
             if img not in self.size_warned:  # once per image (and loader worker)
                 self.size_warned.add(img)
-                problem = size_mismatch(path, image, *ix.image_sizes[img])
+                problem = size_mismatch(path, image.shape, *ix.image_sizes[img])
                 if problem:
                     warnings.warn(problem, DataWarning, stacklevel=2)
         crop = augment.warp(image, m, self.size)

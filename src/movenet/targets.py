@@ -46,11 +46,18 @@ class TargetParams:
 
     def __post_init__(self) -> None:
         if self.kernel not in KERNELS:
-            raise ValueError(f"unknown kernel {self.kernel!r}; known: {KERNELS}")
+            raise ValueError(f"data.kernel must be one of {list(KERNELS)}, got {self.kernel!r}")
         if self.center_mode not in ("box", "mean"):
-            raise ValueError(f"center_mode must be 'box' or 'mean', got {self.center_mode!r}")
+            raise ValueError(f"data.center_mode must be 'box' or 'mean', got {self.center_mode!r}")
         if not 0 < self.sigma_min <= self.sigma_max:
-            raise ValueError("need 0 < sigma_min <= sigma_max")
+            raise ValueError(f"data.sigma_min and data.sigma_max need 0 < sigma_min <= sigma_max, got "
+                             f"{self.sigma_min} and {self.sigma_max}")
+        for name in ("sigma_factor", "center_sigma_scale"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"data.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("regression_radius", "offset_radius"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"data.{name} must be >= 0 (0: one cell), got {getattr(self, name)}")
 
 
 def labelled(kpts: np.ndarray) -> np.ndarray:

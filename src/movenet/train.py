@@ -27,6 +27,7 @@ import math
 import os
 import random
 import re
+import shutil
 import signal
 import sys
 import threading
@@ -42,8 +43,8 @@ import torch.distributed as dist
 import yaml
 from torch import nn
 
-from .checkpoint import read_checkpoint, save_checkpoint, weighted_state, weights_misfit
-from .config import TrainConfig, check_source_paths, load_config, save_config
+from .checkpoint import check_finite_weights, read_checkpoint, save_checkpoint, weighted_state, weights_misfit
+from .config import TrainConfig, check_source_paths, config_changes, load_config, save_config
 from .datasets import merge_coco
 from .errors import Interrupted, MoveNetError, one_line_data_warnings, one_line_data_warnings_installed
 from .fileio import check_writable, make_folder, write_text_atomic
@@ -616,8 +617,9 @@ class Trainer:
                                   cfg.data.num_workers, train=True)
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch == 0:
-            raise MoveNetError(f"{len(train_set)} training samples per process do not fill one "
-                               f"batch of {cfg.batch_size}")
+            per = " per process" if self.env.distributed else ""
+            raise MoveNetError(f"batch_size {cfg.batch_size} is more than the {self.sampler.per_rank} training "
+                               f"samples{per}: lower batch_size")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, cfg, self.steps_per_epoch))
         # autocast dtype on CUDA, None for float32; float16 needs loss scaling, bfloat16 does not
@@ -626,6 +628,7 @@ class Trainer:
         self.state = TrainState()
         self.writer = None
         self.stop_requested = False
+        self.resumed_settings = None  # (file name, the run's config, what changed, checkpoint) of a resume
         self._clock = (time.perf_counter(), 0)  # (start, epochs done then) of this process's epochs
 
     def _sample_weights(self, unlabeled) -> torch.Tensor | None:
@@ -646,6 +649,7 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.model
 
     def save(self, path: Path, metrics: dict) -> None:
+        self._check_finite_weights()
         rng = rng_state()
         if self.env.distributed:  # every process' random state, for an exact resume
             states = [None] * self.env.world_size
@@ -702,22 +706,21 @@ class Trainer:
                                 batch_in_epoch=ts.get("batch_in_epoch", 0),
                                 epoch_sums=dict(ts.get("epoch_sums", {})),
                                 epoch_images=ts.get("epoch_images", 0))
+        done = self.state.batch_in_epoch
+        if done > self.steps_per_epoch:  # (more data or a smaller batch simply make the epoch longer)
+            raise MoveNetError(f"{path}: stopped after batch {done} of epoch {ckpt['epoch'] + 1}, which has "
+                               f"{self.steps_per_epoch} batches with this config's data and batch_size; resume with "
+                               "the run's own (its config.yaml)")
         states = ts["rng"]
         set_rng_state(states[self.env.rank] if self.env.rank < len(states) else states[0])
         if not self.env.is_main:
             return
         if self.verbose:
-            within = (f", {self.state.batch_in_epoch} batches of epoch {ckpt['epoch'] + 1}"
-                      if self.state.batch_in_epoch else "")
+            within = f", {done} batches of epoch {ckpt['epoch'] + 1}" if done else ""
             print(f"resumed from {path}: {ckpt['epoch']} epochs{within}, {ckpt['step']} steps done", file=sys.stderr)
         changed = config_changes(ckpt.get("config", {}), self.cfg.to_dict())
-        if changed:  # config.yaml becomes this config: the run's own is kept beside it
-            kept = self.out_dir / f"config.step{ckpt['step']}.yaml"
-            write_text_atomic(kept, yaml.safe_dump(ckpt.get("config", {}), sort_keys=False))
-            if self.verbose:
-                print(f"movenet: warning: {path}: resumed with other settings than the run's ({'; '.join(changed)}); "
-                      f"the run's are in {kept}; to go on with them: movenet train {kept} --resume {path}",
-                      file=sys.stderr)
+        if changed:  # config.yaml becomes this config: fit keeps the run's own beside it
+            self.resumed_settings = (f"config.step{ckpt['step']}.yaml", ckpt.get("config", {}), changed, path)
 
     def _apply_optim_settings(self, settings: list[dict]) -> None:
         """After loading a checkpoint's optimiser and schedule: this config's learning rates,
@@ -737,6 +740,15 @@ class Trainer:
         cfg, env, s = self.cfg, self.env, self.state
         if env.is_main:
             make_folder(self.out_dir)
+            self._clear_stale_files()
+            if self.resumed_settings is not None:
+                name, before, changed, path = self.resumed_settings
+                kept = self.out_dir / name
+                write_text_atomic(kept, yaml.safe_dump(before, sort_keys=False))
+                if self.verbose:
+                    print(f"movenet: warning: {path}: resumed with other settings than the run's "
+                          f"({'; '.join(changed)}); the run's are in {kept}; to go on with them: movenet train "
+                          f"{kept} --resume {path}", file=sys.stderr)
             save_config(cfg, self.out_dir / "config.yaml")
             self.writer = self._open_writer()
         restore = self._catch_interrupts()
@@ -755,9 +767,13 @@ class Trainer:
                 t0 = time.perf_counter()
                 train_metrics = self._train_epoch(s.epoch)
                 seconds = time.perf_counter() - t0
-                s.epoch += 1
+                whole = s.batch_in_epoch == 0  # max_steps inside an epoch keeps the place, as an interruption
+                s.epoch += whole
                 metrics = {**train_metrics, "epoch": s.epoch, "step": s.step, "train_seconds": seconds}
-                if self.val is not None and (s.epoch % cfg.val_every == 0 or s.epoch == cfg.epochs):
+                if not whole:
+                    metrics |= {"epoch": round(s.epoch + s.batch_in_epoch / self.steps_per_epoch, 4),
+                                "batch_in_epoch": s.batch_in_epoch}
+                if self.val is not None and (not whole or s.epoch % cfg.val_every == 0 or s.epoch == cfg.epochs):
                     metrics.update({f"val_{k}": v for k, v in self._validate(s.epoch).items()})
                 self._finish_epoch(metrics)
                 # Asked for during the validation: stop at this epoch's end. One process only: under
@@ -776,6 +792,21 @@ class Trainer:
             if self.writer is not None:
                 self._close_writer()
         return s
+
+    def _clear_stale_files(self) -> None:
+        """Files of this folder's run that the coming training makes stale: those of a run that
+        stopped before its first checkpoint (a new run would mix its logs into theirs), or the
+        final.pt of a finished run now trained further."""
+        stale = []
+        if not (self.out_dir / LAST).exists():
+            stale = [self.out_dir / name for name in (BEST, FINAL, CURVES, "tensorboard")]
+        elif not self.finished():
+            stale = [self.out_dir / FINAL]
+        stale = [p for p in stale if p.exists()]
+        for path in stale:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if stale and self.verbose:
+            print(f"removed what is stale in {self.out_dir}: {', '.join(p.name for p in stale)}", file=sys.stderr)
 
     def _close_writer(self) -> None:
         """TensorBoard's last events: a full disk is one line, and when the run is already
@@ -838,8 +869,11 @@ class Trainer:
         done = s.batch_in_epoch  # > 0 when resuming inside this epoch
         self.sampler.set_epoch(epoch, skip=done * cfg.batch_size)
         sums = s.epoch_sums  # updated in place: a checkpoint inside the epoch carries them
+        total = done + len(self.loader)
+        if cfg.max_steps:
+            total = min(total, done + cfg.max_steps - s.step)
         bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", initial=done,
-                   total=done + len(self.loader), disable=not (env.is_main and self.verbose),
+                   total=total, disable=not (env.is_main and self.verbose),
                    file=sys.stderr, leave=False)
         for batch in bar:
             batch = to_device(batch, env.device)
@@ -863,12 +897,14 @@ class Trainer:
                           f"wrote {self.out_dir / LAST}; continue with --resume", file=sys.stderr)
                 raise Interrupted
             if self._step_limit_reached():
+                bar.close()
                 break
             every = cfg.checkpoint_every_steps
             if every and s.step % every == 0 and s.batch_in_epoch < self.steps_per_epoch:
                 self._save_within_epoch()
         images = s.epoch_images
-        s.batch_in_epoch, s.epoch_sums, s.epoch_images = 0, {}, 0
+        if s.batch_in_epoch >= self.steps_per_epoch:  # the epoch is done (not stopped by max_steps)
+            s.batch_in_epoch, s.epoch_sums, s.epoch_images = 0, {}, 0
         keys = sorted(sums)
         totals = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
         if env.distributed:  # the epoch's mean losses over every process' samples
@@ -912,6 +948,18 @@ class Trainer:
             kept = f"last good checkpoint kept: {last}" if last.exists() else "no checkpoint written yet"
             raise NonFiniteLoss(f"{self.out_dir}: loss is {float(loss.detach())} at epoch {self.state.epoch + 1}, "
                                 f"step {self.state.step + 1}; training stopped ({kept})")
+
+    def _check_finite_weights(self) -> None:
+        """A step can turn the weights to NaN while its loss was still finite: such weights are
+        never written (every process holds the same weights, so all stop here together)."""
+        try:
+            check_finite_weights(self.eval_model().state_dict(), "the weights")
+        except MoveNetError:
+            last = self.out_dir / LAST
+            kept = f"last good checkpoint kept: {last}" if last.exists() else "no checkpoint written yet"
+            raise NonFiniteLoss(f"{self.out_dir}: the weights hold NaN or infinite values after step "
+                                f"{self.state.step} (the training diverged: lower optim.lr); training stopped "
+                                f"({kept})") from None
 
     def _write_final(self) -> None:
         """final.pt: (1 - w) x the trained (EMA) weights + w x the initial ones."""
@@ -1022,7 +1070,8 @@ class Trainer:
 def format_epoch(m: dict, epochs: int, elapsed: float | None = None, epochs_timed: int = 0) -> str:
     """The line printed after an epoch; with ``elapsed`` seconds over ``epochs_timed`` epochs of
     this process (validations and checkpoints included), the time the rest will take at that pace."""
-    parts = [f"epoch {m['epoch']}/{epochs}"]
+    parts = [f"epoch {m['epoch']}/{epochs}" if "batch_in_epoch" not in m
+             else f"epoch {int(m['epoch']) + 1}/{epochs} to batch {m['batch_in_epoch']} (max_steps)"]
     parts.append(f"loss {m['train_loss']:.4f}" if "train_loss" in m else "before training")
     heads = [f"{k[6:]} {m[k]:.4f}" for k in ("train_heatmap", "train_center", "train_regression",
                                               "train_offset", "train_bone", "train_distill") if k in m]
@@ -1094,8 +1143,10 @@ def run(cfg: TrainConfig | str | os.PathLike, out_dir: str | os.PathLike | None 
             agreed(env, trainer.resume, resume)
             s = trainer.state
             if trainer.finished() and Path(resume).resolve().parent != out.resolve():
-                raise MoveNetError(f"{resume}: its run has done its {s.epoch} epochs ({s.step} steps): nothing to "
-                                   f"train into {out}; raise epochs= (or max_steps=) to go on")
+                done = (f"has done its {s.epoch} epochs ({s.step} steps)" if s.epoch >= cfg.epochs
+                        else f"stopped at max_steps ({s.step} steps)")
+                raise MoveNetError(f"{resume}: its run {done}: nothing to train into {out}; raise epochs= "
+                                   "(or max_steps=) to go on")
         return trainer.fit()
     except RuntimeError as e:  # torch.distributed's errors included
         error = stopped_from_outside(e, env)
@@ -1112,9 +1163,14 @@ def check_run_folder(out: Path, resume: str | os.PathLike | None, writes: bool =
     writes (global rank 0) must be able to create the folder."""
     if writes:
         check_writable(out, folder=True)  # a file in the way, or no write access: before the data are read
-    if resume is None and (out / LAST).exists():
+    # a new run, or one resumed into another folder, writes into no one's files
+    fresh = resume is None or Path(resume).resolve().parent != out.resolve()
+    if fresh and (out / LAST).exists():
+        if resume is not None:
+            raise MoveNetError(f"{out}: already holds another run ({LAST}); resuming {resume} there would write "
+                               "over it: choose another --out")
         raise MoveNetError(f"{out}: already holds a run ({LAST}); resume it with --resume or choose another --out")
-    if writes and resume is None and out.is_dir():  # a new run mixes into no one's files
+    if writes and fresh and out.is_dir():
         foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.name not in RUN_FILES
                          and not re.fullmatch(r"config\.step\d+\.yaml", p.name))
         if foreign:
@@ -1136,21 +1192,6 @@ def build_teacher(cfg: TrainConfig, device: torch.device, train_set) -> tuple:
     unlabeled = (UnlabeledImages(cfg.distill.unlabeled, train_set, cfg.augment, on_bad_image=cfg.data.on_bad_image)
                  if cfg.distill.unlabeled else None)
     return teacher, unlabeled
-
-
-def config_changes(before: dict, after: dict, prefix: str = "") -> list[str]:
-    """``key old -> new`` for every setting that differs between two config dicts (nested keys
-    dotted); the run folder (out_dir) does not count."""
-    changes = []
-    for key in sorted(set(before) | set(after)):
-        name, old, new = f"{prefix}{key}", before.get(key), after.get(key)
-        if name == "out_dir" or old == new:
-            continue
-        if isinstance(old, dict) and isinstance(new, dict):
-            changes += config_changes(old, new, f"{name}.")
-        else:
-            changes.append(f"{name} {old} -> {new}")
-    return changes
 
 
 def resolve_resume(resume: str, out_dir: str | None) -> tuple[Path, Path]:
