@@ -136,6 +136,21 @@ def test_image_headers_are_read_whatever_the_image_size(tmp_path):
     assert Image.MAX_IMAGE_PIXELS is not None  # the guard is back for everything else
 
 
+def test_stats_reads_the_image_headers(tmp_path, capsys):
+    write_coco_folder(tmp_path / "coco", 4, 64)
+    images = sorted((tmp_path / "coco" / "images").iterdir())
+    cv2.imwrite(str(images[1]), np.zeros((32, 64, 3), np.uint8))  # the JSON says 64 x 64
+    images[2].write_bytes(b"")
+    out = tmp_path / "s"
+    assert main(["data", "stats", str(tmp_path / "coco"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"{images[2]}: not a readable image (empty, corrupt or not an image)")
+    with pytest.warns(DataWarning) as caught:
+        assert main(["data", "stats", str(tmp_path / "coco"), "data.on_bad_image=skip", "--out", str(out)]) == 0
+    messages = [str(w.message) for w in caught]
+    assert any(f"{images[1]}: the image is 64x32, its annotation says 64x64" in m for m in messages), messages
+    assert any(f"{images[2]}: not a readable image (1 in all; on_bad_image=skip skips them)" in m for m in messages)
+
+
 def test_stats_of_a_data_source_takes_overrides(tmp_path, capsys):
     lsp = write_lsp(tmp_path / "lsp", lsp_joints(5), images=3)
     assert main(["data", "stats", str(lsp), "--out", str(tmp_path / "s")]) == 2

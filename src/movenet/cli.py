@@ -535,12 +535,16 @@ def add_data(sub) -> None:
 
 
 def cmd_data_stats(args) -> int:
+    from .datasets import checked_image_sizes
     from .fileio import check_writable
     from .samples import build_datasets, configs_from_file, plot_target_sizes, size_summary, target_sizes
 
     data_cfg, aug_cfg, schema = configs_from_file(args.source, args.overrides)
     check_writable(args.out, folder=True)
     train, _ = build_datasets(data_cfg, aug_cfg, schema)
+    index = train.index  # the sizes the targets are clipped to must be the images' own
+    checked_image_sizes([(os.fsdecode(p), int(w), int(h)) for p, (w, h) in zip(index.image_paths, index.image_sizes)],
+                        data_cfg.on_bad_image)
     before = target_sizes(train, augmented=False, limit=args.limit, seed=args.seed)
     after = target_sizes(train, augmented=True, limit=args.limit, seed=args.seed)
     size = data_cfg.input_size

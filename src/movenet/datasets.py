@@ -502,27 +502,45 @@ def write_coco(source: str | os.PathLike | dict, out: str | os.PathLike,
     from it, and sizes that differ from it are warned about (and kept: the keypoints were
     placed in them)."""
     from .fileio import refuse_overwriting_inputs, write_json_atomic
-    from .image import size_mismatch
 
     dataset = load_keypoint_dataset(source, image_root, check_files=True)
     refuse_overwriting_inputs([out], [e.path for e in dataset.images], "the output", "image of the data set")
     root = _default_image_root(Path(out))
-    images, mismatched = [], []
-    for im, entry in zip(dataset.coco["images"], dataset.images):
-        found = _image_size(entry.path)
-        if found is None:
-            raise MoveNetError(f"{entry.path}: not a readable image (empty, corrupt or not an image)")
-        size = (entry.width, entry.height)
-        if min(size) <= 0:
-            size = found
-        elif size != found:
-            mismatched.append(size_mismatch(entry.path, found[::-1], *size))
+    found = checked_image_sizes([(e.path, e.width, e.height) for e in dataset.images])
+    images = []
+    for im, entry, size in zip(dataset.coco["images"], dataset.images, found):
+        if min(entry.width, entry.height) > 0:
+            size = (entry.width, entry.height)
         images.append({**im, "file_name": os.path.relpath(entry.path, root), "width": size[0], "height": size[1]})
+    write_json_atomic(out, {**dataset.coco, "images": images}, indent=None)
+    return dataset
+
+
+def checked_image_sizes(images: list[tuple[Path, int, int]], on_bad_image: str = "error"
+                        ) -> list[tuple[int, int] | None]:
+    """(width, height) from the header of each ``(path, width, height)``. An unreadable header
+    is an error, or with ``on_bad_image="skip"`` None and one warning that counts them; sizes
+    that differ from the given ones (0: not given) get one warning, the first named and the
+    others counted (their keypoints are likely misplaced)."""
+    from .image import size_mismatch
+
+    sizes, mismatched, unreadable = [], [], []
+    for path, width, height in images:
+        found = _image_size(path)
+        if found is None:
+            if on_bad_image != "skip":
+                raise MoveNetError(f"{path}: not a readable image (empty, corrupt or not an image)")
+            unreadable.append(path)
+        elif problem := size_mismatch(path, found[::-1], width, height):
+            mismatched.append(problem)
+        sizes.append(found)
     if mismatched:
         more = f" ({len(mismatched) - 1} more images differ from their size in the file)" if len(mismatched) > 1 else ""
         warnings.warn(mismatched[0] + more, DataWarning, stacklevel=2)
-    write_json_atomic(out, {**dataset.coco, "images": images}, indent=None)
-    return dataset
+    if unreadable:
+        warnings.warn(f"{unreadable[0]}: not a readable image ({len(unreadable)} in all; on_bad_image=skip skips "
+                      "them)", DataWarning, stacklevel=2)
+    return sizes
 
 
 def _read_source(source, image_root=None) -> tuple[object, str, Path, str]:

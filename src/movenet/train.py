@@ -563,7 +563,7 @@ class TrainState:
     epoch: int = 0  # completed epochs
     step: int = 0  # optimiser steps done
     best: float = -math.inf
-    best_epoch: int = -1
+    best_epoch: float = -1  # an epoch in part (0.75) where max_steps stopped inside one
     history: list = field(default_factory=list)
     batch_in_epoch: int = 0  # batches of the unfinished epoch already trained on
     epoch_sums: dict = field(default_factory=dict)  # their losses, summed over samples
@@ -1038,10 +1038,10 @@ class Trainer:
         key = f"val_{cfg.best_metric}"
         value = metrics.get(key, metrics.get("val_pck"))
         improved = value is not None and np.isfinite(value) and value > s.best
-        if improved:
-            s.best, s.best_epoch = float(value), s.epoch
+        if improved:  # (the epoch in part, 0.75, where max_steps stopped inside one)
+            s.best, s.best_epoch = float(value), metrics["epoch"]
         elif value is None and self.val is None:  # no validation: the latest is the best
-            improved, s.best_epoch = True, s.epoch
+            improved, s.best_epoch = True, metrics["epoch"]
         s.history.append(metrics)
         self.save(self.out_dir / LAST, metrics)
         if improved:
