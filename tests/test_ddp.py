@@ -86,6 +86,40 @@ def test_two_process_training_matches_one_process(tmp_path):
             torch.testing.assert_close(r0["weights"][name], w, rtol=1e-4, atol=1e-5, msg=name)
 
 
+def _resume_worker(rank: int, port: int, out: str) -> None:
+    """One run to max_steps 3, and one stopped by max_steps 1 inside its first epoch, then resumed
+    to 3 (three trainers, one after the other, in the same two processes)."""
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"})
+    env = init_distributed("cpu")
+    try:
+        def trainer(max_steps: int, folder: str) -> Trainer:
+            cfg = _config(batch_size=1)
+            cfg.epochs, cfg.max_steps = 2, max_steps
+            return Trainer(cfg, os.path.join(out, folder), SyntheticPoses(8, 64, noise=30.0), None,
+                           build_loss(cfg), env=env, verbose=False)
+        full = trainer(6, "full").fit()
+        trainer(1, "cut").fit()
+        resumed = trainer(6, "cut")
+        resumed.resume(os.path.join(out, "cut", LAST))
+        resumed.fit()
+        torch.save({"full": full.history, "resumed": resumed.state.history}, os.path.join(out, f"rank{rank}.pt"))
+    finally:
+        torch.distributed.destroy_process_group()
+    _leave()
+
+
+def test_two_processes_resume_inside_an_epoch_with_the_epochs_losses(tmp_path):
+    """The unfinished epoch's loss sums of every process travel in the checkpoint (before, rank 0's
+    were saved, and counted once per process on resuming)."""
+    out = tmp_path / "ddp"
+    out.mkdir()
+    mp.spawn(_resume_worker, args=(free_port(), str(out)), nprocs=2, join=True)
+    r0 = torch.load(out / "rank0.pt")
+    assert [h["epoch"] for h in r0["full"]] == [1, 1.5] and [h["epoch"] for h in r0["resumed"]] == [0.25, 1, 1.5]
+    assert untimed(r0["resumed"][1:]) == untimed(r0["full"])
+
+
 def _two_nodes(tmp_path, *args: str) -> list[tuple[int, str]]:
     """`torchrun --nnodes 2 --node_rank N --nproc_per_node 1 -m movenet.cli train ARGS` for N = 0
     and 1 on this machine, each "node" in its own working directory (its own disk, as far as relative

@@ -117,6 +117,11 @@ def test_loader_reads_what_other_tools_write(coco_mini):
     box = people[third["id"]].bbox
     assert people[third["id"]].area == pytest.approx(box[2] * box[3])
     json.dumps(ds.coco, allow_nan=False)
+    assert all(len(a["keypoints"]) == 51 for a in ds.coco["annotations"])  # pycocotools reads every person's
+    from movenet.metrics import coco_keypoint_ap
+    perfect = [{"image_id": a["image_id"], "keypoints": a["keypoints"], "score": 1.0}
+               for a in ds.coco["annotations"] if a["num_keypoints"] > 0 and not a["iscrowd"]]
+    assert coco_keypoint_ap(ds.coco, perfect)["AP"] == pytest.approx(1.0)
 
 
 def test_loader_rejects_non_json_and_missing_files(tmp_path, coco_mini):

@@ -258,9 +258,10 @@ def test_mat_splits_and_direct_loading(mpii_mat, tmp_path):
     assert data.num_people == 3 and data.images[0].width == 200
     train, _ = samples.build_datasets(samples.DataConfig(sources=[{"path": str(mpii_mat)}], val_fraction=0),
                                       verbose=False)
-    # Targets: the full person, and the one with a single joint (an empty box, taught at the
-    # point); the one with no joints has nothing to teach.
-    assert len(train) == 2 and train.skipped["people without keypoints"] == 1
+    # Targets: the full person only. The one with no joints has nothing to teach; the one with
+    # a single joint no size to crop it at.
+    assert len(train) == 1 and train.skipped["people without keypoints"] == 1
+    assert train.skipped["people with one labelled point and no box (no size to crop)"] == 1
 
 
 # ---------------------------------------------------------------- movenet data convert

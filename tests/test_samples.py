@@ -175,22 +175,26 @@ def test_person_entirely_outside_the_image_is_not_a_target(tmp_path):
     assert len(ds) == 1 and ds.skipped["people outside their image"] == 1
 
 
-def test_people_whose_keypoints_make_an_empty_box_are_targets(tmp_path):
-    """No bbox, one labelled keypoint or two in a line: a box of zero width or height, still a
-    person in the image (and one on the image's edge too), taught at its keypoints."""
-    one, line, edge = np.zeros((3, 17, 3))
+def test_people_whose_keypoints_make_a_flat_box_are_targets(tmp_path):
+    """No bbox, labelled keypoints in a line: a box of zero width or height, still a person in the
+    image, taught at its keypoints. One labelled point says nothing of the person's size: not a
+    target (on the image's edge or not)."""
+    upright, flat, one, edge = np.zeros((4, 17, 3))
+    upright[5], upright[11] = (100, 30, 2), (100, 90, 2)
+    flat[5], flat[6] = (30, 40, 2), (70, 40, 2)
     one[0] = (60, 50, 2)
-    line[5], line[11] = (100, 30, 2), (100, 90, 2)
     edge[0] = (160, 40, 2)  # on the right edge of the 160-wide image
-    ds = PoseSampleDataset(synthetic(tmp_path, [[one], [line], [edge], [person(x0=200)]]), train=False,
+    ds = PoseSampleDataset(synthetic(tmp_path, [[upright], [flat], [one], [edge], [person(x0=200)]]), train=False,
                            verbose=False)
-    assert len(ds) == 3 and ds.skipped["people outside their image"] == 1
-    for i, (kp, labelled) in enumerate([(one, [0]), (line, [5, 11]), (edge, [0])]):
+    assert len(ds) == 2 and ds.skipped["people outside their image"] == 1
+    assert ds.skipped["people with one labelled point and no box (no size to crop)"] == 2
+    for i, (kp, labelled) in enumerate([(upright, [5, 11]), (flat, [5, 6])]):
         x = ds[i]
         m = x["meta"]["affine"].numpy()
         taught = x["keypoints"].numpy()
         assert np.flatnonzero(taught[:, 2]).tolist() == labelled
         np.testing.assert_allclose(taught[labelled, :2] @ m[:, :2].T + m[:, 2], kp[labelled, :2], atol=0.05)
+        assert x["meta"]["box"][2] > 40  # the crop from the points' extent, not a few pixels
         for j in labelled:
             hm = x["heatmaps"][j].numpy()
             cell = np.unravel_index(hm.argmax(), hm.shape)
@@ -210,8 +214,14 @@ def test_one_file_under_two_image_ids_is_one_image(tmp_path):
     coco = copy.deepcopy(one_id.coco)
     coco["images"].append({**coco["images"][0], "id": 7, "file_name": "./im1.jpg"})
     coco["annotations"][1]["image_id"] = 7
-    with pytest.warns(DataWarning, match=r"1 image entries name a file listed before \(first: im1.jpg, ids 1 and 7\)"):
+    with pytest.warns(DataWarning, match=r"1 image entries name a file listed before \(first: im1.jpg, ids 1 and 7\); "
+                                         r"each file is read as one image with the people of all its entries$"):
         data = load_keypoint_dataset(coco, image_root=tmp_path)
+    other = copy.deepcopy(coco)
+    other["images"][1]["width"] = 320
+    with pytest.warns(DataWarning, match=r"; 1 of them give another size than the first entry \(ids 1 and 7: "
+                                         r"160x120 and 320x120\), whose size is kept"):
+        load_keypoint_dataset(other, image_root=tmp_path)
     assert [len(e.people) for e in data.images] == [2] and [im["id"] for im in data.coco["images"]] == [1]
     assert [ann["image_id"] for ann in data.coco["annotations"]] == [1, 1]
     ds, expected = (PoseSampleDataset(d, train=False, verbose=False) for d in (data, one_id))

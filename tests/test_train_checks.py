@@ -56,7 +56,7 @@ SMOKE = os.path.join(os.path.dirname(__file__), "..", "configs", "smoke.yaml")
     ("data.sigma_factor=-1", "data.sigma_factor must be > 0"),
     ("data.val_fraction=1", "data.val_fraction must be in [0, 1), got 1.0"),
     ("augment.flip_prob=2", "augment.flip_prob must be in 0..1, got 2.0"),
-    ("optim.milestones=[5,-1]", "optim.milestones must be epochs > 0 in increasing order, got [5.0, -1.0]"),
+    ("optim.milestones=[5,-1]", "optim.milestones must be epochs > 0, in order, got [5.0, -1.0]"),
     ("epochs=0", "epochs must be >= 1, got 0"),
     ("distill.teacher=off", "distill.teacher: expected a string, got false (YAML reads yes, no, on and off"),
     ("loss.bone=0.1", None),  # COCO-17 has a skeleton: fine
@@ -314,6 +314,20 @@ def test_validation_images_that_are_also_training_images_are_warned_about(tmp_pa
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         split_sources(apart)
+        split_sources(DataConfig(sources=[{"path": str(tmp_path / "a")}, {"path": str(tmp_path / "b")}],
+                                 val_fraction=0.5))
+    # the photos of a in a second source under other ids, each source split on its own by val_fraction
+    again = json.loads((tmp_path / "a" / "person_keypoints.json").read_text())
+    for entry in again["images"] + again["annotations"]:
+        entry["id"] += 100
+    for ann in again["annotations"]:
+        ann["image_id"] += 100
+    (tmp_path / "a" / "again.json").write_text(json.dumps(again))
+    twice = DataConfig(sources=[{"path": str(tmp_path / "a")}, {"path": str(tmp_path / "a" / "again.json")}],
+                       val_fraction=0.5)
+    with pytest.warns(DataWarning, match=r"validation images are also training images \(two data.sources share "
+                                         r"them, and each source's split put them on another side\)"):
+        split_sources(twice)
 
 
 def test_eval_warns_about_keypoints_far_outside_their_image(tmp_path):
@@ -475,7 +489,7 @@ def test_resumed_runs_write_into_no_other_run_and_change_nothing_when_they_fail(
     capsys.readouterr()
     # another run's folder as --out of a resume: refused, that run untouched
     assert main(["train", str(config), "epochs=2", "--resume", str(a / LAST), "--out", str(b)]) == 2
-    assert capsys.readouterr().err.strip() == (f"movenet: error: {b}: already holds another run ({LAST}); resuming "
+    assert capsys.readouterr().err.strip() == (f"movenet: error: {b}: already holds another run's {LAST}; resuming "
                                                f"{a / LAST} there would write over it: choose another --out")
     foreign = tmp_path / "mine"
     foreign.mkdir()
@@ -490,7 +504,38 @@ def test_resumed_runs_write_into_no_other_run_and_change_nothing_when_they_fail(
     assert capsys.readouterr().err.strip().endswith(
         f"{b / LAST}: stopped after batch 2 of epoch 1, which has 1 batches with this config's data and batch_size; "
         "resume with the run's own (its config.yaml)")
+    # and with the same max_steps, or with other settings, there is nothing to train: nothing is written
+    for extra in ([], ["optim.lr=0.1"]):
+        assert main(["train", str(config), "max_steps=2", *extra, "--resume", str(b)]) == 0
+        assert f"{b}: nothing to train: the run stopped at max_steps (2 steps); raise epochs= (or max_steps=) " \
+               "to go on" in capsys.readouterr().err
     assert {p.name: p.stat().st_mtime_ns for p in b.iterdir()} == before
+    # a folder with another run's model (its last.pt gone) is not a new run's either
+    (b / LAST).unlink()
+    assert main(["train", str(config), "--out", str(b)]) == 2
+    assert capsys.readouterr().err.strip() == (f"movenet: error: {b}: already holds another run's {BEST}; a new "
+                                               "run would write over it: choose another --out")
+
+
+def test_a_run_resumed_into_another_folder_takes_its_best_model_along(tmp_path, capsys):
+    config = _folder_config(tmp_path, epochs=2)
+    a, c = tmp_path / "a", tmp_path / "c"
+    assert main(["train", str(config), "max_steps=3", "--out", str(a)]) == 0
+    capsys.readouterr()
+    assert main(["train", str(config), "optim.lr=0.001", "--resume", str(a), "--out", str(c)]) == 0
+    out = capsys.readouterr()
+    best = read_checkpoint(c / BEST)  # the run's best so far (a's, copied), or a better one since
+    assert best["best"]["value"] >= read_checkpoint(a / BEST)["best"]["value"]
+    assert f"best val pck {best['best']['value']:.4f} (epoch {best['best']['epoch']})" in out.out
+    assert f"--resume {a / LAST} --out {c}" in out.err  # the advice goes on in the same folder
+    assert out.out.strip().endswith(f"model: {c / BEST}")
+
+
+def test_max_steps_ends_a_run_with_a_validation_also_between_validated_epochs(tmp_path):
+    config = _folder_config(tmp_path, epochs=3, val_every=2)
+    assert main(["train", str(config), "max_steps=3", "--out", str(tmp_path / "run")]) == 0  # 3 batches an epoch
+    history = read_checkpoint(tmp_path / "run" / LAST)["train_state"]["history"]
+    assert [h["epoch"] for h in history] == [1] and "val_pck" in history[0]
 
 
 def test_stale_files_are_removed_when_a_run_starts_or_goes_on(tmp_path, capsys):
@@ -507,7 +552,7 @@ def test_stale_files_are_removed_when_a_run_starts_or_goes_on(tmp_path, capsys):
     out = capsys.readouterr()
     assert f"removed what is stale in {run}: {FINAL}" in out.err and not (run / FINAL).exists()
     assert out.out.strip().endswith(f"model: {run / BEST}")
-    # a run that stopped before its first checkpoint: the next run in its folder starts clean
+    # a run that stopped before its first checkpoint: the next run in its folder starts with clean logs
     failed = tmp_path / "failed"
     (failed / "tensorboard").mkdir(parents=True)
     (failed / "tensorboard" / "events.out.tfevents.1").write_bytes(b"old")
@@ -551,3 +596,48 @@ def test_weights_that_turn_non_finite_are_never_written_nor_loaded(tmp_path, cap
         load_model(tmp_path / "bad.pt", verbose=False)
     assert main(["predict", "--model", str(tmp_path / "bad.pt")]) == 2
     assert "weight tensors hold NaN or infinite values" in capsys.readouterr().err
+    # nor started from, nor resumed
+    config = _folder_config(tmp_path, init=str(tmp_path / "bad.pt"))
+    assert main(["train", str(config), "--out", str(tmp_path / "from_bad")]) == 2
+    assert "bad.pt: 1 of its" in capsys.readouterr().err and not (tmp_path / "from_bad").exists()
+    good["train_state"]["model"] = good["state_dict"]
+    torch.save(good, tmp_path / "run" / LAST)
+    with pytest.raises(MoveNetError, match=r"last.pt: 1 of its \d+ weight tensors hold NaN"):
+        trainer.resume(tmp_path / "run" / LAST)
+
+
+def test_ten_unreadable_images_in_a_row_are_one_line(tmp_path):
+    data = tmp_path / "data"
+    write_coco_folder(data, 12, 64)
+    for image in (data / "images").iterdir():
+        image.write_bytes(b"not an image")
+    from movenet.datasets import load_keypoint_dataset
+    from movenet.samples import PoseSampleDataset
+
+    samples = PoseSampleDataset(load_keypoint_dataset(data), DataConfig(on_bad_image="skip", input_size=64),
+                                verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(MoveNetError, match=r"images/\S+: 10 unreadable images in a row; check the data"):
+            samples[0]
+
+
+def test_a_script_with_a_training_loader_exits_without_stopping_its_workers(tmp_path):
+    """Persistent workers ignore the first SIGTERM (a process group's: the main process saves
+    first); multiprocessing's exit handler sends just that one, then waits. make_loader ends them
+    before it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from train_helpers import SyntheticPoses\n"
+        "from movenet.train import EpochSampler, SeededSamples, make_loader\n"
+        "data = SyntheticPoses(8, 64)\n"
+        "sampler = EpochSampler(len(data), seed=0, with_seeds=True)\n"
+        "loader = make_loader(SeededSamples(data), 4, sampler, workers=2, train=True)\n"
+        "print(sum(len(batch['image']) for batch in loader))\n")
+    proc = subprocess.run([sys.executable, "-c", script, os.path.dirname(__file__)], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0 and proc.stdout.strip() == "8", proc.stderr[-2000:]

@@ -159,7 +159,7 @@ class TrainConfig:
             ("epochs", self.epochs, self.epochs >= 1, ">= 1"),
             ("batch_size", self.batch_size, self.batch_size >= 1, ">= 1"),
             ("optim.milestones", o.milestones, all(m > 0 for m in o.milestones) and list(o.milestones) == sorted(o.milestones),
-             "epochs > 0 in increasing order"),
+             "epochs > 0, in order"),
             ("optim.lr", o.lr, o.lr > 0, "> 0"),
             ("optim.weight_decay", o.weight_decay, o.weight_decay >= 0, ">= 0"),
             ("optim.betas", o.betas, len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "two values in [0, 1)"),

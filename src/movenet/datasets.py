@@ -658,7 +658,7 @@ def _parse_coco(coco, label: str, root: Path, schema: KeypointSchema, name: str)
         person.image_id = alias.get(person.image_id, person.image_id)
         normal = {**ann, "image_id": person.image_id, "category_id": person_id, "bbox": list(person.bbox),
                   "area": person.area, "iscrowd": int(person.iscrowd), "num_keypoints": person.num_labelled}
-        if order is not None or placeholders:
+        if order is not None or placeholders or not ann.get("keypoints"):  # (pycocotools reads every person's)
             normal["keypoints"] = [float(v) for v in person.keypoints.reshape(-1)]
         images[person.image_id].people.append(person)
         annotations.append(normal)
@@ -671,9 +671,14 @@ def _parse_coco(coco, label: str, root: Path, schema: KeypointSchema, name: str)
                       "tool's placeholder for a missing point)", DataWarning, stacklevel=3)
     if alias:
         dup, first = next(iter(alias.items()))
+        sized = [(i, j) for i, j in alias.items()
+                 if (images[i].width, images[i].height) != (images[j].width, images[j].height)]
+        sizes = (f"; {len(sized)} of them give another size than the first entry (ids {sized[0][1]} and "
+                 f"{sized[0][0]}: {images[sized[0][1]].width}x{images[sized[0][1]].height} and "
+                 f"{images[sized[0][0]].width}x{images[sized[0][0]].height}), whose size is kept") if sized else ""
         warnings.warn(f"{label}: {len(alias)} image entries name a file listed before (first: "
                       f"{images[dup].path.name}, ids {first} and {dup}); each file is read as one image with the "
-                      "people of all its entries", DataWarning, stacklevel=3)
+                      f"people of all its entries{sizes}", DataWarning, stacklevel=3)
         image_dicts = [im for im in image_dicts if int(im["id"]) not in alias]
         images = {i: e for i, e in images.items() if i not in alias}
     normalised = {"images": image_dicts, "annotations": annotations, "categories": [category]}

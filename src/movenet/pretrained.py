@@ -224,6 +224,9 @@ def load_matching(model, ckpt: dict, label: str, schema: KeypointSchema = COCO17
         if tuple(state[name].shape) != tuple(own[name].shape):
             raise MoveNetError(f"{label}: weights of {arch} do not fit {ours} ({name}: "
                                f"{list(state[name].shape)} vs {list(own[name].shape)}{differ})")
+    from .checkpoint import check_finite_weights
+
+    check_finite_weights(state, label)
     loadable = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
     if "center_prior" in state and tuple(state["center_prior"].shape) != tuple(own["center_prior"].shape):
         loadable.pop("coord_scale", None)  # 1 / the other grid: a scalar, so its shape matches

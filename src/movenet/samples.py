@@ -180,8 +180,14 @@ def build_index(sources: list, cfg: DataConfig, schema: KeypointSchema = COCO17)
     bboxes, sizes = np.array(bboxes, np.float64).reshape(-1, 4), np.array(sizes, np.float64).reshape(-1, 2)
     boxes = person_boxes(bboxes, keypoints, sizes)
     candidate = np.array(candidate, bool)
-    inside = _touch_image(person_boxes(bboxes, keypoints, np.zeros_like(sizes)), sizes)
+    unclipped = person_boxes(bboxes, keypoints, np.zeros_like(sizes))
+    inside = _touch_image(unclipped, sizes)
     skipped["people outside their image"] += int((candidate & ~inside).sum())
+    # one labelled point and no box: nothing tells the person's size, so no crop to teach it in
+    # (it is still in the heatmaps of the people around it)
+    sized = unclipped[:, 2:].max(axis=1) > 0
+    skipped["people with one labelled point and no box (no size to crop)"] += int((candidate & inside & ~sized).sum())
+    inside &= sized
     return PeopleIndex(
         keypoints=keypoints, boxes=boxes.astype(np.float32),
         ann_ids=np.array(ann_ids, np.int64), image_of=np.array(image_of, np.int64),
@@ -194,8 +200,8 @@ def build_index(sources: list, cfg: DataConfig, schema: KeypointSchema = COCO17)
 
 
 def _touch_image(boxes: np.ndarray, image_sizes: np.ndarray) -> np.ndarray:
-    """[N] whether each unclipped box (x, y, w, h) meets its image, edges included: a single
-    labelled keypoint, or keypoints in a line, make an empty box that is still a person there."""
+    """[N] whether each unclipped box (x, y, w, h) meets its image, edges included: keypoints in
+    a line make a box without width or height that is still a person there."""
     lo, hi = boxes[:, :2], boxes[:, :2] + boxes[:, 2:]
     known = (image_sizes > 0).all(axis=1)
     return ~known | ((hi >= 0) & (lo <= image_sizes)).all(axis=1)
@@ -313,7 +319,7 @@ class PoseSampleDataset(torch.utils.data.Dataset):
                     sample["meta"]["skipped"] = torch.tensor(True)
                     return sample
                 i = (i + 1) % len(self)
-        raise MoveNetError(f"{bad}: 10 unreadable images in a row; check the data")
+        raise MoveNetError(f"{self.path(i)}: 10 unreadable images in a row; check the data")
 
     def path(self, i: int) -> str:
         return os.fsdecode(self.index.image_paths[self.index.image_of[self.index.targets[i]]])
@@ -403,13 +409,16 @@ def split_sources(data_cfg: DataConfig, schema: KeypointSchema = COCO17) -> tupl
         if val_ids:
             val_parts.append(ds.subset(val_ids))
     if data_cfg.val_sources:
-        _warn_shared_images(train_parts, val_parts)
+        _warn_shared_images(train_parts, val_parts, "data.val_sources and data.sources share them")
+    elif val_parts and len(loaded) > 1:  # each source is split on its own
+        _warn_shared_images(train_parts, val_parts, "two data.sources share them, and each source's split "
+                            "put them on another side")
     return train_parts, val_parts
 
 
-def _warn_shared_images(train_parts: list, val_parts: list) -> None:
-    """``val_sources`` chosen by hand may hold training images: their scores would not be
-    held-out ones. Compared by image file."""
+def _warn_shared_images(train_parts: list, val_parts: list, why: str) -> None:
+    """Validation images that are also training images (``val_sources`` chosen by hand, one
+    photo in two sources): their scores would not be held-out ones. Compared by image file."""
     from .fileio import shared_files
 
     shared = shared_files([e.path for part in val_parts for e in part.images],
@@ -417,8 +426,7 @@ def _warn_shared_images(train_parts: list, val_parts: list) -> None:
     if shared:
         total = sum(len(part.images) for part in val_parts)
         warnings.warn(f"{shared[0]}: {len(shared)} of the {total} validation images are also training "
-                      "images (data.val_sources and data.sources share them); their scores are not "
-                      "held-out scores", DataWarning, stacklevel=2)
+                      f"images ({why}); their scores are not held-out scores", DataWarning, stacklevel=2)
 
 
 def build_datasets(data_cfg: DataConfig, aug_cfg: AugmentConfig | None = None,

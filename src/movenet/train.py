@@ -20,6 +20,7 @@ next batch of the same epoch, exactly as the uninterrupted run. A second Ctrl-C 
 """
 from __future__ import annotations
 
+import atexit
 import copy
 import datetime
 import functools
@@ -33,6 +34,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -343,11 +345,20 @@ def make_loader(dataset, batch_size: int, sampler: torch.utils.data.Sampler, wor
     ``SeededSamples``, not by the workers); validation loaders run once per epoch."""
     # The loader's own generator: its worker base seeds must not be drawn from (and move) the
     # global random state that checkpoints save.
-    return torch.utils.data.DataLoader(
+    loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=train,
         pin_memory=torch.cuda.is_available(), generator=torch.Generator(),
         persistent_workers=train and workers > 0,
         worker_init_fn=functools.partial(_init_worker, one_line_data_warnings_installed()))
+    if loader.persistent_workers:  # multiprocessing's exit handler ends them with a SIGTERM they ignore
+        atexit.register(_stop_workers_at_exit, weakref.ref(loader))
+    return loader
+
+
+def _stop_workers_at_exit(loader_ref: weakref.ref) -> None:
+    loader = loader_ref()
+    if loader is not None:
+        stop_workers(loader)
 
 
 def _init_worker(one_line_warnings: bool, worker_id: int) -> None:
@@ -356,8 +367,8 @@ def _init_worker(one_line_warnings: bool, worker_id: int) -> None:
         one_line_data_warnings()
     # SIGTERM to the whole process group (timeout, kill -- -PGID, a scheduler's preemption) must
     # not kill the workers under the main process, which saves last.pt at the step and then ends
-    # them itself. Only the first is ignored: the loader's and multiprocessing's own shutdown end
-    # a worker that does not stop with SIGTERM, and wait for it (they ignore SIGINT already).
+    # them itself (stop_workers; at the latest when the interpreter exits: make_loader). Only the
+    # first is ignored (they ignore SIGINT already).
     signal.signal(signal.SIGTERM, _ignore_first_sigterm)
 
 
@@ -629,6 +640,7 @@ class Trainer:
         self.writer = None
         self.stop_requested = False
         self.resumed_settings = None  # (file name, the run's config, what changed, checkpoint) of a resume
+        self.resumed_from: Path | None = None
         self._clock = (time.perf_counter(), 0)  # (start, epochs done then) of this process's epochs
 
     def _sample_weights(self, unlabeled) -> torch.Tensor | None:
@@ -651,9 +663,14 @@ class Trainer:
     def save(self, path: Path, metrics: dict) -> None:
         self._check_finite_weights()
         rng = rng_state()
+        sums = self.state.epoch_sums
         if self.env.distributed:  # every process' random state, for an exact resume
             states = [None] * self.env.world_size
             dist.all_gather_object(states, rng)
+            keys = sorted(sums)  # and the unfinished epoch's loss sums of all of them
+            totals = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
+            dist.all_reduce(totals)
+            sums = dict(zip(keys, totals.tolist()))
         else:
             states = [rng]
         if not self.env.is_main:
@@ -672,7 +689,7 @@ class Trainer:
                 "rng": states,
                 "history": s.history,
                 "batch_in_epoch": s.batch_in_epoch,
-                "epoch_sums": s.epoch_sums,
+                "epoch_sums": sums,
                 "epoch_images": s.epoch_images,
             },
         })
@@ -690,6 +707,7 @@ class Trainer:
         misfit = weights_misfit(self.model.state_dict(), ts.get("model") or {})
         if misfit:
             raise MoveNetError(f"{path}: the run's weights do not fit this configuration's model ({misfit})")
+        check_finite_weights(ts["model"], path)
         try:
             self.model.load_state_dict(ts["model"])
             self.optimizer.load_state_dict(ts["optimizer"])
@@ -702,10 +720,13 @@ class Trainer:
             raise MoveNetError(f"{path}: training state does not fit this configuration "
                                f"({str(e).strip().splitlines()[0]})") from None
         best = ckpt["best"]
+        # the saved sums are every process' (save adds them up): one process carries them on
+        sums = dict(ts.get("epoch_sums", {}))
         self.state = TrainState(ckpt["epoch"], ckpt["step"], best["value"], best["epoch"], list(ts["history"]),
                                 batch_in_epoch=ts.get("batch_in_epoch", 0),
-                                epoch_sums=dict(ts.get("epoch_sums", {})),
+                                epoch_sums=sums if self.env.rank == 0 else dict.fromkeys(sums, 0.0),
                                 epoch_images=ts.get("epoch_images", 0))
+        self.resumed_from = Path(path)
         done = self.state.batch_in_epoch
         if done > self.steps_per_epoch:  # (more data or a smaller batch simply make the epoch longer)
             raise MoveNetError(f"{path}: stopped after batch {done} of epoch {ckpt['epoch'] + 1}, which has "
@@ -738,17 +759,22 @@ class Trainer:
     # ------------------------------------------------------------ loop
     def fit(self) -> TrainState:
         cfg, env, s = self.cfg, self.env, self.state
-        if env.is_main:
+        idle = self.finished()  # a finished run resumed: nothing to train (its final.pt if missing)
+        if env.is_main and idle and self.verbose:
+            print(f"{self.out_dir}: nothing to train: the run {self.done_text()}; raise epochs= (or max_steps=) "
+                  "to go on", file=sys.stderr)
+        if env.is_main and not idle:
             make_folder(self.out_dir)
-            self._clear_stale_files()
+            self._prepare_run_folder()
             if self.resumed_settings is not None:
                 name, before, changed, path = self.resumed_settings
                 kept = self.out_dir / name
                 write_text_atomic(kept, yaml.safe_dump(before, sort_keys=False))
                 if self.verbose:
+                    elsewhere = "" if path.parent.resolve() == self.out_dir.resolve() else f" --out {self.out_dir}"
                     print(f"movenet: warning: {path}: resumed with other settings than the run's "
                           f"({'; '.join(changed)}); the run's are in {kept}; to go on with them: movenet train "
-                          f"{kept} --resume {path}", file=sys.stderr)
+                          f"{kept} --resume {path}{elsewhere}", file=sys.stderr)
             save_config(cfg, self.out_dir / "config.yaml")
             self.writer = self._open_writer()
         restore = self._catch_interrupts()
@@ -773,7 +799,7 @@ class Trainer:
                 if not whole:
                     metrics |= {"epoch": round(s.epoch + s.batch_in_epoch / self.steps_per_epoch, 4),
                                 "batch_in_epoch": s.batch_in_epoch}
-                if self.val is not None and (not whole or s.epoch % cfg.val_every == 0 or s.epoch == cfg.epochs):
+                if self.val is not None and (not whole or s.epoch % cfg.val_every == 0 or self.finished()):
                     metrics.update({f"val_{k}": v for k, v in self._validate(s.epoch).items()})
                 self._finish_epoch(metrics)
                 # Asked for during the validation: stop at this epoch's end. One process only: under
@@ -781,8 +807,10 @@ class Trainer:
                 # processes leave, made gloo abort at exit now and then).
                 if not env.distributed and self.stop_requested:
                     if env.is_main:
-                        print(f"interrupted after epoch {s.epoch}: wrote {self.out_dir / LAST}; continue with "
-                              "--resume", file=sys.stderr)
+                        where = (f"at epoch {s.epoch + 1}, batch {s.batch_in_epoch}/{self.steps_per_epoch}"
+                                 if s.batch_in_epoch else f"after epoch {s.epoch}")
+                        print(f"interrupted {where}: wrote {self.out_dir / LAST}; continue with --resume",
+                              file=sys.stderr)
                     raise Interrupted
             if self.init_state is not None and self.finished():
                 self._write_final()
@@ -793,20 +821,28 @@ class Trainer:
                 self._close_writer()
         return s
 
-    def _clear_stale_files(self) -> None:
-        """Files of this folder's run that the coming training makes stale: those of a run that
-        stopped before its first checkpoint (a new run would mix its logs into theirs), or the
-        final.pt of a finished run now trained further."""
-        stale = []
-        if not (self.out_dir / LAST).exists():
-            stale = [self.out_dir / name for name in (BEST, FINAL, CURVES, "tensorboard")]
-        elif not self.finished():
-            stale = [self.out_dir / FINAL]
+    def _prepare_run_folder(self) -> None:
+        """Files in the run folder that the coming training makes stale: the logs of a run that
+        stopped before its first checkpoint (a new run's would mix with them; a folder with a
+        run's models is refused by ``check_run_folder``), or the final.pt of a finished run
+        trained further. A run resumed into another folder takes its best.pt along."""
+        if self.resumed_from is None:
+            stale = [self.out_dir / name for name in (CURVES, "tensorboard")]
+        else:
+            stale = [self.out_dir / FINAL]  # (the run is not finished: fit does not start an idle one)
+            best = self.resumed_from.parent / BEST
+            if best.exists() and not (self.out_dir / BEST).exists():
+                shutil.copy2(best, self.out_dir / BEST)
         stale = [p for p in stale if p.exists()]
         for path in stale:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         if stale and self.verbose:
             print(f"removed what is stale in {self.out_dir}: {', '.join(p.name for p in stale)}", file=sys.stderr)
+
+    def done_text(self) -> str:
+        s = self.state
+        return (f"has done its {s.epoch} epochs ({s.step} steps)" if s.epoch >= self.cfg.epochs
+                else f"stopped at max_steps ({s.step} steps)")
 
     def _close_writer(self) -> None:
         """TensorBoard's last events: a full disk is one line, and when the run is already
@@ -1023,7 +1059,7 @@ class Trainer:
                 for k, v in metrics.items():
                     self.writer.add_scalar(f"{tag}/{k}", v, self.state.step)
                 for i, img in enumerate(drawn):
-                    self.writer.add_image(f"{tag}/sample_{i}", img, epoch, dataformats="HWC")
+                    self.writer.add_image(f"{tag}/sample_{i}", img, self.state.step, dataformats="HWC")
         if self.env.distributed:
             box = [metrics]
             dist.broadcast_object_list(box, src=0)
@@ -1052,7 +1088,8 @@ class Trainer:
             plot_training_curves(s.history, self.out_dir / CURVES, title=str(self.out_dir))
         if self.env.is_main and self.verbose:
             start, first_epoch = self._clock
-            print(format_epoch(metrics, cfg.epochs, time.perf_counter() - start, s.epoch - first_epoch),
+            timed = 0 if self.finished() else s.epoch - first_epoch  # (no time to go at the end)
+            print(format_epoch(metrics, cfg.epochs, time.perf_counter() - start, timed),
                   file=sys.stderr)
         if self.env.distributed:
             dist.barrier()
@@ -1141,12 +1178,9 @@ def run(cfg: TrainConfig | str | os.PathLike, out_dir: str | os.PathLike | None 
                           schema=schema, env=env, verbose=verbose, unlabeled=unlabeled)
         if resume is not None:
             agreed(env, trainer.resume, resume)
-            s = trainer.state
             if trainer.finished() and Path(resume).resolve().parent != out.resolve():
-                done = (f"has done its {s.epoch} epochs ({s.step} steps)" if s.epoch >= cfg.epochs
-                        else f"stopped at max_steps ({s.step} steps)")
-                raise MoveNetError(f"{resume}: its run {done}: nothing to train into {out}; raise epochs= "
-                                   "(or max_steps=) to go on")
+                raise MoveNetError(f"{resume}: its run {trainer.done_text()}: nothing to train into {out}; raise "
+                                   "epochs= (or max_steps=) to go on")
         return trainer.fit()
     except RuntimeError as e:  # torch.distributed's errors included
         error = stopped_from_outside(e, env)
@@ -1165,11 +1199,13 @@ def check_run_folder(out: Path, resume: str | os.PathLike | None, writes: bool =
         check_writable(out, folder=True)  # a file in the way, or no write access: before the data are read
     # a new run, or one resumed into another folder, writes into no one's files
     fresh = resume is None or Path(resume).resolve().parent != out.resolve()
-    if fresh and (out / LAST).exists():
-        if resume is not None:
-            raise MoveNetError(f"{out}: already holds another run ({LAST}); resuming {resume} there would write "
-                               "over it: choose another --out")
+    held = next((name for name in (LAST, BEST, FINAL) if (out / name).exists()), None) if fresh else None
+    if held == LAST and resume is None:
         raise MoveNetError(f"{out}: already holds a run ({LAST}); resume it with --resume or choose another --out")
+    if held is not None:
+        also = f"resuming {resume} there" if resume is not None else "a new run"
+        raise MoveNetError(f"{out}: already holds another run's {held}; {also} would write over it: choose another "
+                           "--out")
     if writes and fresh and out.is_dir():
         foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.name not in RUN_FILES
                          and not re.fullmatch(r"config\.step\d+\.yaml", p.name))
