@@ -261,7 +261,7 @@ def test_mat_splits_and_direct_loading(mpii_mat, tmp_path):
     # Targets: the full person only. The one with no joints has nothing to teach; the one with
     # a single joint no size to crop it at.
     assert len(train) == 1 and train.skipped["people without keypoints"] == 1
-    assert train.skipped["people with one labelled point and no box (no size to crop)"] == 1
+    assert train.skipped["people with no size to crop (labelled points at one spot, no box)"] == 1
 
 
 # ---------------------------------------------------------------- movenet data convert

@@ -187,7 +187,7 @@ def test_people_whose_keypoints_make_a_flat_box_are_targets(tmp_path):
     ds = PoseSampleDataset(synthetic(tmp_path, [[upright], [flat], [one], [edge], [person(x0=200)]]), train=False,
                            verbose=False)
     assert len(ds) == 2 and ds.skipped["people outside their image"] == 1
-    assert ds.skipped["people with one labelled point and no box (no size to crop)"] == 2
+    assert ds.skipped["people with no size to crop (labelled points at one spot, no box)"] == 2
     for i, (kp, labelled) in enumerate([(upright, [5, 11]), (flat, [5, 6])]):
         x = ds[i]
         m = x["meta"]["affine"].numpy()

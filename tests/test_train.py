@@ -327,8 +327,8 @@ def test_cli_train_resume_predict(lsp_dir, tmp_path):
     proc = _movenet("train", "configs/smoke.yaml", "threads=1", "epochs=2", "max_steps=4", "--resume", out / LAST,
                     "--out", tmp_path / "elsewhere")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
-        f"movenet: error: {out / LAST}: its run stopped at max_steps (4 steps): nothing to train into "
-        f"{tmp_path / 'elsewhere'}; raise epochs= (or max_steps=) to go on")
+        f"movenet: error: {out / LAST}: nothing to train into {tmp_path / 'elsewhere'}: its run stopped at max_steps "
+        "(4 steps): raise max_steps= (0: no limit) to go on")
     assert not (tmp_path / "elsewhere").exists()
 
     # started from that run, finished with its weights mixed back in: final.pt

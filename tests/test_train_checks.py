@@ -265,8 +265,11 @@ def test_resuming_a_finished_run_keeps_its_final_model(tmp_path):
 
     resumed(cfg)  # nothing left to do: final.pt is neither validated nor written again
     assert tags == [] and (tmp_path / FINAL).stat().st_mtime_ns == written
-    resumed(tiny_config(**settings, init=str(init), final_init_weight=0.25))  # another mix: written anew
-    assert tags == [("final",)] and read_checkpoint(tmp_path / FINAL)["config"]["final_init_weight"] == 0.25
+    resumed(tiny_config(**settings, init=str(init), final_init_weight=0.25))  # another mix: movenet average's
+    assert tags == [] and (tmp_path / FINAL).stat().st_mtime_ns == written
+    (tmp_path / FINAL).unlink()  # as when an interruption kept it from being written: the resume writes it
+    resumed(cfg)
+    assert tags == [("final",)] and read_checkpoint(tmp_path / FINAL)["config"]["final_init_weight"] == 0.5
 
 
 def test_resuming_with_other_settings_says_which(tmp_path, capsys):
@@ -295,7 +298,7 @@ def test_resuming_with_other_settings_says_which(tmp_path, capsys):
             assert groups == [g["lr"] for g in saved]  # exactly the saved state
         else:
             assert f"movenet: warning: {run / LAST}: resumed with other settings than the run's ({changed}); " \
-                   f"the run's are in {kept}; to go on with them: movenet train {kept} --resume {run / LAST}" in err
+                   f"the run's are in {kept}: give it as the config to go on with them" in err
             assert load_config(kept).to_dict() == cfg.to_dict()
     assert config_changes({"a": {"b": 1, "c": 2}, "out_dir": "x"}, {"a": {"b": 1, "c": 3}, "d": 4, "out_dir": "y"}) \
         == ["a.c 2 -> 3", "d None -> 4"]
@@ -507,7 +510,7 @@ def test_resumed_runs_write_into_no_other_run_and_change_nothing_when_they_fail(
     # and with the same max_steps, or with other settings, there is nothing to train: nothing is written
     for extra in ([], ["optim.lr=0.1"]):
         assert main(["train", str(config), "max_steps=2", *extra, "--resume", str(b)]) == 0
-        assert f"{b}: nothing to train: the run stopped at max_steps (2 steps); raise epochs= (or max_steps=) " \
+        assert f"{b}: nothing to train: the run stopped at max_steps (2 steps): raise max_steps= (0: no limit) " \
                "to go on" in capsys.readouterr().err
     assert {p.name: p.stat().st_mtime_ns for p in b.iterdir()} == before
     # a folder with another run's model (its last.pt gone) is not a new run's either
@@ -527,8 +530,16 @@ def test_a_run_resumed_into_another_folder_takes_its_best_model_along(tmp_path, 
     best = read_checkpoint(c / BEST)  # the run's best so far (a's, copied), or a better one since
     assert best["best"]["value"] >= read_checkpoint(a / BEST)["best"]["value"]
     assert f"best val pck {best['best']['value']:.4f} (epoch {best['best']['epoch']})" in out.out
-    assert f"--resume {a / LAST} --out {c}" in out.err  # the advice goes on in the same folder
     assert out.out.strip().endswith(f"model: {c / BEST}")
+    # one that fails before its first checkpoint there leaves nothing in the way of a retry, and a
+    # failed run's logs in that folder do not mix with the new run's
+    d = tmp_path / "d"
+    (d / "tensorboard").mkdir(parents=True)
+    (d / "tensorboard" / "events.out.tfevents.old").write_bytes(b"old")
+    assert main(["train", str(config), "optim.lr=1e12", "--resume", str(a), "--out", str(d)]) == 2
+    assert not (d / BEST).exists() and not (d / "tensorboard" / "events.out.tfevents.old").exists()
+    assert main(["train", str(config), "--resume", str(a), "--out", str(d)]) == 0
+    assert (d / BEST).exists() and (d / LAST).exists()
 
 
 def test_max_steps_ends_a_run_with_a_validation_also_between_validated_epochs(tmp_path):

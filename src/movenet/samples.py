@@ -183,10 +183,10 @@ def build_index(sources: list, cfg: DataConfig, schema: KeypointSchema = COCO17)
     unclipped = person_boxes(bboxes, keypoints, np.zeros_like(sizes))
     inside = _touch_image(unclipped, sizes)
     skipped["people outside their image"] += int((candidate & ~inside).sum())
-    # one labelled point and no box: nothing tells the person's size, so no crop to teach it in
-    # (it is still in the heatmaps of the people around it)
+    # labelled points at one spot and no box: nothing tells the person's size, so no crop to
+    # teach it in (it is still in the heatmaps of the people around it)
     sized = unclipped[:, 2:].max(axis=1) > 0
-    skipped["people with one labelled point and no box (no size to crop)"] += int((candidate & inside & ~sized).sum())
+    skipped["people with no size to crop (labelled points at one spot, no box)"] += int((candidate & inside & ~sized).sum())
     inside &= sized
     return PeopleIndex(
         keypoints=keypoints, boxes=boxes.astype(np.float32),
@@ -313,13 +313,14 @@ class PoseSampleDataset(torch.utils.data.Dataset):
                 if self.cfg.on_bad_image == "error":
                     raise
                 self.bad_images += 1
+                bad = self.path(i)
                 warnings.warn(f"unreadable image skipped: {e}", DataWarning, stacklevel=2)
                 if not self.train:  # validation leaves the person out of its scores instead
                     sample = self._sample(i, None, image=np.zeros((1, 1, 3), np.uint8))
                     sample["meta"]["skipped"] = torch.tensor(True)
                     return sample
                 i = (i + 1) % len(self)
-        raise MoveNetError(f"{self.path(i)}: 10 unreadable images in a row; check the data")
+        raise MoveNetError(f"{bad}: 10 unreadable images in a row; check the data")
 
     def path(self, i: int) -> str:
         return os.fsdecode(self.index.image_paths[self.index.image_of[self.index.targets[i]]])

@@ -641,6 +641,7 @@ class Trainer:
         self.stop_requested = False
         self.resumed_settings = None  # (file name, the run's config, what changed, checkpoint) of a resume
         self.resumed_from: Path | None = None
+        self.best_to_copy: Path | None = None  # the best.pt of the run resumed into another folder
         self._clock = (time.perf_counter(), 0)  # (start, epochs done then) of this process's epochs
 
     def _sample_weights(self, unlabeled) -> torch.Tensor | None:
@@ -761,8 +762,7 @@ class Trainer:
         cfg, env, s = self.cfg, self.env, self.state
         idle = self.finished()  # a finished run resumed: nothing to train (its final.pt if missing)
         if env.is_main and idle and self.verbose:
-            print(f"{self.out_dir}: nothing to train: the run {self.done_text()}; raise epochs= (or max_steps=) "
-                  "to go on", file=sys.stderr)
+            print(f"{self.out_dir}: nothing to train: the run {self.done_text()}", file=sys.stderr)
         if env.is_main and not idle:
             make_folder(self.out_dir)
             self._prepare_run_folder()
@@ -771,10 +771,9 @@ class Trainer:
                 kept = self.out_dir / name
                 write_text_atomic(kept, yaml.safe_dump(before, sort_keys=False))
                 if self.verbose:
-                    elsewhere = "" if path.parent.resolve() == self.out_dir.resolve() else f" --out {self.out_dir}"
                     print(f"movenet: warning: {path}: resumed with other settings than the run's "
-                          f"({'; '.join(changed)}); the run's are in {kept}; to go on with them: movenet train "
-                          f"{kept} --resume {path}{elsewhere}", file=sys.stderr)
+                          f"({'; '.join(changed)}); the run's are in {kept}: give it as the config to go on with "
+                          "them", file=sys.stderr)
             save_config(cfg, self.out_dir / "config.yaml")
             self.writer = self._open_writer()
         restore = self._catch_interrupts()
@@ -805,11 +804,13 @@ class Trainer:
                 # Asked for during the validation: stop at this epoch's end. One process only: under
                 # torchrun the next step's check agrees on it (a collective here, the last before the
                 # processes leave, made gloo abort at exit now and then).
-                if not env.distributed and self.stop_requested:
+                # At the run's end it is done, but for a final.pt still to write.
+                if not env.distributed and self.stop_requested and not (self.finished() and self.init_state is None):
                     if env.is_main:
                         where = (f"at epoch {s.epoch + 1}, batch {s.batch_in_epoch}/{self.steps_per_epoch}"
                                  if s.batch_in_epoch else f"after epoch {s.epoch}")
-                        print(f"interrupted {where}: wrote {self.out_dir / LAST}; continue with --resume",
+                        todo = f"; {FINAL} is still to write" if self.finished() else ""
+                        print(f"interrupted {where}: wrote {self.out_dir / LAST}{todo}; continue with --resume",
                               file=sys.stderr)
                     raise Interrupted
             if self.init_state is not None and self.finished():
@@ -825,14 +826,15 @@ class Trainer:
         """Files in the run folder that the coming training makes stale: the logs of a run that
         stopped before its first checkpoint (a new run's would mix with them; a folder with a
         run's models is refused by ``check_run_folder``), or the final.pt of a finished run
-        trained further. A run resumed into another folder takes its best.pt along."""
-        if self.resumed_from is None:
-            stale = [self.out_dir / name for name in (CURVES, "tensorboard")]
-        else:
+        trained further. A run resumed into another folder takes its best.pt along with its first
+        checkpoint there (before, the folder stays one a retry may use)."""
+        here = self.resumed_from is not None and self.resumed_from.parent.resolve() == self.out_dir.resolve()
+        if here:
             stale = [self.out_dir / FINAL]  # (the run is not finished: fit does not start an idle one)
-            best = self.resumed_from.parent / BEST
-            if best.exists() and not (self.out_dir / BEST).exists():
-                shutil.copy2(best, self.out_dir / BEST)
+        else:  # a new run, or one resumed into a folder of its own (check_run_folder: no run's models)
+            stale = [self.out_dir / name for name in (CURVES, "tensorboard")]
+            best = self.resumed_from.parent / BEST if self.resumed_from is not None else None
+            self.best_to_copy = best if best is not None and best.exists() else None
         stale = [p for p in stale if p.exists()]
         for path in stale:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -840,9 +842,11 @@ class Trainer:
             print(f"removed what is stale in {self.out_dir}: {', '.join(p.name for p in stale)}", file=sys.stderr)
 
     def done_text(self) -> str:
+        """What ended the run, and what goes on with it."""
         s = self.state
-        return (f"has done its {s.epoch} epochs ({s.step} steps)" if s.epoch >= self.cfg.epochs
-                else f"stopped at max_steps ({s.step} steps)")
+        if self.cfg.max_steps and s.step >= self.cfg.max_steps:
+            return f"stopped at max_steps ({s.step} steps): raise max_steps= (0: no limit) to go on"
+        return f"has done its {s.epoch} epochs ({s.step} steps): raise epochs= to go on"
 
     def _close_writer(self) -> None:
         """TensorBoard's last events: a full disk is one line, and when the run is already
@@ -885,6 +889,12 @@ class Trainer:
     def _save_within_epoch(self) -> None:
         self.save(self.out_dir / LAST, {"epoch": self.state.epoch, "step": self.state.step,
                                          "batch_in_epoch": self.state.batch_in_epoch})
+        self._copy_best()
+
+    def _copy_best(self) -> None:
+        if self.best_to_copy is not None and self.env.is_main:
+            shutil.copy2(self.best_to_copy, self.out_dir / BEST)
+        self.best_to_copy = None
 
     def finished(self) -> bool:
         """Whether the run has done its epochs (or its max_steps)."""
@@ -1029,7 +1039,8 @@ class Trainer:
             dist.barrier()
 
     def _final_is_current(self) -> bool:
-        """Whether final.pt was written at this step with this config (main process only)."""
+        """Whether final.pt was written at this step (main process only): a finished run resumed
+        writes nothing (another mix of the same weights: ``movenet average``)."""
         path = self.out_dir / FINAL
         if not (self.env.is_main and path.exists()):
             return False
@@ -1037,7 +1048,7 @@ class Trainer:
             ckpt = read_checkpoint(path)
         except MoveNetError:
             return False
-        return ckpt.get("step") == self.state.step and ckpt.get("config") == self.cfg.to_dict()
+        return ckpt.get("step") == self.state.step
 
     def _validate(self, epoch: int, model: nn.Module | None = None, tag: str = "val") -> dict:
         """Every process predicts its share of the validation crops (rank::world); the main
@@ -1080,6 +1091,7 @@ class Trainer:
             improved, s.best_epoch = True, metrics["epoch"]
         s.history.append(metrics)
         self.save(self.out_dir / LAST, metrics)
+        self._copy_best()
         if improved:
             self.save(self.out_dir / BEST, metrics)
         if self.env.is_main and cfg.log.curves and (
@@ -1179,8 +1191,7 @@ def run(cfg: TrainConfig | str | os.PathLike, out_dir: str | os.PathLike | None 
         if resume is not None:
             agreed(env, trainer.resume, resume)
             if trainer.finished() and Path(resume).resolve().parent != out.resolve():
-                raise MoveNetError(f"{resume}: its run {trainer.done_text()}: nothing to train into {out}; raise "
-                                   "epochs= (or max_steps=) to go on")
+                raise MoveNetError(f"{resume}: nothing to train into {out}: its run {trainer.done_text()}")
         return trainer.fit()
     except RuntimeError as e:  # torch.distributed's errors included
         error = stopped_from_outside(e, env)
