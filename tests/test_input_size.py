@@ -113,6 +113,9 @@ def test_eval_labels_keep_the_size():
                          "runs/a/best.pt"]) \
         == ["lightning", "lightning.onnx", "a/lightning", "l@224", "x/l@224", "l.json@224",
             "a/final", "b/final", "b/final#2", "a/final#2", "best", "a/best"]
+    # a file named after a built-in model is named by its file name, listed before it or not
+    assert model_labels(["lightning.onnx", "lightning_int8.onnx", "lightning"]) == [
+        "lightning.onnx", "lightning_int8", "lightning"]
 
 
 def test_init_names_a_size_only_if_it_is_the_models(small_ckpt):

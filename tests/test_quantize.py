@@ -178,3 +178,24 @@ def test_cli_export_int8(tmp_path, lsp_dir, capsys):
     printed = capsys.readouterr().out
     assert "calibrated on 8 images" in printed and "not checked" in printed
     assert read_metadata(out)["quantization"]["calibration_images"] == 8
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3_small", "shufflenetv2_x0_5"])
+def test_other_backbones_quantize_with_their_stem_in_float(name, calib, tmp_path):
+    """The stem kept in float is found in every backbone's graph (MobileNetV3's has SE blocks
+    and HardSwish between convs, which equalisation must pass over)."""
+    import torch
+
+    from movenet.model import create_model
+
+    torch.manual_seed(0)
+    fp32 = export_onnx(create_model(name, input_size=64).eval(), tmp_path / "fp32.onnx")
+    int8 = quantize_onnx(fp32, tmp_path / "int8.onnx", calib[:2], DEFAULT_CONFIG)
+    kept = read_metadata(int8)["quantization"]["excluded_nodes"]
+    assert any(n.startswith("/backbone/stem/") for n in kept), kept
+    graph = onnx.load(str(int8)).graph
+    weights = {init.name for init in graph.initializer}
+    (first,) = [n for n in graph.node if n.name == "/backbone/stem/stem.0/Conv"]
+    assert first.input[1] in weights  # float weights, not an int8 tensor's DequantizeLinear
+    assert any(n.op_type == "DequantizeLinear" and ("/backbone/stages.0/" in n.name or "/backbone/blocks.1/" in n.name)
+               for n in graph.node)  # while the rest is quantized

@@ -163,11 +163,17 @@ def test_metadata_that_does_not_fit_the_graph(lightning_onnx, tmp_path, capsys):
     meta = read_metadata(lightning_onnx)
     set_metadata(proto, {**meta, "input_size": 256, "center_prior": np.zeros((64, 64)).tolist()})
     onnx.save(proto, str(tmp_path / "size.onnx"))
-    assert "as the metadata says" in _cli_error(capsys, tmp_path / "size.onnx")
+    assert "input_size 256, the graph's input 192" in _cli_error(capsys, tmp_path / "size.onnx")
     broken = {k: v for k, v in meta.items() if k != "distance_offset"}
     set_metadata(proto, broken)
     onnx.save(proto, str(tmp_path / "broken.onnx"))
     assert "broken movenet metadata" in _cli_error(capsys, tmp_path / "broken.onnx")
+    # numbers that would decode to NaN keypoints, and a keypoint count the schema does not have
+    for change, problem in (({"coord_scale": float("nan")}, "non-finite decoding constants"),
+                            ({"num_keypoints": 13}, "num_keypoints 13, the schema 17")):
+        set_metadata(proto, {**meta, **change})
+        onnx.save(proto, str(tmp_path / "odd.onnx"))
+        assert f"broken movenet metadata (ValueError: {problem})" in _cli_error(capsys, tmp_path / "odd.onnx")
 
 
 def test_benchmark_command(lightning_onnx, reference_dir, tmp_path, capsys):
@@ -185,6 +191,14 @@ def test_benchmark_command(lightning_onnx, reference_dir, tmp_path, capsys):
                for m in report["models"])
     assert main(["benchmark", "--models", str(tmp_path / "nope.onnx"), "--runs", "1"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    # an exported file run "as torch" ran onnxruntime under a torch label; a checkpoint as a file entry
+    (tmp_path / "model.pt").write_bytes(b"")
+    for entry, problem in ((f"torch:{lightning_onnx}", "is an exported model, which runs in its own runtime: give "
+                            "the file itself as an entry"),
+                           (str(tmp_path / "model.pt"), f"not an exported model (.onnx, .tflite); a checkpoint is an "
+                            f"entry as torch:{tmp_path / 'model.pt'} or onnx:{tmp_path / 'model.pt'}")):
+        assert main(["benchmark", "--models", entry, "--runs", "1"]) == 2
+        assert problem in capsys.readouterr().err
 
 
 def test_benchmark_blocks_count_runs_without_the_first_of_each_block(lightning_onnx):

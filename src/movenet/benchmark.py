@@ -41,9 +41,14 @@ def open_model(entry: str, base: str = "lightning", threads: int | None = None) 
     Several models take turns on the same cores here, so onnxruntime's threads must not
     busy-wait between runs (they would steal the cores from the next model): every onnxruntime
     session is opened without spinning, and PyTorch's OpenMP threads are made passive."""
+    from .predict import EXPORTED, file_predictor
+
     backend, _, spec = entry.partition(":")
     if backend in ("torch", "onnx") and not Path(entry).is_file():
         model = spec or base
+        if Path(model).suffix.lower() in EXPORTED:
+            raise MoveNetError(f"{entry}: {model} is an exported model, which runs in its own runtime: give the "
+                               "file itself as an entry")
         if backend == "torch":
             if "torch" not in sys.modules:
                 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -52,19 +57,19 @@ def open_model(entry: str, base: str = "lightning", threads: int | None = None) 
         from .export import export_onnx_cached
         from .runtime import OnnxPredictor
         return f"onnx:{model}", OnnxPredictor(str(export_onnx_cached(model)), threads=threads, spinning=False)
-    from .runtime import NoMovenetMetadata, OnnxPredictor, ReferencePredictor
+    from .runtime import ReferencePredictor
 
     path = Path(entry)
     if not path.is_file():
         raise MoveNetError(f"{entry}: no such model file (entries: torch, onnx, torch:MODEL, onnx:MODEL, "
                            "or a .onnx/.tflite file)")
-    if path.suffix.lower() != ".onnx":
-        return path.name, ReferencePredictor(str(path), threads=threads)
-    try:
-        return path.name, OnnxPredictor(str(path), threads=threads, spinning=False)
-    except NoMovenetMetadata:
-        pass
-    reference = ReferencePredictor(str(path), threads=threads)
+    if path.suffix.lower() not in EXPORTED:
+        raise MoveNetError(f"{entry}: not an exported model (.onnx, .tflite); a checkpoint is an entry as "
+                           f"torch:{entry} or onnx:{entry}")
+    predictor = file_predictor(str(path), threads=threads, spinning=False)
+    if not isinstance(predictor, ReferencePredictor) or path.suffix.lower() != ".onnx":
+        return path.name, predictor
+    reference = predictor
     session = _session(path, threads)  # the same model, opened without spinning
     inp, out = session.get_inputs()[0].name, session.get_outputs()[0].name
     reference.run = lambda batch: session.run([out], {inp: batch})[0]

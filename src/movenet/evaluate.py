@@ -94,6 +94,7 @@ def model_labels(specs: list[str]) -> list[str]:
         name, size = split_input_size(spec)
         parsed.append((Path(name), "" if size is None else f"@{size}"))
     short = Counter((path.stem if path.suffix else str(path)) + at for path, at in dict.fromkeys(parsed))
+    bare = {str(path) + at for path, at in parsed if not path.suffix}  # built-in names (lightning)
     labels: list[str] = []
     file_names: dict[str, str] = {}  # label -> the file name it was made from
     for path, at in parsed:
@@ -101,7 +102,9 @@ def model_labels(specs: list[str]) -> list[str]:
         candidates = [stem]
         if path.suffix and path.parent.name and short[stem] > 1:
             candidates = [f"{path.parent.name}/{path.stem}{at}"]
-        elif path.suffix and file_names.get(stem) != path.name:  # lightning and lightning.onnx
+        elif path.suffix and stem in bare:  # lightning.onnx beside lightning, in either order
+            candidates = [path.name + at]
+        elif path.suffix and file_names.get(stem) != path.name:  # l.pt and l.json
             candidates.append(path.name + at)
         base = next((c for c in candidates if c not in labels), candidates[-1])
         file_names.setdefault(base, path.name)

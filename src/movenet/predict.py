@@ -33,6 +33,30 @@ class TorchPredictor(Predictor):
             return tuple(o.float().cpu().numpy() for o in outs)
 
 
+EXPORTED = (".onnx", ".tflite")  # files that run in their own runtime
+
+
+def file_predictor(spec: str, threads: int | None = None, spinning: bool = True) -> Predictor:
+    """An exported model file in its own runtime: a ``movenet export`` ``.onnx`` (its metadata
+    tells), else Google's MoveNet-format ``.onnx`` / ``.tflite`` (keypoints only)."""
+    from .errors import MoveNetError
+    from .runtime import NoMovenetMetadata, ReferencePredictor
+
+    if Path(spec).suffix.lower() == ".onnx":
+        try:
+            return OnnxPredictor(spec, threads=threads, spinning=spinning)
+        except NoMovenetMetadata:
+            pass
+    try:
+        return ReferencePredictor(spec, threads=threads)
+    except MoveNetError as e:
+        if Path(spec).suffix.lower() != ".onnx":
+            raise
+        reason = str(e).removeprefix(f"{spec}: ")
+        raise MoveNetError(f"{spec}: neither a `movenet export` file (no movenet metadata) nor a model in "
+                           f"Google's MoveNet format ({reason})") from None
+
+
 def create_predictor(spec: str | os.PathLike, backend: str = "torch", threads: int | None = None) -> Predictor:
     """A predictor for what ``--model`` takes: ``lightning``/``thunder``, a checkpoint, a TF.js
     model.json (``NAME@SIZE`` for another input size; ``backend`` torch, or onnx: exported once
@@ -41,25 +65,12 @@ def create_predictor(spec: str | os.PathLike, backend: str = "torch", threads: i
     nothing but the torch backend needs torch. ``threads``: onnxruntime's threads for this
     predictor; with the torch backend, ``torch.set_num_threads`` (for the whole process)."""
     from .errors import MoveNetError
-    from .runtime import NoMovenetMetadata, ReferencePredictor
 
     if backend not in ("torch", "onnx"):
         raise MoveNetError(f"backend {backend!r}: torch or onnx")
     spec = str(spec)
-    suffix = Path(spec).suffix.lower()
-    if suffix == ".tflite":
-        return ReferencePredictor(spec, threads=threads)
-    if suffix == ".onnx":
-        try:
-            return OnnxPredictor(spec, threads=threads)
-        except NoMovenetMetadata:
-            pass
-        try:
-            return ReferencePredictor(spec, threads=threads)
-        except MoveNetError as e:
-            reason = str(e).removeprefix(f"{spec}: ")
-            raise MoveNetError(f"{spec}: neither a `movenet export` file (no movenet metadata) nor a model in "
-                               f"Google's MoveNet format ({reason})") from None
+    if Path(spec).suffix.lower() in EXPORTED:
+        return file_predictor(spec, threads=threads)
     if backend == "onnx":
         from .export import export_onnx_cached  # torch only for the first, exporting call
         return OnnxPredictor(str(export_onnx_cached(spec)), threads=threads)

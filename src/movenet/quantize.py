@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,7 +37,8 @@ CALIBRATION_CHUNK = 16
 class QuantConfig:
     """How to quantize. ``keep_float``: prefixes of node names (the exported graph names nodes
     after the PyTorch modules) kept in float; the default is the stem (the first conv and the
-    first inverted-residual block, at 96x96): quantized, it moved keypoints most on LSP and ran
+    first inverted-residual block, at 96x96, of MobileNetV2; ``stem`` and ``blocks.0`` of the
+    MobileNetV3s, ShuffleNetV2's ``stem``): quantized, it moved keypoints most on LSP and ran
     slower than in float (see docs/deploy.md). The Sigmoid of the heatmaps and centres is always
     kept in float."""
 
@@ -45,7 +47,7 @@ class QuantConfig:
     per_channel: bool = True
     reduce_range: bool = False
     activation_type: str = "uint8"  # uint8 | int8
-    keep_float: tuple[str, ...] = ("/backbone/conv1/", "/backbone/blocks.0/")
+    keep_float: tuple[str, ...] = ("/backbone/conv1/", "/backbone/stem/", "/backbone/blocks.0/")
     quant_format: str = "QDQ"  # QDQ | QOperator
     preprocess: bool = True  # onnxruntime's quant_pre_process (shape inference, fusions)
     # Cross-layer equalisation strength (0 = off): channel c of a tensor between two convs is
@@ -139,6 +141,9 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
             source = Path(tmp) / "equalized.onnx"
             onnx.save(model, str(source))
         exclude = excluded_nodes(model, config.keep_float)
+        if config.keep_float and not any(n.name.startswith(tuple(config.keep_float)) for n in model.graph.node):
+            warnings.warn(f"keep_float {list(config.keep_float)} names no node of {fp32_path}: all of its backbone "
+                          "is quantized", stacklevel=2)
         act = QuantType.QUInt8 if config.activation_type == "uint8" else QuantType.QInt8
         with atomic_path(out_path) as tmp_out:
             quantize_static(
@@ -196,9 +201,10 @@ def equalizable_pairs(model) -> list[tuple]:
             continue
         if mid.op_type == "Relu" and readers.get(mid.input[0]) == 1:
             mid = producers.get(mid.input[0])
-        weights = [mid.input[1], *mid.input[2:], second.input[1]] if mid is not None else []
-        if mid is not None and mid.op_type == "Conv" and all(
-                w in initializers and readers.get(w) == 1 for w in weights if w):
+        if mid is None or mid.op_type != "Conv":  # (a HardSwish, an SE block's Mul: not rescalable)
+            continue
+        weights = [mid.input[1], *mid.input[2:], second.input[1]]
+        if all(w in initializers and readers.get(w) == 1 for w in weights if w):
             pairs.append((mid, second, tensor))
     return pairs
 

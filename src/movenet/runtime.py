@@ -150,11 +150,18 @@ class OnnxPredictor(Predictor):
         try:
             info = json.loads(meta["movenet"])
             self.input_size = int(info["input_size"])
+            graph_size = self.session.get_inputs()[0].shape[-1]
+            if isinstance(graph_size, int) and graph_size != self.input_size:
+                raise ValueError(f"input_size {self.input_size}, the graph's input {graph_size}")
             self.distance_offset = float(info["distance_offset"])
             self.coord_scale = float(info["coord_scale"])
             self.schema = KeypointSchema.from_dict(info["schema"])
+            if info.get("num_keypoints", self.schema.num_keypoints) != self.schema.num_keypoints:
+                raise ValueError(f"num_keypoints {info['num_keypoints']}, the schema {self.schema.num_keypoints}")
             grid = self.input_size // 4
             self.prior = np.asarray(info["center_prior"], np.float32).reshape(grid, grid)
+            if not (np.isfinite(self.prior).all() and np.isfinite([self.distance_offset, self.coord_scale]).all()):
+                raise ValueError("non-finite decoding constants")
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise MoveNetError(f"{path}: broken movenet metadata ({type(e).__name__}: {e})") from None
         self.metadata = info
