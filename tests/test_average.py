@@ -36,9 +36,9 @@ def test_average_is_the_mean_of_every_float_tensor(three):
     states = [torch.load(p, weights_only=False)["state_dict"] for p in three]
     soup = average_checkpoints(three)
     for key, value in soup["state_dict"].items():
-        if value.is_floating_point():
+        if value.is_floating_point() and key != "distance_offset":
             torch.testing.assert_close(value, sum(s[key] for s in states) / 3)
-        else:  # counters are the first file's
+        else:  # counters, and the decoding offset, are the first file's
             assert torch.equal(value, states[0][key])
     assert soup["averaged_from"] == [{"checkpoint": str(p), "weight": 1 / 3} for p in three]
     assert "train_state" not in soup and soup["config"] == {"seed": 0}
@@ -136,3 +136,15 @@ def test_a_model_at_another_input_size_averages_with_runs_at_that_size(three, tm
     assert model.config.input_size == 96
     with pytest.raises(MoveNetError, match="multiple of 32"):
         average_checkpoints([tmp_path / "run96.pt", f"{three[0]}@95"])
+
+
+def test_the_decoding_offset_is_the_first_files_and_other_offsets_are_said(three):
+    from movenet.errors import DataWarning
+
+    ckpt = torch.load(three[1], weights_only=False)
+    ckpt["state_dict"]["distance_offset"].fill_(20.0)  # as movenet calibrate chose
+    torch.save(ckpt, three[1])
+    with pytest.warns(DataWarning, match=r"other distance offsets \(1.8, 20, 1.8\); the first's \(1.8\) is kept: "
+                                         r"movenet calibrate chooses one for the average"):
+        soup = average_checkpoints(three)
+    assert float(soup["state_dict"]["distance_offset"]) == pytest.approx(1.8)

@@ -188,6 +188,29 @@ def test_topdown_crop_and_map_back_round_trip_exact(tmp_path, input_size):
     np.testing.assert_allclose(preds[0, 0, :3, :2], points, atol=1e-4)
 
 
+def test_people_without_an_area_are_left_out_of_ap(tmp_path, monkeypatch):
+    """A person with one labelled keypoint and no bbox: no crop (topdown leaves it out) and no
+    area to scale OKS by. Neither counts as a miss in AP: the dots, found exactly, score AP 1."""
+    import movenet.evaluate as evaluate
+    from movenet.errors import DataWarning
+
+    ds, _ = _dot_dataset(tmp_path)
+    lone = np.zeros((17, 3))
+    lone[5] = (250, 150, 2)
+    coco = {**ds.coco, "annotations": ds.coco["annotations"] + [
+        {"id": 2, "image_id": 1, "category_id": 1, "keypoints": lone.reshape(-1).tolist()}]}
+    ds = load_keypoint_dataset(coco, image_root=tmp_path)
+    monkeypatch.setattr(evaluate, "open_predictor", lambda spec, threads=None: DotPredictor(100))
+    with pytest.warns(DataWarning, match="1 labelled people have no box"):
+        run = evaluate.evaluate(ds, "dots", protocol="topdown", progress=False)
+    assert run.models[0].metrics["coco"]["AP"] == pytest.approx(1.0)  # (0.5 with the lone person as a miss)
+
+    alone = load_keypoint_dataset({**coco, "annotations": coco["annotations"][1:]}, image_root=tmp_path)
+    with pytest.warns(DataWarning, match=r"1 labelled people have no area \(no bbox, keypoints at one spot or in a "
+                                         r"line\); COCO AP leaves them out, PCK scores them"):
+        evaluate.evaluate(alone, "dots", protocol="whole", progress=False)
+
+
 def test_each_image_is_read_once_for_all_models_and_people(tmp_path, monkeypatch):
     import movenet.evaluate as evaluate
 

@@ -29,12 +29,15 @@ def test_schema_from_config_takes_names_and_fills_sigmas():
     assert list(schema.flip_index()) == [0, 2, 1, 4, 3]
     assert schema_from_config("coco17") is COCO17 and COCO17.torso_pair() == (5, 12)
     assert schema_from_config(FIVE).torso_pair() is None  # PCK then uses the keypoints' box
+    assert schema_from_config({**FIVE, "torso": [["head", "left_foot"]]}).torso_pair() == (0, 3)  # as other pairs
     for bad, words in [({**FIVE, "colour": 1}, "unknown key 'colour'"), ({"name": "x"}, "'keypoints' is missing"),
                        ({**FIVE, "skeleton": [["head", "tail"]]}, "no keypoint named 'tail'"),
                        ({"name": "x", "keypoints": ["a", "a"]}, "each once"),
                        ({**FIVE, "sigmas": [0.5, 0.5]}, "2 sigmas for 5 keypoints"),
                        ({**FIVE, "torso": ["head", "head"]}, r"torso is two different keypoints, got \[0, 0\]"),
                        ({**FIVE, "torso": ["head"]}, r"torso is two different keypoints, got \[0\]"),
+                       ({**FIVE, "torso": [["head", "left_foot"], ["head", "right_foot"]]},
+                        r"torso is one pair of keypoints \(\[left_shoulder, right_hip\]\)"),
                        ({**FIVE, "flip_pairs": [["left_hand"]]}, r"each of flip_pairs is two keypoints, got \['left_hand'\]"),
                        ({**FIVE, "skeleton": ["head"]}, "each of skeleton is two keypoints, got 'head'")]:
         with pytest.raises(ValueError, match=words):
@@ -110,6 +113,21 @@ def test_a_custom_schema_trains_evaluates_predicts_exports_and_runs_on_video(tmp
         report = json.loads((out / "report.json").read_text())
         assert report["people"] == people and report["schema"] == "stick5"
         assert list(report["models"]["last"]["pck_torso"]["per_keypoint"]) == FIVE["keypoints"]
+    # a COCO-17 model beside it, listed first or not, is the one named as not fitting
+    from movenet.checkpoint import save_checkpoint
+    from movenet.model import create_model
+
+    coco = tmp_path / "coco17.pt"
+    save_checkpoint(coco, create_model("mobilenetv2_050", input_size=64))
+    capsys.readouterr()
+    for models in ([coco, run / "last.pt"], [run / "last.pt", coco]):
+        args = [a for m in models for a in ("--model", str(m))]
+        assert main(["eval", str(data / "annotations.json"), "--images", str(data / "images"), *args,
+                     "--out", str(tmp_path / "mixed")]) == 2
+        assert "coco17: predicts 17 keypoints, the data has 5 (stick5)" in capsys.readouterr().err
+    assert main(["calibrate", str(config), "--model", str(coco), "--out", str(tmp_path / "c.pt")]) == 2
+    assert f"coco17.pt: predicts the 17 keypoints of coco17, the data of {config} has 5 (stick5)" \
+        in capsys.readouterr().err
 
     image = data / "images" / "0.png"
     onnx = tmp_path / "sticks.onnx"

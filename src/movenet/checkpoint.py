@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from pathlib import Path
 
 import torch
 
 from .config import config_changes
-from .errors import MoveNetError
+from .errors import DataWarning, MoveNetError
 from .fileio import atomic_path
 from .model import ModelConfig, MoveNet
 from .schema import COCO17, KeypointSchema, get_schema
@@ -100,11 +101,16 @@ def checkpoint_file(spec: str | os.PathLike, verbose: bool = False) -> Path:
     return Path(spec)
 
 
+# Decoding constants stored with the weights: a mean of two was chosen by no one.
+NOT_AVERAGED = ("distance_offset",)
+
+
 def weighted_state(states: list[dict], weights: list[float]) -> dict:
     """sum_i weights[i] x states[i] for floating-point tensors (computed in float64); other
-    tensors (batch-norm counters) are the first state's. States of one architecture."""
+    tensors (batch-norm counters) and the decoding offset are the first state's. States of one
+    architecture."""
     return {k: sum(s[k].double() * w for s, w in zip(states, weights)).to(v.dtype)
-            if v.is_floating_point() else v.clone() for k, v in states[0].items()}
+            if v.is_floating_point() and k not in NOT_AVERAGED else v.clone() for k, v in states[0].items()}
 
 
 def average_checkpoints(specs: list[str | os.PathLike], weights: list[float] | None = None) -> dict:
@@ -142,6 +148,11 @@ def average_checkpoints(specs: list[str | os.PathLike], weights: list[float] | N
                                    f"{paths[0]} {tuple(v.shape)}")
         states.append(state)
     state = weighted_state(states, weights)
+    offsets = [float(s["distance_offset"]) for s in states if "distance_offset" in s]
+    if len(set(offsets)) > 1:
+        warnings.warn(f"the checkpoints decode with other distance offsets ({', '.join(f'{o:g}' for o in offsets)}); "
+                      f"the first's ({offsets[0]:g}) is kept: movenet calibrate chooses one for the average",
+                      DataWarning, stacklevel=2)
     keep = ("format", "model_config", "schema", "config")
     return {**{k: first[k] for k in keep if k in first}, "state_dict": state,
             "averaged_from": [{"checkpoint": str(s), "weight": w} for s, w in zip(specs, weights)]}

@@ -364,6 +364,10 @@ def cmd_calibrate(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, schema = load_model(args.model)
+    own = cfg.keypoint_schema()
+    if own.keypoints != schema.keypoints:
+        raise MoveNetError(f"{args.model}: predicts the {schema.num_keypoints} keypoints of {schema.name}, the data of "
+                           f"{args.config} has {own.num_keypoints} ({own.name})")
     cfg.data.input_size = model.config.input_size  # crops for this model, whatever the config's model
     _, val = build_data(cfg, schema, training=False)
     if val is None:

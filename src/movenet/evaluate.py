@@ -216,6 +216,10 @@ def evaluate(dataset: KeypointDataset, specs: list[str] | str, protocol: str = "
     if boxless:  # one labelled keypoint and no bbox: nothing to crop around
         warnings.warn(f"{dataset.name}: {boxless} labelled people have no box (one keypoint, no bbox); the topdown "
                       "protocol leaves them out", DataWarning, stacklevel=2)
+    flat = sum(1 for s in samples if not s.person.area > 0)
+    if flat:  # (see ap_ground_truth)
+        warnings.warn(f"{dataset.name}: {flat} labelled people have no area (no bbox, keypoints at one spot or in a "
+                      "line); COCO AP leaves them out, PCK scores them", DataWarning, stacklevel=2)
     entries = dataset.images
     far = sum(int(far_outside_image(s.person.keypoints, entries[s.image_index].width,
                                     entries[s.image_index].height).sum()) for s in samples)
@@ -268,19 +272,28 @@ def score_model(run: EvalRun, result: ModelResult) -> None:
          "pck_torso_curve": [_num(v) for v in pck_curve(pred, gt, torso, CURVE_ALPHAS)],
          "labelled_keypoints": int((gt[..., 2] > 0).sum()),
          "samples_with_torso": int(np.isfinite(torso).sum())}
-    results = [{"image_id": s.person.image_id, "keypoints": [round(float(v), 3) for v in p.reshape(-1)],
-                "score": pose_score(p)} for s, p in zip(run.samples, pred)]
-    image_ids = {s.person.image_id for s in run.samples}
     # OKS needs per-keypoint sigmas: a schema without them has no COCO AP.
-    m["coco"] = ({k: _num(v) for k, v in coco_keypoint_ap(run.dataset.subset(image_ids).coco, results,
-                                                          np.asarray(schema.sigmas)).items()}
-                 if schema.sigmas else None)
+    m["coco"] = ({k: _num(v) for k, v in coco_keypoint_ap(*ap_ground_truth(run, pred), np.asarray(schema.sigmas)
+                                                          ).items()} if schema.sigmas else None)
     m["ms_per_person"] = _num(1000.0 * result.seconds / max(len(run.samples), 1))
     result.metrics = m
     # Without sigmas the worst samples are ranked with COCO's body-part average.
     sigmas = schema.sigmas or np.full(schema.num_keypoints, np.mean(COCO17.sigmas))
     result.oks = np.array([oks(p, s.person.keypoints, max(s.person.area, 1.0), sigmas)
                            for s, p in zip(run.samples, pred)])
+
+
+def ap_ground_truth(run: EvalRun, pred: np.ndarray) -> tuple[dict, list[dict]]:
+    """(COCO ground truth, results) for AP over the images of the samples. People the protocol
+    leaves out (topdown: no box), and people whose area is 0 (no bbox, keypoints at one spot or
+    in a line: OKS has no scale, so nothing but the exact point could match them), are not scored:
+    no result, and their ground truth marked as pycocotools ignores it (num_keypoints 0)."""
+    scored = {s.person.id for s in run.samples if s.person.area > 0}
+    results = [{"image_id": s.person.image_id, "keypoints": [round(float(v), 3) for v in p.reshape(-1)],
+                "score": pose_score(p)} for s, p in zip(run.samples, pred) if s.person.id in scored]
+    truth = run.dataset.subset({s.person.image_id for s in run.samples}).coco
+    annotations = [a if a["id"] in scored else {**a, "num_keypoints": 0} for a in truth["annotations"]]
+    return {**truth, "annotations": annotations}, results
 
 
 def _annotation_dicts(run: EvalRun) -> list[dict]:
@@ -372,6 +385,18 @@ def report_markdown(report: dict, plots: dict[str, str]) -> str:
 
 def _file_label(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label)
+
+
+def _worst_files(labels: list[str]) -> dict[str, str]:
+    """A gallery file per model label, unique also where two labels make the same file name
+    (lightning@224 and lightning_224.pt)."""
+    files: dict[str, str] = {}
+    for label in labels:
+        name, n = f"worst_{_file_label(label)}", 2
+        while f"{name}.png" in files.values():
+            name, n = f"worst_{_file_label(label)}_{n}", n + 1
+        files[label] = f"{name}.png"
+    return files
 
 
 def plot_per_keypoint(report: dict, path: Path) -> None:
@@ -514,7 +539,7 @@ def _write_report_files(run: EvalRun, data: str, folder: Path) -> None:
 
     report = report_dict(run, data)
     plots = {"per_keypoint": "pck_per_keypoint.png", "curve": "pck_curve.png",
-             "worst": {r.label: f"worst_{_file_label(r.label)}.png" for r in run.models}}
+             "worst": _worst_files([r.label for r in run.models])}
     plot_per_keypoint(report, folder / plots["per_keypoint"])
     plot_pck_curves(report, folder / plots["curve"])
     for r in run.models:
@@ -582,6 +607,22 @@ def load_data(data: str | os.PathLike, image_root: str | os.PathLike | None = No
     return load_keypoint_dataset(data, image_root=image_root, schema=schema)
 
 
+def load_data_for(args, specs: list[str]) -> KeypointDataset:
+    """The data, read with the keypoints of the first model whose keypoints it has (a model that
+    does not fit is then named by ``check_keypoint_count``), else the first model's error."""
+    schemas: dict[str, KeypointSchema] = {}
+    for spec in specs:
+        schema = model_schema(spec)
+        schemas.setdefault(schema.name, schema)
+    first = None
+    for schema in schemas.values():
+        try:
+            return load_data(args.data, args.images, args.split, schema)
+        except MoveNetError as e:
+            first = first or e
+    raise first
+
+
 def cmd_eval(args) -> int:
     """``movenet eval``: 0 when every image was read, 1 when some were skipped."""
     out = Path(args.out)
@@ -590,7 +631,7 @@ def cmd_eval(args) -> int:
         if value is not None and value <= 0:
             raise MoveNetError(f"{name} must be positive, got {value}")
     specs = args.models or ["lightning"]
-    dataset = load_data(args.data, args.images, args.split, model_schema(specs[0]))
+    dataset = load_data_for(args, specs)
     if args.limit is not None:
         dataset = dataset.subset([e.id for e in dataset.images[:args.limit]])
     start = time.perf_counter()
@@ -605,7 +646,7 @@ def cmd_eval(args) -> int:
     for r in run.models:
         m = r.metrics
         print(f"  {r.label:<24} PCK@0.2 {_fmt(m['pck_torso']['overall'])}  "
-              f"PCK@{args.px:g}px {_fmt(m['pck_px']['overall'])}  AP {_fmt((m['coco'] or {}).get('AP'))}  "
+              f"PCK@{args.px:g}px@{run.settings['px_size']} {_fmt(m['pck_px']['overall'])}  AP {_fmt((m['coco'] or {}).get('AP'))}  "
               f"{_fmt(m['ms_per_person'], 1)} ms/person")
     print(f"wrote {out}/report.md")
     if run.skipped:

@@ -19,7 +19,7 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 from tqdm import tqdm
 
-from .errors import MoveNetError
+from .errors import DataWarning, MoveNetError
 from .fileio import atomic_path
 from .image import list_images, read_image
 from .runtime import OnnxPredictor, Predictor, model_schema
@@ -143,7 +143,7 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
         exclude = excluded_nodes(model, config.keep_float)
         if config.keep_float and not any(n.name.startswith(tuple(config.keep_float)) for n in model.graph.node):
             warnings.warn(f"keep_float {list(config.keep_float)} names no node of {fp32_path}: all of its backbone "
-                          "is quantized", stacklevel=2)
+                          "is quantized", DataWarning, stacklevel=2)
         act = QuantType.QUInt8 if config.activation_type == "uint8" else QuantType.QInt8
         with atomic_path(out_path) as tmp_out:
             quantize_static(

@@ -91,13 +91,19 @@ class KeypointSchema:
                 out.append((index(pair[0]), index(pair[1])))
             return tuple(out)
 
+        torso = list(d.get("torso", ()) or ())
+        if len(torso) == 1 and isinstance(torso[0], (list, tuple)):  # [[a, b]], written as the other pairs
+            torso = list(torso[0])
+        if any(isinstance(v, (list, tuple, dict)) for v in torso):
+            raise ValueError(f"schema {d['name']}: torso is one pair of keypoints ([left_shoulder, right_hip]), "
+                             f"got {d['torso']!r}")
         return cls(
             name=str(d["name"]),
             keypoints=tuple(names),
             flip_pairs=pairs("flip_pairs"),
             skeleton=pairs("skeleton"),
             sigmas=tuple(float(v) for v in d.get("sigmas", ()) or ()),
-            torso=tuple(index(v) for v in d.get("torso", ()) or ()),
+            torso=tuple(index(v) for v in torso),
         )
 
 
@@ -170,7 +176,7 @@ def _swap_side(name: str, left: str, right: str) -> str | None:
 def schema_from_config(value: str | dict | KeypointSchema) -> KeypointSchema:
     """A training config's ``schema``: a known name (``coco17``) or a mapping with ``name``,
     ``keypoints`` (names) and optional ``flip_pairs`` (default: ``pairs_by_name``; ``[]`` for
-    none), ``skeleton``, ``torso`` (pairs of names or indices) and ``sigmas`` (OKS, COCO's
+    none), ``skeleton`` (pairs of names or indices), ``torso`` (one pair) and ``sigmas`` (OKS, COCO's
     units; default COCO's mean for every keypoint)."""
     if isinstance(value, dict):
         unknown = [k for k in value if k not in SCHEMA_KEYS]
