@@ -144,7 +144,10 @@ def test_the_decoding_offset_is_the_first_files_and_other_offsets_are_said(three
     ckpt = torch.load(three[1], weights_only=False)
     ckpt["state_dict"]["distance_offset"].fill_(20.0)  # as movenet calibrate chose
     torch.save(ckpt, three[1])
-    with pytest.warns(DataWarning, match=r"other distance offsets \(1.8, 20, 1.8\); the first's \(1.8\) is kept: "
-                                         r"movenet calibrate chooses one for the average"):
+    with pytest.warns(DataWarning, match=r"other distance offsets \(1.8, 20, 1.8\); that of .*m0.pt \(1.8\), weighted "
+                                         r"most, is kept: movenet calibrate chooses one for the average"):
         soup = average_checkpoints(three)
-    assert float(soup["state_dict"]["distance_offset"]) == pytest.approx(1.8)
+    assert float(soup["state_dict"]["distance_offset"]) == pytest.approx(1.8)  # the first of equals
+    with pytest.warns(DataWarning, match=r"that of .*m1.pt \(20\), weighted most"):
+        soup = average_checkpoints(three, weights=[0, 1, 0])
+    assert float(soup["state_dict"]["distance_offset"]) == pytest.approx(20)

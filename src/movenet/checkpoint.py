@@ -149,10 +149,12 @@ def average_checkpoints(specs: list[str | os.PathLike], weights: list[float] | N
         states.append(state)
     state = weighted_state(states, weights)
     offsets = [float(s["distance_offset"]) for s in states if "distance_offset" in s]
-    if len(set(offsets)) > 1:
+    if len(set(offsets)) > 1:  # (a setting: that of the checkpoint weighted most, the first of equals)
+        main = max(range(len(states)), key=lambda i: (weights[i], -i))
+        state["distance_offset"] = states[main]["distance_offset"].clone()
         warnings.warn(f"the checkpoints decode with other distance offsets ({', '.join(f'{o:g}' for o in offsets)}); "
-                      f"the first's ({offsets[0]:g}) is kept: movenet calibrate chooses one for the average",
-                      DataWarning, stacklevel=2)
+                      f"that of {paths[main]} ({offsets[main]:g}), weighted most, is kept: movenet calibrate "
+                      "chooses one for the average", DataWarning, stacklevel=2)
     keep = ("format", "model_config", "schema", "config")
     return {**{k: first[k] for k in keep if k in first}, "state_dict": state,
             "averaged_from": [{"checkpoint": str(s), "weight": w} for s, w in zip(specs, weights)]}

@@ -214,8 +214,8 @@ def evaluate(dataset: KeypointDataset, specs: list[str] | str, protocol: str = "
         raise MoveNetError(f"{dataset.name}: no person to evaluate with the {protocol} protocol")
     boxless = sum(len(scored_people(e)) for e in dataset.images) - len(samples) if protocol == "topdown" else 0
     if boxless:  # one labelled keypoint and no bbox: nothing to crop around
-        warnings.warn(f"{dataset.name}: {boxless} labelled people have no box (one keypoint, no bbox); the topdown "
-                      "protocol leaves them out", DataWarning, stacklevel=2)
+        warnings.warn(f"{dataset.name}: {boxless} labelled people have no box (no bbox, labelled keypoints at one "
+                      "spot); the topdown protocol leaves them out", DataWarning, stacklevel=2)
     flat = sum(1 for s in samples if not s.person.area > 0)
     if flat:  # (see ap_ground_truth)
         warnings.warn(f"{dataset.name}: {flat} labelled people have no area (no bbox, keypoints at one spot or in a "

@@ -134,12 +134,13 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
         else:
             source = fp32_path
         model = onnx.load(str(source))
+        _name_unnamed_nodes(model)
         equalized = []
         if config.equalize_alpha > 0:
             equalized = equalize_channels(model, reader.images[:config.equalize_images],
                                           int(info["input_size"]), config.equalize_alpha)
-            source = Path(tmp) / "equalized.onnx"
-            onnx.save(model, str(source))
+        source = Path(tmp) / "named.onnx"
+        onnx.save(model, str(source))
         exclude = excluded_nodes(model, config.keep_float)
         if config.keep_float and not any(n.name.startswith(tuple(config.keep_float)) for n in model.graph.node):
             warnings.warn(f"keep_float {list(config.keep_float)} names no node of {fp32_path}: all of its backbone "
@@ -252,6 +253,22 @@ def equalize_channels(model, images: list[str], input_size: int, alpha: float = 
             scale(first.input[2], 1 / s)
         scale(second.input[1], s.reshape(1, -1, 1, 1))
     return tensors
+
+
+def _name_unnamed_nodes(model) -> None:
+    """Nodes are excluded from quantization by name, and quant_pre_process leaves the nodes it
+    inlines (HardSwish -> HardSigmoid, Mul) without one: each gets the scoped name of its output,
+    else of its input (``/backbone/stem/...``), so that keep_float's prefixes reach them."""
+    taken = {n.name for n in model.graph.node}
+    for i, node in enumerate(model.graph.node):
+        if node.name:
+            continue
+        scope = next((t for t in [*node.output, *node.input] if t.startswith("/")), f"/unnamed_{i}")
+        name = f"{scope}/{node.op_type}"
+        while name in taken:
+            name += "_"
+        node.name = name
+        taken.add(name)
 
 
 def excluded_nodes(model, prefixes: tuple[str, ...]) -> list[str]:

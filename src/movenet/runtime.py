@@ -156,7 +156,7 @@ class OnnxPredictor(Predictor):
             self.distance_offset = float(info["distance_offset"])
             self.coord_scale = float(info["coord_scale"])
             self.schema = KeypointSchema.from_dict(info["schema"])
-            if info.get("num_keypoints", self.schema.num_keypoints) != self.schema.num_keypoints:
+            if int(info.get("num_keypoints", self.schema.num_keypoints)) != self.schema.num_keypoints:
                 raise ValueError(f"num_keypoints {info['num_keypoints']}, the schema {self.schema.num_keypoints}")
             grid = self.input_size // 4
             self.prior = np.asarray(info["center_prior"], np.float32).reshape(grid, grid)
