@@ -108,3 +108,6 @@ def test_list_images(tmp_path):
     assert [p.split("/")[-1] for p in list_images([str(tmp_path)])] == ["a.png", "b.jpg"]
     assert list_images([str(tmp_path / "*.jpg")]) == [str(tmp_path / "b.jpg")]
     assert list_images(["nope*.jpg"]) == ["nope*.jpg"]
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / "sub" / "deeper" / "d.jpg").write_bytes(b"x")
+    assert [p.split("/")[-1] for p in list_images([str(tmp_path / "**" / "*")])] == ["a.png", "b.jpg", "d.jpg"]

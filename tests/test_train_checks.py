@@ -652,3 +652,45 @@ def test_a_script_with_a_training_loader_exits_without_stopping_its_workers(tmp_
     proc = subprocess.run([sys.executable, "-c", script, os.path.dirname(__file__)], capture_output=True, text=True,
                           timeout=60, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0 and proc.stdout.strip() == "8", proc.stderr[-2000:]
+
+
+def test_distillation_and_balancing_settings_that_would_mislead_are_named(tmp_path):
+    """Unlabelled images that are validation images, a weighted source left without targets, and
+    a teacher that cannot be opened: each said, naming the setting."""
+    from movenet.datasets import load_keypoint_dataset
+    from movenet.distill import UnlabeledImages
+    from movenet.errors import DataWarning
+    from movenet.samples import PoseSampleDataset, build_datasets
+    from movenet.train import build_data, build_teacher, warn_unlabelled_in_validation
+
+    write_coco_folder(tmp_path / "a", 8, 64)
+    write_coco_folder(tmp_path / "b", 4, 64)
+    cfg = tiny_config(**{"model.overrides.input_size": 64})
+    cfg.data.sources, cfg.data.val_fraction = [{"path": str(tmp_path / "a"), "weight": 1.0}], 0.25
+    train, val = build_data(cfg, verbose=False)
+    with pytest.warns(DataWarning, match=r"2 of the 2 validation images are also unlabelled training images "
+                                         r"\(distill.unlabeled\)"):
+        warn_unlabelled_in_validation(UnlabeledImages([str(tmp_path / "a" / "images")], train).paths, val)
+
+    few = DataConfig(sources=[{"path": str(tmp_path / "a"), "weight": 3}, {"path": str(tmp_path / "b"), "weight": 1}],
+                     val_fraction=0, min_keypoints=1, input_size=64)
+    ann = json.loads((tmp_path / "b" / "person_keypoints.json").read_text())
+    for a in ann["annotations"]:
+        a["keypoints"] = [0.0] * 51  # b: nobody to teach
+    (tmp_path / "b" / "person_keypoints.json").write_text(json.dumps(ann))
+    with pytest.warns(DataWarning, match=r"b: no target person for training from this source \(of data.sources; "
+                                         r"its weight 1 is not used\)"):
+        build_datasets(few, verbose=False)
+
+    cfg.distill.teacher = str(tmp_path / "a")  # a folder
+    with pytest.raises(MoveNetError, match=r"^distill.teacher: .*a: "):
+        build_teacher(cfg, torch.device("cpu"), None)
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.jpg").write_bytes(b"not an image")
+    template = PoseSampleDataset(load_keypoint_dataset(tmp_path / "a"), DataConfig(input_size=64), verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(MoveNetError, match=r"x.jpg: all 1 unlabelled images are unreadable \(distill.unlabeled\)"):
+            UnlabeledImages([str(bad)], template, on_bad_image="skip")[0]

@@ -147,7 +147,9 @@ class UnlabeledImages(torch.utils.data.Dataset):
                 warnings.warn(f"unreadable image skipped: {e} (distill.unlabeled)", DataWarning, stacklevel=2)
                 i = (i + 1) % len(self)
         else:
-            raise MoveNetError(f"{self.paths[i]}: 10 unreadable images in a row (distill.unlabeled)")
+            raise MoveNetError(f"{self.paths[i]}: 10 unreadable images in a row (distill.unlabeled)" if len(self) > 10
+                               else f"{self.paths[i]}: all {len(self)} unlabelled images are unreadable "
+                               "(distill.unlabeled)")
         h, w = img.shape[:2]
         geom = augment.Geometry(center=(w / 2, h / 2), side=float(max(h, w)))
         rng = None

@@ -111,8 +111,9 @@ def to_image_coords(keypoints: np.ndarray, box: tuple[float, float, float, float
 
 
 def list_images(sources: list[str]) -> list[str]:
-    """Expand files, directories (sorted, non-recursive) and glob patterns; keep given order,
-    each file once. Names that match nothing are returned as-is so the caller reports them."""
+    """Expand files, directories (sorted, non-recursive) and glob patterns (``**`` at any depth;
+    images only, as in folders); keep given order, each file once. Names that match nothing are
+    returned as-is so the caller reports them."""
     import glob
 
     out: list[str] = []
@@ -128,7 +129,7 @@ def list_images(sources: list[str]) -> list[str]:
             except OSError as e:
                 raise MoveNetError(f"{p}: cannot list the folder ({e.strerror or e})") from None
         elif any(ch in src for ch in "*?[") and not p.exists():
-            matches = sorted(glob.glob(src))
+            matches = sorted(m for m in glob.glob(src, recursive=True) if Path(m).suffix.lower() in IMAGE_EXTENSIONS)
             out += matches if matches else [src]
         else:
             out.append(src)

@@ -453,6 +453,13 @@ def datasets_from_parts(train_parts: list | None, val_parts: list, data_cfg: Dat
         if part is not None and len(part) == 0:
             paths = ", ".join(str(source["path"]) for source in sources)
             raise MoveNetError(f"{paths}: no target person for {use} ({part.describe()})")
+    if train is not None and len(data_cfg.sources) > 1:  # a source without targets: its weight goes unused
+        ix = train.index
+        per_source = np.bincount(ix.image_source[ix.image_of[ix.targets]], minlength=len(data_cfg.sources))
+        for source, n in zip(data_cfg.sources, per_source):
+            if n == 0:
+                warnings.warn(f"{source['path']}: no target person for training from this source (of "
+                              f"data.sources; its weight {source['weight']:g} is not used)", DataWarning, stacklevel=2)
     return train, val
 
 

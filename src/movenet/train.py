@@ -48,7 +48,7 @@ from torch import nn
 from .checkpoint import check_finite_weights, read_checkpoint, save_checkpoint, weighted_state, weights_misfit
 from .config import TrainConfig, check_source_paths, config_changes, load_config, save_config
 from .datasets import merge_coco
-from .errors import Interrupted, MoveNetError, one_line_data_warnings, one_line_data_warnings_installed
+from .errors import DataWarning, Interrupted, MoveNetError, one_line_data_warnings, one_line_data_warnings_installed
 from .fileio import check_writable, make_folder, write_text_atomic
 from .schema import COCO17, KeypointSchema
 
@@ -1183,6 +1183,8 @@ def run(cfg: TrainConfig | str | os.PathLike, out_dir: str | os.PathLike | None 
             print(note, file=sys.stderr)
         train_set, val = agreed(env, build_data, cfg, schema, verbose and env.is_main)
         teacher, unlabeled = agreed(env, build_teacher, cfg, env.device, train_set)
+        if unlabeled is not None and val is not None and env.is_main:
+            warn_unlabelled_in_validation(unlabeled.paths, val)
         if unlabeled is not None and verbose and env.is_main:
             print(f"unlabelled images (distill.unlabeled): {len(unlabeled)}, taught by {cfg.distill.teacher}",
                   file=sys.stderr)
@@ -1233,12 +1235,28 @@ def build_teacher(cfg: TrainConfig, device: torch.device, train_set) -> tuple:
         return None, None
     from .distill import Teacher, UnlabeledImages
 
-    teacher = Teacher.from_spec(cfg.distill.teacher, cfg.distill.alpha, device, cfg.model_config(),
-                                cfg.distill.center_alpha, cfg.keypoint_schema())
+    try:
+        teacher = Teacher.from_spec(cfg.distill.teacher, cfg.distill.alpha, device, cfg.model_config(),
+                                    cfg.distill.center_alpha, cfg.keypoint_schema())
+    except MoveNetError as e:  # (a teacher that does not fit already says "teacher")
+        raise (e if "teacher" in str(e) else MoveNetError(f"distill.teacher: {e}")) from None
     teacher.model.to(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     unlabeled = (UnlabeledImages(cfg.distill.unlabeled, train_set, cfg.augment, on_bad_image=cfg.data.on_bad_image)
                  if cfg.distill.unlabeled else None)
     return teacher, unlabeled
+
+
+def warn_unlabelled_in_validation(paths: list[str], val: ValData) -> None:
+    """Unlabelled images that are validation images too: the teacher then teaches them, and
+    their scores are not held-out ones (as ``samples`` warns for labelled sources)."""
+    from .fileio import shared_files
+
+    index = val.samples.index
+    shared = shared_files([os.fsdecode(p) for p in index.image_paths], paths)
+    if shared:
+        warnings.warn(f"{shared[0]}: {len(shared)} of the {len(index.image_paths)} validation images are also "
+                      "unlabelled training images (distill.unlabeled); their scores are not held-out scores",
+                      DataWarning, stacklevel=2)
 
 
 def resolve_resume(resume: str, out_dir: str | None) -> tuple[Path, Path]:
