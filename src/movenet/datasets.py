@@ -778,8 +778,8 @@ def _parse_person(ann: dict, i: int, schema: KeypointSchema, images: dict, fail)
     if "area" in ann and (isinstance(ann["area"], bool) or not isinstance(ann["area"], (int, float))):
         fail(f"{where}: 'area' is not a number")
     # OKS scale: the annotation's area (COCO: the segmentation's), else the box's; 0 or NaN counts as not given
-    given = "area" in ann and 0 < ann["area"] < math.inf
-    area = float(ann["area"]) if given else bbox[2] * bbox[3]
+    has_area = "area" in ann and 0 < ann["area"] < math.inf
+    area = float(ann["area"]) if has_area else bbox[2] * bbox[3]
     crowd = ann.get("iscrowd", 0)
     if crowd not in (0, 1, "0", "1"):  # (True and False are 1 and 0)
         fail(f"{where}: 'iscrowd' must be 0 or 1, got {crowd!r}")

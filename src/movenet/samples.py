@@ -409,25 +409,24 @@ def split_sources(data_cfg: DataConfig, schema: KeypointSchema = COCO17) -> tupl
         train_parts.append(ds.subset(train_ids) if len(train_ids) < len(ds.images) else ds)
         if val_ids:
             val_parts.append(ds.subset(val_ids))
-    if data_cfg.val_sources:
-        _warn_shared_images(train_parts, val_parts, "data.val_sources and data.sources share them")
-    elif val_parts and len(loaded) > 1:  # each source is split on its own
-        _warn_shared_images(train_parts, val_parts, "two data.sources share them, and each source's split "
-                            "put them on another side")
+    if data_cfg.val_sources or (val_parts and len(loaded) > 1):  # (one source's split shares nothing)
+        why = ("data.val_sources and data.sources share them" if data_cfg.val_sources else
+               "two data.sources share them, and each source's split put them on another side")
+        warn_shared_images([e.path for part in val_parts for e in part.images],
+                           [e.path for part in train_parts for e in part.images], why)
     return train_parts, val_parts
 
 
-def _warn_shared_images(train_parts: list, val_parts: list, why: str) -> None:
+def warn_shared_images(val_paths: list, train_paths: list, why: str, what: str = "training images") -> None:
     """Validation images that are also training images (``val_sources`` chosen by hand, one
-    photo in two sources): their scores would not be held-out ones. Compared by image file."""
+    photo in two sources, unlabelled images): their scores would not be held-out ones.
+    Compared by image file."""
     from .fileio import shared_files
 
-    shared = shared_files([e.path for part in val_parts for e in part.images],
-                          [e.path for part in train_parts for e in part.images])
+    shared = shared_files(val_paths, train_paths)
     if shared:
-        total = sum(len(part.images) for part in val_parts)
-        warnings.warn(f"{shared[0]}: {len(shared)} of the {total} validation images are also training "
-                      f"images ({why}); their scores are not held-out scores", DataWarning, stacklevel=2)
+        warnings.warn(f"{shared[0]}: {len(shared)} of the {len(val_paths)} validation images are also {what} "
+                      f"({why}); their scores are not held-out scores", DataWarning, stacklevel=3)
 
 
 def build_datasets(data_cfg: DataConfig, aug_cfg: AugmentConfig | None = None,

@@ -48,7 +48,7 @@ from torch import nn
 from .checkpoint import check_finite_weights, read_checkpoint, save_checkpoint, weighted_state, weights_misfit
 from .config import TrainConfig, check_source_paths, config_changes, load_config, save_config
 from .datasets import merge_coco
-from .errors import DataWarning, Interrupted, MoveNetError, one_line_data_warnings, one_line_data_warnings_installed
+from .errors import Interrupted, MoveNetError, one_line_data_warnings, one_line_data_warnings_installed
 from .fileio import check_writable, make_folder, write_text_atomic
 from .schema import COCO17, KeypointSchema
 
@@ -1247,16 +1247,12 @@ def build_teacher(cfg: TrainConfig, device: torch.device, train_set) -> tuple:
 
 
 def warn_unlabelled_in_validation(paths: list[str], val: ValData) -> None:
-    """Unlabelled images that are validation images too: the teacher then teaches them, and
-    their scores are not held-out ones (as ``samples`` warns for labelled sources)."""
-    from .fileio import shared_files
+    """Unlabelled images that are validation images too: the teacher then teaches them (as
+    ``samples`` warns for labelled sources)."""
+    from .samples import warn_shared_images
 
-    index = val.samples.index
-    shared = shared_files([os.fsdecode(p) for p in index.image_paths], paths)
-    if shared:
-        warnings.warn(f"{shared[0]}: {len(shared)} of the {len(index.image_paths)} validation images are also "
-                      "unlabelled training images (distill.unlabeled); their scores are not held-out scores",
-                      DataWarning, stacklevel=2)
+    warn_shared_images([os.fsdecode(p) for p in val.samples.index.image_paths], paths, "distill.unlabeled",
+                       "unlabelled training images")
 
 
 def resolve_resume(resume: str, out_dir: str | None) -> tuple[Path, Path]:
