@@ -166,3 +166,9 @@ def test_a_teacher_must_know_the_students_keypoints_by_name(tmp_path):
         config_from_dict({"distill": {"teacher": "thunder"}, "loss": {"distill_only_unlabelled": True}})
     config_from_dict({"distill": {"teacher": "thunder", "unlabeled": ["photos"]},
                       "loss": {"distill_only_unlabelled": True}})
+    # Settings that would do nothing are refused too.
+    with pytest.raises(MoveNetError, match="distill.unlabeled_fraction .* needs distill.unlabeled"):
+        config_from_dict({"distill": {"teacher": "thunder", "unlabeled_fraction": 0.3}})
+    with pytest.raises(MoveNetError, match="loss.distill 0 teaches them nothing"):
+        config_from_dict({"distill": {"teacher": "thunder", "unlabeled": ["photos"]}, "loss": {"distill": 0}})
+    config_from_dict({"distill": {"teacher": "thunder"}, "loss": {"distill": 0}})  # mixed targets only

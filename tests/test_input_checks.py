@@ -43,7 +43,7 @@ def test_numbers_out_of_range_are_refused_by_the_parser(argv, capsys):
 
 @pytest.mark.parametrize("spec, problem", [
     ("lightning@abc", "got 'abc'"), ("lightning@-32", "got '-32'"), ("lightning@", "got ''"),
-    ("lightning@100", "got 100"),
+    ("lightning@100", "got '100'"), ("lightning@0", "got '0'"),
 ])
 def test_a_bad_input_size_says_so(spec, problem):
     with pytest.raises(MoveNetError, match=f"must be a positive multiple of 32, {problem}"):

@@ -206,6 +206,12 @@ class TrainConfig:
         if (self.distill.unlabeled or self.distill.unlabeled_fraction) and not self.distill.teacher:
             raise ValueError("distill.unlabeled and distill.unlabeled_fraction need distill.teacher "
                              "(unlabelled images learn from the teacher alone)")
+        if self.distill.unlabeled_fraction and not self.distill.unlabeled:
+            raise ValueError("distill.unlabeled_fraction is the share of distill.unlabeled images in the "
+                             "training stream: it needs distill.unlabeled")
+        if self.distill.unlabeled and self.distill.teacher and self.loss.distill == 0:
+            raise ValueError("distill.unlabeled images learn from the loss' teacher term alone: loss.distill 0 "
+                             "teaches them nothing")
         if self.loss.distill_only_unlabelled and self.distill.teacher and not self.distill.unlabeled:
             raise ValueError("loss.distill_only_unlabelled applies the teacher to unlabelled images only: it "
                              "needs distill.unlabeled (without them the teacher teaches nothing)")

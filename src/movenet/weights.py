@@ -318,12 +318,10 @@ def split_input_size(spec: str | os.PathLike) -> tuple[str, int | None]:
     if match is None or Path(spec).exists():
         return spec, None
     base, size_text = match.group(1), match.group(2)
-    if not size_text.isdigit():
+    size = int(size_text) if size_text.isdigit() else 0
+    if size <= 0 or size % 32:
         raise MoveNetError(f"{spec}: the input size after '@' must be a positive multiple of 32, "
                            f"got {size_text!r}")
-    size = int(size_text)
-    if size <= 0 or size % 32:
-        raise MoveNetError(f"{spec}: the input size after '@' must be a positive multiple of 32, got {size}")
     if Path(base).suffix.lower() in (".onnx", ".tflite"):
         raise MoveNetError(f"{spec}: an exported model's input size is fixed; export the checkpoint at "
                            f"that size instead (movenet export CHECKPOINT@{size})")
