@@ -134,7 +134,8 @@ def test_student_trains_with_teacher_and_unlabeled_images(small_teacher, unlabel
 
 
 def test_unlabelled_batch_learns_from_teacher_only(small_teacher, unlabeled_dir):
-    cfg = tiny_config(**{"loss.distill_only_unlabelled": True})
+    cfg = tiny_config(**{"loss.distill_only_unlabelled": True, "distill.teacher": str(small_teacher),
+                         "distill.unlabeled": [str(unlabeled_dir)]})
     template = SyntheticPoses(2, 96)
     batch = torch.utils.data.default_collate([UnlabeledImages([str(unlabeled_dir)], template, train=False)[i]
                                               for i in range(2)])
@@ -172,3 +173,5 @@ def test_a_teacher_must_know_the_students_keypoints_by_name(tmp_path):
     with pytest.raises(MoveNetError, match="loss.distill 0 teaches them nothing"):
         config_from_dict({"distill": {"teacher": "thunder", "unlabeled": ["photos"]}, "loss": {"distill": 0}})
     config_from_dict({"distill": {"teacher": "thunder"}, "loss": {"distill": 0}})  # mixed targets only
+    with pytest.raises(MoveNetError, match="needs distill.unlabeled and a distill.teacher"):
+        config_from_dict({"loss": {"distill_only_unlabelled": True}})

@@ -59,6 +59,11 @@ SMOKE = os.path.join(os.path.dirname(__file__), "..", "configs", "smoke.yaml")
     ("optim.milestones=[5,-1]", "optim.milestones must be epochs > 0, in order, got [5.0, -1.0]"),
     ("epochs=0", "epochs must be >= 1, got 0"),
     ("distill.teacher=off", "distill.teacher: expected a string, got false (YAML reads yes, no, on and off"),
+    ("augment.hue=5", "augment.hue must be in [0, 0.5], got 5.0"),
+    ("augment.translate=3", "augment.translate must be in [0, 1.0], got 3.0"),
+    ("augment.brightness=1.5", "augment.brightness must be in [0, 1.0], got 1.5"),
+    ("seed=-1", "seed must be in [0, 2^32), got -1"),
+    ("data.split_seed=-1", "data.split_seed must be in [0, 2^32), got -1"),
     ("loss.bone=0.1", None),  # COCO-17 has a skeleton: fine
 ])
 def test_values_out_of_range_are_one_line_errors(override, message):
@@ -82,8 +87,39 @@ def test_schemas_that_cannot_work_are_refused():
         load_config(SMOKE, [no_bones, "loss.bone=0.1"])
     cfg = load_config(SMOKE, [no_bones, "schema.sigmas=[0.3, 0.4, 0.4]"])  # a sub-key of a schema mapping
     assert cfg.keypoint_schema().sigmas == (0.3, 0.4, 0.4)
-    with pytest.raises(MoveNetError, match=r"schema is 'coco17', not a mapping; set it whole"):
+    # a sub-key of a built-in schema (the default coco17) changes that schema's mapping
+    cfg = load_config(SMOKE, ["schema.torso=[left_shoulder, left_hip]"])
+    assert cfg.keypoint_schema().torso == (5, 11) and cfg.keypoint_schema().keypoints == COCO17.keypoints
+    with pytest.raises(MoveNetError, match="schema coco17: 1 sigmas for 17 keypoints"):
         load_config(SMOKE, ["schema=coco17", "schema.sigmas=[1]"])
+    with pytest.raises(MoveNetError, match=r"schema is 'mine', not a mapping; set it whole"):
+        load_config(SMOKE, ["schema=mine", "schema.sigmas=[1]"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.overrides.norm_mean=[1]", "model norm_mean must be 3 finite numbers, got [1]"),
+    ("model.overrides.neck_channels=[1,2]", "model neck_channels must be 4 whole numbers >= 1, got [1, 2]"),
+    ("model.overrides.norm_shift=abc", "model norm_shift must be a finite number, got 'abc'"),
+    ("model.overrides.backbone=foo", "model backbone must be one of ['mobilenetv2', "),
+    ("model.overrides.approx_sigmoid=1", "model approx_sigmoid must be true or false, got 1"),
+    ("init=", "init '' is not one of scratch, imagenet, lightning, thunder and no such checkpoint"),
+    ("init=nowhere.pt", "init 'nowhere.pt' is not one of scratch, imagenet, lightning, thunder and no such checkpoint"),
+    ("init=lightning@100", "the input size after '@' must be a positive multiple of 32"),
+    ("distill.teacher=nowhere.pt", "distill.teacher 'nowhere.pt' is not one of lightning, thunder and no such"),
+    ("model.overrides.backbone_kwargs={foo: 1}", "model mobilenetv2_050: MobileNetV2.__init__() got an unexpected "
+                                                 "keyword argument 'foo'"),
+])
+def test_a_model_or_weights_that_cannot_be_had_stop_before_the_data_are_read(tmp_path, capsys, monkeypatch, override,
+                                                                              message):
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data were read")
+
+    monkeypatch.setattr("movenet.train.build_data", no_data)
+    somewhere = f"data.sources=[{{path: {tmp_path}}}]"  # (only looked for)
+    assert main(["train", SMOKE, somewhere, override, "--out", str(tmp_path / "run")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "run").exists()
 
 
 def _three_point_file(tmp_path, names: list[str]):

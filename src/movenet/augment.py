@@ -59,6 +59,10 @@ class AugmentConfig:
                      "occlusion_max_boxes", "pose_clusters", "pose_cluster_power"):
             if getattr(self, name) < 0:
                 raise ValueError(f"augment.{name} must be >= 0, got {getattr(self, name)}")
+        for name, top in (("translate", 1.0), ("brightness", 1.0), ("contrast", 1.0), ("saturation", 1.0),
+                          ("hue", 0.5)):  # (beyond: factors below 0, or around the colour circle)
+            if getattr(self, name) > top:
+                raise ValueError(f"augment.{name} must be in [0, {top}], got {getattr(self, name)}")
         lo, hi = self.occlusion_size
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"augment.occlusion_size must satisfy 0 < low <= high <= 1, got {list(self.occlusion_size)}")

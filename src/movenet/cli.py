@@ -224,13 +224,13 @@ def add_eval(sub) -> None:
                    help="with a training config: its held-out images (val, the default) or its "
                    "training images")
     p.add_argument("--model", action="append", dest="models", metavar="MODEL",
-                   help="lightning, thunder, a checkpoint .pt, an exported .onnx, or a MoveNet-format "
-                   ".onnx/.tflite; NAME@SIZE runs NAME at another input size, e.g. lightning@224; repeat to "
+                   help="lightning, thunder, a checkpoint .pt, a TF.js model.json, an exported .onnx, or a "
+                   "MoveNet-format .onnx/.tflite; NAME@SIZE runs NAME at another input size, e.g. lightning@224; repeat to "
                    "compare (default: lightning)")
     p.add_argument("--protocol", choices=["whole", "topdown"], default="whole",
                    help="whole image (one-person images) or one crop per ground-truth box")
     p.add_argument("--out", default="eval-report", help="report folder (default: eval-report)")
-    p.add_argument("--images", help="image folder (default: images/ beside the JSON)")
+    p.add_argument("--images", help="image folder (default: images/ beside the JSON, else the JSON's folder)")
     p.add_argument("--limit", type=_at_least(1), help="only the first N images")
     p.add_argument("--threads", type=_at_least(1), default=None, help="CPU threads of the backends")
     p.add_argument("--px", type=float, default=5.0, help="fixed PCK threshold in input pixels (default 5)")
@@ -384,7 +384,7 @@ def cmd_calibrate(args) -> int:
     save_checkpoint(args.out, model, schema, extra={"calibrated": {
         "model": str(args.model), "data": str(args.config), "metric": args.metric, "offsets": offsets,
         "distance_offset": chosen, "before": before, "metrics": metrics}})
-    print(f"wrote {args.out} (distance offset {before:g} -> {chosen:g}: PCK@0.2 {metrics['pck']:.4f} "
+    print(f"wrote {args.out} (distance offset {before:.3g} -> {chosen:g}: PCK@0.2 {metrics['pck']:.4f} "
           f"AP {metrics['ap']:.4f})")
     return 0
 
@@ -505,7 +505,7 @@ def cmd_benchmark(args) -> int:
     blocks = f" in blocks of {args.block}" if args.block > 1 else ""
     looks = "end to end with the second look" if args.refine else "end to end one look"
     status = _status_to(args.json_out)
-    print(f"{settings['cpu']}, {args.threads} threads, {args.runs} interleaved runs per model{blocks}, "
+    print(f"{settings['cpu']}, {args.threads} thread{'s' if args.threads != 1 else ''}, {args.runs} interleaved runs per model{blocks}, "
           f"image {args.image}, {looks}", file=status)
     print(format_table(timings), file=status)
     if args.json_out:
@@ -525,8 +525,9 @@ def add_data(sub) -> None:
     s.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, as movenet train takes them (e.g. augment.scale_range=[0.6,1.2])")
     s.add_argument("--out", default="data-stats", help="folder for target_sizes.png (default: data-stats)")
-    s.add_argument("--limit", type=_at_least(1), default=20000, help="at most this many targets (default 20000)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--limit", type=_at_least(1), default=20000,
+                   help="at most this many targets, drawn at random beyond it (default 20000)")
+    s.add_argument("--seed", type=int, default=0, help="seed of that draw and of the augmentation (default 0)")
     s.set_defaults(func=cmd_data_stats)
     c = dsub.add_parser("convert", help="write a data set as one COCO person-keypoints JSON")
     c.add_argument("source", help="LSP folder, MPII .mat or .json, COCO JSON or a folder with "

@@ -176,6 +176,10 @@ class TrainConfig:
             ("val_batch_size", self.val_batch_size, self.val_batch_size >= 1, ">= 1"),
             ("val_every", self.val_every, self.val_every >= 1, ">= 1"),
             ("threads", self.threads, self.threads >= 0, ">= 0 (0: torch's default)"),
+            ("seed", self.seed, 0 <= self.seed < 2 ** 32, "in [0, 2^32)"),
+            ("data.split_seed", self.data.split_seed, 0 <= self.data.split_seed < 2 ** 32, "in [0, 2^32)"),
+            ("augment.pose_cluster_seed", self.augment.pose_cluster_seed,
+             0 <= self.augment.pose_cluster_seed < 2 ** 32, "in [0, 2^32)"),
             ("max_steps", self.max_steps, self.max_steps >= 0, ">= 0 (0: no limit)"),
             ("checkpoint_every_steps", self.checkpoint_every_steps, self.checkpoint_every_steps >= 0,
              ">= 0 (0: at the end of epochs)"),
@@ -212,9 +216,9 @@ class TrainConfig:
         if self.distill.unlabeled and self.distill.teacher and self.loss.distill == 0:
             raise ValueError("distill.unlabeled images learn from the loss' teacher term alone: loss.distill 0 "
                              "teaches them nothing")
-        if self.loss.distill_only_unlabelled and self.distill.teacher and not self.distill.unlabeled:
+        if self.loss.distill_only_unlabelled and not (self.distill.teacher and self.distill.unlabeled):
             raise ValueError("loss.distill_only_unlabelled applies the teacher to unlabelled images only: it "
-                             "needs distill.unlabeled (without them the teacher teaches nothing)")
+                             "needs distill.unlabeled and a distill.teacher (without them it teaches nothing)")
 
     def keypoint_schema(self):
         """The resolved ``schema.KeypointSchema``."""
@@ -337,6 +341,11 @@ def _apply_override(raw: dict, item: str, label: str) -> None:
     _field_type(TrainConfig, key.split("."), label)  # fail early on unknown keys
     node = raw
     parts = key.split(".")
+    if parts[0] == "schema" and len(parts) > 1:  # a sub-key of a built-in schema: start from its mapping
+        from .schema import SCHEMAS
+        name = raw.get("schema", TrainConfig.schema)
+        if isinstance(name, str) and name in SCHEMAS:
+            raw["schema"] = SCHEMAS[name].to_dict()
     for i, part in enumerate(parts[:-1]):
         child = node.get(part)
         if child is not None and not isinstance(child, dict):  # e.g. schema: coco17, a name

@@ -5,7 +5,7 @@ the same pixels; only ground-truth keypoints with v > 0 count. A sample whose no
 missing (nan, e.g. no torso labelled) counts for nothing.
 
 - PCK@a torso: correct if the distance <= a * torso size, torso = left shoulder to right hip
-  (the LSP protocol; COCO indices 5 and 12).
+  (the LSP protocol; COCO indices 5 and 12; a schema's own ``torso`` pair where it has one).
 - PCKh@a: correct if the distance <= a * head size; head size = 0.6 x the head box diagonal
   where the data has MPII-style ``head_box``, else the neck to head-top distance where it has
   ``neck`` and ``head_top`` (LSP). COCO has neither, so PCKh is unavailable there.

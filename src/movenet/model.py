@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import create_backbone
+from .backbones import create_backbone, list_backbones
 
 # Offset added to the distance in the keypoint weighting of the decoder; Google's graph
 # stores 1.7998047 (1.8 in float16), and the converted weights carry that exact value.
@@ -46,9 +46,18 @@ class ModelConfig:
             raise ValueError(f"model width must be a number > 0, got {self.width!r}")
         if self.input_size % 32:
             raise ValueError(f"model input_size must be a multiple of 32, got {self.input_size}")
-        self.neck_channels = tuple(self.neck_channels)
-        self.norm_mean = tuple(self.norm_mean)
-        self.norm_scale = tuple(self.norm_scale)
+        if self.backbone not in list_backbones():
+            raise ValueError(f"model backbone must be one of {list_backbones()}, got {self.backbone!r}")
+        if not isinstance(self.approx_sigmoid, bool):
+            raise ValueError(f"model approx_sigmoid must be true or false, got {self.approx_sigmoid!r}")
+        if not isinstance(self.backbone_kwargs, dict):
+            raise ValueError(f"model backbone_kwargs must be a mapping, got {self.backbone_kwargs!r}")
+        self.neck_channels = _numbers("neck_channels", self.neck_channels, 4, whole=True)
+        self.norm_mean = _numbers("norm_mean", self.norm_mean, 3)
+        self.norm_scale = _numbers("norm_scale", self.norm_scale, 3)
+        if isinstance(self.norm_shift, bool) or not isinstance(self.norm_shift, (int, float)) \
+                or not math.isfinite(self.norm_shift):
+            raise ValueError(f"model norm_shift must be a finite number, got {self.norm_shift!r}")
 
     @property
     def output_size(self) -> int:
@@ -67,6 +76,19 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
         return cls(**d)
+
+
+def _numbers(name: str, values, count: int, whole: bool = False) -> tuple:
+    """``values`` as a tuple of ``count`` finite numbers (whole numbers >= 1 with ``whole``)."""
+    def ok(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        return not whole or (isinstance(v, int) and v >= 1)
+
+    if not isinstance(values, (list, tuple)) or len(values) != count or not all(map(ok, values)):
+        what = "whole numbers >= 1" if whole else "finite numbers"
+        raise ValueError(f"model {name} must be {count} {what}, got {values!r}")
+    return tuple(values)
 
 
 class SeparableConv(nn.Module):

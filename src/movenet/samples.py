@@ -2,7 +2,7 @@
 
 ``PoseSampleDataset`` indexes people from one or more ``datasets.KeypointDataset`` sources into
 flat numpy arrays (no per-person Python objects, so forked loader workers do not copy them and
-an index of full COCO builds in about a second) and reads each image lazily in ``__getitem__``.
+an index of full COCO builds in about 2 s) and reads each image lazily in ``__getitem__``.
 Filters (minimum labelled keypoints, crowd images, people per image, missing files) are
 counted in ``skipped`` and printed as one line when the index is built.
 """
@@ -31,7 +31,7 @@ class DataConfig:
     """Where the data comes from and how samples and targets are made.
 
     ``sources``: list of ``{"path": ..., "image_root": ..., "weight": 1.0}`` (COCO JSON, a
-    folder with ``person_keypoints.json``, or an LSP folder). Validation uses ``val_sources``
+    folder with ``person_keypoints.json``, an LSP folder, or an MPII ``.mat``/``.json``). Validation uses ``val_sources``
     when given, else ``val_fraction`` of each source's images (split by image, fixed by
     ``split_seed``). ``train_images`` > 0 keeps only that many training images of each
     source (nested: a smaller number keeps a subset of a larger one's images; for learning

@@ -3,8 +3,8 @@
 One process or many (``torchrun``: DistributedDataParallel, one process per GPU or CPU
 process with gloo). Per optimiser step: forward (AMP on CUDA), loss, NaN/inf check agreed by
 all processes, backward, gradient clipping on the unscaled gradients, step, per-step learning
-rate schedule, EMA update. Per epoch: validation on the main process (PCK@0.2 torso and COCO
-keypoint AP in original image pixels), TensorBoard scalars and images, ``last.pt`` and
+rate schedule, EMA update. Per epoch: validation (each process predicts its share of the crops, the
+main process scores them: PCK@0.2 torso and COCO keypoint AP in original image pixels), TensorBoard scalars and images, ``last.pt`` and
 ``best.pt`` written atomically with everything needed to resume exactly. With
 ``final_init_weight`` > 0 a finished run also writes ``final.pt``: its last weights mixed with
 the ones it started from, validated like an epoch.
@@ -172,6 +172,29 @@ def build_model(cfg: TrainConfig, verbose: bool = True) -> nn.Module:
     if verbose:
         print(message, file=sys.stderr)
     return model
+
+
+def check_model_and_weights(cfg: TrainConfig, label: str | os.PathLike) -> None:
+    """The model can be built and the weights the config names (``init``, ``distill.teacher``)
+    are there, before any data is read."""
+    from .model import MoveNet
+    from .pretrained import OFFICIAL_NAMES
+    from .weights import split_input_size
+
+    try:
+        MoveNet(cfg.model_config())
+    except (ValueError, TypeError) as e:
+        raise MoveNetError(f"{label}: model {cfg.model.name}: {e}") from None
+    for key, spec, builtin in (("init", cfg.init, ("scratch", "imagenet", *OFFICIAL_NAMES)),
+                               ("distill.teacher", cfg.distill.teacher, OFFICIAL_NAMES)):
+        if key == "distill.teacher" and not spec:
+            continue
+        name, _ = split_input_size(spec)
+        if name not in builtin and not Path(name).is_file():
+            where = "" if Path(name).is_absolute() else \
+                f" (relative paths are taken from the working directory, {os.getcwd()})"
+            raise MoveNetError(f"{label}: {key} {spec!r} is not one of {', '.join(builtin)} and no such checkpoint"
+                               f"{where}")
 
 
 def batch_norms_folded(model: nn.Module, init: str) -> bool:
@@ -1123,7 +1146,8 @@ def format_epoch(m: dict, epochs: int, elapsed: float | None = None, epochs_time
              else f"epoch {int(m['epoch']) + 1}/{epochs} to batch {m['batch_in_epoch']} (max_steps)"]
     parts.append(f"loss {m['train_loss']:.4f}" if "train_loss" in m else "before training")
     heads = [f"{k[6:]} {m[k]:.4f}" for k in ("train_heatmap", "train_center", "train_regression",
-                                              "train_offset", "train_bone", "train_distill") if k in m]
+                                              "train_offset", "train_bone", "train_distill")
+             if k in m and not (k == "train_bone" and m[k] == 0)]  # (0: loss.bone off)
     if heads:
         parts.append("(" + ", ".join(heads) + ")")
     if "val_pck" in m:
@@ -1177,6 +1201,7 @@ def run(cfg: TrainConfig | str | os.PathLike, out_dir: str | os.PathLike | None 
         # each step that reads this machine's files stops every process when it fails on one
         agreed(env, check_run_folder, out, resume, writes=env.is_main)
         agreed(env, check_source_paths, cfg, label)
+        agreed(env, check_model_and_weights, cfg, label)
         schema = cfg.keypoint_schema()
         note = center_mode_note(cfg)
         if note and verbose and env.is_main:
