@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from movenet.config import TrainConfig, load_config, save_config
+from movenet.config import TrainConfig, config_from_dict, load_config, save_config
 from movenet.errors import MoveNetError
 from movenet.train import center_mode_note, lr_factor
 
@@ -97,8 +97,13 @@ def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(MoveNetError, match="mapping"):
         load_config(bad)
     bad.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")  # an image saved as .yaml
-    with pytest.raises(MoveNetError, match=r"bad.yaml: not a text file \(a YAML config is expected\)"):
+    with pytest.raises(MoveNetError, match=r"bad.yaml: not UTF-8 text \(a YAML config is expected\)"):
         load_config(bad)
+    bad.write_bytes("# caf\u00e9\nepochs: 3\n".encode("latin-1"))
+    with pytest.raises(MoveNetError, match=r"bad.yaml: not UTF-8 text"):
+        load_config(bad)
+    bad.write_bytes("\ufeffepochs: 3\r\n".encode("utf-8"))  # a byte-order mark and CRLF, as Windows editors write
+    assert load_config(bad).epochs == 3
     (tmp_path / "folder.yaml").mkdir()
     with pytest.raises(MoveNetError, match="folder.yaml: is a folder, not a config file"):
         load_config(tmp_path / "folder.yaml")
@@ -202,3 +207,15 @@ def test_cli_overrides_after_options_are_applied(cfg_file, tmp_path):
     stray = subprocess.run([sys.executable, "-m", "movenet.cli", "train", str(cfg_file), "--out",
                             str(tmp_path / "run"), "--bogus"], capture_output=True, text=True, timeout=60)
     assert stray.returncode == 2 and "unrecognized arguments: --bogus" in stray.stderr
+
+
+def test_a_tilde_in_a_configs_paths_is_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = config_from_dict({"out_dir": "~/runs/a", "init": "~/m.pt",
+                            "data": {"sources": [{"path": "~/data", "image_root": "~/images"}],
+                                     "val_sources": [{"path": "~/val.json"}]},
+                            "distill": {"teacher": "~/t.pt", "unlabeled": ["~/photos"]}})
+    assert cfg.out_dir == f"{tmp_path}/runs/a" and cfg.init == f"{tmp_path}/m.pt"
+    assert cfg.data.sources == [{"path": f"{tmp_path}/data", "image_root": f"{tmp_path}/images", "weight": 1.0}]
+    assert cfg.data.val_sources[0]["path"] == f"{tmp_path}/val.json"
+    assert cfg.distill.teacher == f"{tmp_path}/t.pt" and cfg.distill.unlabeled == [f"{tmp_path}/photos"]

@@ -161,3 +161,25 @@ def test_stats_of_a_data_source_takes_overrides(tmp_path, capsys):
     assert (tmp_path / "s" / "target_sizes.png").exists()
     assert main(["data", "stats", str(lsp), "data.no_such_key=1", "--out", str(tmp_path / "s")]) == 2
     assert "no_such_key" in capsys.readouterr().err
+
+
+def test_a_display_backend_setting_plays_no_part_in_the_plots(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    write_coco_folder(tmp_path / "d", 3, 64)
+    env = {**os.environ, "MPLBACKEND": "nonsense", "OMP_NUM_THREADS": "1"}  # (matplotlib refuses to import)
+    proc = subprocess.run([sys.executable, "-m", "movenet", "data", "stats", str(tmp_path / "d"), "--out",
+                           str(tmp_path / "s")], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "s" / "target_sizes.png").exists()
+
+
+def test_an_annotation_file_with_a_byte_order_mark_reads_as_without(tmp_path):
+    write_coco_folder(tmp_path / "d", 3, 64)
+    path = tmp_path / "d" / "person_keypoints.json"
+    plain = load_keypoint_dataset(path)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))  # as Windows tools write
+    marked = load_keypoint_dataset(path)
+    assert [len(im.people) for im in marked.images] == [len(im.people) for im in plain.images] == [1, 1, 1]

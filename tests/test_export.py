@@ -122,6 +122,15 @@ def test_export_cache_is_keyed_by_content(tmp_path, monkeypatch):
     assert second != first and second.exists()
 
 
+def test_a_cache_that_cannot_be_written_says_how_to_move_it(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("in the way")
+    monkeypatch.setenv("MOVENET_HOME", str(tmp_path / "file" / "home"))
+    ckpt = tmp_path / "model.pt"
+    save_checkpoint(ckpt, create_model("mobilenetv2_050", input_size=96).eval())
+    with pytest.raises(MoveNetError, match=r"set MOVENET_HOME to a folder you can write"):
+        export_onnx_cached(str(ckpt), verbose=False)
+
+
 def test_a_calibrated_distance_offset_travels_with_the_weights(tmp_path):
     from movenet.predict import create_predictor
 

@@ -111,3 +111,6 @@ def test_list_images(tmp_path):
     (tmp_path / "sub" / "deeper").mkdir(parents=True)
     (tmp_path / "sub" / "deeper" / "d.jpg").write_bytes(b"x")
     assert [p.split("/")[-1] for p in list_images([str(tmp_path / "**" / "*")])] == ["a.png", "b.jpg", "d.jpg"]
+    (tmp_path / "album.jpg").mkdir()  # a folder named like an image is not one
+    assert [p.split("/")[-1] for p in list_images([str(tmp_path)])] == ["a.png", "b.jpg"]
+    assert list_images([str(tmp_path / "*.jpg")]) == [str(tmp_path / "b.jpg")]

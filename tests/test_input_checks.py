@@ -228,13 +228,19 @@ def test_outputs_never_overwrite_other_inputs_or_each_other(photos, tmp_path, ca
     assert main(["video", str(clip), "--out", str(tmp_path / "same.mp4"), "--json", str(tmp_path / "same.mp4")]) == 2
     assert main(["predict", str(a / "x.jpg"), "--save-dir", str(tmp_path / "o"), "--json",
                  str(tmp_path / "o" / "x.jpg")]) == 2
+    model = tmp_path / "m.pt"  # (the model is only looked at: any content)
+    model.write_bytes(b"weights")
+    assert main(["predict", str(a / "x.jpg"), "--model", str(model), "--json", str(model)]) == 2
+    assert main(["video", str(clip), "--model", f"{model}@224", "--json", str(model)]) == 2
     assert _errors(capsys) == [
         f"movenet: error: {config}: --out would overwrite this input; choose another name",
         f"movenet: error: {a / 'x.jpg'}: --output must be an .onnx file",
         f"movenet: error: {tmp_path / 'm.json'}: --output must be an .onnx file",
         f"movenet: error: {tmp_path / 'same.mp4'}: --json would overwrite this video (--out); choose another name",
-        f"movenet: error: {tmp_path / 'o' / 'x.jpg'}: --json would overwrite this drawing; choose another name"]
-    assert config.read_text() == before and clip.read_bytes() == b"kept"
+        f"movenet: error: {tmp_path / 'o' / 'x.jpg'}: --json would overwrite this drawing; choose another name",
+        f"movenet: error: {model}: --json would overwrite this input; choose another name",
+        f"movenet: error: {model}: --json would overwrite this input; choose another name"]
+    assert config.read_text() == before and clip.read_bytes() == b"kept" and model.read_bytes() == b"weights"
     assert not (tmp_path / "o").exists() and not (tmp_path / "same.mp4").exists()
 
 

@@ -730,3 +730,25 @@ def test_distillation_and_balancing_settings_that_would_mislead_are_named(tmp_pa
         warnings.simplefilter("ignore")
         with pytest.raises(MoveNetError, match=r"x.jpg: all 1 unlabelled images are unreadable \(distill.unlabeled\)"):
             UnlabeledImages([str(bad)], template, on_bad_image="skip")[0]
+
+
+def test_a_run_folder_is_written_by_one_run_at_a_time(tmp_path, capsys, monkeypatch):
+    from movenet.fileio import lock_folder
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data were read")
+
+    monkeypatch.setattr("movenet.train.build_data", no_data)
+    somewhere = f"data.sources=[{{path: {tmp_path}}}]"
+    out = tmp_path / "run"
+    held = lock_folder(out, "another movenet train")  # as a run started there a moment ago holds it
+    try:
+        assert main(["train", SMOKE, somewhere, "--out", str(out)]) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"movenet: error: {out}: another movenet train is writing there now; wait for it or "
+                       "choose another folder"]
+    finally:
+        os.close(held)
+    # A run that stops before writing anything leaves no folder it made behind.
+    assert main(["train", SMOKE, somewhere, "init=nowhere.pt", "--out", str(tmp_path / "new")]) != 0
+    assert not (tmp_path / "new").exists() and out.is_dir()

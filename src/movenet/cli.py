@@ -92,6 +92,14 @@ def add_predict(sub) -> None:
     p.set_defaults(func=cmd_predict)
 
 
+def _model_file(spec: str | None) -> list[str]:
+    """The file behind a --model value, if it names one (an input no output may overwrite)."""
+    from .weights import split_input_size
+
+    path = split_input_size(spec)[0] if spec else None
+    return [path] if path and Path(path).is_file() else []
+
+
 def cmd_predict(args) -> int:
     from .draw import draw_pose, write_image
     from .fileio import check_writable, refuse_overwriting_inputs, write_json_atomic
@@ -108,7 +116,7 @@ def cmd_predict(args) -> int:
     drawings = _drawing_paths(sources, save_dir) if save_dir else {}
     refuse_overwriting_inputs(drawings.values(), sources, "--save-dir")
     if args.json_out:
-        refuse_overwriting_inputs([args.json_out], sources, "--json")
+        refuse_overwriting_inputs([args.json_out], [*sources, *_model_file(args.model)], "--json")
         refuse_overwriting_inputs([args.json_out], drawings.values(), "--json", "drawing")
         check_writable(args.json_out)
     if save_dir:
@@ -634,7 +642,7 @@ def cmd_video(args) -> int:
         refuse_stream(out, NEEDS_A_FILE)
     for option, path in (("--out", out), ("--json", args.json_out)):
         if path:
-            refuse_overwriting_inputs([path], [args.source], option)
+            refuse_overwriting_inputs([path], [args.source, *_model_file(args.model)], option)
             check_writable(path)
     if out and args.json_out:
         refuse_overwriting_inputs([args.json_out], [out], "--json", "video (--out)")
@@ -671,6 +679,8 @@ OPTIONAL_PACKAGES = {"pycocotools": "eval", "scipy": "eval", "onnx": "train", "t
 
 def main(argv: list[str] | None = None) -> int:
     one_line_data_warnings()
+    # The commands draw into PNG files only: a display's backend (or a misspelt one) plays no part.
+    os.environ["MPLBACKEND"] = "agg"
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # `train CONFIG --out DIR key=value`: argparse leaves overrides that follow an option unparsed.

@@ -246,11 +246,11 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
         if not p.is_file():
             raise MoveNetError(f"{p}: {'is a folder, not a config file' if p.is_dir() else 'file not found'}")
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = yaml.safe_load(p.read_text(encoding="utf-8-sig")) or {}
         except yaml.YAMLError as e:
             raise MoveNetError(f"{p}: not valid YAML ({' '.join(str(e).split())})") from None
         except UnicodeDecodeError:
-            raise MoveNetError(f"{p}: not a text file (a YAML config is expected)") from None
+            raise MoveNetError(f"{p}: not UTF-8 text (a YAML config is expected)") from None
         except OSError as e:
             raise MoveNetError(f"{p}: cannot read ({e.strerror or e})") from None
         if not isinstance(raw, dict):
@@ -289,6 +289,7 @@ def check_source_paths(cfg: TrainConfig, label: str | os.PathLike) -> TrainConfi
 def config_from_dict(raw: dict, label: str = "config") -> TrainConfig:
     try:
         cfg = build(TrainConfig, raw, "")
+        _expand_home(cfg)
         _sync_input_size(cfg, raw)
         _sync_num_keypoints(cfg)
     except ConfigError as e:
@@ -296,6 +297,15 @@ def config_from_dict(raw: dict, label: str = "config") -> TrainConfig:
     except (ValueError, TypeError) as e:  # a dataclass' own validation
         raise MoveNetError(f"{label}: {str(e).splitlines()[0]}") from None
     return cfg
+
+
+def _expand_home(cfg: TrainConfig) -> None:
+    """``~`` in the paths a config names, as a shell would expand it on the command line (the
+    data sources' paths are expanded where they are read, ``samples._source_dict``)."""
+    cfg.out_dir = os.path.expanduser(cfg.out_dir)
+    cfg.init = os.path.expanduser(cfg.init)
+    cfg.distill.teacher = os.path.expanduser(cfg.distill.teacher)
+    cfg.distill.unlabeled = [os.path.expanduser(p) for p in cfg.distill.unlabeled]
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:

@@ -589,11 +589,11 @@ def _default_image_root(json_path: Path, coco=None) -> Path:
 
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8-sig"))  # (-sig: a byte-order mark, as Windows tools write)
     except json.JSONDecodeError as e:
         raise MoveNetError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
     except UnicodeDecodeError:
-        raise MoveNetError(f"{path}: not a JSON text file") from None
+        raise MoveNetError(f"{path}: not a JSON text file (JSON is UTF-8 text)") from None
     except OSError as e:
         raise MoveNetError(f"{path}: cannot read ({e.strerror})") from None
 

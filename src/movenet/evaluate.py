@@ -513,6 +513,8 @@ def check_out_dir(out: Path) -> None:
     from .fileio import check_writable
 
     check_writable(out.parent, folder=True)  # the report is made beside it and renamed
+    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):  # (moving a folder rewrites it; its files go)
+        raise MoveNetError(f"{out}: cannot replace this report (permission denied); choose another --out")
 
 
 def write_report(run: EvalRun, data: str, out: str | os.PathLike) -> Path:
@@ -559,7 +561,11 @@ def _replace_dir(new: Path, out: Path) -> None:
         os.replace(new, out)
         return
     old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-    os.replace(out, old / out.name)
+    try:
+        os.replace(out, old / out.name)
+    except OSError as e:
+        old.rmdir()
+        raise MoveNetError(f"{out}: cannot replace this report ({e.strerror}); choose another --out") from None
     os.replace(new, out)
     shutil.rmtree(old)
 

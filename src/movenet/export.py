@@ -365,6 +365,9 @@ def export_onnx_cached(spec: str | os.PathLike, opset: int = 17, verbose: bool =
     if out.exists():  # torch-free from here on
         return out
     from .checkpoint import load_model
+    from .weights import check_cache_writable
+
+    check_cache_writable(out.parent)
 
     model, schema = load_model(spec, verbose=verbose)
     if verbose:
@@ -383,7 +386,7 @@ def _weight_files(spec: str | os.PathLike, verbose: bool) -> list[Path]:
         raise MoveNetError(f"{spec_str}: no such model file, and not one of {sorted(OFFICIAL)}")
     if path.suffix == ".json":
         try:
-            manifest = json.loads(path.read_text())["weightsManifest"]
+            manifest = json.loads(path.read_text(encoding="utf-8-sig"))["weightsManifest"]
             return [path, *(path.parent / p for group in manifest for p in group["paths"])]
         except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
             raise MoveNetError(f"{path}: not a TF.js graph model.json ({e})") from None

@@ -56,6 +56,28 @@ def check_writable(path: str | os.PathLike, folder: bool = False) -> Path:
     return path
 
 
+def lock_folder(path: str | os.PathLike, holder: str) -> int | None:
+    """An exclusive lock on the folder ``path`` (created if missing) for as long as the returned
+    descriptor stays open (``os.close`` it; a process that dies drops it), or a one-line error
+    when another process holds it (``holder``: what holds such locks, for the message). None
+    where the system or the file system has no such locks."""
+    try:
+        import fcntl
+    except ImportError:  # (Windows)
+        return None
+    folder = make_folder(path)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise MoveNetError(f"{folder}: {holder} is writing there now; wait for it or choose another folder") from None
+    except OSError:  # a file system without locks (some network ones)
+        os.close(fd)
+        return None
+    return fd
+
+
 def shared_files(paths, others) -> list:
     """The ``paths`` that are the same file as one of ``others`` (compared by real path)."""
     known = {os.path.realpath(p) for p in others}

@@ -125,11 +125,12 @@ def list_images(sources: list[str]) -> list[str]:
             is_dir = False
         if is_dir:
             try:
-                out += sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+                out += sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and not f.is_dir())
             except OSError as e:
                 raise MoveNetError(f"{p}: cannot list the folder ({e.strerror or e})") from None
         elif any(ch in src for ch in "*?[") and not p.exists():
-            matches = sorted(m for m in glob.glob(src, recursive=True) if Path(m).suffix.lower() in IMAGE_EXTENSIONS)
+            matches = sorted(m for m in glob.glob(src, recursive=True)
+                             if Path(m).suffix.lower() in IMAGE_EXTENSIONS and not Path(m).is_dir())
             out += matches if matches else [src]
         else:
             out.append(src)

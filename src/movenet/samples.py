@@ -106,7 +106,9 @@ def _source_dict(s) -> dict:
         raise ValueError(f"a data source's weight must be a number, got {s.get('weight')!r} for {s['path']}") from None
     if not weight > 0:
         raise ValueError(f"a data source's weight must be > 0, got {weight} for {s['path']}")
-    return {"path": str(s["path"]), "image_root": s.get("image_root"), "weight": weight}
+    root = s.get("image_root")
+    return {"path": os.path.expanduser(str(s["path"])),  # (~ as a shell would; YAML does not)
+            "image_root": os.path.expanduser(str(root)) if root is not None else None, "weight": weight}
 
 
 # ---------------------------------------------------------------- index

@@ -49,7 +49,7 @@ from .checkpoint import check_finite_weights, read_checkpoint, save_checkpoint, 
 from .config import TrainConfig, check_source_paths, config_changes, load_config, save_config
 from .datasets import merge_coco
 from .errors import Interrupted, MoveNetError, one_line_data_warnings, one_line_data_warnings_installed
-from .fileio import check_writable, make_folder, write_text_atomic
+from .fileio import check_writable, lock_folder, make_folder, write_text_atomic
 from .schema import COCO17, KeypointSchema
 
 LAST, BEST, FINAL, CURVES = "last.pt", "best.pt", "final.pt", "curves.png"
@@ -1196,8 +1196,11 @@ def run(cfg: TrainConfig | str | os.PathLike, out_dir: str | os.PathLike | None 
     if not isinstance(cfg, TrainConfig):
         raise MoveNetError(f"run takes a TrainConfig or a config file, got a {type(cfg).__name__}")
     env = init_distributed(cfg.device, cfg.dist_timeout_s)
+    out = Path(out_dir or cfg.out_dir)
+    made, lock = not out.exists(), None
     try:
-        out = Path(out_dir or cfg.out_dir)
+        # one run at a time writes a folder: another started there now would mix its files in
+        lock = agreed(env, lambda: lock_folder(out, "another movenet train") if env.is_main else None)
         # each step that reads this machine's files stops every process when it fails on one
         agreed(env, check_run_folder, out, resume, writes=env.is_main)
         agreed(env, check_source_paths, cfg, label)
@@ -1226,6 +1229,10 @@ def run(cfg: TrainConfig | str | os.PathLike, out_dir: str | os.PathLike | None 
             raise
         raise error from None
     finally:
+        if lock is not None:
+            os.close(lock)
+        if made and env.is_main and out.is_dir() and not any(out.iterdir()):  # stopped before writing
+            out.rmdir()
         if env.distributed and dist.is_initialized():
             dist.destroy_process_group()
 

