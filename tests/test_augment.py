@@ -103,6 +103,26 @@ def test_random_geometry_respects_ranges():
         assert 50 <= g.side <= 80 and g.center == base.center and g.angle_deg == 0 and not g.flip
 
 
+def test_random_shifts_and_rotations_go_both_ways():
+    rng = np.random.default_rng(5)
+    cfg = AugmentConfig(scale_range=(1.0, 1.0), translate=0.1, rotation_prob=1.0, rotation_deg=30.0)
+    base = Geometry(center=(0.0, 0.0), side=100.0)
+    draws = [augment.random_geometry(base, cfg, rng) for _ in range(500)]
+    shifts = np.array([g.center for g in draws])
+    angles = np.array([g.angle_deg for g in draws])
+    assert np.abs(shifts).max() <= 10 and np.abs(angles).max() <= 30
+    for values, spread in ((shifts[:, 0], 10), (shifts[:, 1], 10), (angles, 30)):
+        assert values.min() < -spread / 2 and values.max() > spread / 2  # not one way only
+        assert abs(values.mean()) < spread / 10  # centred
+
+
+def test_a_positive_angle_turns_the_content_counter_clockwise_on_screen():
+    m = augment.crop_matrix(Geometry(center=(100.0, 100.0), side=100.0, angle_deg=90.0), 100)
+    right, above = np.array([[120.0, 100.0, 2], [100.0, 80.0, 2]])
+    np.testing.assert_allclose(augment.transform_keypoints(np.stack([right, above]), m)[:, :2],
+                               [[50, 30], [30, 50]], atol=1e-9)  # right of the centre -> above; above -> left
+
+
 def test_photometric_changes_and_switches():
     rng = np.random.default_rng(5)
     img = textured(64, 64)

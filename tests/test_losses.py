@@ -153,3 +153,82 @@ def test_center_cells_from_map_matches_argmax():
     center[0, 0, 3, 5] = 1
     center[1, 0, 10, 2] = 1
     assert losses.center_cells_from_map(center).tolist() == [[3, 5], [10, 2]]
+
+
+def test_regression_and_offsets_are_l1():
+    batch = make_batch()
+    heat, center, reg, off = perfect(batch)
+    _, parts = MoveNetLoss()((heat, center, reg + 0.5, off - 0.5), batch)
+    assert parts["regression"].item() == pytest.approx(0.5) and parts["offset"].item() == pytest.approx(0.5)
+
+
+def test_the_centre_map_is_weighted_as_the_heatmaps():
+    batch = make_batch(n=1)
+    k = 5.0
+    heat, center, reg, off = perfect(batch)
+    cy, cx = batch["center_cell"][0].tolist()
+    center[0, 0, cy, cx] -= 0.1  # target 1 there: weight k + 1
+    _, parts = MoveNetLoss(LossConfig(heatmap_weight_k=k))((heat, center, reg, off), batch)
+    assert parts["center"].item() == pytest.approx((k + 1) * 0.01, rel=1e-4)
+
+
+def test_the_bone_term_counts_in_the_total_and_is_read_at_the_centre_cell():
+    person = np.zeros((17, 3))
+    person[:, :2] = (50.0, 18.0) + np.random.default_rng(3).uniform(-6, 6, (17, 2))
+    person[:, 2] = 2
+    enc = targets.encode(person, np.zeros((0, 17, 3)), S)
+    cy, cx = enc["center_cell"]
+    assert abs(int(cy) - int(cx)) >= 6  # off the diagonal: (y, x) read as (x, y) would miss it
+    batch = {k: torch.from_numpy(enc[k][None]) for k in KEYS}
+    batch["has_labels"] = torch.ones(1, dtype=torch.bool)
+    heat, center, reg, off = perfect(batch)
+    cfg = LossConfig(bone=1.0)
+    total, parts = MoveNetLoss(cfg)((heat, center, reg * 1.5, off), batch)
+    assert parts["bone"].item() > 0.1
+    expected = sum(getattr(cfg, name) * parts[name] for name in ("heatmap", "center", "regression", "offset", "bone"))
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_positions_at_the_centre_are_the_centre_plus_the_regression_in_y_x():
+    reg = torch.zeros(1, 4, 8, 8)
+    reg[0, :, 2, 5] = torch.tensor([1.0, -1.0, 0.5, 3.0])  # keypoint 0: (y +1, x -1); keypoint 1: (y +0.5, x +3)
+    pos = losses.positions_at_center(reg, torch.tensor([[2, 5]]))
+    assert pos.tolist() == [[[3.0, 4.0], [2.5, 8.0]]]
+
+
+def _distill(student, teacher, batch, **cfg):
+    return MoveNetLoss(LossConfig(**cfg))(student, batch, teacher=teacher)[1]["distill"].item()
+
+
+def test_the_teacher_term_reads_regression_at_the_teachers_centre_and_offsets_at_its_peaks():
+    batch = make_batch(n=1)
+    teacher = perfect(batch)
+    heat, center, reg, off = (t.clone() for t in teacher)
+    center = torch.roll(center, shifts=(5, 5), dims=(2, 3))  # the student's centre elsewhere
+    heat = torch.roll(heat, shifts=(3, -2), dims=(2, 3))  # and its peaks
+    base = _distill((heat, center, reg, off), teacher, batch)
+    cy, cx = losses.center_cells_from_map(teacher[1])[0].tolist()
+    wrong_reg = reg.clone()
+    wrong_reg[0, :, cy, cx] += 1.0  # off only where the teacher's centre is
+    assert _distill((heat, center, wrong_reg, off), teacher, batch) == pytest.approx(base + 1.0, rel=1e-5)
+    peaks = teacher[0][0].reshape(17, -1).argmax(-1)
+    wrong_off = off.clone().reshape(1, 17, 2, -1)
+    wrong_off[0, torch.arange(17), :, peaks] += 1.0  # off only at the teacher's keypoint peaks
+    assert _distill((heat, center, reg, wrong_off.reshape(off.shape)), teacher, batch) == pytest.approx(
+        base + 1.0, rel=1e-5)
+
+
+def test_with_distill_only_unlabelled_labelled_samples_get_nothing_from_the_teacher():
+    batch = make_batch()
+    batch["has_labels"] = torch.tensor([True, False, True])
+    outputs = noisy(batch)
+    teacher = noisy(batch, seed=7)
+    grads = []
+    for with_teacher in (False, True):
+        out = [o.detach().clone().requires_grad_(True) for o in outputs]
+        MoveNetLoss(LossConfig(distill_only_unlabelled=True))(out, batch, teacher=teacher if with_teacher else None
+                                                              )[0].backward()
+        grads.append([o.grad.clone() for o in out])
+    for without, with_ in zip(*grads):
+        assert torch.equal(without[[0, 2]], with_[[0, 2]])  # the labelled samples: the same gradient
+        assert with_[1].abs().max() > 0 and without[1].abs().max() == 0

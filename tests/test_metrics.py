@@ -225,3 +225,24 @@ def test_malformed_results_are_named(coco_mini):
         coco_keypoint_ap(ds.coco, [good], sigmas=np.ones(12))
     nested = {**good, "keypoints": np.reshape(good["keypoints"], (17, 3)).tolist()}  # rows of x, y, score
     assert coco_keypoint_ap(ds.coco, [nested]) == coco_keypoint_ap(ds.coco, [good])
+
+
+def test_a_schemas_sigmas_are_in_cocos_units():
+    """Sigmas given as the schema holds them (COCO's file values, x10) score as COCO's own."""
+    rng = np.random.default_rng(0)
+    images, annotations, results = [], [], []
+    for i in range(1, 9):
+        kpts = np.concatenate([rng.uniform(100, 300, (17, 2)), np.full((17, 1), 2.0)], axis=1)
+        images.append({"id": i, "file_name": f"{i}.jpg", "width": 400, "height": 400})
+        annotations.append({"id": i, "image_id": i, "category_id": 1, "iscrowd": 0, "area": 200.0 * 200.0,
+                            "bbox": [100, 100, 200, 200], "num_keypoints": 17, "keypoints": kpts.ravel().tolist()})
+        shifted = kpts.copy()
+        shifted[:, :2] += rng.normal(0, 4 + i, (17, 2))
+        results.append({"image_id": i, "keypoints": shifted.ravel().tolist(), "score": 1.0 - i / 10})
+    gt = {"images": images, "annotations": annotations,
+          "categories": [{"id": 1, "name": "person", "keypoints": list(COCO17.keypoints)}]}
+    default = coco_keypoint_ap(gt, results)
+    assert 0.0 < default["AP"] < 1.0
+    same = coco_keypoint_ap(gt, results, sigmas=np.array(COCO17.sigmas))
+    assert {k: v for k, v in same.items() if v == v} == {k: v for k, v in default.items() if v == v}  # (nan: none)
+    assert coco_keypoint_ap(gt, results, sigmas=np.array(COCO17.sigmas) * 3)["AP"] > default["AP"]

@@ -172,3 +172,50 @@ def test_predict_multi_cli_lists_all_people(tmp_path, lsp_photos, predictor):
         assert np.asarray(person["keypoints"]).shape == (K, 3)
     assert main(["predict", str(tmp_path / "pair.png"), "--json", str(out), "--threads", "1"]) == 0
     assert len(json.loads(out.read_text())[0]["people"]) == 1
+
+
+def test_a_twin_off_at_a_few_keypoints_is_still_a_twin():
+    rng = np.random.default_rng(3)
+    person = person_at(24, 24, 0.8, rng)
+    cells = person["cells"].copy()
+    cells[[9, 10]] = [[5, 45], [44, 2]]  # two keypoints far off: the median distance is still 0
+    twin = dict(person, center=(24, 27, 0.7), cells=cells)
+    kpts, _, _ = decode_multi(*synthetic_heads([person, twin]))
+    assert len(kpts) == 1
+
+
+def test_twins_of_a_person_in_a_line_are_found_by_its_longer_side():
+    cells = np.stack([np.full(K, 20), np.arange(6, 6 + 2 * K, 2)], axis=1)  # all on one row: a box without height
+    person = {"center": (20, 22, 0.8), "cells": cells, "offsets": np.full((K, 2), 0.5, np.float32)}
+    twin = dict(person, center=(20, 26, 0.7), cells=cells + [0, 1])  # one cell to the right
+    kpts, _, _ = decode_multi(*synthetic_heads([person, twin]), duplicate_distance=0.2)
+    assert len(kpts) == 1
+
+
+def test_twins_do_not_take_the_places_of_other_people():
+    rng = np.random.default_rng(4)
+    a, c = person_at(24, 10, 0.9, rng), person_at(24, 38, 0.5, rng)
+    twin = dict(a, center=(24, 13, 0.8))  # stronger than c
+    kpts, _, _ = decode_multi(*synthetic_heads([a, twin, c]), max_people=2)
+    assert len(kpts) == 2
+    np.testing.assert_allclose(kpts[1], expected_keypoints(c), atol=1e-5)
+
+
+def test_a_person_without_keypoints_above_the_threshold_is_boxed_at_its_centre():
+    rng = np.random.default_rng(5)
+    heat, centers, reg, off = synthetic_heads([person_at(10, 30, 0.9, rng)])
+    _, _, boxes = decode_multi(heat * 0.1, centers, reg, off)  # keypoint scores 0.09
+    np.testing.assert_allclose(boxes[0], [30 / GRID, 10 / GRID, 30 / GRID, 10 / GRID])
+
+
+def test_thresholds_are_strict():
+    from movenet.decode import pose_score
+
+    c = np.zeros((GRID, GRID), np.float32)
+    c[10, 10] = 0.5
+    assert center_peaks(c, threshold=0.5).shape == (0, 2) and center_peaks(c, threshold=0.49).tolist() == [[10, 10]]
+    kpts = np.zeros((K, 3), np.float32)
+    kpts[:, 2] = 0.2
+    assert pose_score(kpts) == 0.0
+    kpts[0, 2] = 0.5
+    assert pose_score(kpts) == pytest.approx(0.5)

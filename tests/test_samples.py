@@ -3,6 +3,7 @@ that decode back to the labels, crops that map back to the image, counted skips,
 import json
 import re
 import warnings
+import dataclasses
 from dataclasses import fields
 
 import cv2
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from movenet import decode, samples
+from movenet import augment, decode, samples
 from movenet.augment import AugmentConfig
 from movenet.datasets import load_keypoint_dataset
 from movenet.errors import DataWarning, MoveNetError
@@ -401,7 +402,8 @@ def test_data_without_a_target_person_is_one_line_for_stats_and_train(tmp_path, 
     assert main(["train", str(config), "--out", str(tmp_path / "run")]) == 2
     assert main(["train", str(config), f"data.sources=[{{path: {people}}}]", f"data.val_sources=[{{path: {empty}}}]",
                  "--out", str(tmp_path / "run")]) == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("movenet: ")]
+    # (the last run's validation image is a training image too: warned about once per process)
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("movenet: error: ")]
     reason = "(empty: 0 target people in 0 images; skipped 1 images without a target person)"
     assert errors == [f"movenet: error: {empty}: no target person for training {reason}"] * 2 + [
         f"movenet: error: {empty}: no target person for validation {reason}"]
@@ -414,3 +416,21 @@ def test_index_of_many_people_is_compact(tmp_path):
     assert len(ds) == 100
     arrays = [v for v in vars(ds.index).values() if isinstance(v, np.ndarray)]
     assert all(a.dtype != object for a in arrays)  # no per-person Python objects to copy
+
+
+def test_a_flip_swaps_the_left_and_right_labels_of_every_person_in_view(tmp_path):
+    data = synthetic(tmp_path, [[person(), person(60, 30)]])
+    flip = AugmentConfig(flip_prob=1.0, scale_range=(1.0, 1.0), translate=0.0, rotation_prob=0.0)
+    ds = PoseSampleDataset(data, DataConfig(), flip, train=True, verbose=False)
+    geom, m = ds.geometry(0)
+    target, others = ds.people_in_input(0, m, flip=False)
+    f_target, f_others = ds.people_in_input(0, augment.crop_matrix(dataclasses.replace(geom, flip=True), S), flip=True)
+    index = COCO17.flip_index()
+    for plain, flipped in ((target[None], f_target[None]), (others, f_others)):
+        assert len(plain) == 1
+        np.testing.assert_allclose(flipped[:, :, 0], S - plain[:, index, 0], atol=1e-9)  # mirrored, labels swapped
+        np.testing.assert_allclose(flipped[:, :, 1], plain[:, index, 1], atol=1e-9)
+    # and the sample's heatmaps show it: the other person's left wrist peak is where its right wrist was
+    sample = ds[0]
+    x, y = f_others[0, 9, :2] // 4
+    assert sample["heatmaps"][9, int(y), int(x)] == 1.0

@@ -185,3 +185,15 @@ def test_init_from_lightning_takes_the_keypoint_channels_it_has_by_name(lightnin
     torch.testing.assert_close(ours[first], google[first])
     neck_row = ours["heatmap.out.weight"][0]
     assert not any(torch.equal(neck_row, row) for row in google["heatmap.out.weight"])  # fresh
+
+
+def test_coco17s_pairs_and_bones_join_the_right_keypoints():
+    from movenet.schema import COCO17, pairs_by_name
+
+    names = COCO17.keypoints
+    assert sorted(COCO17.flip_pairs) == sorted(pairs_by_name(names))  # every left has its right
+    assert all(names[a].replace("left_", "") == names[b].replace("right_", "") for a, b in COCO17.flip_pairs)
+    side = {i: n.split("_")[0] if "_" in n else "middle" for i, n in enumerate(names)}
+    for a, b in COCO17.skeleton:  # a limb stays on its side; shoulders and hips are joined across
+        assert "middle" in (side[a], side[b]) or side[a] == side[b] or (min(a, b), max(a, b)) in COCO17.flip_pairs
+    assert len(set(COCO17.skeleton)) == 18 and COCO17.torso_pair() == (5, 12)

@@ -166,3 +166,92 @@ def test_target_without_labels_is_rejected():
         targets.encode(np.zeros((17, 3)), np.zeros((0, 17, 3)), S)
     with pytest.raises(ValueError, match="kernel"):
         TargetParams(kernel="box")
+
+
+# ---------------------------------------------------------------- edges and settings
+def _person(lo=60.0, hi=130.0, seed=0):
+    rng = np.random.default_rng(seed)
+    p = np.zeros((17, 3))
+    p[:, :2] = rng.uniform(lo, hi, (17, 2))
+    p[:, 2] = 2
+    return p
+
+
+NOBODY = np.zeros((0, 17, 3))
+
+
+def test_keypoints_on_or_beyond_the_crops_top_and_right_edges():
+    p = _person()
+    p[0, :2] = (100.0, 1.0)  # inside, in the top row of cells
+    p[1, :2] = (100.0, -3.0)  # above the crop
+    p[2, :2] = (float(S), 100.0)  # on the right border: the crop is [0, S)
+    enc = targets.encode(p, NOBODY, S)
+    assert enc["heatmaps"][0].max() == 1.0
+    assert enc["offset_mask"][:, G - 1, :].sum() == 0  # the top row's neighbourhood does not wrap to the bottom
+    for j in (1, 2):
+        assert enc["heatmaps"][j].max() == 0
+        assert enc["regression_mask"][2 * j:2 * j + 2].sum() == 0 and enc["offset_mask"][2 * j:2 * j + 2].sum() == 0
+
+
+def test_the_gaussian_is_round_and_cut_beyond_three_sigma():
+    heat = targets.draw_peaks(G, np.array([[20, 24]]), np.array([2.0]), "gaussian")  # (x, y), sigma 2 cells
+    assert heat[25, 20] == pytest.approx(heat[24, 21]) == pytest.approx(np.exp(-1 / 8))
+    assert heat[24, 26] == pytest.approx(np.exp(-4.5)) and heat[30, 20] == pytest.approx(np.exp(-4.5))  # 3 sigma
+    assert heat[24, 27] == 0 and heat[31, 20] == 0
+
+
+def test_the_default_centre_is_the_keypoint_boxs_not_the_mean():
+    p = np.zeros((17, 3))
+    p[:, 2] = 2
+    p[:, :2] = (80.0, 80.0)
+    p[0, :2] = (140.0, 140.0)  # box centre 110, mean 83.5
+    assert tuple(targets.encode(p, NOBODY, S)["center_cell"]) == (110 // 4, 110 // 4)
+    mean = targets.encode(p, NOBODY, S, TargetParams(center_mode="mean"))["center_cell"]
+    assert tuple(mean) == (int(p[:, 1].mean() // 4), int(p[:, 0].mean() // 4))
+
+
+@pytest.mark.parametrize("kind", targets.KERNELS)
+def test_the_centre_takes_the_kernel_and_its_sigma_scale(kind):
+    p = _person(20, 170)
+    sigma = targets.person_sigma(p, TargetParams())
+    for scale in (1.0, 2.0):
+        enc = targets.encode(p, NOBODY, S, TargetParams(kernel=kind, center_sigma_scale=scale))
+        cy, cx = enc["center_cell"]
+        s = sigma * scale
+        want = np.exp(-1 / (2 * s * s)) if kind == "gaussian" else np.exp(-1 / s)
+        assert enc["center"][0, cy, cx + 1] == pytest.approx(want, rel=1e-5)
+
+
+def test_other_peoples_peaks_have_their_own_width():
+    small = _person(8, 28)  # ~20 px: sigma_min
+    big = _person(90, 190, seed=1)
+    enc = targets.encode(big, small[None], S)
+    s = targets.person_sigma(small, TargetParams())
+    assert s < targets.person_sigma(big, TargetParams())
+    x, y = targets.to_cell(small[5, :2])
+    assert enc["heatmaps"][5, y, x + 1] == pytest.approx(np.exp(-1 / (2 * s * s)), rel=1e-5)
+
+
+def test_a_centre_beyond_the_bottom_right_is_clipped_into_the_grid():
+    p = np.zeros((17, 3))
+    p[:, 2] = 2
+    p[:, :2] = np.linspace(185, 260, 17)[:, None]  # mostly outside the crop
+    enc = targets.encode(p, NOBODY, S)
+    assert tuple(enc["center_cell"]) == (G - 1, G - 1)
+    assert enc["regression_mask"].any(axis=0).sum() == 4  # the 3x3 neighbourhood cut to the 2x2 inside
+
+
+def test_the_calibrated_distance_offset_reaches_the_centre_prior_and_the_keypoint_weighting():
+    rng = np.random.default_rng(0)
+    heads = [rng.uniform(0, 1, (17, G, G)).astype(np.float32), rng.uniform(0, 1, (1, G, G)).astype(np.float32),
+             rng.normal(0, 8, (34, G, G)).astype(np.float32), rng.uniform(0, 1, (34, G, G)).astype(np.float32)]
+    for off in (0.3, 6.0):
+        implicit = decode.decode_single(*heads, distance_offset=off)
+        explicit = decode.decode_single(*heads, prior=decode.center_prior(G, off), distance_offset=off)
+        np.testing.assert_array_equal(implicit, explicit)
+        by_hand = 1.0 / (np.hypot(*np.mgrid[0:G, 0:G] - G / 2) + off)
+        np.testing.assert_allclose(decode.center_prior(G, off), by_hand, rtol=1e-6)
+        batch = decode.decode_batch_torch(*[torch.from_numpy(h[None]) for h in heads], distance_offset=off)
+        np.testing.assert_allclose(batch.numpy()[0], implicit, atol=1e-5)
+    assert not np.array_equal(decode.decode_single(*heads, distance_offset=0.3),
+                              decode.decode_single(*heads, distance_offset=6.0))

@@ -93,8 +93,9 @@ class Geometry:
 # ---------------------------------------------------------------- geometry
 def crop_matrix(geom: Geometry, size: int) -> np.ndarray:
     """[2,3] affine from original to input coordinates: the square ``geom.side`` around
-    ``geom.center`` rotated by ``angle_deg`` (counter-clockwise in the image) fills the
-    input; with ``flip`` the result is mirrored (x -> size - x).
+    ``geom.center`` fills the input, its content turned by ``angle_deg`` counter-clockwise as
+    seen on screen (at 90, what lay right of the centre is above it); with ``flip`` the result
+    is mirrored (x -> size - x).
 
     Coordinates are continuous, as everywhere in the project (pixel i spans [i, i+1), its
     centre is i + 0.5): keypoints map with this matrix, and ``warp`` turns it into OpenCV's
