@@ -255,3 +255,16 @@ def test_the_calibrated_distance_offset_reaches_the_centre_prior_and_the_keypoin
         np.testing.assert_allclose(batch.numpy()[0], implicit, atol=1e-5)
     assert not np.array_equal(decode.decode_single(*heads, distance_offset=0.3),
                               decode.decode_single(*heads, distance_offset=6.0))
+
+
+def test_with_everyones_centres_a_centre_on_the_crops_edge_is_outside():
+    target = _person(20, 60)
+    other = _person(150, 170, seed=2)
+    x0, x1 = other[:, 0].min(), other[:, 0].max()
+    other[:, 0] += S - (x0 + x1) / 2  # its box centre exactly on the right edge (x = S)
+    enc = targets.encode(target, other[None], S, TargetParams(center_all_people=True))
+    assert enc["center"][0, :, G - 4:].max() == 0  # no centre drawn at the edge
+    inside = other.copy()
+    inside[:, 0] -= 2.0
+    enc = targets.encode(target, inside[None], S, TargetParams(center_all_people=True))
+    assert enc["center"][0, :, G - 4:].max() > 0.9
