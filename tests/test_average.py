@@ -151,3 +151,33 @@ def test_the_decoding_offset_is_the_first_files_and_other_offsets_are_said(three
     with pytest.warns(DataWarning, match=r"that of .*m1.pt \(20\), weighted most"):
         soup = average_checkpoints(three, weights=[0, 1, 0])
     assert float(soup["state_dict"]["distance_offset"]) == pytest.approx(20)
+
+
+def test_models_of_some_of_the_keypoints_average_by_name(tmp_path):
+    """A model of some of COCO's keypoints averages with a COCO-17 one (``lightning`` in the
+    README's example) through the channels of those keypoints; other schema settings warn."""
+    from movenet.errors import DataWarning
+    from movenet.schema import COCO17, KeypointSchema, schema_from_config
+
+    names = ["right_wrist", "left_wrist", "right_ankle", "left_ankle"]
+    four = KeypointSchema("four", tuple(names), flip_pairs=((0, 1), (2, 3)), skeleton=())
+    torch.manual_seed(0)
+    small = create_model("mobilenetv2_050", input_size=SMALL, num_keypoints=4)
+    save_checkpoint(tmp_path / "four.pt", small, four)
+    full = _model(1)
+    save_checkpoint(tmp_path / "coco.pt", full, COCO17)
+    avg = average_checkpoints([tmp_path / "four.pt", tmp_path / "coco.pt"])
+    model, schema = model_from_checkpoint(avg, "avg")
+    assert schema.keypoints == tuple(names) and model.config.num_keypoints == 4
+    head = "heatmap.out.weight"
+    ours, theirs = small.state_dict()[head], full.state_dict()[head]
+    for i, name in enumerate(names):  # each keypoint's channel: the mean of its own two
+        j = COCO17.keypoints.index(name)
+        torch.testing.assert_close(avg["state_dict"][head][i], (ours[i] + theirs[j]) / 2)
+    with pytest.raises(MoveNetError, match=r"four.pt: predicts the keypoints of four, without nose, left_eye, right_eye, "
+                                           r"\.\.\. of .*coco.pt's coco17; only models of the same keypoints"):
+        average_checkpoints([tmp_path / "coco.pt", tmp_path / "four.pt"])
+    torso = schema_from_config({**four.to_dict(), "torso": ["right_wrist", "right_ankle"]})
+    save_checkpoint(tmp_path / "four_b.pt", small, torso)
+    with pytest.warns(DataWarning, match="the same keypoints as .*four.pt, but another skeleton, torso"):
+        average_checkpoints([tmp_path / "four.pt", tmp_path / "four_b.pt"])

@@ -537,3 +537,27 @@ def test_topdown_says_how_many_people_have_no_box(tmp_path, lsp_dir, reference_d
     assert rc == 0
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["people"] == 1
+
+
+def test_a_model_is_scored_on_the_datas_keypoints_by_name(tmp_path, lsp_dir, lightning):
+    """A schema of some of COCO's keypoints, in another order: the data file with all 17 is read
+    with it, and Lightning's predictions are taken by name, scoring those keypoints as before."""
+    from movenet.evaluate import evaluate
+    from movenet.schema import COCO17, KeypointSchema
+
+    path = _small_coco(tmp_path, lsp_dir, 6)
+    full = load_keypoint_dataset(path)
+    names = [n for n in COCO17.keypoints if "_" in n and not n.endswith(("eye", "ear"))][::-1]  # 12 limbs, reversed
+    limbs = KeypointSchema("limbs12", tuple(names), flip_pairs=(), skeleton=(), sigmas=tuple(
+        COCO17.sigmas[COCO17.keypoints.index(n)] for n in names), torso=(names.index("left_shoulder"),
+                                                                           names.index("right_hip")))
+    subset = load_keypoint_dataset(path, schema=limbs)
+    np.testing.assert_array_equal(subset.images[0].people[0].keypoints,
+                                  full.images[0].people[0].keypoints[[COCO17.keypoints.index(n) for n in names]])
+    a = evaluate(full, ["lightning"], progress=False).models[0].metrics["pck_torso"]["per_keypoint"]
+    b = evaluate(subset, ["lightning"], progress=False).models[0].metrics["pck_torso"]["per_keypoint"]
+    assert list(b) == names and all(b[n] == a[n] for n in names)
+    seven = KeypointSchema("seven", ("nose", "left_paw"), flip_pairs=(), skeleton=())
+    with pytest.raises(MoveNetError, match="the person category has 17 keypoints, the seven schema 2, and left_paw of "
+                                           "the schema's are not among them"):
+        load_keypoint_dataset(path, schema=seven)

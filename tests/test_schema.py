@@ -113,6 +113,8 @@ def test_a_custom_schema_trains_evaluates_predicts_exports_and_runs_on_video(tmp
         report = json.loads((out / "report.json").read_text())
         assert report["people"] == people and report["schema"] == "stick5"
         assert list(report["models"]["last"]["pck_torso"]["per_keypoint"]) == FIVE["keypoints"]
+        assert "PCK@0.2 torso: error <= 0.2 x the longer side of the box of that person's labelled keypoints" \
+            in (out / "report.md").read_text()  # stick5 names no torso
     # a COCO-17 model beside it, listed first or not, is the one named as not fitting
     from movenet.checkpoint import save_checkpoint
     from movenet.model import create_model
@@ -124,9 +126,10 @@ def test_a_custom_schema_trains_evaluates_predicts_exports_and_runs_on_video(tmp
         args = [a for m in models for a in ("--model", str(m))]
         assert main(["eval", str(data / "annotations.json"), "--images", str(data / "images"), *args,
                      "--out", str(tmp_path / "mixed")]) == 2
-        assert "coco17: predicts 17 keypoints, the data has 5 (stick5)" in capsys.readouterr().err
+        assert (f"coco17: predicts the 17 keypoints of coco17, without {', '.join(FIVE['keypoints'][:3])}, ... of the "
+                "data's stick5 (5)") in capsys.readouterr().err
     assert main(["calibrate", str(config), "--model", str(coco), "--out", str(tmp_path / "c.pt")]) == 2
-    assert f"coco17.pt: predicts the 17 keypoints of coco17, the data of {config} has 5 (stick5)" \
+    assert f"coco17.pt: predicts the 17 keypoints of coco17, the data of {config} has 5 others (stick5)" \
         in capsys.readouterr().err
 
     image = data / "images" / "0.png"
@@ -197,3 +200,16 @@ def test_coco17s_pairs_and_bones_join_the_right_keypoints():
     for a, b in COCO17.skeleton:  # a limb stays on its side; shoulders and hips are joined across
         assert "middle" in (side[a], side[b]) or side[a] == side[b] or (min(a, b), max(a, b)) in COCO17.flip_pairs
     assert len(set(COCO17.skeleton)) == 18 and COCO17.torso_pair() == (5, 12)
+
+
+def test_drawings_colour_sides_as_the_schema_pairs_them():
+    from movenet.draw import CENTER, LEFT, RIGHT, draw_pose
+    from movenet.schema import side_of
+
+    schema = schema_from_config({"name": "robot5", "keypoints": ["head", "l_hand", "r_hand", "LFoot", "RFoot"]})
+    assert schema.flip_pairs == ((1, 2), (3, 4))
+    assert [side_of(n) for n in schema.keypoints] == [None, "left", "right", "left", "right"]
+    kpts = np.array([[50, 10, 1], [20, 50, 1], [80, 50, 1], [30, 90, 1], [70, 90, 1]], float)
+    img = draw_pose(np.zeros((100, 100, 3), np.uint8), kpts, schema)
+    colours = [tuple(int(c) for c in img[int(y), int(x)]) for x, y, _ in kpts]
+    assert colours == [CENTER, LEFT, RIGHT, LEFT, RIGHT]

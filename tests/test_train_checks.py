@@ -142,6 +142,14 @@ def test_keypoints_are_taken_by_name_not_by_place(tmp_path):
     with pytest.raises(MoveNetError, match=r"k.json: the person category's keypoints \['head', 'hand', 'toe'\] "
                                            r"are not those of the s3 schema \(head, hand, foot\)"):
         load_keypoint_dataset(_three_point_file(tmp_path, ["head", "hand", "toe"]), schema=schema)
+    # an empty list names none: read in the schema's order, as a file without names
+    assert load_keypoint_dataset(_three_point_file(tmp_path, []), schema=schema).images[0].people[0].keypoints[0, 0] == 10
+    # more names than the schema's: its keypoints are taken by name, the others left out
+    two = KeypointSchema("s2", ("head", "foot"), flip_pairs=(), skeleton=())
+    ds = load_keypoint_dataset(_three_point_file(tmp_path, ["foot", "head", "hand"]), schema=two)
+    assert ds.images[0].people[0].keypoints.tolist() == [[20, 20, 2], [10, 10, 2]]
+    assert ds.coco["categories"][0]["keypoints"] == ["head", "foot"] and ds.coco["categories"][0]["skeleton"] == [[2, 1]]
+    assert ds.coco["annotations"][0]["keypoints"] == [20, 20, 2, 10, 10, 2]
 
 
 def test_keypoints_far_outside_their_image_are_unlabelled_and_counted(tmp_path):

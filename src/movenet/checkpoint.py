@@ -131,14 +131,11 @@ def average_checkpoints(specs: list[str | os.PathLike], weights: list[float] | N
     first = _read_at_size(paths[0])
     states = [first["state_dict"]]
     for path in paths[1:]:
-        ckpt = _read_at_size(path)
+        ckpt = _same_keypoints(_read_at_size(path), path, first, paths[0])
         changes = config_changes(first.get("model_config") or {}, ckpt.get("model_config") or {})
         if changes:
             raise MoveNetError(f"{path}: another model than {paths[0]} ({'; '.join(changes)}); only models of "
                                "the same architecture and input size can be averaged")
-        if ckpt.get("schema") != first.get("schema"):
-            raise MoveNetError(f"{path}: keypoint schema {ckpt.get('schema')}, {paths[0]} {first.get('schema')}; "
-                               "only models of the same keypoints can be averaged")
         state = ckpt["state_dict"]
         if state.keys() != first["state_dict"].keys():
             raise MoveNetError(f"{path}: other weight names than {paths[0]}")
@@ -158,6 +155,33 @@ def average_checkpoints(specs: list[str | os.PathLike], weights: list[float] | N
     keep = ("format", "model_config", "schema", "config")
     return {**{k: first[k] for k in keep if k in first}, "state_dict": state,
             "averaged_from": [{"checkpoint": str(s), "weight": w} for s, w in zip(specs, weights)]}
+
+
+def _same_keypoints(ckpt: dict, path: str, first: dict, first_path: str) -> dict:
+    """``ckpt`` with the keypoints of ``first``: as it is when they are the same; its keypoint
+    heads' channels taken by name when it predicts all of them and more or in another order
+    (``lightning`` beside a model of some of COCO's keypoints). Other schema settings (skeleton,
+    torso, sigmas) are the first's, with a warning."""
+    from .schema import get_schema
+
+    ours, theirs = get_schema(first.get("schema", "coco17")), get_schema(ckpt.get("schema", "coco17"))
+    if theirs.keypoints != ours.keypoints:
+        missing = [name for name in ours.keypoints if name not in theirs.keypoints]
+        if missing:
+            raise MoveNetError(f"{path}: predicts the keypoints of {theirs.name}, without {', '.join(missing[:3])}"
+                               f"{', ...' if len(missing) > 3 else ''} of {first_path}'s {ours.name}; only models of "
+                               "the same keypoints can be averaged")
+        from .pretrained import load_matching
+
+        model = MoveNet(ModelConfig.from_dict(first["model_config"]))
+        load_matching(model, {**ckpt, "model_config": {**ckpt["model_config"], "num_keypoints": ours.num_keypoints}},
+                      path, ours)
+        return {**ckpt, "schema": first.get("schema"), "state_dict": model.state_dict(),
+                "model_config": {**ckpt["model_config"], "num_keypoints": ours.num_keypoints}}
+    if theirs != ours:
+        warnings.warn(f"{path}: the same keypoints as {first_path}, but another skeleton, torso, flip pairs or "
+                      f"sigmas; the average keeps {first_path}'s", DataWarning, stacklevel=3)
+    return ckpt
 
 
 def _read_at_size(spec: str) -> dict:

@@ -373,9 +373,10 @@ def cmd_calibrate(args) -> int:
         torch.set_num_threads(args.threads)
     model, schema = load_model(args.model)
     own = cfg.keypoint_schema()
-    if own.keypoints != schema.keypoints:
+    if sorted(own.keypoints) != sorted(schema.keypoints):  # (the crops are read with the model's, by name)
         raise MoveNetError(f"{args.model}: predicts the {schema.num_keypoints} keypoints of {schema.name}, the data of "
-                           f"{args.config} has {own.num_keypoints} ({own.name})")
+                           f"{args.config} has {own.num_keypoints} others ({own.name}); calibrate takes a model of "
+                           "the data's keypoints")
     cfg.data.input_size = model.config.input_size  # crops for this model, whatever the config's model
     _, val = build_data(cfg, schema, training=False)
     if val is None:

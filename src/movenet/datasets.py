@@ -611,6 +611,7 @@ def _parse_coco(coco, label: str, root: Path, schema: KeypointSchema, name: str)
             fail(f"'{key}' is not a list")
     person_id, category = _person_category(coco, schema, fail)
     order = _keypoint_order(category, schema, fail)  # the file's keypoints by name, not by place
+    file_k = len(category.get("keypoints") or schema.keypoints)
     if order is not None:
         category = _reordered_category(category, order, schema)
 
@@ -648,7 +649,7 @@ def _parse_coco(coco, label: str, root: Path, schema: KeypointSchema, name: str)
             continue
         if "category_id" not in ann and "categories" in coco:
             fail(f"annotations[{i}]: missing 'category_id'")
-        person, placeholders = _parse_person(ann, i, schema, images, fail)
+        person, placeholders = _parse_person(ann, i, schema, images, fail, file_k)
         if person.id in seen:
             fail(f"annotations[{i}]: duplicate annotation id {person.id}")
         seen.add(person.id)
@@ -703,7 +704,8 @@ def _person_category(coco: dict, schema: KeypointSchema, fail) -> tuple[int, dic
     if not isinstance(cats, list):
         fail("'categories' is not a list")
     dicts = [c for c in cats if isinstance(c, dict)]
-    with_points = [c for c in dicts if isinstance(c.get("keypoints"), list) and len(c["keypoints"]) == schema.num_keypoints]
+    with_points = [c for c in dicts if isinstance(c.get("keypoints"), list) and c["keypoints"]
+                   and (len(c["keypoints"]) == schema.num_keypoints or _names_all_of(c["keypoints"], schema))]
     people = [c for c in dicts if c.get("name") == "person"]
     # a 'person' category with the keypoints; else the one category with them (a 'person' box
     # category beside a 'human' one with keypoints, a hand, an animal); else 'person' itself
@@ -716,23 +718,32 @@ def _person_category(coco: dict, schema: KeypointSchema, fail) -> tuple[int, dic
     category = candidates[0]
     if "id" not in category:
         fail(f"the {category.get('name')!r} category has no 'id'")
-    names = category.get("keypoints")
-    if names is not None and len(names) != schema.num_keypoints:
+    names = category.get("keypoints") or None  # ([]: names none, as a missing list)
+    if names is not None and len(names) != schema.num_keypoints and not _names_all_of(names, schema):
+        missing = [n for n in schema.keypoints if n not in list(map(str, names))]
         fail(f"the person category has {len(names)} keypoints, the {schema.name} schema "
-             f"{schema.num_keypoints}")
+             f"{schema.num_keypoints}, and {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''} "
+             "of the schema's are not among them")
     return category["id"], category
+
+
+def _names_all_of(names, schema: KeypointSchema) -> bool:
+    """Whether a category's keypoint ``names`` include every keypoint of ``schema`` (a COCO file
+    read with a schema of some of its keypoints)."""
+    return isinstance(names, list) and set(schema.keypoints) <= set(map(str, names))
 
 
 def _keypoint_order(category: dict, schema: KeypointSchema, fail) -> list[int] | None:
     """Where each of the schema's keypoints sits in the file's ``keypoints`` lists, from the
-    category's keypoint names: None when the file's order is the schema's (or it names none)."""
-    names = category.get("keypoints")
+    category's keypoint names (the schema's may be some of them): None when the file's order is
+    the schema's (or it names none)."""
+    names = category.get("keypoints") or None
     if names is None or list(names) == list(schema.keypoints):
         return None
-    if sorted(map(str, names)) != sorted(schema.keypoints):
+    if not _names_all_of(names, schema) or len(set(map(str, names))) != len(names):
         fail(f"the person category's keypoints {list(names)} are not those of the {schema.name} schema "
              f"({', '.join(schema.keypoints)}); name them as the schema does, or set the schema")
-    return [list(names).index(k) for k in schema.keypoints]
+    return [list(map(str, names)).index(k) for k in schema.keypoints]
 
 
 def _reordered_category(category: dict, order: list[int], schema: KeypointSchema) -> dict:
@@ -741,14 +752,18 @@ def _reordered_category(category: dict, order: list[int], schema: KeypointSchema
     out = {**category, "keypoints": list(schema.keypoints)}
     if isinstance(category.get("skeleton"), list):
         try:
-            out["skeleton"] = [[new_index[int(a) - 1] + 1, new_index[int(b) - 1] + 1] for a, b in category["skeleton"]]
-        except (KeyError, TypeError, ValueError):
+            edges = [(int(a) - 1, int(b) - 1) for a, b in category["skeleton"]]
+            out["skeleton"] = [[new_index[a] + 1, new_index[b] + 1] for a, b in edges  # (bones of left-out points go)
+                               if a in new_index and b in new_index]
+        except (TypeError, ValueError):
             out.pop("skeleton")
     return out
 
 
-def _parse_person(ann: dict, i: int, schema: KeypointSchema, images: dict, fail) -> tuple[PersonAnnotation, int]:
-    """The annotation, and how many of its keypoints were (0, 0) placeholders read as not labelled."""
+def _parse_person(ann: dict, i: int, schema: KeypointSchema, images: dict, fail,
+                  k: int | None = None) -> tuple[PersonAnnotation, int]:
+    """The annotation (its ``k`` keypoints as the file lists them; default the schema's), and how
+    many of them were (0, 0) placeholders read as not labelled."""
     if "id" not in ann or "image_id" not in ann:
         fail(f"annotations[{i}]: needs 'id' and 'image_id'")
     ann_id = _as_int(ann["id"], f"annotations[{i}].id", fail)
@@ -756,7 +771,7 @@ def _parse_person(ann: dict, i: int, schema: KeypointSchema, images: dict, fail)
     image_id = _as_int(ann["image_id"], f"{where} image_id", fail)
     if image_id not in images:
         fail(f"{where}: unknown image_id {image_id}")
-    k = schema.num_keypoints
+    k = k or schema.num_keypoints
     # no keypoints at all: a person with a box only (a crowd region, an instances file's people)
     given = ann.get("keypoints")
     kpts = _as_floats([0.0] * 3 * k if given is None or given == [] else given, f"{where} keypoints", fail)

@@ -4,13 +4,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .schema import COCO17, KeypointSchema
+from .schema import COCO17, KeypointSchema, side_of
 
 LEFT, RIGHT, CENTER = (255, 140, 0), (0, 160, 255), (60, 220, 60)
 
 
 def _side(name: str) -> tuple[int, int, int]:
-    return LEFT if name.startswith("left") else RIGHT if name.startswith("right") else CENTER
+    return {"left": LEFT, "right": RIGHT}.get(side_of(name), CENTER)
 
 
 def draw_pose(img: np.ndarray, keypoints: np.ndarray, schema: KeypointSchema = COCO17,

@@ -115,12 +115,20 @@ def model_labels(specs: list[str]) -> list[str]:
     return labels
 
 
-def check_keypoint_count(predictor: Predictor, label: str, dataset: KeypointDataset) -> None:
-    """A model must predict the data's keypoints (checked on a blank image, which also warms it up)."""
+def data_keypoints(predictor: Predictor, label: str, dataset: KeypointDataset) -> np.ndarray:
+    """Where each of the data's keypoints is among the model's, by name: a model scores the data's
+    keypoints when it predicts all of them, in any order and among others (Lightning's 17 for a
+    schema of some of COCO's). Checked on a blank image, which also warms the model up."""
     k = predictor(np.zeros((predictor.input_size, predictor.input_size, 3), np.uint8)).shape[0]
-    if k != dataset.schema.num_keypoints:
-        raise MoveNetError(f"{label}: predicts {k} keypoints, the data has {dataset.schema.num_keypoints} "
-                           f"({dataset.schema.name})")
+    ours, theirs = list(dataset.schema.keypoints), list(predictor.schema.keypoints)
+    if k != len(theirs):  # (a file of Google's format whose outputs are not COCO's 17)
+        raise MoveNetError(f"{label}: predicts {k} keypoints, the data has {len(ours)} ({dataset.schema.name})")
+    missing = [name for name in ours if name not in theirs]
+    if missing:
+        raise MoveNetError(f"{label}: predicts the {k} keypoints of {predictor.schema.name}, without "
+                           f"{', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''} of the data's "
+                           f"{dataset.schema.name} ({len(ours)})")
+    return np.array([theirs.index(name) for name in ours])
 
 
 # ---------------------------------------------------------------- samples
@@ -158,10 +166,11 @@ def make_samples(dataset: KeypointDataset, protocol: str) -> tuple[list[Sample],
 
 # ---------------------------------------------------------------- the pass over the data
 def run_models(dataset: KeypointDataset, samples: list[Sample], predictors: dict[str, Predictor],
-               progress: bool = True, refine: bool = False
+               progress: bool = True, refine: bool = False, picks: list[np.ndarray] | None = None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Predict every sample with every model, reading each image once; with ``refine`` each
-    with ``tracking.predict_person``'s second look (what ``movenet predict`` outputs).
+    with ``tracking.predict_person``'s second look (what ``movenet predict`` outputs). ``picks``:
+    per model, the data's keypoints among its own (``data_keypoints``; default the same).
     Returns (predictions [M,N,K,3], crop sides [N], seconds per model [M], kept mask [N],
     skipped lines)."""
     from tqdm import tqdm
@@ -194,7 +203,8 @@ def run_models(dataset: KeypointDataset, samples: list[Sample], predictors: dict
             sides[n] = box[2] if box is not None else max(img.shape[:2])
             for m, predictor in enumerate(predictors.values()):
                 start = time.perf_counter()
-                preds[m, n] = predict_person(predictor, img, box, refine)
+                pose = predict_person(predictor, img, box, refine)
+                preds[m, n] = pose[picks[m]] if picks is not None else pose
                 seconds[m] += time.perf_counter() - start
     return preds, sides, seconds, kept, skipped
 
@@ -231,11 +241,10 @@ def evaluate(dataset: KeypointDataset, specs: list[str] | str, protocol: str = "
     if flip:
         from .runtime import FlipTestPredictor
         predictors = {label: FlipTestPredictor(p) for label, p in predictors.items()}
-    for label, predictor in predictors.items():
-        check_keypoint_count(predictor, label, dataset)
+    picks = [data_keypoints(predictor, label, dataset) for label, predictor in predictors.items()]
     # One resolution for the fixed-pixel PCK keeps the column comparable across models.
     px_size = px_size or min(p.input_size for p in predictors.values())
-    preds, sides, seconds, kept, skipped = run_models(dataset, samples, predictors, progress, refine)
+    preds, sides, seconds, kept, skipped = run_models(dataset, samples, predictors, progress, refine, picks)
     if not kept.any():  # a report of no people would only say n/a
         raise MoveNetError(f"{dataset.name}: none of its {len(skipped)} images to evaluate could be read "
                            f"(first: {skipped[0]})")
@@ -313,6 +322,7 @@ def report_dict(run: EvalRun, data: str) -> dict:
         "data": str(data),
         "dataset": run.dataset.name,
         "schema": run.dataset.schema.name,
+        "torso": torso_text(run.dataset.schema),
         "protocol": run.protocol,
         "images": len({s.image_index for s in run.samples}),
         "people": len(run.samples),
@@ -327,6 +337,15 @@ def report_dict(run: EvalRun, data: str) -> dict:
 
 def _fmt(v, digits: int = 3) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def torso_text(schema: KeypointSchema) -> str:
+    """What PCK@0.2 is relative to for ``schema`` (``metrics.torso_size``)."""
+    pair = schema.torso_pair()
+    if pair is None:
+        return "the longer side of the box of that person's labelled keypoints (the schema names no torso)"
+    a, b = (schema.keypoints[i].replace("_", " ") for i in pair)
+    return f"distance({a}, {b}) of that person"
 
 
 def report_markdown(report: dict, plots: dict[str, str]) -> str:
@@ -364,7 +383,7 @@ def report_markdown(report: dict, plots: dict[str, str]) -> str:
         lines += ["## Skipped images", ""] + [f"- {s}" for s in report["skipped"]] + [""]
     lines += ["## Definitions", "",
               "- Only keypoints labelled in the data count (v > 0); keypoints never labelled show n/a.",
-              "- PCK@0.2 torso: error <= 0.2 x distance(left shoulder, right hip) of that person.",
+              f"- PCK@0.2 torso: error <= 0.2 x {report.get('torso', 'distance(left shoulder, right hip) of that person')}.",
               f"- PCK@{px:g}px@{px_size}: error <= {px:g} px at an input resolution of {px_size} "
               f"(threshold = {px:g} x crop side / {px_size} image pixels).",
               "- PCKh@0.5: error <= 0.5 x head size (0.6 x head box diagonal, or neck to head top); "
@@ -615,7 +634,7 @@ def load_data(data: str | os.PathLike, image_root: str | os.PathLike | None = No
 
 def load_data_for(args, specs: list[str]) -> KeypointDataset:
     """The data, read with the keypoints of the first model whose keypoints it has (a model that
-    does not fit is then named by ``check_keypoint_count``), else the first model's error."""
+    does not fit is then named by ``data_keypoints``), else the first model's error."""
     schemas: dict[str, KeypointSchema] = {}
     for spec in specs:
         schema = model_schema(spec)

@@ -159,6 +159,17 @@ def sided_but_unpaired(names, pairs) -> list[str]:
             and any(_swap_side(str(n), a, b) for a, b in (*_SIDES, *(side[::-1] for side in _SIDES)))]
 
 
+def side_of(name: str) -> str | None:
+    """``"left"``, ``"right"`` or None: the side a keypoint's name marks, as ``pairs_by_name``
+    reads it (``left_hand``, ``l_knee``, ``LFoot``)."""
+    for left, right in _SIDES:
+        if _swap_side(str(name), left, right) is not None:
+            return "left"
+        if _swap_side(str(name), right, left) is not None:
+            return "right"
+    return None
+
+
 def _swap_side(name: str, left: str, right: str) -> str | None:
     """``name`` with its ``left`` side marker made ``right`` (None: it has no such marker)."""
     low = name.lower()
