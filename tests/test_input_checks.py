@@ -232,6 +232,11 @@ def test_outputs_never_overwrite_other_inputs_or_each_other(photos, tmp_path, ca
     model.write_bytes(b"weights")
     assert main(["predict", str(a / "x.jpg"), "--model", str(model), "--json", str(model)]) == 2
     assert main(["video", str(clip), "--model", f"{model}@224", "--json", str(model)]) == 2
+    assert main(["average", f"{model}@224", f"{model}@224", "--out", str(model)]) == 2
+    tfjs = tmp_path / "model.json"  # a TF.js model: its weight files are inputs too
+    tfjs.write_text('{"modelTopology": {}, "weightsManifest": [{"paths": ["group1.bin"]}]}')
+    (tmp_path / "group1.bin").write_bytes(b"weights")
+    assert main(["predict", str(a / "x.jpg"), "--model", str(tfjs), "--json", str(tmp_path / "group1.bin")]) == 2
     assert _errors(capsys) == [
         f"movenet: error: {config}: --out would overwrite this input; choose another name",
         f"movenet: error: {a / 'x.jpg'}: --output must be an .onnx file",
@@ -239,8 +244,11 @@ def test_outputs_never_overwrite_other_inputs_or_each_other(photos, tmp_path, ca
         f"movenet: error: {tmp_path / 'same.mp4'}: --json would overwrite this video (--out); choose another name",
         f"movenet: error: {tmp_path / 'o' / 'x.jpg'}: --json would overwrite this drawing; choose another name",
         f"movenet: error: {model}: --json would overwrite this input; choose another name",
-        f"movenet: error: {model}: --json would overwrite this input; choose another name"]
+        f"movenet: error: {model}: --json would overwrite this input; choose another name",
+        f"movenet: error: {model}: --out would overwrite this input; choose another name",
+        f"movenet: error: {tmp_path / 'group1.bin'}: --json would overwrite this input; choose another name"]
     assert config.read_text() == before and clip.read_bytes() == b"kept" and model.read_bytes() == b"weights"
+    assert (tmp_path / "group1.bin").read_bytes() == b"weights"
     assert not (tmp_path / "o").exists() and not (tmp_path / "same.mp4").exists()
 
 

@@ -101,7 +101,10 @@ def test_schemas_that_cannot_work_are_refused():
     ("model.overrides.neck_channels=[1,2]", "model neck_channels must be 4 whole numbers >= 1, got [1, 2]"),
     ("model.overrides.norm_shift=abc", "model norm_shift must be a finite number, got 'abc'"),
     ("model.overrides.backbone=foo", "model backbone must be one of ['mobilenetv2', "),
-    ("model.overrides.approx_sigmoid=1", "model approx_sigmoid must be true or false, got 1"),
+    ("model.overrides.approx_sigmoid=2", "model approx_sigmoid must be true or false, got 2"),
+    ("model.overrides.neck_channels=[24,32,64,96]", "the stride-16 and stride-32 widths must be equal"),
+    ("model.overrides.norm_scale=[0,0,0]", "model norm_scale must not hold 0"),
+    ("model.overrides.backbone_kwargs={last_channels: 0}", "model mobilenetv2_050: "),
     ("init=", "init '' is not one of scratch, imagenet, lightning, thunder and no such checkpoint"),
     ("init=nowhere.pt", "init 'nowhere.pt' is not one of scratch, imagenet, lightning, thunder and no such checkpoint"),
     ("init=lightning@100", "the input size after '@' must be a positive multiple of 32"),
@@ -741,7 +744,8 @@ def test_distillation_and_balancing_settings_that_would_mislead_are_named(tmp_pa
 
 
 def test_a_run_folder_is_written_by_one_run_at_a_time(tmp_path, capsys, monkeypatch):
-    from movenet.fileio import lock_folder
+    import subprocess
+    import sys
 
     def no_data(*args, **kwargs):
         raise AssertionError("the data were read")
@@ -749,14 +753,40 @@ def test_a_run_folder_is_written_by_one_run_at_a_time(tmp_path, capsys, monkeypa
     monkeypatch.setattr("movenet.train.build_data", no_data)
     somewhere = f"data.sources=[{{path: {tmp_path}}}]"
     out = tmp_path / "run"
-    held = lock_folder(out, "another movenet train")  # as a run started there a moment ago holds it
+    holder = subprocess.Popen(  # as a run started there a moment ago, in another process
+        [sys.executable, "-c", "import sys, time; from movenet.fileio import lock_folder; "
+         "lock_folder(sys.argv[1], 'x'); print('held', flush=True); time.sleep(120)", str(out)],
+        stdout=subprocess.PIPE, text=True)
     try:
+        assert holder.stdout.readline().strip() == "held"
         assert main(["train", SMOKE, somewhere, "--out", str(out)]) != 0
         err = capsys.readouterr().err.strip().splitlines()
         assert err == [f"movenet: error: {out}: another movenet train is writing there now; wait for it or "
                        "choose another folder"]
     finally:
-        os.close(held)
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    # the lock ends with its process (not with processes forked from it, such as loader workers)
+    assert main(["train", SMOKE, somewhere, "init=nowhere.pt", "--out", str(out)]) != 0
+    assert "init 'nowhere.pt'" in capsys.readouterr().err
     # A run that stops before writing anything leaves no folder it made behind.
-    assert main(["train", SMOKE, somewhere, "init=nowhere.pt", "--out", str(tmp_path / "new")]) != 0
+    assert main(["train", SMOKE, somewhere, "init=nowhere.pt", "--out", str(tmp_path / "new" / "run")]) != 0
     assert not (tmp_path / "new").exists() and out.is_dir()
+
+
+def test_a_forked_process_does_not_keep_the_run_folders_lock(tmp_path):
+    import subprocess
+    import sys
+
+    from movenet.fileio import lock_folder
+
+    script = ("import os, sys, time; from movenet.fileio import lock_folder\n"
+              "lock_folder(sys.argv[1], 'x')\n"
+              "if os.fork() == 0:\n    os.close(1)\n    os.close(2)\n    time.sleep(30)\n    os._exit(0)\n"  # a loader worker outliving its parent
+              "print('forked', flush=True); os._exit(0)\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "forked"
+    fd = lock_folder(tmp_path, "x")  # the parent is gone, its child still runs: the folder is free
+    assert fd is not None
+    os.close(fd)

@@ -129,3 +129,18 @@ def test_npm_failures_are_told_in_a_few_words():
     assert npm_failure("npm ERR! code E404\nnpm ERR! 404 Not Found - GET x\n") == "E404"
     assert npm_failure("npm error network request failed\n") == "network request failed"
     assert npm_failure("") == "unknown error"
+
+
+def test_the_files_behind_a_model_name_are_found_without_fetching(tmp_path, monkeypatch):
+    from movenet.weights import checkpoint_path, model_files
+
+    monkeypatch.setenv("MOVENET_HOME", str(tmp_path / "home"))
+    assert model_files("lightning") == []  # not fetched: nothing to protect, nothing fetched
+    checkpoint_path("lightning").parent.mkdir(parents=True)
+    checkpoint_path("lightning").write_bytes(b"x")
+    assert model_files("lightning") == [checkpoint_path("lightning")]
+    assert model_files("lightning@224") == [checkpoint_path("lightning")]
+    (tmp_path / "m.pt").write_bytes(b"x")
+    assert model_files(f"{tmp_path / 'm.pt'}@256") == [tmp_path / "m.pt"]
+    assert model_files(f"{tmp_path / 'm.pt'}@7") == []  # (the bad size is said where the model opens)
+    assert model_files("torch") == []

@@ -92,12 +92,11 @@ def add_predict(sub) -> None:
     p.set_defaults(func=cmd_predict)
 
 
-def _model_file(spec: str | None) -> list[str]:
-    """The file behind a --model value, if it names one (an input no output may overwrite)."""
-    from .weights import split_input_size
+def model_files(spec: str | None) -> list:
+    """The files behind a --model value (``weights.model_files``): inputs no output may overwrite."""
+    from .weights import model_files as files
 
-    path = split_input_size(spec)[0] if spec else None
-    return [path] if path and Path(path).is_file() else []
+    return files(spec) if spec else []
 
 
 def cmd_predict(args) -> int:
@@ -116,7 +115,7 @@ def cmd_predict(args) -> int:
     drawings = _drawing_paths(sources, save_dir) if save_dir else {}
     refuse_overwriting_inputs(drawings.values(), sources, "--save-dir")
     if args.json_out:
-        refuse_overwriting_inputs([args.json_out], [*sources, *_model_file(args.model)], "--json")
+        refuse_overwriting_inputs([args.json_out], [*sources, *model_files(args.model)], "--json")
         refuse_overwriting_inputs([args.json_out], drawings.values(), "--json", "drawing")
         check_writable(args.json_out)
     if save_dir:
@@ -321,7 +320,7 @@ def cmd_average(args) -> int:
     from .checkpoint import average_checkpoints
     from .fileio import atomic_path, check_writable, refuse_overwriting_inputs
 
-    refuse_overwriting_inputs([args.out], args.checkpoints, "--out")
+    refuse_overwriting_inputs([args.out], [f for spec in args.checkpoints for f in model_files(spec)], "--out")
     require_checkpoint_name(args.out, "--out")
     check_writable(args.out)
     soup = average_checkpoints(args.checkpoints, args.weights)  # checks every input's fit
@@ -365,7 +364,7 @@ def cmd_calibrate(args) -> int:
     if Path(args.model).suffix.lower() in (".onnx", ".tflite"):
         raise MoveNetError(f"{args.model}: calibrate takes lightning, thunder or a .pt checkpoint "
                            "(calibrate the checkpoint, then export it)")
-    refuse_overwriting_inputs([args.out], [args.config, split_input_size(args.model)[0]], "--out")
+    refuse_overwriting_inputs([args.out], [args.config, *model_files(args.model)], "--out")
     require_checkpoint_name(args.out, "--out")
     check_writable(args.out)  # a bad --out fails now, not after the validation pass
     cfg = require_sources(load_config(args.config, args.overrides), args.config)
@@ -506,7 +505,7 @@ def cmd_benchmark(args) -> int:
 
     if args.json_out:
         specs = [args.model, *args.models, *(m.split(":", 1)[1] for m in args.models if ":" in m)]
-        models = [f for spec in specs for f in (spec, spec.rsplit("@", 1)[0]) if Path(f).is_file()]
+        models = [f for spec in specs for f in model_files(spec)]
         refuse_overwriting_inputs([args.json_out], [args.image, *models], "--json")
         check_writable(args.json_out)
     timings, settings = run_benchmark(args.models, args.model, args.threads, args.runs, args.warmup, args.image,
@@ -536,7 +535,7 @@ def add_data(sub) -> None:
     s.add_argument("--out", default="data-stats", help="folder for target_sizes.png (default: data-stats)")
     s.add_argument("--limit", type=_at_least(1), default=20000,
                    help="at most this many targets, drawn at random beyond it (default 20000)")
-    s.add_argument("--seed", type=int, default=0, help="seed of that draw and of the augmentation (default 0)")
+    s.add_argument("--seed", type=_at_least(0), default=0, help="seed of that draw and of the augmentation (default 0)")
     s.set_defaults(func=cmd_data_stats)
     c = dsub.add_parser("convert", help="write a data set as one COCO person-keypoints JSON")
     c.add_argument("source", help="LSP folder, MPII .mat or .json, COCO JSON or a folder with "
@@ -643,7 +642,7 @@ def cmd_video(args) -> int:
         refuse_stream(out, NEEDS_A_FILE)
     for option, path in (("--out", out), ("--json", args.json_out)):
         if path:
-            refuse_overwriting_inputs([path], [args.source, *_model_file(args.model)], option)
+            refuse_overwriting_inputs([path], [args.source, *model_files(args.model)], option)
             check_writable(path)
     if out and args.json_out:
         refuse_overwriting_inputs([args.json_out], [out], "--json", "video (--out)")

@@ -385,11 +385,9 @@ def _weight_files(spec: str | os.PathLike, verbose: bool) -> list[Path]:
     if not path.exists():
         raise MoveNetError(f"{spec_str}: no such model file, and not one of {sorted(OFFICIAL)}")
     if path.suffix == ".json":
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8-sig"))["weightsManifest"]
-            return [path, *(path.parent / p for group in manifest for p in group["paths"])]
-        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
-            raise MoveNetError(f"{path}: not a TF.js graph model.json ({e})") from None
+        from .weights import tfjs_files
+
+        return tfjs_files(path)
     return [path]
 
 

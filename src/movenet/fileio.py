@@ -56,25 +56,32 @@ def check_writable(path: str | os.PathLike, folder: bool = False) -> Path:
     return path
 
 
+LOCK_FILE = ".movenet.lock"
+
+
 def lock_folder(path: str | os.PathLike, holder: str) -> int | None:
-    """An exclusive lock on the folder ``path`` (created if missing) for as long as the returned
-    descriptor stays open (``os.close`` it; a process that dies drops it), or a one-line error
-    when another process holds it (``holder``: what holds such locks, for the message). None
-    where the system or the file system has no such locks."""
+    """An exclusive lock on the folder ``path`` (created if missing), through its ``LOCK_FILE``,
+    for as long as the returned descriptor stays open (``os.close`` it) and the process lives,
+    or a one-line error when another process holds it (``holder``: what holds such locks, for
+    the message). A POSIX record lock: processes forked from the holder (data loader workers) do
+    not hold it, so it ends with the process that took it. None where the system or the file
+    system has no such locks."""
     try:
         import fcntl
     except ImportError:  # (Windows)
         return None
     folder = make_folder(path)
-    fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise MoveNetError(f"{folder}: cannot write there ({e.strerror})") from None
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
         os.close(fd)
-        raise MoveNetError(f"{folder}: {holder} is writing there now; wait for it or choose another folder") from None
-    except OSError:  # a file system without locks (some network ones)
-        os.close(fd)
-        return None
+        if e.errno in (errno.EACCES, errno.EAGAIN):
+            raise MoveNetError(f"{folder}: {holder} is writing there now; wait for it or choose another folder") from None
+        return None  # a file system without locks (some network ones)
     return fd
 
 

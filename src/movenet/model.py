@@ -48,6 +48,8 @@ class ModelConfig:
             raise ValueError(f"model input_size must be a multiple of 32, got {self.input_size}")
         if self.backbone not in list_backbones():
             raise ValueError(f"model backbone must be one of {list_backbones()}, got {self.backbone!r}")
+        if self.approx_sigmoid in (0, 1) and not isinstance(self.approx_sigmoid, float):
+            self.approx_sigmoid = bool(self.approx_sigmoid)  # (1 and 0, as earlier checkpoints may hold)
         if not isinstance(self.approx_sigmoid, bool):
             raise ValueError(f"model approx_sigmoid must be true or false, got {self.approx_sigmoid!r}")
         if not isinstance(self.backbone_kwargs, dict):
@@ -55,6 +57,12 @@ class ModelConfig:
         self.neck_channels = _numbers("neck_channels", self.neck_channels, 4, whole=True)
         self.norm_mean = _numbers("norm_mean", self.norm_mean, 3)
         self.norm_scale = _numbers("norm_scale", self.norm_scale, 3)
+        if self.neck_channels[2] != self.neck_channels[3]:
+            raise ValueError("model neck_channels: the stride-16 and stride-32 widths must be equal (the stride-16 "
+                             f"lateral adds to the upsampled stride-32 map), got {list(self.neck_channels)}")
+        if 0 in self.norm_scale:
+            raise ValueError(f"model norm_scale must not hold 0 (the model would see no input), got "
+                             f"{list(self.norm_scale)}")
         if isinstance(self.norm_shift, bool) or not isinstance(self.norm_shift, (int, float)) \
                 or not math.isfinite(self.norm_shift):
             raise ValueError(f"model norm_shift must be a finite number, got {self.norm_shift!r}")
@@ -117,8 +125,7 @@ class FPNNeck(nn.Module):
         self.fuse8 = SeparableConv(c8, c4, batch_norm=True)
         self.lateral4 = nn.Conv2d(in_channels[0], c4, 1)
         self.fuse4 = SeparableConv(c4, c4, batch_norm=True)
-        self.out_channels = c4
-        assert c16 == c32, "the s16 lateral adds to the upsampled s32 map"
+        self.out_channels = c4  # (c16 == c32: ModelConfig checks it)
 
     @staticmethod
     def _up(x: torch.Tensor) -> torch.Tensor:

@@ -48,8 +48,8 @@ from torch import nn
 from .checkpoint import check_finite_weights, read_checkpoint, save_checkpoint, weighted_state, weights_misfit
 from .config import TrainConfig, check_source_paths, config_changes, load_config, save_config
 from .datasets import merge_coco
-from .errors import Interrupted, MoveNetError, one_line_data_warnings, one_line_data_warnings_installed
-from .fileio import check_writable, lock_folder, make_folder, write_text_atomic
+from .errors import Interrupted, MoveNetError, first_line, one_line_data_warnings, one_line_data_warnings_installed
+from .fileio import LOCK_FILE, check_writable, lock_folder, make_folder, write_text_atomic
 from .schema import COCO17, KeypointSchema
 
 LAST, BEST, FINAL, CURVES = "last.pt", "best.pt", "final.pt", "curves.png"
@@ -182,9 +182,11 @@ def check_model_and_weights(cfg: TrainConfig, label: str | os.PathLike) -> None:
     from .weights import split_input_size
 
     try:
-        MoveNet(cfg.model_config())
-    except (ValueError, TypeError) as e:
-        raise MoveNetError(f"{label}: model {cfg.model.name}: {e}") from None
+        model = MoveNet(cfg.model_config()).eval()
+        with torch.no_grad():  # (backbone_kwargs can build layers that cannot run)
+            model(torch.zeros(1, 3, model.config.input_size, model.config.input_size))
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise MoveNetError(f"{label}: model {cfg.model.name}: {first_line(e)}") from None
     for key, spec, builtin in (("init", cfg.init, ("scratch", "imagenet", *OFFICIAL_NAMES)),
                                ("distill.teacher", cfg.distill.teacher, OFFICIAL_NAMES)):
         if key == "distill.teacher" and not spec:
@@ -1197,7 +1199,8 @@ def run(cfg: TrainConfig | str | os.PathLike, out_dir: str | os.PathLike | None 
         raise MoveNetError(f"run takes a TrainConfig or a config file, got a {type(cfg).__name__}")
     env = init_distributed(cfg.device, cfg.dist_timeout_s)
     out = Path(out_dir or cfg.out_dir)
-    made, lock = not out.exists(), None
+    made = [p for p in (out, *out.parents) if not p.exists()]  # folders this run makes, deepest first
+    lock = None
     try:
         # one run at a time writes a folder: another started there now would mix its files in
         lock = agreed(env, lambda: lock_folder(out, "another movenet train") if env.is_main else None)
@@ -1231,10 +1234,23 @@ def run(cfg: TrainConfig | str | os.PathLike, out_dir: str | os.PathLike | None 
     finally:
         if lock is not None:
             os.close(lock)
-        if made and env.is_main and out.is_dir() and not any(out.iterdir()):  # stopped before writing
-            out.rmdir()
+        if env.is_main:
+            remove_unused_folders(made)
         if env.distributed and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def remove_unused_folders(folders: list[Path]) -> None:
+    """Remove the ``folders`` (deepest first) a run made and stopped before writing anything into
+    (its lock file aside)."""
+    for folder in folders:
+        try:
+            if not folder.is_dir() or {p.name for p in folder.iterdir()} - {LOCK_FILE}:
+                return
+            (folder / LOCK_FILE).unlink(missing_ok=True)
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def check_run_folder(out: Path, resume: str | os.PathLike | None, writes: bool = True) -> None:
@@ -1252,8 +1268,12 @@ def check_run_folder(out: Path, resume: str | os.PathLike | None, writes: bool =
         raise MoveNetError(f"{out}: already holds another run's {held}; {also} would write over it: choose another "
                            "--out")
     if writes and fresh and out.is_dir():
-        foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.name not in RUN_FILES
-                         and not re.fullmatch(r"config\.step\d+\.yaml", p.name))
+        try:
+            names = [p.name for p in out.iterdir()]
+        except OSError as e:
+            raise MoveNetError(f"{out}: cannot read the folder ({e.strerror})") from None
+        foreign = sorted(n for n in names if not n.startswith(".") and n not in RUN_FILES
+                         and not re.fullmatch(r"config\.step\d+\.yaml", n))
         if foreign:
             raise MoveNetError(f"{out}: holds files a run does not write ({', '.join(foreign[:3])}"
                                f"{', ...' if len(foreign) > 3 else ''}); choose another --out")

