@@ -174,8 +174,9 @@ def test_models_of_some_of_the_keypoints_average_by_name(tmp_path):
     for i, name in enumerate(names):  # each keypoint's channel: the mean of its own two
         j = COCO17.keypoints.index(name)
         torch.testing.assert_close(avg["state_dict"][head][i], (ours[i] + theirs[j]) / 2)
-    with pytest.raises(MoveNetError, match=r"four.pt: predicts the keypoints of four, without nose, left_eye, right_eye, "
-                                           r"\.\.\. of .*coco.pt's coco17; only models of the same keypoints"):
+    with pytest.raises(MoveNetError, match=r"four.pt: predicts the keypoints of four, without nose, left_eye, "
+                                           r"right_eye, \.\.\. of .*coco.pt's coco17; only models of the same "
+                                           r"keypoints"):
         average_checkpoints([tmp_path / "coco.pt", tmp_path / "four.pt"])
     torso = schema_from_config({**four.to_dict(), "torso": ["right_wrist", "right_ankle"]})
     save_checkpoint(tmp_path / "four_b.pt", small, torso)

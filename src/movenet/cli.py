@@ -232,7 +232,8 @@ def add_eval(sub) -> None:
                    "training images")
     p.add_argument("--model", action="append", dest="models", metavar="MODEL",
                    help="lightning, thunder, a checkpoint .pt, a TF.js model.json, an exported .onnx, or a "
-                   "MoveNet-format .onnx/.tflite; NAME@SIZE runs NAME at another input size, e.g. lightning@224; repeat to "
+                   "MoveNet-format .onnx/.tflite; NAME@SIZE runs NAME at another input size, e.g. lightning@224; "
+                   "repeat to "
                    "compare (default: lightning)")
     p.add_argument("--protocol", choices=["whole", "topdown"], default="whole",
                    help="whole image (one-person images) or one crop per ground-truth box")
@@ -353,7 +354,7 @@ def add_calibrate(sub) -> None:
 def cmd_calibrate(args) -> int:
     import torch
 
-    from .checkpoint import load_model, save_checkpoint, split_input_size
+    from .checkpoint import load_model, save_checkpoint
     from .config import load_config, require_sources
     from .fileio import check_writable, refuse_overwriting_inputs
     from .train import CALIBRATION_OFFSETS, build_data, calibrate_model

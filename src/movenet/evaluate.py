@@ -383,7 +383,8 @@ def report_markdown(report: dict, plots: dict[str, str]) -> str:
         lines += ["## Skipped images", ""] + [f"- {s}" for s in report["skipped"]] + [""]
     lines += ["## Definitions", "",
               "- Only keypoints labelled in the data count (v > 0); keypoints never labelled show n/a.",
-              f"- PCK@0.2 torso: error <= 0.2 x {report.get('torso', 'distance(left shoulder, right hip) of that person')}.",
+              f"- PCK@0.2 torso: error <= 0.2 x "
+              f"{report.get('torso', 'distance(left shoulder, right hip) of that person')}.",
               f"- PCK@{px:g}px@{px_size}: error <= {px:g} px at an input resolution of {px_size} "
               f"(threshold = {px:g} x crop side / {px_size} image pixels).",
               "- PCKh@0.5: error <= 0.5 x head size (0.6 x head box diagonal, or neck to head top); "

@@ -80,7 +80,8 @@ def lock_folder(path: str | os.PathLike, holder: str) -> int | None:
     except OSError as e:
         os.close(fd)
         if e.errno in (errno.EACCES, errno.EAGAIN):
-            raise MoveNetError(f"{folder}: {holder} is writing there now; wait for it or choose another folder") from None
+            raise MoveNetError(f"{folder}: {holder} is writing there now; wait for it or choose another "
+                               "folder") from None
         return None  # a file system without locks (some network ones)
     return fd
 

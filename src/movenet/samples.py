@@ -31,11 +31,11 @@ class DataConfig:
     """Where the data comes from and how samples and targets are made.
 
     ``sources``: list of ``{"path": ..., "image_root": ..., "weight": 1.0}`` (COCO JSON, a
-    folder with ``person_keypoints.json``, an LSP folder, or an MPII ``.mat``/``.json``). Validation uses ``val_sources``
-    when given, else ``val_fraction`` of each source's images (split by image, fixed by
-    ``split_seed``). ``train_images`` > 0 keeps only that many training images of each
-    source (nested: a smaller number keeps a subset of a larger one's images; for learning
-    curves). Target settings are those of ``targets.TargetParams``."""
+    folder with ``person_keypoints.json``, an LSP folder, or an MPII ``.mat``/``.json``).
+    Validation uses ``val_sources`` when given, else ``val_fraction`` of each source's images
+    (split by image, fixed by ``split_seed``). ``train_images`` > 0 keeps only that many
+    training images of each source (nested: a smaller number keeps a subset of a larger one's
+    images; for learning curves). Target settings are those of ``targets.TargetParams``."""
 
     sources: list[dict] = field(default_factory=list)
     val_sources: list[dict] = field(default_factory=list)

@@ -3,9 +3,10 @@
 One process or many (``torchrun``: DistributedDataParallel, one process per GPU or CPU
 process with gloo). Per optimiser step: forward (AMP on CUDA), loss, NaN/inf check agreed by
 all processes, backward, gradient clipping on the unscaled gradients, step, per-step learning
-rate schedule, EMA update. Per epoch: validation (each process predicts its share of the crops, the
-main process scores them: PCK@0.2 torso and COCO keypoint AP in original image pixels), TensorBoard scalars and images, ``last.pt`` and
-``best.pt`` written atomically with everything needed to resume exactly. With
+rate schedule, EMA update. Per epoch: validation (each process predicts its share of the crops,
+the main process scores them: PCK@0.2 torso and COCO keypoint AP in original image pixels),
+TensorBoard scalars and images, ``last.pt`` and ``best.pt`` written atomically with everything
+needed to resume exactly. With
 ``final_init_weight`` > 0 a finished run also writes ``final.pt``: its last weights mixed with
 the ones it started from, validated like an epoch.
 
