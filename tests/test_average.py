@@ -178,6 +178,14 @@ def test_models_of_some_of_the_keypoints_average_by_name(tmp_path):
                                            r"right_eye, \.\.\. of .*coco.pt's coco17; only models of the same "
                                            r"keypoints"):
         average_checkpoints([tmp_path / "coco.pt", tmp_path / "four.pt"])
+    wide = create_model("mobilenetv2_050", input_size=SMALL, head_channels=48)  # other keypoints, other heads
+    save_checkpoint(tmp_path / "wide.pt", wide, COCO17)
+    with pytest.raises(MoveNetError, match=r"wide.pt: another model than .*four.pt \(head_channels 96 -> 48\)"):
+        average_checkpoints([tmp_path / "four.pt", tmp_path / "wide.pt"])
+    from movenet.pretrained import load_matching  # (as init takes such weights: one line, not a traceback)
+    with pytest.raises(MoveNetError, match=r"wide.pt: weights of mobilenetv2 width 0.5 do not fit"):
+        load_matching(create_model("mobilenetv2_050", input_size=SMALL, num_keypoints=4),
+                      torch.load(tmp_path / "wide.pt", weights_only=False), str(tmp_path / "wide.pt"), four)
     torso = schema_from_config({**four.to_dict(), "torso": ["right_wrist", "right_ankle"]})
     save_checkpoint(tmp_path / "four_b.pt", small, torso)
     with pytest.warns(DataWarning, match="the same keypoints as .*four.pt, but another skeleton, torso"):

@@ -551,7 +551,9 @@ def test_a_model_is_scored_on_the_datas_keypoints_by_name(tmp_path, lsp_dir, lig
     limbs = KeypointSchema("limbs12", tuple(names), flip_pairs=(), skeleton=(), sigmas=tuple(
         COCO17.sigmas[COCO17.keypoints.index(n)] for n in names), torso=(names.index("left_shoulder"),
                                                                            names.index("right_hip")))
-    subset = load_keypoint_dataset(path, schema=limbs)
+    with pytest.warns(DataWarning, match=r"its people have 17 keypoints, the limbs12 schema 12; the others \(nose, "
+                                         r"left_eye, right_eye, \.\.\.: 0 labelled points\) are left out"):
+        subset = load_keypoint_dataset(path, schema=limbs)  # (LSP has no face points)
     np.testing.assert_array_equal(subset.images[0].people[0].keypoints,
                                   full.images[0].people[0].keypoints[[COCO17.keypoints.index(n) for n in names]])
     a = evaluate(full, ["lightning"], progress=False).models[0].metrics["pck_torso"]["per_keypoint"]

@@ -26,6 +26,8 @@ def test_schema_from_config_takes_names_and_fills_sigmas():
     schema = schema_from_config({**FIVE, "torso": ["head", "left_foot"]})
     assert schema.num_keypoints == 5 and schema.flip_pairs == ((1, 2), (3, 4)) and schema.torso_pair() == (0, 3)
     assert schema.sigmas == (pytest.approx(np.mean(COCO17.sigmas)),) * 5  # COCO's mean when not given
+    limbs = schema_from_config({"name": "l", "keypoints": ["left_knee", "right_knee", "hand", "nose"]})
+    assert limbs.sigmas == (0.87, 0.87, pytest.approx(np.mean(COCO17.sigmas)), 0.26)  # COCO's by name where it has them
     assert list(schema.flip_index()) == [0, 2, 1, 4, 3]
     assert schema_from_config("coco17") is COCO17 and COCO17.torso_pair() == (5, 12)
     assert schema_from_config(FIVE).torso_pair() is None  # PCK then uses the keypoints' box
@@ -129,7 +131,7 @@ def test_a_custom_schema_trains_evaluates_predicts_exports_and_runs_on_video(tmp
         assert (f"coco17: predicts the 17 keypoints of coco17, without {', '.join(FIVE['keypoints'][:3])}, ... of the "
                 "data's stick5 (5)") in capsys.readouterr().err
     assert main(["calibrate", str(config), "--model", str(coco), "--out", str(tmp_path / "c.pt")]) == 2
-    assert f"coco17.pt: predicts the 17 keypoints of coco17, the data of {config} has 5 others (stick5)" \
+    assert f"coco17.pt: predicts the 17 keypoints of coco17, the data of {config} the 5 of stick5" \
         in capsys.readouterr().err
 
     image = data / "images" / "0.png"

@@ -18,7 +18,7 @@ from movenet.checkpoint import read_checkpoint, save_checkpoint
 from movenet.cli import main
 from movenet.config import load_config
 from movenet.datasets import load_keypoint_dataset
-from movenet.errors import Interrupted, MoveNetError
+from movenet.errors import DataWarning, Interrupted, MoveNetError
 from movenet.metrics import coco_keypoint_ap, oks, pck
 from movenet.samples import DataConfig, build_index
 from movenet.schema import COCO17, KeypointSchema
@@ -149,7 +149,11 @@ def test_keypoints_are_taken_by_name_not_by_place(tmp_path):
     assert load_keypoint_dataset(_three_point_file(tmp_path, []), schema=schema).images[0].people[0].keypoints[0, 0] == 10
     # more names than the schema's: its keypoints are taken by name, the others left out
     two = KeypointSchema("s2", ("head", "foot"), flip_pairs=(), skeleton=())
-    ds = load_keypoint_dataset(_three_point_file(tmp_path, ["foot", "head", "hand"]), schema=two)
+    with pytest.warns(DataWarning, match=r"k.json: its people have 3 keypoints, the s2 schema 2; the others "
+                                         r"\(hand: 0 labelled points\) are left out"):
+        ds = load_keypoint_dataset(_three_point_file(tmp_path, ["foot", "head", "hand"]), schema=two)
+    with pytest.raises(MoveNetError, match="k.json: the person category names the keypoint 'head' twice"):
+        load_keypoint_dataset(_three_point_file(tmp_path, ["head", "head", "foot"]), schema=schema)
     assert ds.images[0].people[0].keypoints.tolist() == [[20, 20, 2], [10, 10, 2]]
     assert ds.coco["categories"][0]["keypoints"] == ["head", "foot"] and ds.coco["categories"][0]["skeleton"] == [[2, 1]]
     assert ds.coco["annotations"][0]["keypoints"] == [20, 20, 2, 10, 10, 2]

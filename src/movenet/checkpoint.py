@@ -131,11 +131,13 @@ def average_checkpoints(specs: list[str | os.PathLike], weights: list[float] | N
     first = _read_at_size(paths[0])
     states = [first["state_dict"]]
     for path in paths[1:]:
-        ckpt = _same_keypoints(_read_at_size(path), path, first, paths[0])
-        changes = config_changes(first.get("model_config") or {}, ckpt.get("model_config") or {})
+        ckpt = _read_at_size(path)
+        changes = [c for c in config_changes(first.get("model_config") or {}, ckpt.get("model_config") or {})
+                   if not c.startswith("num_keypoints ")]  # (keypoints: below)
         if changes:
             raise MoveNetError(f"{path}: another model than {paths[0]} ({'; '.join(changes)}); only models of "
                                "the same architecture and input size can be averaged")
+        ckpt = _same_keypoints(ckpt, path, first, paths[0])
         state = ckpt["state_dict"]
         if state.keys() != first["state_dict"].keys():
             raise MoveNetError(f"{path}: other weight names than {paths[0]}")

@@ -375,8 +375,8 @@ def cmd_calibrate(args) -> int:
     own = cfg.keypoint_schema()
     if sorted(own.keypoints) != sorted(schema.keypoints):  # (the crops are read with the model's, by name)
         raise MoveNetError(f"{args.model}: predicts the {schema.num_keypoints} keypoints of {schema.name}, the data of "
-                           f"{args.config} has {own.num_keypoints} others ({own.name}); calibrate takes a model of "
-                           "the data's keypoints")
+                           f"{args.config} the {own.num_keypoints} of {own.name}; calibrate takes a model of the "
+                           "data's keypoints (the same names, in any order)")
     cfg.data.input_size = model.config.input_size  # crops for this model, whatever the config's model
     _, val = build_data(cfg, schema, training=False)
     if val is None:

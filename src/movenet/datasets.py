@@ -611,7 +611,9 @@ def _parse_coco(coco, label: str, root: Path, schema: KeypointSchema, name: str)
             fail(f"'{key}' is not a list")
     person_id, category = _person_category(coco, schema, fail)
     order = _keypoint_order(category, schema, fail)  # the file's keypoints by name, not by place
-    file_k = len(category.get("keypoints") or schema.keypoints)
+    file_names = [str(n) for n in category.get("keypoints") or schema.keypoints]
+    file_k = len(file_names)
+    left_out = sorted(set(range(file_k)) - set(order)) if order is not None else []  # (a schema of some of them)
     if order is not None:
         category = _reordered_category(category, order, schema)
 
@@ -639,7 +641,7 @@ def _parse_coco(coco, label: str, root: Path, schema: KeypointSchema, name: str)
         if first != image_id:
             alias[image_id] = first
 
-    annotations, seen, others, at_origin = [], set(), Counter(), 0
+    annotations, seen, others, at_origin, labels_left_out = [], set(), Counter(), 0, 0
     for i, ann in enumerate(coco["annotations"]):
         if not isinstance(ann, dict):
             fail(f"annotations[{i}] is not an object")
@@ -655,6 +657,7 @@ def _parse_coco(coco, label: str, root: Path, schema: KeypointSchema, name: str)
         seen.add(person.id)
         at_origin += placeholders
         if order is not None:
+            labels_left_out += int((person.keypoints[left_out, 2] > 0).sum())
             person.keypoints = person.keypoints[order]
         person.image_id = alias.get(person.image_id, person.image_id)
         normal = {**ann, "image_id": person.image_id, "category_id": person_id, "bbox": list(person.bbox),
@@ -667,6 +670,11 @@ def _parse_coco(coco, label: str, root: Path, schema: KeypointSchema, name: str)
         warnings.warn(f"{label}: {sum(others.values())} annotations with keypoints in other categories "
                       f"({', '.join(f'id {c}: {n}' for c, n in sorted(others.items()))}) left out; only category "
                       f"{person_id} ({category.get('name')}) is read", DataWarning, stacklevel=3)
+    if left_out:
+        names = ", ".join(file_names[i] for i in left_out[:3]) + (", ..." if len(left_out) > 3 else "")
+        warnings.warn(f"{label}: its people have {file_k} keypoints, the {schema.name} schema {schema.num_keypoints}; "
+                      f"the others ({names}: {labels_left_out} labelled points) are left out", DataWarning,
+                      stacklevel=3)
     if at_origin:
         warnings.warn(f"{label}: {at_origin} keypoints labelled at (0, 0) read as not labelled (an annotation "
                       "tool's placeholder for a missing point)", DataWarning, stacklevel=3)
@@ -740,7 +748,10 @@ def _keypoint_order(category: dict, schema: KeypointSchema, fail) -> list[int] |
     names = category.get("keypoints") or None
     if names is None or list(names) == list(schema.keypoints):
         return None
-    if not _names_all_of(names, schema) or len(set(map(str, names))) != len(names):
+    twice = next((n for n in map(str, names) if list(map(str, names)).count(n) > 1), None)
+    if twice is not None:
+        fail(f"the person category names the keypoint {twice!r} twice")
+    if not _names_all_of(names, schema):
         fail(f"the person category's keypoints {list(names)} are not those of the {schema.name} schema "
              f"({', '.join(schema.keypoints)}); name them as the schema does, or set the schema")
     return [list(map(str, names)).index(k) for k in schema.keypoints]
@@ -776,7 +787,8 @@ def _parse_person(ann: dict, i: int, schema: KeypointSchema, images: dict, fail,
     given = ann.get("keypoints")
     kpts = _as_floats([0.0] * 3 * k if given is None or given == [] else given, f"{where} keypoints", fail)
     if kpts.size != 3 * k:
-        fail(f"{where}: {kpts.size} keypoint values, expected {3 * k} ({k} x, y, v for {schema.name})")
+        whose = schema.name if k == schema.num_keypoints else "the keypoints its category names"
+        fail(f"{where}: {kpts.size} keypoint values, expected {3 * k} ({k} x, y, v for {whose})")
     kpts = kpts.reshape(k, 3)
     if not np.isin(kpts[:, 2], (0, 1, 2)).all():
         fail(f"{where}: keypoint visibility must be 0, 1 or 2")

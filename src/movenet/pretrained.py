@@ -200,8 +200,8 @@ def load_matching(model, ckpt: dict, label: str, schema: KeypointSchema = COCO17
         for layer, per in KEYPOINT_OUTPUTS.items():
             for kind in ("weight", "bias"):
                 key = f"{layer}.{kind}"
-                if key not in state or key not in own:
-                    continue
+                if key not in state or key not in own or state[key].shape[1:] != own[key].shape[1:]:
+                    continue  # (another width of the head: the shape check below names it)
                 mixed = own[key].clone()
                 for name in shared:
                     i, j = schema.index(name), source.index(name)

@@ -188,7 +188,7 @@ def schema_from_config(value: str | dict | KeypointSchema) -> KeypointSchema:
     """A training config's ``schema``: a known name (``coco17``) or a mapping with ``name``,
     ``keypoints`` (names) and optional ``flip_pairs`` (default: ``pairs_by_name``; ``[]`` for
     none), ``skeleton`` (pairs of names or indices), ``torso`` (one pair) and ``sigmas`` (OKS, COCO's
-    units; default COCO's mean for every keypoint)."""
+    units; default COCO's for keypoints of COCO's names, their mean for the others)."""
     if isinstance(value, dict):
         unknown = [k for k in value if k not in SCHEMA_KEYS]
         if unknown:
@@ -208,8 +208,10 @@ def schema_from_config(value: str | dict | KeypointSchema) -> KeypointSchema:
             schema = KeypointSchema.from_dict(value)
         except (TypeError, ValueError) as e:
             raise ValueError(f"schema: {e}" if not str(e).startswith("schema") else str(e)) from None
-        if not schema.sigmas:
-            schema = dataclasses.replace(schema, sigmas=(float(np.mean(COCO17.sigmas)),) * schema.num_keypoints)
+        if not schema.sigmas:  # COCO's for COCO's keypoint names (OKS then agrees with COCO's), else their mean
+            coco = dict(zip(COCO17.keypoints, COCO17.sigmas))
+            schema = dataclasses.replace(schema, sigmas=tuple(float(coco.get(n, np.mean(COCO17.sigmas)))
+                                                              for n in schema.keypoints))
         return schema
     return get_schema(value)
 
