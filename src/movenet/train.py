@@ -183,8 +183,10 @@ def check_model_and_weights(cfg: TrainConfig, label: str | os.PathLike) -> None:
     from .weights import split_input_size
 
     try:
-        model = MoveNet(cfg.model_config()).eval()
-        with torch.no_grad():  # (backbone_kwargs can build layers that cannot run)
+        # built and run once: backbone_kwargs can build layers that cannot run
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # (torch's own words on such layers: ours follow)
+            model = MoveNet(cfg.model_config()).eval()
             model(torch.zeros(1, 3, model.config.input_size, model.config.input_size))
     except (ValueError, TypeError, RuntimeError) as e:
         raise MoveNetError(f"{label}: model {cfg.model.name}: {first_line(e)}") from None
