@@ -563,3 +563,45 @@ def test_a_model_is_scored_on_the_datas_keypoints_by_name(tmp_path, lsp_dir, lig
     with pytest.raises(MoveNetError, match="the person category has 17 keypoints, the seven schema 2, and left_paw of "
                                            "the schema's are not among them"):
         load_keypoint_dataset(path, schema=seven)
+
+
+# ---------------------------------------------------------------- edges found by mutation testing
+def _ds(people, path="a.png", w=100, h=60):
+    from pathlib import Path
+    from movenet.datasets import ImageEntry, KeypointDataset
+    return KeypointDataset("t", [ImageEntry(1, Path(path), w, h, people)], {})
+
+
+def _person(pid, bbox, crowd=False):
+    from movenet.datasets import PersonAnnotation
+    kp = np.zeros((17, 3))
+    kp[5] = (20, 20, 2)
+    kp[11] = (20, 50, 2)
+    return PersonAnnotation(pid, 1, kp, bbox, bbox[2] * bbox[3], crowd)
+
+
+def test_crowds_are_not_scored_and_a_box_of_zero_width_is_cropped():
+    from movenet.evaluate import make_samples
+    ds = _ds([_person(1, (10, 10, 20, 40), crowd=True), _person(2, (20, 20, 0, 30))])
+    whole, _ = make_samples(ds, "whole")
+    top, _ = make_samples(ds, "topdown")
+    assert [s.person.id for s in whole] == [2] and [s.person.id for s in top] == [2]
+
+
+def test_whole_protocol_crop_side_is_the_longer_image_side(tmp_path):
+    import cv2
+    from movenet.evaluate import make_samples, run_models
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((60, 100, 3), np.uint8))
+    ds = _ds([_person(1, (10, 10, 20, 40))], path=tmp_path / "a.png")
+    samples, _ = make_samples(ds, "whole")
+    _, sides, *_ = run_models(ds, samples, {"f": DotPredictor(64)}, progress=False)
+    assert sides[0] == 100
+
+
+def test_fixed_pixel_pck_uses_the_smallest_input_size(monkeypatch, tmp_path):
+    import movenet.evaluate as evaluate
+    ds, _ = _dot_dataset(tmp_path)
+    sizes = iter([100, 200])
+    monkeypatch.setattr(evaluate, "open_predictor", lambda spec, threads=None: DotPredictor(next(sizes)))
+    run = evaluate.evaluate(ds, ["a", "b"], protocol="topdown", progress=False)
+    assert run.settings["px_size"] == 100

@@ -114,3 +114,21 @@ def test_list_images(tmp_path):
     (tmp_path / "album.jpg").mkdir()  # a folder named like an image is not one
     assert [p.split("/")[-1] for p in list_images([str(tmp_path)])] == ["a.png", "b.jpg"]
     assert list_images([str(tmp_path / "*.jpg")]) == [str(tmp_path / "b.jpg")]
+
+
+# ---------------------------------------------------------------- edges found by mutation testing
+def test_non_square_box_maps_a_point_back_to_itself():
+    img = np.zeros((200, 300, 3), np.uint8)
+    img[119, 139] = 255  # pixel centre (139.5, 119.5)
+    box = (100.0, 40.0, 80.0, 160.0)  # w != h
+    crop = crop_and_resize(img, box, 64)
+    cy, cx = np.unravel_index(crop[..., 0].argmax(), crop.shape[:2])
+    back = to_image_coords(np.array([[(cx + 0.5) / 64, (cy + 0.5) / 64, 1.0]]), box)[0]
+    assert abs(back[0] - 139.5) <= 80 / 64 and abs(back[1] - 119.5) <= 160 / 64
+    np.testing.assert_allclose(to_image_coords(np.array([[0.5, 0.5, 1.0]]), (10, 20, 100, 50))[0], [60, 45, 1])
+
+
+def test_to_rgb8_rounds_16_bit_and_swaps_bgra():
+    from movenet.image import to_rgb8
+    assert to_rgb8(np.full((1, 1), 2770, np.uint16))[0, 0, 0] == 11  # 2770 / 257 = 10.78
+    assert to_rgb8(np.array([[[255, 0, 0, 255]]], np.uint8))[0, 0].tolist() == [0, 0, 255]

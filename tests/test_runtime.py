@@ -249,3 +249,63 @@ def test_predictor_refuses_an_empty_box(lightning_onnx):
         with pytest.raises(MoveNetError, match="needs 4 finite numbers with width, height > 0"):
             predictor(img, box)
     assert predictor(img, (-10, -10, 20, 20)).shape == (17, 3)  # a box may reach past the image
+
+
+# ---------------------------------------------------------------- edges found by mutation testing
+def test_quantised_tflite_input_and_output(monkeypatch, tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    import ai_edge_litert.interpreter as li
+    from movenet.runtime import ReferencePredictor
+    seen = {}
+
+    class FakeInterp:
+        def __init__(self, model_path, num_threads=None): pass
+        def allocate_tensors(self): pass
+        def get_input_details(self):
+            return [{"shape": np.array([1, 8, 8, 3]), "dtype": np.uint8, "quantization": (0.5, 10), "index": 0}]
+        def get_output_details(self):
+            return [{"shape": np.array([1, 1, 17, 3]), "dtype": np.uint8, "quantization": (0.01, 5), "index": 1}]
+        def set_tensor(self, i, t): seen["in"] = t.copy()
+        def invoke(self): pass
+        def get_tensor(self, i): return np.full((1, 1, 17, 3), 55, np.uint8)
+
+    monkeypatch.setattr(li, "Interpreter", FakeInterp)
+    f = tmp_path / "q.tflite"
+    f.write_bytes(b"x")
+    p = ReferencePredictor(str(f))
+    out = p(np.full((8, 8, 3), 100, np.uint8))
+    assert seen["in"].max() == 210  # round(100 / 0.5 + 10)
+    np.testing.assert_allclose(out[:, 2], 0.5, atol=1e-6)  # (55 - 5) x 0.01
+    np.testing.assert_allclose(out[:, :2], 4.0, atol=1e-5)  # 0.5 x the 8 px side
+
+
+def test_whole_image_letterbox_maps_dots_back_without_reference_models(tmp_path):
+    from test_eval import DotPredictor
+    img = np.zeros((200, 300, 3), np.uint8)
+    points = np.array([[50, 40], [270, 90], [60, 180]])
+    for c, (x, y) in enumerate(points):
+        img[y, x, c] = 255
+    out = DotPredictor(300)(img)  # side 300 = input size: exact pixels
+    np.testing.assert_allclose(out[:3, :2], points, atol=1e-4)
+    out = DotPredictor(150)(img)  # downscaled 2x: within one input pixel (2 image pixels)
+    assert np.abs(out[:3, :2] - points).max() <= 2.0
+
+
+def test_a_checkpoint_predictor_has_the_checkpoints_schema(tmp_path):
+    pytest.importorskip("torch")
+    from movenet.checkpoint import save_checkpoint
+    from movenet.model import create_model
+    from movenet.predict import create_predictor
+    from movenet.schema import KeypointSchema
+    four = KeypointSchema(name="four", keypoints=("head", "left_hand", "right_hand", "tail"), flip_pairs=((1, 2),),
+                          skeleton=((0, 1),), sigmas=(.5, .5, .5, .5))
+    path = tmp_path / "four.pt"
+    save_checkpoint(path, create_model("mobilenetv2_050", input_size=64, num_keypoints=4), four)
+    assert create_predictor(str(path)).schema.keypoints == four.keypoints
+
+
+def test_file_predictor_passes_spinning_on(monkeypatch, tmp_path):
+    import movenet.predict as predict
+    got = {}
+    monkeypatch.setattr(predict, "OnnxPredictor", lambda spec, **kw: got.update(kw) or "p")
+    assert predict.file_predictor(str(tmp_path / "m.onnx"), spinning=False) == "p" and got["spinning"] is False

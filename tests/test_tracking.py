@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from movenet import tracking
 from movenet.schema import COCO17
-from movenet.tracking import (ONE_EURO, SMOOTHING_PRESETS, TFJS_CROP, TFJS_ONE_EURO, TFJS_ONE_EURO_2023, CropFilter,
+from movenet.tracking import (box_iou, ONE_EURO, SMOOTHING_PRESETS, TFJS_CROP, TFJS_ONE_EURO, TFJS_ONE_EURO_2023, CropFilter,
                               CropTracker, IdentityTracker, MultiPoseTracker, OneEuroFilter, PoseTracker,
                               determine_crop_region, full_frame_box, keypoint_filter, keypoint_jitter,
                               object_keypoint_similarity, predict_person, same_crop, torso_and_body_range,
@@ -482,3 +483,236 @@ def test_video_json_names_the_models_keypoints(predictor, shared_dir, tmp_path):
               max_frames=2, progress=False)
     lines = [json.loads(line) for line in js.read_text().splitlines()]
     assert [r["keypoint_names"] for r in lines] == [list(COCO17.keypoints[::-1])] * 2
+
+
+# ---------------------------------------------------------------- edges found by mutation testing
+def reference_one_euro(xs, freq, min_cutoff, beta, dcutoff):
+    """Casiez et al. / TF.js, scalar, no threshold, scale 1."""
+    def alpha(c):
+        return 1.0 / (1.0 + freq / (2 * np.pi * c))
+
+    x_prev, y, dx_hat, out = xs[0], xs[0], 0.0, [xs[0]]
+    for x in xs[1:]:
+        dx = (x - x_prev) * freq
+        dx_hat = dx_hat + alpha(dcutoff) * (dx - dx_hat)
+        y = y + alpha(min_cutoff + beta * abs(dx_hat)) * (x - y)
+        x_prev = x
+        out.append(y)
+    return np.array(out)
+
+
+def test_one_euro_matches_the_reference_step_by_step():
+    xs = np.random.default_rng(1).normal(0, 1, 30).cumsum()
+    params = dict(frequency=30.0, min_cutoff=1.0, beta=0.7, derivative_cutoff=3.0)
+    f = OneEuroFilter(**params, threshold_cutoff=None)
+    got = np.array([float(f(np.array([x]))[0]) for x in xs])
+    np.testing.assert_allclose(got, reference_one_euro(xs, 30.0, 1.0, 0.7, 3.0), rtol=1e-9, atol=1e-9)
+
+
+def spread_pose(x, y, spread=40.0, score=0.9):
+    """17 keypoints scattered +-``spread`` around (x, y), all scored ``score``."""
+    offs = np.random.default_rng(3).uniform(-spread, spread, (17, 2))
+    return np.concatenate([np.array([x, y]) + offs, np.full((17, 1), score)], axis=1)
+
+
+def test_oks_exact_value_with_area_of_the_track_pose():
+    b = spread_pose(100, 100)
+    a = b.copy()
+    a[:, 0] += 5.0
+    sig = np.asarray(COCO17.sigmas) / 10
+    x0, y0, x1, y1 = b[:, 0].min(), b[:, 1].min(), b[:, 0].max(), b[:, 1].max()
+    area = (x1 - x0) * (y1 - y0) + 1e-6
+    expect = np.exp(-25.0 / (2 * area * (2 * sig) ** 2)).mean()
+    assert object_keypoint_similarity(a, b, sig) == pytest.approx(expect, rel=1e-6)
+    # the tracker divides the schema's sigmas by 10 (TF.js)
+    assert IdentityTracker().similarity(a, b) == pytest.approx(expect, rel=1e-6)
+    # area is the track's (b), not the pose's: a pose twice as large around the same centre
+    a2 = b.copy()
+    a2[:, :2] = (b[:, :2] - 100) * 2 + 100
+    d2 = ((a2[:, :2] - b[:, :2]) ** 2).sum(1)
+    expect = np.exp(-d2 / (2 * area * (2 * sig) ** 2)).mean()
+    assert object_keypoint_similarity(a2, b, sig) == pytest.approx(expect, rel=1e-6)
+
+
+def test_oks_needs_four_keypoints_in_common():
+    b = spread_pose(100, 100)
+    a = b.copy()
+    a[3:, 2] = 0.1  # only 3 confident in both
+    assert object_keypoint_similarity(a, b, np.asarray(COCO17.sigmas) / 10) == 0.0
+
+
+def test_box_iou_exact():
+    assert box_iou(np.array([0, 0, 2, 2.0]), np.array([1, 1, 3, 3.0])) == pytest.approx(1 / 7)
+
+
+def test_similarity_below_0_2_starts_a_new_track():
+    t = IdentityTracker()
+    b = spread_pose(100, 100)
+    t.update(b[None])
+    sig = np.asarray(COCO17.sigmas) / 10
+    # shift until OKS is ~0.1 (between 0.05 and 0.2)
+    for dx in np.linspace(1, 60, 600):
+        a = b.copy()
+        a[:, 0] += dx
+        if object_keypoint_similarity(a, b, sig) < 0.1:
+            break
+    assert 0.05 < object_keypoint_similarity(a, b, sig) < 0.2
+    assert t.update(a[None]).tolist() == [2]
+
+
+def test_track_survives_exactly_max_age_unseen_frames():
+    t = IdentityTracker(max_age=2)
+    a, far = spread_pose(100, 100), spread_pose(900, 900)
+    assert t.update(a[None]).tolist() == [1]
+    t.update(far[None])
+    t.update(far[None])  # person 1 unseen for 2 frames (= max_age)
+    assert 1 in t.live_ids()
+    assert t.update(np.stack([far, a])).tolist() == [2, 1]
+
+
+def test_max_tracks_keeps_the_most_recent():
+    t = IdentityTracker(max_tracks=2)
+    t.update(np.stack([spread_pose(100, 100), spread_pose(400, 100)]))
+    ids = t.update(spread_pose(900, 900)[None])
+    assert ids.tolist() == [3] and 3 in t.live_ids()
+
+
+class FakePredictor:
+    schema = COCO17
+    input_size = 192
+    prior = np.ones((48, 48), np.float32)
+    distance_offset, coord_scale = 1.8, None
+
+    def __init__(self, seq):
+        self.seq, self.i = list(seq), 0
+
+    def __call__(self, img, box=None):
+        k = self.seq[min(self.i, len(self.seq) - 1)]
+        self.i += 1
+        return k.astype(np.float32)
+
+
+def test_a_pose_scoring_zero_resets_the_tracker():
+    good = spread_pose(200, 200, spread=60)
+    lost = good.copy()
+    lost[:, 2] = 0.1
+    lost[:, :2] += 50  # pose_score 0, elsewhere
+    fake = FakePredictor([good, good, good, lost, good])
+    tr = PoseTracker(fake, refine=False)
+    frame = np.zeros((400, 400, 3), np.uint8)
+    for i in range(3):
+        tr(frame, i / 30)
+    assert tr.crop is not None
+    out = tr(frame, 3 / 30)
+    assert tr.crop is None
+    # TF.js: a score of 0 resets the tracker, and the pose comes back as it is (unsmoothed)
+    np.testing.assert_array_equal(out, lost.astype(np.float32))
+    np.testing.assert_array_equal(tr(frame, 4 / 30), good.astype(np.float32))  # the filter starts afresh
+
+
+def test_multi_tracker_smooths_whole_frame_people_in_units_of_the_longer_side(monkeypatch):
+    w, h = 640, 240
+    rng = np.random.default_rng(0)
+    seq = [spread_pose(300, 120, spread=50)[None] for _ in range(6)]
+    for i, s in enumerate(seq):
+        s[0, :, :2] += rng.normal(0, 3, (17, 2)) + 2 * i
+    it = iter(seq)
+    monkeypatch.setattr(tracking, "predict_people",
+                        lambda *a, **k: (next(it).astype(np.float32), np.array([0.9], np.float32), None))
+    mt = MultiPoseTracker(FakePredictor([]), track=False, refine=False)
+    ref = keypoint_filter(w, h)
+    frame = np.zeros((h, w, 3), np.uint8)
+    for i, s in enumerate(seq):
+        out, _, _ = mt(frame, i / 30)
+        np.testing.assert_allclose(out[0, :, :2], ref(s[0, :, :2], i / 30, scale=float(max(w, h))), atol=1e-4)
+
+
+def test_collapsed_pose_threshold_is_relative_to_the_longer_side():
+    img = np.zeros((200, 1000, 3), np.uint8)
+    k = spread_pose(500, 100, spread=20)  # crop side 1.25 * ~40 = ~50 px: under 1.25*0.05*1000=62.5, over 12.5
+    fake = FakePredictor([k, k])
+    tracking.look_twice(fake, img)
+    assert fake.i == 1  # treated as collapsed: one pass only
+
+
+def test_no_second_look_for_a_crop_between_below_and_above():
+    # first pose's refine crop: 1.25 x 240 = 300 px = 0.75 of the 400 px frame: the tracker would not
+    # leave the whole frame for it (below 0.7), so the whole-frame look is not followed by a second
+    k = spread_pose(200, 200, spread=0)
+    k[:, :2] = np.random.default_rng(5).uniform(80, 320, (17, 2))
+    k[0, :2] = (80, 80)
+    k[1, :2] = (320, 320)
+    fake = FakePredictor([k] * 4)
+    PoseTracker(fake, smooth=False)(np.zeros((400, 400, 3), np.uint8))
+    assert fake.i == 1
+
+
+def test_a_small_pose_inside_a_large_one_is_the_same_person():
+    big = spread_pose(200, 200, spread=100)
+    small = spread_pose(200, 200, spread=30)
+    assert tracking._same_person(small, big) and tracking._same_person(big, small)
+
+
+def _fake_candidates(monkeypatch, regions):
+    calls = []
+    def cands(predictor, img, box, n, thr):
+        rough = np.stack([np.array([[r[0], r[1]], [r[2], r[3]]] * 8 + [[r[0], r[1]]], np.float32) for r in regions])
+        kpts = np.concatenate([rough, np.full(rough.shape[:2] + (1,), 0.9, np.float32)], axis=2)
+        return kpts, np.full(len(regions), 0.9, np.float32), rough
+    def centred(predictor, img, box):
+        calls.append(box)
+        x0, y0, s, _ = box
+        k = np.zeros((17, 3), np.float32)
+        k[:, 2] = 0.9
+        k[:, :2] = [x0 + s / 2, y0 + s / 2]
+        k[0, :2] = [x0 + s * 0.2, y0 + s * 0.2]
+        k[1, :2] = [x0 + s * 0.8, y0 + s * 0.8]
+        return k, 0.9
+    monkeypatch.setattr(tracking, "person_candidates", cands)
+    monkeypatch.setattr(tracking, "predict_centred", centred)
+    return calls
+
+
+def test_people_smaller_than_5_percent_of_the_longer_side_are_dropped(monkeypatch):
+    calls = _fake_candidates(monkeypatch, [(500, 100, 520, 130)])  # 30 px < 0.05 x 1000, > 0.05 x 200
+    kpts, _, _ = tracking.predict_people(FakePredictor([]), np.zeros((200, 1000, 3), np.uint8))
+    assert len(kpts) == 0 and not calls
+
+
+def test_candidates_overlapping_more_than_half_are_looked_at_once(monkeypatch):
+    calls = _fake_candidates(monkeypatch, [(100, 100, 300, 300), (130, 130, 330, 330)])  # IoU ~0.56..0.7
+    iou = box_iou(np.array([100, 100, 300, 300.]), np.array([130, 130, 330, 330.]))
+    assert 0.5 < iou < 0.9
+    tracking.predict_people(FakePredictor([]), np.zeros((600, 600, 3), np.uint8))
+    assert len(calls) == 1
+
+
+def test_crop_predictions_below_min_score_are_not_kept(monkeypatch):
+    weak = spread_pose(200, 200).astype(np.float32)
+    monkeypatch.setattr(tracking, "predict_centred", lambda p, img, box: (weak, 0.1))
+    mt = MultiPoseTracker(FakePredictor([]))
+    ct = tracking.CropTracker(400, 400)
+    ct.box = (100.0, 100.0, 200.0, 200.0)
+    mt.crops = {1: ct}
+    poses, scores, fixed, views = mt._crop_people(np.zeros((400, 400, 3), np.uint8))
+    assert poses == [] and fixed == []
+
+
+def test_pose_tracker_smooths_in_units_of_the_crop_it_looked_at(monkeypatch):
+    scales = []
+
+    class Recorder:
+        def __call__(self, values, timestamp=None, scale=None):
+            scales.append(float(scale))
+            return values
+
+    monkeypatch.setattr(tracking, "keypoint_filter", lambda w, h, **p: Recorder())
+    k = spread_pose(200, 200, spread=30)
+    fake = FakePredictor([k] * 3)
+    tr = PoseTracker(fake, refine=False)
+    frame = np.zeros((400, 400, 3), np.uint8)
+    tr(frame, 0.0)
+    crop = tr.crop
+    assert crop is not None and crop[2] < 300
+    tr(frame, 1 / 30)
+    assert scales == [400.0, pytest.approx(crop[2])]
