@@ -716,3 +716,10 @@ def test_pose_tracker_smooths_in_units_of_the_crop_it_looked_at(monkeypatch):
     assert crop is not None and crop[2] < 300
     tr(frame, 1 / 30)
     assert scales == [400.0, pytest.approx(crop[2])]
+
+
+def test_the_similarity_threshold_is_tfjs_default_for_the_metric():
+    assert IdentityTracker().min_similarity == 0.2 and IdentityTracker(metric="iou").min_similarity == 0.15
+    assert IdentityTracker(metric="iou", min_similarity=0.5).min_similarity == 0.5
+    with pytest.raises(ValueError, match="metric must be 'oks' or 'iou'"):
+        IdentityTracker(metric="l2")

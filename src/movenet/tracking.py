@@ -338,7 +338,8 @@ class IdentityTracker:
     18 tracks, 1 s of age (``max_age`` here counts frames)."""
 
     metric: str = "oks"
-    min_similarity: float = 0.2  # TF.js DEFAULT_KEYPOINT_TRACKER_CONFIG.minSimilarity
+    # None: TF.js' default for the metric (DEFAULT_KEYPOINT_TRACKER_CONFIG / _BOUNDING_BOX_)
+    min_similarity: float | None = None
     max_age: int = 30  # frames; TF.js maxAge is 1000 ms, 30 frames at 30 fps
     max_tracks: int = 18  # TF.js maxTracks
     keypoint_threshold: float = 0.3  # TF.js keypointConfidenceThreshold
@@ -346,6 +347,12 @@ class IdentityTracker:
     tracks: list[Track] = field(default_factory=list)
     frame: int = -1
     next_id: int = 1
+
+    def __post_init__(self) -> None:
+        if self.metric not in ("oks", "iou"):
+            raise ValueError(f"metric must be 'oks' or 'iou', got {self.metric!r}")
+        if self.min_similarity is None:
+            self.min_similarity = 0.15 if self.metric == "iou" else 0.2
 
     def similarity(self, pose: np.ndarray, track: np.ndarray) -> float:
         if self.metric == "iou":
