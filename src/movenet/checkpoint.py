@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .config import config_changes
-from .errors import DataWarning, MoveNetError
+from .errors import DataWarning, MoveNetError, some_of
 from .fileio import atomic_path
 from .model import ModelConfig, MoveNet
 from .schema import COCO17, KeypointSchema, get_schema
@@ -170,9 +170,8 @@ def _same_keypoints(ckpt: dict, path: str, first: dict, first_path: str) -> dict
     if theirs.keypoints != ours.keypoints:
         missing = [name for name in ours.keypoints if name not in theirs.keypoints]
         if missing:
-            raise MoveNetError(f"{path}: predicts the keypoints of {theirs.name}, without {', '.join(missing[:3])}"
-                               f"{', ...' if len(missing) > 3 else ''} of {first_path}'s {ours.name}; only models of "
-                               "the same keypoints can be averaged")
+            raise MoveNetError(f"{path}: predicts the keypoints of {theirs.name}, without {some_of(missing)} of "
+                               f"{first_path}'s {ours.name}; only models of the same keypoints can be averaged")
         from .pretrained import load_matching
 
         model = MoveNet(ModelConfig.from_dict(first["model_config"]))

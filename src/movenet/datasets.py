@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataWarning, MoveNetError
+from .errors import DataWarning, MoveNetError, some_of
 from .schema import COCO17, KeypointSchema
 
 # LSP joint order: R ankle, R knee, R hip, L hip, L knee, L ankle, R wrist, R elbow,
@@ -671,9 +671,9 @@ def _parse_coco(coco, label: str, root: Path, schema: KeypointSchema, name: str)
                       f"({', '.join(f'id {c}: {n}' for c, n in sorted(others.items()))}) left out; only category "
                       f"{person_id} ({category.get('name')}) is read", DataWarning, stacklevel=3)
     if left_out:
-        names = ", ".join(file_names[i] for i in left_out[:3]) + (", ..." if len(left_out) > 3 else "")
         warnings.warn(f"{label}: its people have {file_k} keypoints, the {schema.name} schema {schema.num_keypoints}; "
-                      f"the others ({names}: {labels_left_out} labelled points) are left out", DataWarning,
+                      f"the others ({some_of(file_names[i] for i in left_out)}: {labels_left_out} labelled points) "
+                      "are left out", DataWarning,
                       stacklevel=3)
     if at_origin:
         warnings.warn(f"{label}: {at_origin} keypoints labelled at (0, 0) read as not labelled (an annotation "
@@ -730,8 +730,7 @@ def _person_category(coco: dict, schema: KeypointSchema, fail) -> tuple[int, dic
     if names is not None and len(names) != schema.num_keypoints and not _names_all_of(names, schema):
         missing = [n for n in schema.keypoints if n not in list(map(str, names))]
         fail(f"the person category has {len(names)} keypoints, the {schema.name} schema "
-             f"{schema.num_keypoints}, and {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''} "
-             "of the schema's are not among them")
+             f"{schema.num_keypoints}, and {some_of(missing)} of the schema's are not among them")
     return category["id"], category
 
 

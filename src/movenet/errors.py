@@ -28,6 +28,12 @@ def first_line(error: BaseException, limit: int = 160) -> str:
     return line[:limit].rsplit(" ", 1)[0] + " ..."
 
 
+def some_of(names, shown: int = 3) -> str:
+    """The first ``shown`` of ``names`` for a message, ``", ..."`` after them when there are more."""
+    names = [str(n) for n in names]
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM) that was handled: what was kept and how to go on is already printed."""
 

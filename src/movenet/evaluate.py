@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import KeypointDataset, PersonAnnotation, far_outside_image
-from .errors import DataWarning, MoveNetError
+from .errors import DataWarning, MoveNetError, some_of
 from .image import read_image, size_mismatch
 from .metrics import (coco_keypoint_ap, fixed_px_thresholds, head_size, oks, pck, pck_curve,
                       torso_size)
@@ -126,7 +126,7 @@ def data_keypoints(predictor: Predictor, label: str, dataset: KeypointDataset) -
     missing = [name for name in ours if name not in theirs]
     if missing:
         raise MoveNetError(f"{label}: predicts the {k} keypoints of {predictor.schema.name}, without "
-                           f"{', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''} of the data's "
+                           f"{some_of(missing)} of the data's "
                            f"{dataset.schema.name} ({len(ours)})")
     return np.array([theirs.index(name) for name in ours])
 
@@ -527,9 +527,8 @@ def check_out_dir(out: Path) -> None:
         others = sorted(p.name for p in out.iterdir()
                         if not (p.is_file() and (p.name in ("report.json", "report.md") or p.suffix == ".png")))
         if others:
-            raise MoveNetError(f"{out}: holds files an eval report does not write ({', '.join(others[:3])}"
-                               f"{', ...' if len(others) > 3 else ''}), which replacing it would delete; "
-                               "choose another --out")
+            raise MoveNetError(f"{out}: holds files an eval report does not write ({some_of(others)}), which "
+                               "replacing it would delete; choose another --out")
     from .fileio import check_writable
 
     check_writable(out.parent, folder=True)  # the report is made beside it and renamed

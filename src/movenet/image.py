@@ -110,6 +110,11 @@ def to_image_coords(keypoints: np.ndarray, box: tuple[float, float, float, float
     return out
 
 
+def _image_file(path: Path) -> bool:
+    """Named as an image and not a folder (``album.jpg/``): what folders and globs list."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.is_dir()
+
+
 def list_images(sources: list[str]) -> list[str]:
     """Expand files, directories (sorted, non-recursive) and glob patterns (``**`` at any depth;
     images only, as in folders); keep given order, each file once. Names that match nothing are
@@ -125,12 +130,11 @@ def list_images(sources: list[str]) -> list[str]:
             is_dir = False
         if is_dir:
             try:
-                out += sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and not f.is_dir())
+                out += sorted(str(f) for f in p.iterdir() if _image_file(f))
             except OSError as e:
                 raise MoveNetError(f"{p}: cannot list the folder ({e.strerror or e})") from None
         elif any(ch in src for ch in "*?[") and not p.exists():
-            matches = sorted(m for m in glob.glob(src, recursive=True)
-                             if Path(m).suffix.lower() in IMAGE_EXTENSIONS and not Path(m).is_dir())
+            matches = sorted(m for m in glob.glob(src, recursive=True) if _image_file(Path(m)))
             out += matches if matches else [src]
         else:
             out.append(src)

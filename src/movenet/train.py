@@ -49,7 +49,8 @@ from torch import nn
 from .checkpoint import check_finite_weights, read_checkpoint, save_checkpoint, weighted_state, weights_misfit
 from .config import TrainConfig, check_source_paths, config_changes, load_config, save_config
 from .datasets import merge_coco
-from .errors import Interrupted, MoveNetError, first_line, one_line_data_warnings, one_line_data_warnings_installed
+from .errors import (Interrupted, MoveNetError, first_line, one_line_data_warnings, one_line_data_warnings_installed,
+                     some_of)
 from .fileio import LOCK_FILE, check_writable, lock_folder, make_folder, write_text_atomic
 from .schema import COCO17, KeypointSchema
 
@@ -1278,8 +1279,7 @@ def check_run_folder(out: Path, resume: str | os.PathLike | None, writes: bool =
         foreign = sorted(n for n in names if not n.startswith(".") and n not in RUN_FILES
                          and not re.fullmatch(r"config\.step\d+\.yaml", n))
         if foreign:
-            raise MoveNetError(f"{out}: holds files a run does not write ({', '.join(foreign[:3])}"
-                               f"{', ...' if len(foreign) > 3 else ''}); choose another --out")
+            raise MoveNetError(f"{out}: holds files a run does not write ({some_of(foreign)}); choose another --out")
     if resume is not None and not Path(resume).exists():
         raise MoveNetError(f"{resume}: no checkpoint to resume from")
 
