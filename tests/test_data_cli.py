@@ -183,3 +183,19 @@ def test_an_annotation_file_with_a_byte_order_mark_reads_as_without(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))  # as Windows tools write
     marked = load_keypoint_dataset(path)
     assert [len(im.people) for im in marked.images] == [len(im.people) for im in plain.images] == [1, 1, 1]
+
+
+def test_plotting_target_sizes_leaves_the_callers_matplotlib_backend_alone(tmp_path):
+    import matplotlib
+
+    from movenet.samples import plot_target_sizes
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # a caller's own choice (a notebook's, a GUI's)
+    try:
+        sizes = np.array([[50.0, 2000.0], [80.0, 5000.0]])
+        plot_target_sizes(sizes, sizes * 1.2, 192, tmp_path / "sizes.png")
+        assert matplotlib.get_backend().lower() == "svg"
+        assert (tmp_path / "sizes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        matplotlib.use(before)

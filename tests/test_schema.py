@@ -192,6 +192,43 @@ def test_init_from_lightning_takes_the_keypoint_channels_it_has_by_name(lightnin
     assert not any(torch.equal(neck_row, row) for row in google["heatmap.out.weight"])  # fresh
 
 
+def test_keypoint_names_match_by_side_and_part_when_spelled_otherwise():
+    from movenet.schema import keypoint_key, matching_names
+
+    assert {keypoint_key(n) for n in ("left_knee", "l_knee", "LKnee", "knee.left", "Left-Knee", "knee_L")} == {"left:knee"}
+    assert keypoint_key("right_hip") == keypoint_key("RHip") == "right:hip" != keypoint_key("hip")
+    assert keypoint_key("Nose") == ":nose" and keypoint_key("lower_back") == ":lowerback"
+    google = COCO17.keypoints
+    assert matching_names(["r_wrist", "nose", "l_wrist", "neck"], google) == {
+        "r_wrist": "right_wrist", "nose": "nose", "l_wrist": "left_wrist"}
+    # the same name first; a side and part shared by two unmatched names matches nothing
+    assert matching_names(["left_knee", "l_knee"], ["left_knee", "LKnee"]) == {"left_knee": "left_knee", "l_knee": "LKnee"}
+    assert matching_names(["l_knee", "L.knee"], ["left_knee"]) == {}
+    assert matching_names(["l_knee"], ["left_knee", "LKnee"]) == {}
+
+
+def test_init_and_eval_take_googles_keypoints_for_names_spelled_otherwise(tmp_path, lightning, capsys):
+    from movenet.datasets import ImageEntry, KeypointDataset, PersonAnnotation
+    from movenet.evaluate import data_keypoints
+    from movenet.predict import TorchPredictor
+    from movenet.train import build_model
+
+    names = ["l_shoulder", "r_shoulder", "LHip", "RHip", "knee.left", "knee.right"]
+    google_names = ["left_shoulder", "right_shoulder", "left_hip", "right_hip", "left_knee", "right_knee"]
+    cfg = config_from_dict({"schema": {"name": "six", "keypoints": names}, "model": {"name": "lightning"},
+                            "init": "lightning", "data": {"center_mode": "mean"}})
+    model = build_model(cfg)
+    assert "6 of 6 keypoints taken by name)" in capsys.readouterr().err
+    for i, name in enumerate(google_names):
+        j = COCO17.index(name)
+        torch.testing.assert_close(model.state_dict()["heatmap.out.weight"][i], lightning.state_dict()["heatmap.out.weight"][j])
+    person = PersonAnnotation(1, 1, np.zeros((6, 3)), (0, 0, 10, 10), 100.0, False)
+    data = KeypointDataset("d", [ImageEntry(1, tmp_path / "a.png", 64, 64, [person])], {},
+                           cfg.keypoint_schema())
+    where = data_keypoints(TorchPredictor(lightning), "lightning", data)
+    assert list(where) == [COCO17.index(n) for n in google_names]
+
+
 def test_coco17s_pairs_and_bones_join_the_right_keypoints():
     from movenet.schema import COCO17, pairs_by_name
 

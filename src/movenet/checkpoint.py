@@ -164,11 +164,12 @@ def _same_keypoints(ckpt: dict, path: str, first: dict, first_path: str) -> dict
     heads' channels taken by name when it predicts all of them and more or in another order
     (``lightning`` beside a model of some of COCO's keypoints). Other schema settings (skeleton,
     torso, sigmas) are the first's, with a warning."""
-    from .schema import get_schema
+    from .schema import get_schema, matching_names
 
     ours, theirs = get_schema(first.get("schema", "coco17")), get_schema(ckpt.get("schema", "coco17"))
     if theirs.keypoints != ours.keypoints:
-        missing = [name for name in ours.keypoints if name not in theirs.keypoints]
+        found = matching_names(ours.keypoints, theirs.keypoints)
+        missing = [name for name in ours.keypoints if name not in found]
         if missing:
             raise MoveNetError(f"{path}: predicts the keypoints of {theirs.name}, without {some_of(missing)} of "
                                f"{first_path}'s {ours.name}; only models of the same keypoints can be averaged")

