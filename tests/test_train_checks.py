@@ -111,14 +111,23 @@ def test_schemas_that_cannot_work_are_refused():
     ("distill.teacher=nowhere.pt", "distill.teacher 'nowhere.pt' is not one of lightning, thunder and no such"),
     ("model.overrides.backbone_kwargs={foo: 1}", "model mobilenetv2_050: MobileNetV2.__init__() got an unexpected "
                                                  "keyword argument 'foo'"),
+    # weights that are there but do not fit the model
+    ("init=lightning", "Google's lightning weights: weights of mobilenetv2 width 1.0 do not fit mobilenetv2 width 0.5"),
+    ("init=imagenet", "imagenet: weights exist for mobilenetv2 width 1.0 only, the model is mobilenetv2 width 0.5"),
+    ("init=lightning@192", "lightning@192: the model being initialised is 96 px"),
+    ("init=TMP/model.onnx", "model.onnx: an exported model, not a PyTorch checkpoint"),
 ])
 def test_a_model_or_weights_that_cannot_be_had_stop_before_the_data_are_read(tmp_path, capsys, monkeypatch, override,
-                                                                              message):
+                                                                              message, request):
+    if override == "init=lightning":
+        request.getfixturevalue("lightning")  # (skips where Google's weights cannot be had)
     def no_data(*args, **kwargs):
         raise AssertionError("the data were read")
 
     monkeypatch.setattr("movenet.train.build_data", no_data)
     somewhere = f"data.sources=[{{path: {tmp_path}}}]"  # (only looked for)
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    override = override.replace("TMP", str(tmp_path))
     assert main(["train", SMOKE, somewhere, override, "--out", str(tmp_path / "run")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err

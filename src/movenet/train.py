@@ -176,11 +176,12 @@ def build_model(cfg: TrainConfig, verbose: bool = True) -> nn.Module:
     return model
 
 
-def check_model_and_weights(cfg: TrainConfig, label: str | os.PathLike) -> None:
-    """The model can be built and the weights the config names (``init``, ``distill.teacher``)
-    are there, before any data is read."""
+def check_model_and_weights(cfg: TrainConfig, label: str | os.PathLike, verbose: bool = False) -> None:
+    """The model can be built, the weights the config names (``init``, ``distill.teacher``) are
+    there and ``init``'s fit the model, before any data is read (``verbose``: say so when
+    Google's or ImageNet weights are fetched)."""
     from .model import MoveNet
-    from .pretrained import OFFICIAL_NAMES
+    from .pretrained import OFFICIAL_NAMES, init_model
     from .weights import split_input_size
 
     try:
@@ -201,6 +202,7 @@ def check_model_and_weights(cfg: TrainConfig, label: str | os.PathLike) -> None:
                 f" (relative paths are taken from the working directory, {os.getcwd()})"
             raise MoveNetError(f"{label}: {key} {spec!r} is not one of {', '.join(builtin)} and no such checkpoint"
                                f"{where}")
+    init_model(model, cfg.init, verbose, cfg.keypoint_schema())  # (the trainer's model is built after the data)
 
 
 def batch_norms_folded(model: nn.Module, init: str) -> bool:
@@ -1211,7 +1213,7 @@ def run(cfg: TrainConfig | str | os.PathLike, out_dir: str | os.PathLike | None 
         # each step that reads this machine's files stops every process when it fails on one
         agreed(env, check_run_folder, out, resume, writes=env.is_main)
         agreed(env, check_source_paths, cfg, label)
-        agreed(env, check_model_and_weights, cfg, label)
+        agreed(env, check_model_and_weights, cfg, label, verbose and env.is_main)
         schema = cfg.keypoint_schema()
         note = center_mode_note(cfg)
         if note and verbose and env.is_main:
