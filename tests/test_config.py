@@ -219,3 +219,19 @@ def test_a_tilde_in_a_configs_paths_is_the_home_folder(tmp_path, monkeypatch):
     assert cfg.data.sources == [{"path": f"{tmp_path}/data", "image_root": f"{tmp_path}/images", "weight": 1.0}]
     assert cfg.data.val_sources[0]["path"] == f"{tmp_path}/val.json"
     assert cfg.distill.teacher == f"{tmp_path}/t.pt" and cfg.distill.unlabeled == [f"{tmp_path}/photos"]
+
+
+def test_numbers_with_an_exponent_are_numbers_everywhere_in_a_config(tmp_path):
+    """YAML 1.1 reads 1e-1 or 1.0e9 as strings; a config reads them as YAML 1.2 does, also
+    where no typed field converts them (model overrides, lists, schema sigmas)."""
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {name: lightning, overrides: {width: 5e-1, norm_shift: -1E0}}\n"
+                    "schema: {name: two, keypoints: [a, b], sigmas: [2.5e-2, 1e-1]}\n"
+                    "optim: {lr: 1.0e-3}\n")
+    cfg = load_config(path, ["model.overrides.norm_scale=[1e-2, 1e-2, 1e-2]", "optim.weight_decay=1e-4"])
+    model = cfg.model_config()
+    assert model.width == 0.5 and model.norm_shift == -1.0 and model.norm_scale == (0.01, 0.01, 0.01)
+    assert cfg.keypoint_schema().sigmas == (0.025, 0.1)
+    assert cfg.optim.lr == 1e-3 and cfg.optim.weight_decay == 1e-4
+    with pytest.raises(MoveNetError, match=r"c.yaml: model width must be a number > 0, got '1e9x'"):
+        load_config(path, ["model.overrides.width=1e9x"])  # not a number: still a string, and refused

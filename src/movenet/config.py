@@ -246,7 +246,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
         if not p.is_file():
             raise MoveNetError(f"{p}: {'is a folder, not a config file' if p.is_dir() else 'file not found'}")
         try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8-sig")) or {}
+            raw = read_yaml(p.read_text(encoding="utf-8-sig")) or {}
         except yaml.YAMLError as e:
             raise MoveNetError(f"{p}: not valid YAML ({' '.join(str(e).split())})") from None
         except UnicodeDecodeError:
@@ -340,12 +340,28 @@ class ConfigError(ValueError):
     pass
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reading numbers with an exponent as YAML 1.2 does: ``1e-4``, ``3e9``
+    and ``1.0e9`` are floats (YAML 1.1 wants a dot and a signed exponent, ``1.0e+9``, and reads
+    the others as strings)."""
+
+
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def read_yaml(text: str):
+    """A config's YAML text -> Python values (``yaml.safe_load`` with YAML 1.2's exponents)."""
+    return yaml.load(text, Loader=_ConfigLoader)
+
+
 def _apply_override(raw: dict, item: str, label: str) -> None:
     key, sep, text = item.partition("=")
     if not sep or not key:
         raise MoveNetError(f"{label}: override {item!r} is not key=value")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = read_yaml(text) if text.strip() else ""
     except yaml.YAMLError:
         value = text
     _field_type(TrainConfig, key.split("."), label)  # fail early on unknown keys
@@ -447,7 +463,7 @@ def convert(tp, value: Any, key: str):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
+        if isinstance(value, str):  # ("3e-4" in a mapping given from Python)
             try:
                 value = float(value)
             except ValueError:
