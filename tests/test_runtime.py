@@ -309,3 +309,31 @@ def test_file_predictor_passes_spinning_on(monkeypatch, tmp_path):
     got = {}
     monkeypatch.setattr(predict, "OnnxPredictor", lambda spec, **kw: got.update(kw) or "p")
     assert predict.file_predictor(str(tmp_path / "m.onnx"), spinning=False) == "p" and got["spinning"] is False
+
+
+def test_a_box_that_is_not_square_grows_to_a_square_around_its_centre():
+    """A person's box (taller than wide) is looked at unstretched: as the square of its longer
+    side around its centre, and keypoints map back through that square."""
+    from movenet.image import to_image_coords
+    from movenet.runtime import Predictor
+
+    class Recorder(Predictor):
+        input_size = 32
+
+        def run(self, batch):
+            self.batch = batch
+            return batch
+
+        def postprocess(self, outputs, box):
+            self.box = box
+            return to_image_coords(np.array([[0.5, 0.5, 1.0]]), box)  # the crop's centre
+
+    img = np.random.default_rng(0).integers(0, 256, (100, 120, 3), dtype=np.uint8)
+    p = Recorder()
+    for box, square in (((10, 20, 30, 60), (-5, 20, 60, 60)), ((40, 30, 50, 20), (40, 15, 50, 50))):
+        centre = p(img, box)[0, :2]
+        got_box, got_batch = p.box, p.batch
+        assert got_box == pytest.approx(square)
+        np.testing.assert_allclose(centre, [box[0] + box[2] / 2, box[1] + box[3] / 2])
+        p(img, square)
+        np.testing.assert_array_equal(got_batch, p.batch)

@@ -41,6 +41,9 @@ class Predictor:
         if not ok:
             raise MoveNetError(f"box (x0, y0, width, height) needs 4 finite numbers with width, height > 0, "
                                f"got {box!r}")
+        x0, y0, w, h = (float(v) for v in box)
+        side = max(w, h)  # a person's box grows to a square around its centre: no stretched people
+        box = (x0 + (w - side) / 2, y0 + (h - side) / 2, side, side)
         return self._to_batch(crop_and_resize(img, box, self.input_size)), box
 
     @staticmethod
@@ -54,7 +57,8 @@ class Predictor:
 
     def __call__(self, img: np.ndarray, box: tuple[float, float, float, float] | None = None) -> np.ndarray:
         """RGB uint8 image -> [K,3] (x, y, score) in image pixels. With ``box`` = (x0, y0, w, h)
-        only that region is looked at (it may extend past the image)."""
+        only that region is looked at (it may extend past the image), grown to a square around
+        its centre where w and h differ."""
         batch, box = self.preprocess(img) if box is None else self.preprocess_crop(img, box)
         return self.postprocess(self.run(batch), box)
 
