@@ -132,3 +132,16 @@ def test_to_rgb8_rounds_16_bit_and_swaps_bgra():
     from movenet.image import to_rgb8
     assert to_rgb8(np.full((1, 1), 2770, np.uint16))[0, 0, 0] == 11  # 2770 / 257 = 10.78
     assert to_rgb8(np.array([[[255, 0, 0, 255]]], np.uint8))[0, 0].tolist() == [0, 0, 255]
+
+
+def test_a_png_cut_short_is_one_line_and_trailing_bytes_are_harmless(tmp_path, capfd):
+    img = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "full.png"), img)
+    data = (tmp_path / "full.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[:len(data) // 2])
+    (tmp_path / "tail.png").write_bytes(data + b"\x00" * 100)  # bytes after IEND: libpng ignores them
+    capfd.readouterr()
+    with pytest.raises(MoveNetError, match=r"cut.png: not a readable image \(a PNG cut short: no IEND chunk\)"):
+        read_image(tmp_path / "cut.png")
+    assert capfd.readouterr().err == ""  # (libpng's own line stayed out)
+    np.testing.assert_array_equal(read_image(tmp_path / "tail.png"), img[:, :, ::-1])

@@ -29,12 +29,24 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise MoveNetError(f"{path}: cannot read ({e.strerror or e})") from None
     if data.size == 0:
         raise MoveNetError(f"{path}: empty file")
+    if _truncated_png(data):  # (libpng would print a line of its own before failing)
+        raise MoveNetError(f"{path}: not a readable image (a PNG cut short: no IEND chunk)")
     # ANYDEPTH | ANYCOLOR: 16-bit and grey kept, alpha dropped, and the EXIF orientation applied
     # (a phone photo comes upright, as viewers and labelling tools show it); UNCHANGED ignores it.
     img = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if img is None or img.size == 0:
         raise MoveNetError(f"{path}: not a readable image (corrupt or unsupported format)")
     return to_rgb8(img)
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _truncated_png(data: np.ndarray) -> bool:
+    """A PNG file without its closing IEND chunk (a copy or download that stopped early)."""
+    if data[:8].tobytes() != PNG_SIGNATURE:
+        return False
+    return data[-12:].tobytes()[4:8] != b"IEND" and data.tobytes().rfind(b"IEND") < 0
 
 
 def size_mismatch(path: str | os.PathLike, shape: tuple[int, ...], width: int, height: int) -> str | None:
