@@ -49,11 +49,28 @@ def test_lsp_and_lsp_extended_layouts_read_the_same_people(tmp_path):
     np.testing.assert_array_equal(kpts_a, kpts_b)
     for lsp_idx, coco_idx in LSP_TO_COCO.items():  # LSP's flag 1 = occluded -> COCO v 1
         np.testing.assert_allclose(kpts_a[:, coco_idx, 0], joints[0, lsp_idx], rtol=1e-6)
+        np.testing.assert_allclose(kpts_a[:, coco_idx, 1], joints[1, lsp_idx], rtol=1e-6)
         np.testing.assert_array_equal(kpts_a[:, coco_idx, 2], np.where(joints[2, lsp_idx] > 0.5, 1, 2))
     out = tmp_path / "lspet.json"
     assert main(["data", "convert", str(extended), str(out)]) == 0
     data = load_keypoint_dataset(out, check_files=True)
     assert [(e.width, e.height) for e in data.images] == [(W, H)] * 3
+
+
+def test_lsp_joints_are_named_as_lsp_orders_them_and_boxed_by_their_extent(tmp_path):
+    from movenet.datasets import lsp_to_coco
+    from movenet.schema import COCO17
+
+    lsp_order = ["right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "right_wrist",
+                 "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist"]  # then neck, head top
+    assert {i: COCO17.keypoints[c] for i, c in LSP_TO_COCO.items()} == dict(enumerate(lsp_order))
+    joints = lsp_joints(2)
+    coco = lsp_to_coco(write_lsp(tmp_path / "lsp", joints))
+    for ann, n in zip(coco["annotations"], range(2)):
+        xy = joints[:2, :12, n].T  # the 12 limb joints
+        (x0, y0), (x1, y1) = xy.min(axis=0), xy.max(axis=0)
+        np.testing.assert_allclose(ann["bbox"], [x0, y0, x1 - x0, y1 - y0], rtol=1e-6)
+        assert ann["area"] == pytest.approx((x1 - x0) * (y1 - y0))
 
 
 @pytest.mark.parametrize("content, message", [

@@ -78,6 +78,10 @@ def _break(raw: dict, how: str) -> dict:
     elif how == "no person":  # a "human" category with 17 keypoint names would do
         raw["categories"][0]["name"] = "human"
         del raw["categories"][0]["keypoints"]
+    elif how == "negative box height":
+        ann["bbox"] = [0, 0, 10, -5]
+    elif how == "duplicate image id":
+        raw["images"][1]["id"] = raw["images"][0]["id"]
     elif how == "schema mismatch":
         raw["categories"][0]["keypoints"] = raw["categories"][0]["keypoints"][:13]
     return raw
@@ -91,6 +95,7 @@ def _break(raw: dict, how: str) -> dict:
     ("bad visibility", "visibility must be 0, 1 or 2"), ("no file_name", "needs 'id' and 'file_name'"),
     ("no person", "no 'person' category, nor one category with 17 keypoints"), ("schema mismatch", "has 13 keypoints"),
     ("negative size", "negative size -5x"),
+    ("negative box height", "bbox must be [x, y, w, h] with w, h >= 0"), ("duplicate image id", "duplicate image id"),
 ])
 def test_loader_rejects_malformed_annotations(tmp_path, coco_mini, how, message):
     raw = _break(json.loads((coco_mini / "person_keypoints.json").read_text()), how)

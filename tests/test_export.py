@@ -201,3 +201,60 @@ def test_parity_error_is_relative_to_the_output_scale():
     big = np.array([-40.0, 3.0, 12.0])
     assert parity_error(big, big + 2e-3) == pytest.approx(5e-5)  # regression: relative to 40
     assert parity_error(big, big + np.array([0, 1.0, 0])) > 1e-4
+
+
+# ---------------------------------------------------------------- edges found by mutation testing
+def _small_model(seed: int = 0, input_size: int = 96):
+    torch.manual_seed(seed)
+    return create_model("mobilenetv2_050", input_size=input_size).eval()
+
+
+def test_metadata_says_how_to_feed_the_model(tmp_path):
+    from movenet.pretrained import imagenet_normalisation, set_input_normalisation
+
+    model = _small_model()
+    set_input_normalisation(model, **imagenet_normalisation())
+    meta = read_metadata(export_onnx(model, tmp_path / "m.onnx", opset=13))
+    cfg = model.config
+    assert meta["normalisation"] == {"inside_graph": True, "mean": list(cfg.norm_mean), "scale": list(cfg.norm_scale),
+                                     "shift": cfg.norm_shift, "formula": "(image - mean) * scale - shift"}
+    assert meta["normalisation"]["mean"][0] == pytest.approx(255 * 0.485)
+    assert meta["input"] == {"name": "image", "layout": "NCHW", "dtype": "float32", "color": "RGB",
+                             "range": [0, 255], "dynamic_batch": False}
+    assert meta["opset"] == 13 and meta["input_size"] == 96
+
+
+def test_the_parity_check_is_tight_and_runs_the_batch_and_the_given_images(tmp_path, monkeypatch):
+    import onnxruntime
+
+    model = _small_model()
+    path = export_onnx(model, tmp_path / "m.onnx")
+    nudged = _small_model()
+    with torch.no_grad():
+        nudged.offset.out.bias += 3e-3  # an output 3e-3 off: 30x the bound
+    with pytest.raises(MoveNetError, match=r"differs from PyTorch \(offsets "):
+        verify_onnx(nudged, path, [BUILTIN_IMAGE])
+    batches = []
+
+    class Recording(onnxruntime.InferenceSession):
+        def run(self, names, feeds, *args, **kwargs):
+            batches.append(len(next(iter(feeds.values()))))
+            return super().run(names, feeds, *args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", Recording)
+    export_onnx(model, tmp_path / "dyn.onnx", dynamic_batch=True, verify_images=[BUILTIN_IMAGE])
+    assert batches == [1, 1, 3]  # each image, then all of them (and the first again) as one batch
+    monkeypatch.undo()
+    with pytest.raises(MoveNetError, match=r"missing.jpg: file not found"):
+        export_onnx(model, tmp_path / "v.onnx", verify_images=[tmp_path / "missing.jpg"])
+    assert not (tmp_path / "v.onnx").exists()
+
+
+def test_the_export_cache_keeps_sizes_apart(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOVENET_HOME", str(tmp_path / "home"))
+    ckpt = tmp_path / "small.pt"
+    save_checkpoint(ckpt, _small_model())
+    plain = export_onnx_cached(str(ckpt), verbose=False)
+    sized = export_onnx_cached(f"{ckpt}@128", verbose=False)
+    assert plain != sized
+    assert read_metadata(plain)["input_size"] == 96 and read_metadata(sized)["input_size"] == 128

@@ -124,6 +124,23 @@ def test_people_without_joints_get_the_center_scale_box(tmp_path):
     assert "neck" not in ann and "head_box" not in ann
 
 
+def test_a_hidden_joint_on_the_image_edge_is_annotated_and_a_head_needs_both_points(tmp_path):
+    """MPII's missing-joint marker is (-1, -1) or (0, 0), both coordinates: a hidden joint at
+    x = 0 is annotated (occluded). The head size for PCKh needs the neck and the head top."""
+    edge = joints()
+    edge[3] = (0, 50)  # left hip, hidden, on the left edge
+    no_head_top = joints()
+    no_head_top[9] = (-1, -1)
+    vis = [1] * 16
+    vis[3] = vis[9] = 0
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps([record("e.jpg", edge, vis), record("h.jpg", no_head_top, vis)]))
+    first, second = mpii_to_coco(path)["annotations"]
+    assert coco_kpts(first)[COCO17.index("left_hip")].tolist() == [-0.5, 49.5, 1.0]
+    assert first["num_keypoints"] == 12 and "head_top" in first
+    assert "neck" not in second and "head_top" not in second
+
+
 def test_records_without_joints_vis_or_without_joints(tmp_path):
     xy = joints()
     xy[4] = (-1, -1)

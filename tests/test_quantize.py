@@ -201,3 +201,61 @@ def test_other_backbones_quantize_with_their_stem_in_float(name, calib, tmp_path
                for n in graph.node)  # while the rest is quantized
     if name.startswith("mobilenetv3"):  # stem and first block float: no activation quantized in the stem either
         assert not [n.name for n in graph.node if n.op_type == "QuantizeLinear" and "/backbone/stem/" in n.name]
+
+
+# ---------------------------------------------------------------- edges found by mutation testing
+def test_the_budget_is_on_what_int8_loses_and_percentile_reaches_the_calibrator():
+    from movenet.quantize import AccuracyCheck, QuantConfig, _extra_options
+
+    assert not AccuracyCheck(0.80, 0.50, 10, 0.01).passed  # int8 far worse
+    assert AccuracyCheck(0.80, 0.795, 10, 0.01).passed and AccuracyCheck(0.80, 0.85, 10, 0.01).passed
+    assert AccuracyCheck(0.80, 0.50, 10, 0.01).drop == pytest.approx(0.30)
+    assert _extra_options(QuantConfig(method="percentile", percentile=99.0), 8)["CalibPercentile"] == 99.0
+    assert "CalibPercentile" not in _extra_options(QuantConfig(method="minmax"), 8)
+
+
+def test_limb_pck_takes_the_torso_from_the_labels_not_the_prediction():
+    gt = np.zeros((2, 17, 3), np.float32)
+    gt[:, 5:17, 2] = 2
+    gt[:, 12, :2] = (30, 40)  # torso 50 px -> 10 px
+    gt[:, [6, 7, 8, 9, 10, 11, 13, 14, 15, 16], :2] = 100
+    pred = gt.copy()
+    pred[:, 5, :2] += 500  # a wrong shoulder: missed, and it must not widen the threshold
+    pred[:, 7, 0] += 15  # missed at 10 px
+    assert limb_pck(pred, gt) == pytest.approx(20 / 24)
+
+
+def test_int8_activations_are_uint8_and_the_check_runs_the_int8_file(fp32_onnx, int8_onnx, lsp_dir, tmp_path):
+    import torch
+
+    from movenet.model import create_model
+
+    graph = onnx.load(str(int8_onnx)).graph
+    inits = {i.name: i for i in graph.initializer}
+    zero_points = [inits[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    assert zero_points and all(z.data_type == onnx.TensorProto.UINT8 for z in zero_points)
+    torch.manual_seed(0)
+    untrained = export_onnx(create_model("lightning").eval(), tmp_path / "untrained.onnx")
+    result = check_accuracy(fp32_onnx, untrained, lsp_dir, max_drop=SMALL_SET_BUDGET, indices=slice(300, 310))
+    assert result.fp32_pck > 0.6 and result.int8_pck < 0.3 and not result.passed
+
+
+def test_broken_metadata_and_keep_float_that_names_nothing(fp32_onnx, calib, tmp_path):
+    import warnings
+
+    from movenet.errors import DataWarning
+    from movenet.quantize import QuantConfig
+
+    proto = onnx.load(str(fp32_onnx))
+    del proto.metadata_props[:]
+    proto.metadata_props.add(key="movenet", value="{broken")
+    onnx.save(proto, str(tmp_path / "broken.onnx"))
+    with pytest.raises(MoveNetError, match=r"broken.onnx: broken movenet metadata"):
+        quantize_onnx(tmp_path / "broken.onnx", tmp_path / "int8.onnx", calib[:2], DEFAULT_CONFIG)
+    assert not (tmp_path / "int8.onnx").exists()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quantize_onnx(fp32_onnx, tmp_path / "int8.onnx", calib[:2],
+                      QuantConfig(keep_float=("/nope/",), equalize_alpha=0.0))
+    assert any(issubclass(w.category, DataWarning) and "keep_float ['/nope/'] names no node" in str(w.message)
+               for w in caught)

@@ -434,3 +434,50 @@ def test_a_flip_swaps_the_left_and_right_labels_of_every_person_in_view(tmp_path
     sample = ds[0]
     x, y = f_others[0, 9, :2] // 4
     assert sample["heatmaps"][9, int(y), int(x)] == 1.0
+
+
+# ---------------------------------------------------------------- edges found by mutation testing (data)
+def test_subsets_and_merged_sources_keep_each_person_on_its_image(coco_mini):
+    from movenet.datasets import concat_datasets
+
+    ds = load_keypoint_dataset(coco_mini)
+    ids = [e.id for e in ds.images]
+    sub = ds.subset(ids[:5])
+    assert {a["image_id"] for a in sub.coco["annotations"]} <= set(ids[:5])
+    assert len(sub.coco["annotations"]) == sub.num_people == sum(len(e.people) for e in ds.images[:5])
+    both = concat_datasets([sub, ds.subset(ids[5:9])])
+    image_ids = {im["id"] for im in both.coco["images"]}
+    assert len(image_ids) == 9 and {a["image_id"] for a in both.coco["annotations"]} <= image_ids
+    per_image = {e.id: len(e.people) for e in both.images}
+    counted = {i: sum(a["image_id"] == i for a in both.coco["annotations"]) for i in per_image}
+    assert counted == per_image
+
+
+def test_keypoints_on_an_image_edge_stay_labelled(coco_mini):
+    raw = json.loads((coco_mini / "person_keypoints.json").read_text())
+    ann = next(a for a in raw["annotations"] if a.get("num_keypoints", 0) > 3)
+    ann["keypoints"][0:3] = [0, 30, 2]  # on the left edge: a point, not the (0, 0) placeholder
+    ann["keypoints"][3:6] = [40, 0, 1]  # on the top edge
+    ds = load_keypoint_dataset(raw, image_root=coco_mini / "images")
+    person = next(p for e in ds.images for p in e.people if p.id == ann["id"])
+    assert person.keypoints[0].tolist() == [0, 30, 2] and person.keypoints[1].tolist() == [40, 0, 1]
+
+
+def test_a_small_source_still_gets_a_validation_image_and_sources_keep_their_weights(tmp_path):
+    from movenet.samples import split_image_ids
+    from train_helpers import write_coco_folder
+
+    write_coco_folder(tmp_path / "a", 3, 64)
+    write_coco_folder(tmp_path / "b", 2, 64)
+    a, b = load_keypoint_dataset(tmp_path / "a"), load_keypoint_dataset(tmp_path / "b")
+    train, val = split_image_ids(a, 0.1)
+    assert len(val) == 1 and len(train) == 2  # round(0.3) = 0, yet a validation split was asked for
+    cfg = DataConfig(input_size=64, sources=[{"path": str(tmp_path / "a"), "weight": 1.0},
+                                             {"path": str(tmp_path / "b"), "weight": 3.0}])
+    data = PoseSampleDataset([a, b], cfg, train=False, verbose=False)
+    assert data.source_weights == [1.0, 3.0]
+    weights = samples.sample_weights(data, AugmentConfig(source_balance=True)).numpy()
+    source = data.index.image_source[data.index.image_of[data.index.targets]]
+    per_source = [weights[source == s].sum() for s in (0, 1)]
+    assert per_source[1] / per_source[0] == pytest.approx(3.0)
+    assert weights.mean() == pytest.approx(1.0)  # (an unlabelled image beside them weighs 1)

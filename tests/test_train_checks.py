@@ -49,7 +49,9 @@ SMOKE = os.path.join(os.path.dirname(__file__), "..", "configs", "smoke.yaml")
     ("optim.lr=.inf", "optim.lr: expected a finite number, got inf"),
     ("loss.bone=-1", "loss.bone must be >= 0"),
     ("data.sources=[{path: x, weight: abc}]", "a data source's weight must be a number, got 'abc' for x"),
-    ("data.sources=[{path: x, weight: 0}]", "a data source's weight must be > 0, got 0.0 for x"),
+    ("data.sources=[{path: x, weight: 0}]", "a data source's weight must be a finite number > 0, got 0.0 for x"),
+    ("data.sources=[{path: x, weight: .inf}]", "a data source's weight must be a finite number > 0, got inf for x"),
+    ("data.sources=[{path: x, weight: true}]", "a data source's weight must be a number, got True for x"),
     ("data.regression_radius=-1", "data.regression_radius must be >= 0 (0: one cell), got -1"),
     ("data.offset_radius=-2", "data.offset_radius must be >= 0"),
     ("data.center_sigma_scale=0", "data.center_sigma_scale must be > 0, got 0.0"),
@@ -64,6 +66,14 @@ SMOKE = os.path.join(os.path.dirname(__file__), "..", "configs", "smoke.yaml")
     ("augment.brightness=1.5", "augment.brightness must be in [0, 1.0], got 1.5"),
     ("seed=-1", "seed must be in [0, 2^32), got -1"),
     ("data.split_seed=-1", "data.split_seed must be in [0, 2^32), got -1"),
+    ("epochs=true", "epochs: expected an integer, got True"),
+    ("optim.betas=[0.9,0.99,0.5]", "optim.betas: expected 2 values, got 3"),
+    ("optim.betas=[0.9,1]", "optim.betas must be two values in [0, 1), got (0.9, 1.0)"),
+    ("ema.decay=1", "ema.decay must be in [0, 1), got 1.0"),
+    ("optim.lr=0", "optim.lr must be > 0, got 0.0"),
+    ("optim.milestones=[6,3]", "optim.milestones must be epochs > 0, in order, got [6.0, 3.0]"),
+    ("distill.alpha=1.5", "distill.alpha must be in 0..1, got 1.5"),
+    ("distill.center_alpha=-0.1", "distill.center_alpha must be in 0..1, got -0.1"),
     ("loss.bone=0.1", None),  # COCO-17 has a skeleton: fine
 ])
 def test_values_out_of_range_are_one_line_errors(override, message):
@@ -73,6 +83,13 @@ def test_values_out_of_range_are_one_line_errors(override, message):
     with pytest.raises(MoveNetError) as e:
         load_config(SMOKE, [override])
     assert str(e.value).startswith(f"{SMOKE}: ") and message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_settings_that_contradict_each_other_and_values_holding_an_equals_sign():
+    with pytest.raises(MoveNetError, match="final_init_weight mixes in the initial weights: it needs init lightning, "
+                                           "thunder or a checkpoint, not imagenet"):
+        load_config(SMOKE, ["init=imagenet", "final_init_weight=0.5"])
+    assert load_config(SMOKE, ["out_dir=runs/lr=3e-4"]).out_dir == "runs/lr=3e-4"  # split at the first '='
 
 
 def test_schemas_that_cannot_work_are_refused():

@@ -123,8 +123,10 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
+    from .export import read_metadata
+
     fp32_path, out_path = Path(fp32_path), Path(out_path)
-    info = read_movenet_metadata(fp32_path)
+    info = read_metadata(fp32_path)
     reader = ImageCalibrationReader(calib_images, int(info["input_size"]))
     with tempfile.TemporaryDirectory(prefix="movenet-quant-") as tmp:
         source = Path(tmp) / "prepared.onnx"
@@ -282,19 +284,6 @@ def excluded_nodes(model, prefixes: tuple[str, ...]) -> list[str]:
             names.append(node.name)
             node = producers[node.input[0]]
     return list(dict.fromkeys(names))
-
-
-def read_movenet_metadata(path: Path) -> dict:
-    import onnx
-
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # onnx raises DecodeError and others for a non-ONNX file
-        raise MoveNetError(f"{path}: not an ONNX model ({type(e).__name__})") from None
-    for prop in proto.metadata_props:
-        if prop.key == "movenet":
-            return json.loads(prop.value)
-    raise MoveNetError(f"{path}: no movenet metadata (export it with `movenet export`)")
 
 
 def _set_movenet_metadata(proto, info: dict) -> None:

@@ -8,6 +8,7 @@ counted in ``skipped`` and printed as one line when the index is built.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import warnings
@@ -101,11 +102,13 @@ def _source_dict(s) -> dict:
     if unknown:
         raise ValueError(f"unknown data source keys {sorted(unknown)} in {s!r}")
     try:
+        if isinstance(s.get("weight"), bool):
+            raise TypeError
         weight = float(s.get("weight", 1.0))
     except (TypeError, ValueError):
         raise ValueError(f"a data source's weight must be a number, got {s.get('weight')!r} for {s['path']}") from None
-    if not weight > 0:
-        raise ValueError(f"a data source's weight must be > 0, got {weight} for {s['path']}")
+    if not (math.isfinite(weight) and weight > 0):
+        raise ValueError(f"a data source's weight must be a finite number > 0, got {weight} for {s['path']}")
     root = s.get("image_root")
     return {"path": os.path.expanduser(str(s["path"])),  # (~ as a shell would; YAML does not)
             "image_root": os.path.expanduser(str(root)) if root is not None else None, "weight": weight}
