@@ -81,6 +81,9 @@ def test_two_process_training_matches_one_process(tmp_path):
     single = Trainer(cfg, tmp_path / "one", SyntheticPoses(8, 64, noise=30.0), None, build_loss(cfg), verbose=False)
     single.fit()
     assert single.state.step == 2
+    ours, theirs = r0["history"][-1], single.state.history[-1]  # the epoch's mean loss over all 8 samples
+    assert ours["train_images"] == theirs["train_images"] == 8
+    assert ours["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-4)
     for name, w in single.model.state_dict().items():
         if w.is_floating_point():
             torch.testing.assert_close(r0["weights"][name], w, rtol=1e-4, atol=1e-5, msg=name)

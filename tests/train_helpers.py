@@ -119,11 +119,13 @@ def tiny_config(**overrides) -> TrainConfig:
 
 
 class CountingLoss:
-    """The real loss, recording each training value; ``fail_at`` (call number) raises or returns nan."""
+    """The real loss, recording each training value and its terms; ``fail_at`` (call number)
+    raises (``failure`` "interrupt") or returns nan ("nan") or infinity ("inf")."""
 
     def __init__(self, cfg, fail_at: int | None = None, failure: str = "interrupt"):
         self.loss = build_loss(cfg)
         self.values: list[float] = []
+        self.parts: list[dict[str, float]] = []
         self.fail_at, self.failure = fail_at, failure
 
     def __call__(self, outputs, batch, *teacher):
@@ -133,9 +135,10 @@ class CountingLoss:
             if self.failure == "interrupt":
                 raise KeyboardInterrupt
             total, parts = self.loss(outputs, batch)
-            return total * float("nan"), parts
+            return total * float("inf" if self.failure == "inf" else "nan"), parts
         total, parts = self.loss(outputs, batch, *teacher)
         self.values.append(float(total.detach()))
+        self.parts.append({k: float(v) for k, v in parts.items()})
         return total, parts
 
 
