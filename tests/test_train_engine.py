@@ -264,3 +264,11 @@ def test_a_checkpoint_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     with pytest.raises(MoveNetError, match=r"other.pt: not a movenet checkpoint \(no 'movenet"):
         read_checkpoint(tmp_path / "other.pt")
     assert math.isfinite(read_checkpoint(path)["step"])
+
+
+def test_a_teacher_runs_in_eval_mode_and_must_predict_the_students_keypoint_count(small_teacher):
+    teacher = Teacher(create_model("mobilenetv2_050", input_size=64).train(), 0.5, 96)
+    assert not teacher.model.training  # (batch statistics of the student's batches would move it)
+    five = create_model("mobilenetv2_050", input_size=96, num_keypoints=5).config
+    with pytest.raises(MoveNetError, match=r"teacher .*teacher.pt: 17 keypoints, the student 5"):
+        Teacher.from_spec(str(small_teacher), 0.5, torch.device("cpu"), five)
