@@ -272,3 +272,13 @@ def test_a_teacher_runs_in_eval_mode_and_must_predict_the_students_keypoint_coun
     five = create_model("mobilenetv2_050", input_size=96, num_keypoints=5).config
     with pytest.raises(MoveNetError, match=r"teacher .*teacher.pt: 17 keypoints, the student 5"):
         Teacher.from_spec(str(small_teacher), 0.5, torch.device("cpu"), five)
+
+
+def test_an_ema_turned_on_at_a_resume_starts_from_the_runs_weights(tmp_path):
+    cfg = resume_config(epochs=1, **{"ema.enabled": False})
+    resume_trainer(cfg, tmp_path, CountingLoss(cfg)).fit()
+    on = resume_config(epochs=2)
+    resumed = resume_trainer(on, tmp_path, CountingLoss(on))
+    resumed.resume(tmp_path / LAST)
+    trained = read_checkpoint(tmp_path / LAST)["state_dict"]
+    assert _same(resumed.ema.module.state_dict(), trained) and _same(resumed.model.state_dict(), trained)

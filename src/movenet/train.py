@@ -748,6 +748,8 @@ class Trainer:
             self.scaler.load_state_dict(ts["scaler"])
             if self.ema is not None and ts["ema"] is not None:
                 self.ema.load_state_dict(ts["ema"])
+            elif self.ema is not None:  # EMA turned on for the rest of a run: it starts from the run's weights
+                self.ema.module.load_state_dict(self.model.state_dict())
         except (RuntimeError, ValueError, KeyError) as e:
             raise MoveNetError(f"{path}: training state does not fit this configuration "
                                f"({str(e).strip().splitlines()[0]})") from None
