@@ -18,7 +18,7 @@ from movenet.errors import MoveNetError
 from movenet.model import create_model
 from movenet.train import (BEST, FINAL, LAST, NonFiniteLoss, Trainer, batch_norms_folded, build_model,
                            build_optimizer, evaluate, lr_factor)
-from train_helpers import (CountingLoss, SyntheticPoses, resume_config, resume_trainer, tiny_config, untimed,
+from train_helpers import (CountingLoss, SyntheticPoses, resume_config, resume_trainer, tiny_config,
                            val_data)
 
 

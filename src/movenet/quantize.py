@@ -7,7 +7,6 @@ hip) over the 12 limb joints (COCO 5..16), one whole-image pass per image, as on
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -123,7 +122,7 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    from .export import read_metadata
+    from .export import read_metadata, set_metadata
 
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     info = read_metadata(fp32_path)
@@ -159,7 +158,7 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
             quantized = onnx.load(str(tmp_out))
             info = {**info, "quantization": {**asdict(config), "calibration_images": len(reader.images),
                                              "excluded_nodes": exclude, "equalized": equalized}}
-            _set_movenet_metadata(quantized, info)
+            set_metadata(quantized, info)
             onnx.save(quantized, str(tmp_out))
     return out_path
 
@@ -284,11 +283,6 @@ def excluded_nodes(model, prefixes: tuple[str, ...]) -> list[str]:
             names.append(node.name)
             node = producers[node.input[0]]
     return list(dict.fromkeys(names))
-
-
-def _set_movenet_metadata(proto, info: dict) -> None:
-    from .export import set_metadata
-    set_metadata(proto, info)
 
 
 # ---------------------------------------------------------------- accuracy check
