@@ -5,8 +5,6 @@ optimiser's groups, folded batch norms, the random state of a resume, the teache
 share, and checkpoints written atomically."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -263,7 +261,6 @@ def test_a_checkpoint_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(MoveNetError, match=r"other.pt: not a movenet checkpoint \(no 'movenet"):
         read_checkpoint(tmp_path / "other.pt")
-    assert math.isfinite(read_checkpoint(path)["step"])
 
 
 def test_a_teacher_runs_in_eval_mode_and_must_predict_the_students_keypoint_count(small_teacher):
