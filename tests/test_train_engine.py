@@ -123,6 +123,18 @@ def test_an_epochs_losses_are_means_over_its_samples_and_reach_tensorboard(tmp_p
         assert [e.step for e in events.Scalars(tag)] == [1, 2, 3, 4], tag
 
 
+def test_tensorboard_logs_the_learning_rate_each_step_was_taken_with(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = tiny_config(**{"model.overrides.input_size": 64, "batch_size": 2, "threads": 1, "log.tensorboard": True,
+                         "log.every_steps": 1, "optim.warmup_epochs": 1.0})
+    Trainer(cfg, tmp_path, SyntheticPoses(4, 64, repeat=2), None, CountingLoss(cfg), verbose=False).fit()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    logged = [e.value for e in events.Scalars("train/lr")]
+    assert logged == pytest.approx([cfg.optim.lr * lr_factor(s, cfg, 4) for s in range(4)])  # 1/4, 2/4, ...
+
+
 def test_validation_runs_every_val_every_epochs_and_at_the_end(tmp_path):
     cfg = tiny_config(**{"model.overrides.input_size": 64, "batch_size": 2, "threads": 1, "epochs": 5,
                          "val_every": 2})

@@ -956,6 +956,7 @@ class Trainer:
                    file=sys.stderr, leave=False)
         for batch in bar:
             batch = to_device(batch, env.device)
+            lr = self.optimizer.param_groups[0]["lr"]  # this step's (the schedule then moves on)
             loss, parts = self._step(batch)
             n = len(batch["image"])
             s.epoch_images += n * env.world_size
@@ -966,8 +967,8 @@ class Trainer:
                 self.writer.add_scalar("train/loss", float(loss), s.step)
                 for k, v in parts.items():
                     self.writer.add_scalar(f"train/{k}", float(v), s.step)
-                self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], s.step)
-            bar.set_postfix(loss=f"{float(loss):.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+                self.writer.add_scalar("train/lr", lr, s.step)
+            bar.set_postfix(loss=f"{float(loss):.4f}", lr=f"{lr:.2e}")
             if self._stop_agreed():
                 bar.close()
                 self._save_within_epoch()
