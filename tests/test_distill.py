@@ -154,13 +154,27 @@ def test_a_teacher_must_know_the_students_keypoints_by_name(tmp_path):
     from movenet.schema import schema_from_config
 
     five = {"name": "five", "keypoints": ["a", "b", "c", "d", "e"]}
-    model = create_model("mobilenetv2_050", input_size=64, head_channels=32, num_keypoints=5)
-    save_checkpoint(tmp_path / "t.pt", model, schema_from_config({**five, "keypoints": ["b", "a", "c", "d", "e"]}))
+    torch.manual_seed(0)
+    model = create_model("mobilenetv2_050", input_size=64, head_channels=32, num_keypoints=5).eval()
+    save_checkpoint(tmp_path / "t.pt", model, schema_from_config({**five, "keypoints": ["b", "x", "a", "d", "c"]}))
     student = config_from_dict({"schema": five, "model": {"name": "mobilenetv2_050"}})
-    with pytest.raises(MoveNetError, match=r"t.pt: its keypoints \['b', 'a', 'c', 'd', 'e'\] are not the student's "
-                                           r"\['a', 'b', 'c', 'd', 'e'\]"):
+    with pytest.raises(MoveNetError, match=r"t.pt: predicts the keypoints of five, without e of the student's five"):
         Teacher.from_spec(str(tmp_path / "t.pt"), 0.5, torch.device("cpu"), student.model_config(),
                           student_schema=student.keypoint_schema())
+    # a teacher of the student's keypoints in another order, and others: its maps come in the student's order
+    three = config_from_dict({"schema": {"name": "three", "keypoints": ["c", "A", "b"]},
+                              "model": {"name": "mobilenetv2_050", "overrides": {"input_size": 96}}})
+    teacher = Teacher.from_spec(str(tmp_path / "t.pt"), 0.5, torch.device("cpu"), three.model_config(),
+                                student_schema=three.keypoint_schema())
+    images = torch.rand(2, 3, 96, 96) * 255
+    with torch.no_grad():
+        heat, center, reg, off = model(torch.nn.functional.interpolate(images, size=(64, 64), mode="bilinear",
+                                                                       align_corners=False))
+    ours = [4, 2, 0]  # c, a, b in the teacher's b, x, a, d, c
+    xy = [c for k in ours for c in (2 * k, 2 * k + 1)]
+    expected = resample_outputs((heat[:, ours], center, reg[:, xy], off[:, xy]), 24)
+    for got, want in zip(teacher.outputs(images), expected):
+        torch.testing.assert_close(got, want)
     with pytest.raises(MoveNetError, match="distill.unlabeled and distill.unlabeled_fraction need distill.teacher"):
         config_from_dict({"distill": {"unlabeled": ["photos"]}})
     with pytest.raises(MoveNetError, match="loss.distill_only_unlabelled .* needs distill.unlabeled"):
