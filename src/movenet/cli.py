@@ -233,8 +233,7 @@ def add_eval(sub) -> None:
     p.add_argument("--model", action="append", dest="models", metavar="MODEL",
                    help="lightning, thunder, a checkpoint .pt, a TF.js model.json, an exported .onnx, or a "
                    "MoveNet-format .onnx/.tflite; NAME@SIZE runs NAME at another input size, e.g. lightning@224; "
-                   "repeat to "
-                   "compare (default: lightning)")
+                   "repeat to compare (default: lightning)")
     p.add_argument("--protocol", choices=["whole", "topdown"], default="whole",
                    help="whole image (one-person images) or one crop per ground-truth box")
     p.add_argument("--out", default="eval-report", help="report folder (default: eval-report)")

@@ -127,8 +127,7 @@ def data_keypoints(predictor: Predictor, label: str, dataset: KeypointDataset) -
     missing = [name for name in ours if name not in found]
     if missing:
         raise MoveNetError(f"{label}: predicts the {k} keypoints of {predictor.schema.name}, without "
-                           f"{some_of(missing)} of the data's "
-                           f"{dataset.schema.name} ({len(ours)})")
+                           f"{some_of(missing)} of the data's {dataset.schema.name} ({len(ours)})")
     return np.array([theirs.index(found[name]) for name in ours])
 
 
