@@ -145,3 +145,24 @@ def test_a_png_cut_short_is_one_line_and_trailing_bytes_are_harmless(tmp_path, c
         read_image(tmp_path / "cut.png")
     assert capfd.readouterr().err == ""  # (libpng's own line stayed out)
     np.testing.assert_array_equal(read_image(tmp_path / "tail.png"), img[:, :, ::-1])
+
+
+def test_a_png_with_a_damaged_image_chunk_is_one_line(tmp_path, capfd):
+    import struct
+    import zlib
+    img = np.random.default_rng(1).integers(0, 256, (30, 20, 3), dtype=np.uint8)
+    data = bytearray(cv2.imencode(".png", img)[1].tobytes())
+    idat = data.find(b"IDAT")
+    flipped = bytearray(data)
+    flipped[idat + 10] ^= 0x01  # one bit of the pixel data, its CRC unchanged
+    (tmp_path / "flip.png").write_bytes(flipped)
+    capfd.readouterr()
+    with pytest.raises(MoveNetError, match=r"flip.png: not a readable image \(a damaged PNG: CRC error in its IDAT chunk\)"):
+        read_image(tmp_path / "flip.png")
+    assert capfd.readouterr().err == ""
+    # A damaged text chunk does not stop the image (libpng skips it); a good one changes nothing.
+    body = b"Comment\x00hello"
+    for crc, name in ((zlib.crc32(b"tEXt" + body), "text.png"), (zlib.crc32(b"tEXt" + body) ^ 1, "badtext.png")):
+        chunk = struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", crc)
+        (tmp_path / name).write_bytes(bytes(data[:33]) + chunk + bytes(data[33:]))
+        np.testing.assert_array_equal(read_image(tmp_path / name), img[:, :, ::-1])

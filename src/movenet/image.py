@@ -3,6 +3,7 @@ resize, and map keypoints back to the original pixels. numpy + opencv only."""
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import cv2
@@ -29,8 +30,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise MoveNetError(f"{path}: cannot read ({e.strerror or e})") from None
     if data.size == 0:
         raise MoveNetError(f"{path}: empty file")
-    if _truncated_png(data):  # (libpng would print a line of its own before failing)
-        raise MoveNetError(f"{path}: not a readable image (a PNG cut short: no IEND chunk)")
+    damage = _png_damage(data)  # (libpng would print a line of its own before failing)
+    if damage:
+        raise MoveNetError(f"{path}: not a readable image ({damage})")
     # ANYDEPTH | ANYCOLOR: 16-bit and grey kept, alpha dropped, and the EXIF orientation applied
     # (a phone photo comes upright, as viewers and labelling tools show it); UNCHANGED ignores it.
     img = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
@@ -42,11 +44,28 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _truncated_png(data: np.ndarray) -> bool:
-    """A PNG file without its closing IEND chunk (a copy or download that stopped early)."""
-    if data[:8].tobytes() != PNG_SIGNATURE:
-        return False
-    return data[-12:].tobytes()[4:8] != b"IEND" and data.tobytes().rfind(b"IEND") < 0
+def _png_damage(data: np.ndarray) -> str | None:
+    """What is wrong with a PNG file's chunk structure, or None (also for other formats): cut short
+    before its IEND chunk (a copy or download that stopped early), or an image chunk whose CRC does
+    not match (bytes changed on the way). Ancillary chunks (text, colour profiles) are left to
+    libpng, which warns and skips a damaged one; bytes after IEND are ignored, as libpng ignores them."""
+    raw = memoryview(data).cast("B")  # (no copy: a photo's PNG is megabytes)
+    if bytes(raw[:8]) != PNG_SIGNATURE:
+        return None
+    pos = 8
+    while pos + 8 <= len(raw):
+        length = int.from_bytes(raw[pos:pos + 4], "big")
+        kind = bytes(raw[pos + 4:pos + 8])
+        end = pos + 12 + length
+        if end > len(raw):
+            break
+        critical = kind[:1].isupper()
+        if critical and zlib.crc32(raw[pos + 4:end - 4]) != int.from_bytes(raw[end - 4:end], "big"):
+            return f"a damaged PNG: CRC error in its {kind.decode('latin-1')} chunk"
+        if kind == b"IEND":
+            return None
+        pos = end
+    return "a PNG cut short: no IEND chunk"
 
 
 def size_mismatch(path: str | os.PathLike, shape: tuple[int, ...], width: int, height: int) -> str | None:
