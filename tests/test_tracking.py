@@ -127,14 +127,44 @@ def test_filter_is_scale_invariant_and_takes_the_scale_per_call():
         np.testing.assert_allclose(per_call(x, i / 30, scale=120.0), want, rtol=1e-12)
 
 
-def test_timestamps_not_increasing_pass_the_value_through():
+def test_a_repeated_timestamp_passes_through_and_an_earlier_one_starts_over():
     f = OneEuroFilter(scale=100.0)
     f(np.array([0.0]), 1.0)
     f(np.array([10.0]), 1.04)
-    assert f(np.array([50.0]), 1.04)[0] == 50.0
-    assert f(np.array([50.0]), 0.5)[0] == 50.0
+    assert f(np.array([50.0]), 1.04)[0] == 50.0  # (as TF.js; the state is unchanged)
+    rng = np.random.default_rng(0)
+    second = np.cumsum(rng.normal(0, 5, (20, 1)), axis=0)
+    fresh = OneEuroFilter(scale=100.0)
+    # Another video from t = 0: filtered as by a new filter, not passed through until t > 1.04
+    out = [f(x, i / 30) for i, x in enumerate(second)]
+    np.testing.assert_array_equal(out, [fresh(x, i / 30) for i, x in enumerate(second)])
+    assert not np.allclose(out, second)  # (filtered, not passed through)
     f.reset()
     assert f(np.array([7.0]), 0.0)[0] == 7.0
+
+
+def test_trackers_start_over_when_time_goes_back(monkeypatch):
+    rng = np.random.default_rng(0)
+    seq = [spread_pose(200 + 3 * i, 200, spread=60) for i in range(6)]
+    for s in seq:
+        s[:, :2] += rng.normal(0, 4, (17, 2))
+    frame = np.zeros((400, 400, 3), np.uint8)
+    reused, fresh = (PoseTracker(FakePredictor(s), refine=False) for s in (seq + seq, seq))
+    for i in range(6):
+        reused(frame, i / 30)
+    assert reused.crop is not None
+    for i in range(6):  # a second video: whole first frame, then the same crops and smoothing as anew
+        np.testing.assert_array_equal(reused(frame, i / 30), fresh(frame, i / 30))
+        assert reused.crop == fresh.crop
+    poses = iter([s[None] for s in seq + seq])
+    monkeypatch.setattr(tracking, "predict_people",
+                        lambda *a, **k: (next(poses).astype(np.float32), np.array([0.9], np.float32), None))
+    multi = MultiPoseTracker(FakePredictor([]), track=False, refine=False)
+    first = [multi(frame, i / 30) for i in range(6)]
+    second = [multi(frame, i / 30) for i in range(6)]
+    assert {int(ids[0]) for _, _, ids in first} == {1} and {int(ids[0]) for _, _, ids in second} == {2}
+    for (a, _, _), (b, _, _) in zip(first, second):
+        np.testing.assert_array_equal(a, b)
 
 
 # ---------------------------------------------------------------- crop region

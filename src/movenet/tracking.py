@@ -228,7 +228,9 @@ class OneEuroFilter:
     crop the model looked at: parameters relative to the model's view, whatever the person's
     size). Defaults: ``ONE_EURO``; TF.js' values are ``TFJS_ONE_EURO``, ``TFJS_ONE_EURO_2023``.
     Timestamps are in seconds; without them samples are 1 / ``frequency`` apart. A sample
-    whose timestamp is not after the previous one is returned unfiltered (as TF.js)."""
+    whose timestamp equals the previous one is returned unfiltered (as TF.js); an earlier one
+    starts the filter over (another video, or a seek back; TF.js would pass every sample
+    through unfiltered until the time caught up)."""
 
     def __init__(self, frequency: float = ONE_EURO["frequency"],
                  min_cutoff: float = ONE_EURO["min_cutoff"], beta: float = ONE_EURO["beta"],
@@ -260,7 +262,9 @@ class OneEuroFilter:
         scale = self.scale if scale is None else np.asarray(scale, np.float64)
         if timestamp is None:
             timestamp = 0.0 if self.last_time is None else self.last_time + 1.0 / self.frequency
-        if self.last_time is not None and timestamp <= self.last_time:
+        if self.last_time is not None and timestamp < self.last_time:
+            self.reset()
+        if self.last_time is not None and timestamp == self.last_time:
             return x.copy()
         if self.last_time is not None:
             self.frequency = 1.0 / (timestamp - self.last_time)
@@ -569,7 +573,7 @@ class PoseTracker:
     model looked at (TF.js: of the frame's width and height, the same for the whole frame of a
     square video); the next crop is computed from the smoothed keypoints, as TF.js.
     A pose score (mean keypoint score above 0.2) at or below ``reset_score`` resets the state
-    (TF.js: 0)."""
+    (TF.js: 0); so do a new frame size and a timestamp earlier than the last (another video)."""
 
     def __init__(self, predictor: Predictor, track: bool = True, smooth: bool = True,
                  filter_params: dict | None = None, crop_alpha: float = CROP_FILTER_ALPHA,
@@ -593,6 +597,7 @@ class PoseTracker:
         self.size: tuple[int, int] | None = None
         self.keypoint_filter: OneEuroFilter | None = None
         self.crop_tracker: CropTracker | None = None
+        self.last_time: float | None = None
 
     @property
     def crop(self) -> Box | None:
@@ -608,8 +613,9 @@ class PoseTracker:
     def __call__(self, frame: np.ndarray, timestamp: float | None = None) -> np.ndarray:
         check_rgb_image(frame)
         h, w = frame.shape[:2]
-        if self.size != (w, h):
+        if self.size != (w, h) or _went_back(timestamp, self.last_time):
             self._start(w, h)
+        self.last_time = timestamp if timestamp is not None else self.last_time
         if self.track:
             box = self.crop_tracker.current()
             if self.refine and self.crop_tracker.box is None:  # a look at the whole frame
@@ -645,7 +651,8 @@ class MultiPoseTracker:
     dropped (and not refined). Ids come from ``IdentityTracker`` (crop predictions keep their
     track's id). ``smooth``: a One Euro filter per id, in units of the tracking crop's side
     (of the whole frame's for people found in the whole frame). People scoring below
-    ``min_score`` (``decode.person_score``) are not reported."""
+    ``min_score`` (``decode.person_score``) are not reported. A new frame size or a timestamp
+    earlier than the last (another video) forgets the people seen (new ones get new ids)."""
 
     def __init__(self, predictor: Predictor, track: bool = True, smooth: bool = True, refine: bool = True,
                  max_people: int = 6, center_threshold: float | None = None, min_score: float = MIN_PERSON_SCORE,
@@ -670,14 +677,17 @@ class MultiPoseTracker:
         self.filters: dict[int, OneEuroFilter] = {}
         self.crops: dict[int, CropTracker] = {}
         self.size: tuple[int, int] | None = None
+        self.last_time: float | None = None
 
     def __call__(self, frame: np.ndarray, timestamp: float | None = None):
         check_rgb_image(frame)
         h, w = frame.shape[:2]
-        if self.size != (w, h):
+        if self.size != (w, h) or _went_back(timestamp, self.last_time):
             self.size = (w, h)
             self.filters.clear()
             self.crops.clear()
+            self.identity.tracks.clear()
+        self.last_time = timestamp if timestamp is not None else self.last_time
         poses, scores, fixed, views = self._crop_people(frame) if self.track else ([], [], [], [])
         kpts, det_scores, _ = predict_people(self.predictor, frame, None, self.max_people, self.center_threshold,
                                              self.min_score, self.refine, known=poses)
@@ -722,6 +732,10 @@ class MultiPoseTracker:
                 fixed.append(tid)
                 views.append(box[2])
         return poses, scores, fixed, views
+
+
+def _went_back(timestamp: float | None, last: float | None) -> bool:
+    return timestamp is not None and last is not None and timestamp < last
 
 
 def _same_person(a: np.ndarray, b: np.ndarray, min_overlap: float = 0.5,
