@@ -131,8 +131,9 @@ def test_a_custom_schema_trains_evaluates_predicts_exports_and_runs_on_video(tmp
         assert (f"coco17: predicts the 17 keypoints of coco17, without {', '.join(FIVE['keypoints'][:3])}, ... of the "
                 "data's stick5 (5)") in capsys.readouterr().err
     assert main(["calibrate", str(config), "--model", str(coco), "--out", str(tmp_path / "c.pt")]) == 2
-    assert f"coco17.pt: predicts the 17 keypoints of coco17, the data of {config} the 5 of stick5" \
-        in capsys.readouterr().err
+    assert (f"coco17.pt: predicts the 17 keypoints of coco17, without {', '.join(FIVE['keypoints'][:3])}, ... of the "
+            "data's stick5 (5)") in capsys.readouterr().err
+    assert not (tmp_path / "c.pt").exists()
 
     image = data / "images" / "0.png"
     onnx = tmp_path / "sticks.onnx"
@@ -252,3 +253,31 @@ def test_drawings_colour_sides_as_the_schema_pairs_them():
     img = draw_pose(np.zeros((100, 100, 3), np.uint8), kpts, schema)
     colours = [tuple(int(c) for c in img[int(y), int(x)]) for x, y, _ in kpts]
     assert colours == [CENTER, LEFT, RIGHT, LEFT, RIGHT]
+
+
+def test_calibrate_scores_lightning_on_a_schema_of_some_of_its_keypoints(tmp_path, lsp_dir, lightning, capsys):
+    """Google's 17 beside a config of LSP's 12 limb joints in another order: calibrated on those
+    12, as the 12-keypoint model taken from it by name, and written whole with the offset chosen."""
+    from movenet.checkpoint import read_checkpoint, save_checkpoint
+    from movenet.config import load_config
+    from movenet.train import build_model
+
+    limbs = list(reversed(COCO17.keypoints[5:]))
+    config = tmp_path / "limbs.yaml"
+    config.write_text(f"schema: {json.dumps({'name': 'limbs12', 'keypoints': limbs})}\n"
+                      f"data: {{sources: [{{path: {lsp_dir}}}], val_fraction: 0.04, num_workers: 0}}\n"
+                      "init: lightning\nval_batch_size: 8\nthreads: 1\n")
+    taken = build_model(load_config(config))  # (init: lightning, 12 of 12 keypoints taken by name)
+    save_checkpoint(tmp_path / "twelve.pt", taken, load_config(config).keypoint_schema())
+    for model, out in (("lightning", "whole.pt"), (str(tmp_path / "twelve.pt"), "twelve_c.pt")):
+        with pytest.warns(DataWarning, match="the limbs12 schema 12; the others .* are left out"):
+            assert main(["calibrate", str(config), "--model", model, "--offsets", "1.8", "5", "1000",
+                         "--out", str(tmp_path / out)]) == 0
+    whole, twelve = read_checkpoint(tmp_path / "whole.pt"), read_checkpoint(tmp_path / "twelve_c.pt")
+    assert whole["calibrated"]["metrics"] == pytest.approx(twelve["calibrated"]["metrics"], abs=1e-6)
+    assert whole["calibrated"]["metrics"]["pck_at_offset_1.8"] > 0.75  # (the limbs, not other channels)
+    assert whole["schema"]["keypoints"] == list(COCO17.keypoints)
+    chosen = whole["calibrated"]["distance_offset"]
+    for name, tensor in whole["state_dict"].items():
+        want = torch.tensor(chosen) if name == "distance_offset" else lightning.state_dict()[name]
+        torch.testing.assert_close(tensor, want.to(tensor.dtype), msg=name)

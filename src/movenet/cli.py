@@ -372,17 +372,17 @@ def cmd_calibrate(args) -> int:
         torch.set_num_threads(args.threads)
     model, schema = load_model(args.model)
     own = cfg.keypoint_schema()
-    if sorted(own.keypoints) != sorted(schema.keypoints):  # (the crops are read with the model's, by name)
-        raise MoveNetError(f"{args.model}: predicts the {schema.num_keypoints} keypoints of {schema.name}, the data of "
-                           f"{args.config} the {own.num_keypoints} of {own.name}; calibrate takes a model of the "
-                           "data's keypoints (the same names, in any order)")
+    # Scored on the data's keypoints: a model of others among them (Lightning's 17 for a schema
+    # of some of COCO's) is scored through a copy that predicts only those.
+    probe = model if own.keypoints == schema.keypoints else keypoint_subset(model, schema, own, args.model)
     cfg.data.input_size = model.config.input_size  # crops for this model, whatever the config's model
-    _, val = build_data(cfg, schema, training=False)
+    _, val = build_data(cfg, own, training=False)
     if val is None:
         raise MoveNetError(f"{args.config}: no validation images (set data.val_fraction or data.val_sources)")
     before = float(model.distance_offset)
-    metrics = calibrate_model(model, val, offsets, args.metric, cfg.val_batch_size, cfg.data.num_workers, schema)
+    metrics = calibrate_model(probe, val, offsets, args.metric, cfg.val_batch_size, cfg.data.num_workers, own)
     chosen = metrics["distance_offset"]
+    model.distance_offset.fill_(chosen)  # (one offset for all keypoints)
     print(f"{args.model} on the {len(val.samples)} validation crops of {args.config}:")
     for d in offsets:
         mark = "  <-" if d == chosen else ""
@@ -395,6 +395,25 @@ def cmd_calibrate(args) -> int:
     print(f"wrote {args.out} (distance offset {before:.3g} -> {chosen:g}: PCK@0.2 {metrics['pck']:.4f} "
           f"AP {metrics['ap']:.4f})")
     return 0
+
+
+def keypoint_subset(model, schema, data_schema, label: str):
+    """A copy of ``model`` that predicts the keypoints of ``data_schema``, taken from its own by
+    name (in any order and among others), or a one-line error naming those it lacks."""
+    from .model import create_model
+    from .pretrained import load_matching
+    from .errors import some_of
+    from .schema import matching_names
+
+    found = matching_names(data_schema.keypoints, schema.keypoints)
+    missing = [name for name in data_schema.keypoints if name not in found]
+    if missing:
+        raise MoveNetError(f"{label}: predicts the {schema.num_keypoints} keypoints of {schema.name}, without "
+                           f"{some_of(missing)} of the data's {data_schema.name} ({data_schema.num_keypoints})")
+    probe = create_model(model.config.to_dict() | {"num_keypoints": data_schema.num_keypoints})
+    load_matching(probe, {"state_dict": model.state_dict(), "schema": schema.to_dict(),
+                          "model_config": model.config.to_dict()}, label, data_schema)
+    return probe.eval()
 
 
 # ---------------------------------------------------------------- export
