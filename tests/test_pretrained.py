@@ -113,6 +113,17 @@ def test_imagenet_init_refuses_other_backbones():
         pretrained.init_model(create_model("shufflenetv2_x0_5"), "imagenet")
 
 
+
+def test_imagenet_init_refuses_a_backbone_its_kwargs_changed(torchvision_state):
+    with pytest.raises(MoveNetError, match=r"imagenet: torchvision's MobileNetV2 does not fit this backbone "
+                                           r"\(conv_last.0.weight: \[1280, 320, 1, 1\] vs \[640, 320, 1, 1\]; "
+                                           r"backbone_kwargs \{'last_channels': 640\}\)"):
+        pretrained.init_model(create_model("lightning", backbone_kwargs={"last_channels": 640}), "imagenet",
+                              verbose=False)
+    symmetric = create_model("lightning", backbone_kwargs={"padding": "symmetric"})  # (no layer changes)
+    assert "ImageNet" in pretrained.init_model(symmetric, "imagenet", verbose=False)
+
+
 def test_init_from_checkpoint_loads_matching_weights(tmp_path):
     torch.manual_seed(0)
     source = create_model("mobilenetv3_small", input_size=64)

@@ -33,16 +33,23 @@ def test_read_tfjs_float16_and_int(tmp_path):
 
 @pytest.mark.parametrize("case,problem", [
     ("truncated", "truncated"), ("extra", "does not match"), ("badjson", "not a TF.js"),
-    ("nobin", "weight file missing"), ("missing", "not found")])
+    ("nobin", "weight file missing"), ("missing", "not found"),
+    ("folder", r"folder.json: is a directory, not a TF.js model.json"),
+    ("binfolder", r"model.json: cannot read its weight file .*w.bin \(Is a directory\)")])
 def test_read_tfjs_errors(tmp_path, case, problem):
     good = np.zeros(4, np.float16).tobytes() + np.zeros(1, np.int32).tobytes()
     path = _tiny_tfjs(tmp_path, {"truncated": good[:6], "extra": good + b"xx"}.get(case, good))
     if case == "badjson":
         path.write_text("{not json")
-    if case == "nobin":
+    if case in ("nobin", "binfolder"):
         (tmp_path / "w.bin").unlink()
+    if case == "binfolder":
+        (tmp_path / "w.bin").mkdir()
     if case == "missing":
         path = tmp_path / "nothere.json"
+    if case == "folder":
+        path = tmp_path / "folder.json"
+        path.mkdir()
     with pytest.raises(MoveNetError, match=problem):
         weights.read_tfjs(path)
 

@@ -172,6 +172,13 @@ def _init_imagenet(model, verbose: bool) -> str:
         raise MoveNetError(f"imagenet: weights exist for mobilenetv2 width 1.0 only, the model is "
                            f"{cfg.backbone} width {cfg.width}")
     state = torchvision_to_backbone(load_torchvision_mobilenetv2(verbose))
+    own = model.backbone.state_dict()
+    for name in sorted(set(state) | set(own)):  # (backbone_kwargs may change its layers)
+        theirs, ours = state.get(name), own.get(name)
+        if theirs is None or ours is None or theirs.shape != ours.shape:
+            shapes = " vs ".join("none" if t is None else str(list(t.shape)) for t in (theirs, ours))
+            raise MoveNetError(f"imagenet: torchvision's MobileNetV2 does not fit this backbone ({name}: {shapes}; "
+                               f"backbone_kwargs {cfg.backbone_kwargs})")
     model.backbone.load_state_dict(state)
     set_input_normalisation(model, **imagenet_normalisation())
     return "initialised the backbone from ImageNet MobileNetV2 (torchvision), ImageNet input normalisation"

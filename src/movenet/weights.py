@@ -118,6 +118,10 @@ def read_tfjs(model_json: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray
         nodes = {n["name"]: n for n in spec["modelTopology"]["node"]}
     except FileNotFoundError:
         raise MoveNetError(f"{model_json}: file not found") from None
+    except IsADirectoryError:
+        raise MoveNetError(f"{model_json}: is a directory, not a TF.js model.json") from None
+    except OSError as e:
+        raise MoveNetError(f"{model_json}: cannot read ({e.strerror or e})") from None
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
         raise MoveNetError(f"{model_json}: not a TF.js graph model.json ({e})") from None
     weights: dict[str, np.ndarray] = {}
@@ -126,6 +130,8 @@ def read_tfjs(model_json: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray
             buf = b"".join((model_json.parent / p).read_bytes() for p in group["paths"])
         except FileNotFoundError as e:
             raise MoveNetError(f"{model_json}: weight file missing: {e.filename}") from None
+        except OSError as e:
+            raise MoveNetError(f"{model_json}: cannot read its weight file {e.filename} ({e.strerror or e})") from None
         offset = 0
         for w in group["weights"]:
             shape = [int(s) for s in w["shape"]]
