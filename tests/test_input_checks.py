@@ -289,3 +289,14 @@ def test_python_entry_points_name_what_they_were_given(tmp_path):
         run(config, tmp_path / "out")  # a config file is read, and named in messages
     with pytest.raises(MoveNetError, match="run takes a TrainConfig or a config file, got a dict"):
         run({"epochs": 1})
+
+
+@pytest.mark.parametrize("px", ["0", "-1", "nan", "inf"])
+def test_eval_px_must_be_a_finite_positive_number(px, monkeypatch, capsys):
+    import movenet.evaluate
+
+    monkeypatch.setattr(movenet.evaluate, "cmd_eval", lambda args: pytest.fail("evaluated"))
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "data", "--px", px])
+    assert e.value.code == 2
+    assert _errors(capsys) == [f"movenet eval: error: argument --px: must be a finite number > 0, got {px}"]

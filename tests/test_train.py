@@ -129,11 +129,15 @@ def test_calibrate_cli_writes_the_best_offset_and_refuses_bad_input(tmp_path, ca
 
     config.write_text(f"data: {{sources: [{{path: {data}}}], val_fraction: 0}}\n")
     assert main(["calibrate", str(config), "--model", str(out), "--out", str(tmp_path / "no.pt")]) == 2
-    assert main(["calibrate", str(config), "--model", str(out), "--offsets", "0", "--out", str(tmp_path / "no.pt")]) == 2
+    for bad in ("0", "inf", "nan"):
+        with pytest.raises(SystemExit) as e:
+            main(["calibrate", str(config), "--model", str(out), "--offsets", "1.8", bad, "--out", str(tmp_path / "no.pt")])
+        assert e.value.code == 2
     assert main(["calibrate", str(config), "--model", "m.onnx", "--out", str(tmp_path / "no.pt")]) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("movenet: ")]
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("movenet")]
     assert err == [f"movenet: error: {config}: no validation images (set data.val_fraction or data.val_sources)",
-                   "movenet: error: --offsets must be > 0, got [0.0]",
+                   *(f"movenet calibrate: error: argument --offsets: must be a finite number > 0, got {bad}"
+                     for bad in ("0", "inf", "nan")),
                    "movenet: error: m.onnx: calibrate takes lightning, thunder or a .pt checkpoint (calibrate the "
                    "checkpoint, then export it)"]
     assert not (tmp_path / "no.pt").exists()

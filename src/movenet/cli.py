@@ -69,6 +69,17 @@ def _between(low: float, high: float):
     return number
 
 
+def _positive(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 # ---------------------------------------------------------------- predict
 def add_predict(sub) -> None:
     p = sub.add_parser("predict", help="keypoints of the person in images")
@@ -240,7 +251,7 @@ def add_eval(sub) -> None:
     p.add_argument("--images", help="image folder (default: images/ beside the JSON, else the JSON's folder)")
     p.add_argument("--limit", type=_at_least(1), help="only the first N images")
     p.add_argument("--threads", type=_at_least(1), default=None, help="CPU threads of the backends")
-    p.add_argument("--px", type=float, default=5.0, help="fixed PCK threshold in input pixels (default 5)")
+    p.add_argument("--px", type=_positive, default=5.0, help="fixed PCK threshold in input pixels (default 5)")
     p.add_argument("--px-size", type=_at_least(1), default=None,
                    help="input resolution the --px threshold refers to (default: the smallest "
                    "input size of the models)")
@@ -342,7 +353,7 @@ def add_calibrate(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--model", required=True, help="lightning, thunder or a checkpoint .pt (NAME@SIZE: at "
                    "another input size)")
-    p.add_argument("--offsets", nargs="+", type=float, metavar="D",
+    p.add_argument("--offsets", nargs="+", type=_positive, metavar="D",
                    help="candidate offsets (default: 1.8 5 10 20 50)")
     p.add_argument("--metric", choices=["pck", "ap"], default="pck", help="what picks the offset (default pck)")
     p.add_argument("--threads", type=_at_least(0), default=0, help="torch CPU threads (0: torch's default)")
@@ -360,8 +371,6 @@ def cmd_calibrate(args) -> int:
     from .train import CALIBRATION_OFFSETS, build_data, calibrate_model
 
     offsets = args.offsets or list(CALIBRATION_OFFSETS)
-    if any(not d > 0 for d in offsets):
-        raise MoveNetError(f"--offsets must be > 0, got {offsets}")
     if Path(args.model).suffix.lower() in (".onnx", ".tflite"):
         raise MoveNetError(f"{args.model}: calibrate takes lightning, thunder or a .pt checkpoint "
                            "(calibrate the checkpoint, then export it)")

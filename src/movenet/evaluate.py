@@ -652,7 +652,7 @@ def cmd_eval(args) -> int:
     """``movenet eval``: 0 when every image was read, 1 when some were skipped."""
     out = Path(args.out)
     check_out_dir(out)
-    for name, value in (("--limit", args.limit), ("--px", args.px), ("--px-size", args.px_size)):
+    for name, value in (("--limit", args.limit), ("--px-size", args.px_size)):  # (--px: argparse)
         if value is not None and value <= 0:
             raise MoveNetError(f"{name} must be positive, got {value}")
     specs = args.models or ["lightning"]
