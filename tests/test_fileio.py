@@ -91,7 +91,8 @@ def test_a_link_keeps_pointing_at_the_replaced_file_and_devices_and_pipes_are_wr
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     received = []
-    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    # (a daemon: were the pipe replaced by a file, the reader would wait for a writer forever)
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
     reader.start()
     write_json_atomic(fifo, {"b": 2})
     reader.join(10)
@@ -119,3 +120,38 @@ def test_a_full_device_is_one_line_and_files_read_back_are_refused_as_pipes(tmp_
     assert capsys.readouterr().err == (f"movenet: error: {video}: an mp4 is written with its index last, so it must "
                                        "be a file (not a device or pipe)\n")
     assert stat.S_ISFIFO(os.stat(fifo).st_mode) and stat.S_ISFIFO(os.stat(video).st_mode)
+
+
+def test_a_file_is_on_disk_before_its_name_points_at_it(tmp_path, monkeypatch):
+    import errno
+    import os
+    import stat
+
+    synced = []
+
+    def fsync(fd):
+        where = os.readlink(f"/proc/self/fd/{fd}")
+        synced.append((os.path.basename(where), (tmp_path / "out.json").exists()))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    write_json_atomic(tmp_path / "out.json", {"a": 1})
+    assert len(synced) == 2 and synced[0][0].startswith(".out.json.") and synced[0][1] is False  # before
+    assert synced[1] == (tmp_path.name, True)  # then the folder that names it
+    assert stat.S_IMODE(os.stat(tmp_path / "out.json").st_mode) == 0o666 & ~_umask()
+
+    def failing(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing)
+    with pytest.raises(MoveNetError, match=r"out.json: cannot write \(Input/output error\)"):
+        write_json_atomic(tmp_path / "out.json", {"a": 2})
+    assert json.loads((tmp_path / "out.json").read_text()) == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

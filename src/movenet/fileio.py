@@ -178,15 +178,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         except OSError as e:
             raise MoveNetError(f"{path}: cannot write ({e.strerror})") from None
         os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give outputs the usual mode
         tmp_path = Path(tmp)
         try:
             with write_errors_named(path, tmp_path):
                 yield tmp_path
+                # On disk before the name points at it: after a power cut the old file or the
+                # new one, never an empty one.
+                _sync(tmp_path)
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; give outputs the usual mode
                 os.replace(tmp_path, path)
             done = True
+            _sync(path.parent, folder=True)
         finally:
             if tmp_path.exists():
                 tmp_path.unlink()
@@ -197,6 +201,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                     folder.rmdir()
                 except OSError:  # not empty (something else wrote there) or gone
                     break
+
+
+def _sync(path: Path, folder: bool = False) -> None:
+    """Flush ``path`` to the disk. A folder that cannot be opened or synced (a write-only folder,
+    some file systems) is left: its file is on disk already."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        if not folder:
+            raise
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
