@@ -255,7 +255,7 @@ def keypoint_model(model, schema: KeypointSchema, wanted: KeypointSchema, label:
     if missing:
         raise MoveNetError(f"{label}: predicts the {schema.num_keypoints} keypoints of {schema.name}, without "
                            f"{some_of(missing)} of the {whose} {wanted.name} ({wanted.num_keypoints})")
-    copy = create_model(model.config.to_dict() | {"num_keypoints": wanted.num_keypoints})
-    load_matching(copy, {"state_dict": model.state_dict(), "schema": schema.to_dict(),
-                         "model_config": model.config.to_dict()}, label, wanted)
-    return copy.to(next(model.parameters()).device).train(model.training)
+    picked = create_model(model.config.to_dict() | {"num_keypoints": wanted.num_keypoints})
+    load_matching(picked, {"state_dict": model.state_dict(), "schema": schema.to_dict(),
+                           "model_config": model.config.to_dict()}, label, wanted)
+    return picked.to(next(model.parameters()).device).train(model.training)
