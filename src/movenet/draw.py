@@ -13,6 +13,13 @@ def _side(name: str) -> tuple[int, int, int]:
     return {"left": LEFT, "right": RIGHT}.get(side_of(name), CENTER)
 
 
+def _bone(name_a: str, name_b: str) -> tuple[int, int, int]:
+    """A bone on one side has that side's colour (nose to left eye: left); one across the body
+    (shoulder to shoulder) the centre's."""
+    sides = {side_of(name_a), side_of(name_b)} - {None}
+    return _side(name_a if side_of(name_a) else name_b) if len(sides) == 1 else CENTER
+
+
 def draw_pose(img: np.ndarray, keypoints: np.ndarray, schema: KeypointSchema = COCO17,
               threshold: float = 0.3, color: tuple[int, int, int] | None = None) -> np.ndarray:
     """Return a copy of ``img`` with one or more people ([K,3] or [P,K,3], x, y, score) drawn;
@@ -28,7 +35,7 @@ def draw_pose(img: np.ndarray, keypoints: np.ndarray, schema: KeypointSchema = C
             if visible[a] and visible[b]:
                 pa = tuple(int(round(v)) for v in kpts[a, :2])
                 pb = tuple(int(round(v)) for v in kpts[b, :2])
-                c = color or _side(schema.keypoints[b])
+                c = color or _bone(schema.keypoints[a], schema.keypoints[b])
                 cv2.line(out, pa, pb, c, thick, cv2.LINE_AA)
         for i, (x, y, s) in enumerate(kpts):
             if visible[i]:
