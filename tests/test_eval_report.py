@@ -105,14 +105,16 @@ def eval_args(tmp_path, **values) -> argparse.Namespace:
     return argparse.Namespace(**{**args, **values})
 
 
-@pytest.mark.parametrize("option, field", [("--limit", "limit"), ("--px-size", "px_size")])
-def test_eval_refuses_zero_limit_and_px_size_from_the_api_too(tmp_path, monkeypatch, option, field):
+@pytest.mark.parametrize("option, field, value", [("--limit", "limit", 0), ("--px-size", "px_size", 0),
+                                                  ("--px", "px", 0.0), ("--px", "px", float("nan")),
+                                                  ("--px", "px", float("inf"))])
+def test_eval_refuses_bad_numbers_from_the_api_too(tmp_path, monkeypatch, option, field, value):
     def no_data(args, specs):
         raise AssertionError("the data was read")
 
     monkeypatch.setattr(movenet.evaluate, "load_data_for", no_data)
-    with pytest.raises(MoveNetError, match=f"{option} must be positive, got 0"):
-        movenet.evaluate.cmd_eval(eval_args(tmp_path, **{field: 0}))
+    with pytest.raises(MoveNetError, match=f"{option} must be a finite number > 0, got {value}"):
+        movenet.evaluate.cmd_eval(eval_args(tmp_path, **{field: value}))
 
 
 def test_images_do_not_apply_to_a_training_config(tmp_path):

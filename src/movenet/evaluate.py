@@ -652,9 +652,9 @@ def cmd_eval(args) -> int:
     """``movenet eval``: 0 when every image was read, 1 when some were skipped."""
     out = Path(args.out)
     check_out_dir(out)
-    for name, value in (("--limit", args.limit), ("--px-size", args.px_size)):  # (--px: argparse)
-        if value is not None and value <= 0:
-            raise MoveNetError(f"{name} must be positive, got {value}")
+    for name, value in (("--limit", args.limit), ("--px", args.px), ("--px-size", args.px_size)):
+        if value is not None and not 0 < value < float("inf"):  # (the parser checks them; a caller may not)
+            raise MoveNetError(f"{name} must be a finite number > 0, got {value}")
     specs = args.models or ["lightning"]
     dataset = load_data_for(args, specs)
     if args.limit is not None:
