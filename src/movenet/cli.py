@@ -56,13 +56,17 @@ def require_checkpoint_name(path: str, option: str) -> None:
         raise MoveNetError(f"{path}: {option} must be a .pt checkpoint (`movenet export` makes an .onnx of one)")
 
 
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
 def _between(low: float, high: float):
     """argparse type: a finite number in [``low``, ``high``]."""
     def number(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        value = _number(text)
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"must be in [{low:g}, {high:g}], got {text}")
         return value
@@ -71,10 +75,7 @@ def _between(low: float, high: float):
 
 def _positive(text: str) -> float:
     """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _number(text)
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
@@ -384,7 +385,7 @@ def cmd_calibrate(args) -> int:
     own = cfg.keypoint_schema()
     # Scored on the data's keypoints: a model of others among them (Lightning's 17 for a schema
     # of some of COCO's) is scored through a copy that predicts only those.
-    probe = model if own.keypoints == schema.keypoints else keypoint_model(model, schema, own, args.model)
+    probe = keypoint_model(model, schema, own, args.model)
     cfg.data.input_size = model.config.input_size  # crops for this model, whatever the config's model
     _, val = build_data(cfg, own, training=False)
     if val is None:

@@ -99,8 +99,7 @@ class Teacher:
             if schema.num_keypoints != student_config.num_keypoints:
                 raise MoveNetError(f"teacher {spec}: {schema.num_keypoints} keypoints, the student "
                                    f"{student_config.num_keypoints}")
-        elif tuple(schema.keypoints) != tuple(student_schema.keypoints):
-            # by name, as init takes weights: Thunder teaches a schema of some of COCO's keypoints
+        else:  # by name, as init takes weights: Thunder teaches a schema of some of COCO's keypoints
             model = keypoint_model(model, schema, student_schema, f"teacher {spec}", whose="student's")
         return cls(model.to(device), alpha, student_config.input_size, center_alpha)
 

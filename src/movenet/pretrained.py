@@ -245,11 +245,14 @@ def load_matching(model, ckpt: dict, label: str, schema: KeypointSchema = COCO17
 
 
 def keypoint_model(model, schema: KeypointSchema, wanted: KeypointSchema, label: str, whose: str = "data's"):
-    """A copy of ``model`` (of ``schema``'s keypoints) that predicts ``wanted``'s, taken from its
-    own by name: in any order and among others (Lightning's 17 for a schema of some of COCO's).
-    A keypoint it lacks is a one-line error naming it, as the ``whose`` schema's."""
+    """``model`` (of ``schema``'s keypoints) when it predicts ``wanted``'s in their order, else a
+    copy that does, its channels taken by name: in any order and among others (Lightning's 17 for
+    a schema of some of COCO's). A keypoint it lacks is a one-line error naming it, as the
+    ``whose`` schema's."""
     from .model import create_model
 
+    if tuple(wanted.keypoints) == tuple(schema.keypoints):
+        return model
     found = matching_names(wanted.keypoints, schema.keypoints)
     missing = [name for name in wanted.keypoints if name not in found]
     if missing:
