@@ -2,6 +2,7 @@
 labelled images (LSP), the check that rejects a model over budget."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -259,3 +260,49 @@ def test_broken_metadata_and_keep_float_that_names_nothing(fp32_onnx, calib, tmp
                       QuantConfig(keep_float=("/nope/",), equalize_alpha=0.0))
     assert any(issubclass(w.category, DataWarning) and "keep_float ['/nope/'] names no node" in str(w.message)
                for w in caught)
+
+
+class _Bars:
+    """Stands in for tqdm in ``movenet.quantize``: records the bars made and which were closed."""
+
+    def __init__(self):
+        self.made, self.closed = [], []
+
+    def __call__(self, *args, **kwargs):
+        bars = self
+
+        class Bar:
+            def __init__(self):
+                self.desc = kwargs.get("desc")
+                bars.made.append(self)
+
+            def update(self, n=1):
+                pass
+
+            def close(self):
+                bars.closed.append(self)
+
+        return Bar()
+
+
+def test_the_calibration_bar_starts_with_calibration_and_ends_on_an_error(fp32_onnx, calib, tmp_path, monkeypatch):
+    from movenet import quantize
+
+    bars = _Bars()
+    monkeypatch.setattr(quantize, "tqdm", bars)
+    reader = ImageCalibrationReader(calib[:2], 192)
+    assert bars.made == []  # nothing on screen while equalisation (its own bar) runs
+    reader.get_next()
+    assert [b.desc for b in bars.made] == ["calibrate"]
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    del bars.made[:]
+    with pytest.raises(MoveNetError, match="bad.jpg"):  # read first by the equalisation
+        quantize_onnx(fp32_onnx, tmp_path / "int8.onnx", [calib[0], bad], DEFAULT_CONFIG)
+    assert [b.desc for b in bars.made] == []
+    with pytest.raises(MoveNetError, match="bad.jpg"):  # read first by the calibration
+        quantize_onnx(fp32_onnx, tmp_path / "int8.onnx", [calib[0], bad], replace(DEFAULT_CONFIG, equalize_alpha=0.0))
+    (calibration,) = [b for b in bars.made if b.desc == "calibrate"]
+    assert calibration in bars.closed  # not left half-drawn above the error line
+    assert not (tmp_path / "int8.onnx").exists()

@@ -7,6 +7,7 @@ hip) over the 12 limb joints (COCO 5..16), one whole-image pass per image, as on
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -68,17 +69,24 @@ class ImageCalibrationReader(CalibrationDataReader):
         self.input_name = input_name
         self._range = (0, len(self.images))
         self._next = 0
-        self._bar = tqdm(total=len(self.images), desc="calibrate", unit="img", file=sys.stderr)
+        self._bar: tqdm | None = None  # shown from the first image read, not while equalisation runs
 
     def get_next(self) -> dict | None:
         if self._next >= self._range[1]:
             return None
+        if self._bar is None:
+            self._bar = tqdm(total=len(self.images), desc="calibrate", unit="img", file=sys.stderr)
         img = read_image(self.images[self._next])
         self._next += 1
         self._bar.update()
         if self._next == len(self.images):
-            self._bar.close()
+            self.close()
         return {self.input_name: preprocess_image(img, self.input_size)}
+
+    def close(self) -> None:
+        """Ends the progress bar (also when calibration stopped on an error)."""
+        if self._bar is not None:
+            self._bar.close()
 
     def set_range(self, start_index: int, end_index: int) -> None:
         self._range = (start_index, min(end_index, len(self.images)))
@@ -127,7 +135,7 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     info = read_metadata(fp32_path)
     reader = ImageCalibrationReader(calib_images, int(info["input_size"]))
-    with tempfile.TemporaryDirectory(prefix="movenet-quant-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="movenet-quant-") as tmp, contextlib.closing(reader):
         source = Path(tmp) / "prepared.onnx"
         if config.preprocess:
             from onnxruntime.quantization.shape_inference import quant_pre_process
