@@ -120,3 +120,13 @@ def test_eval_refuses_bad_numbers_from_the_api_too(tmp_path, monkeypatch, option
 def test_images_do_not_apply_to_a_training_config(tmp_path):
     with pytest.raises(MoveNetError, match="--images does not apply to a training config"):
         load_data(tmp_path / "cfg.yaml", image_root=tmp_path / "images")
+
+
+def test_the_documented_example_report_has_every_key_a_report_has():
+    """docs/eval-example/report.json is what the docs show users: it must not lag behind the
+    report's format (its top-level keys are those of any report)."""
+    import json
+
+    example = json.loads((Path(__file__).resolve().parents[1] / "docs" / "eval-example" / "report.json").read_text())
+    report = topdown_report(dataset([person(1, (10, 10, 20, 40))]))
+    assert list(example) == list(report)
