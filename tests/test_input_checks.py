@@ -44,9 +44,10 @@ def test_numbers_out_of_range_are_refused_by_the_parser(argv, capsys):
 @pytest.mark.parametrize("spec, problem", [
     ("lightning@abc", "got 'abc'"), ("lightning@-32", "got '-32'"), ("lightning@", "got ''"),
     ("lightning@100", "got '100'"), ("lightning@0", "got '0'"),
+    ("lightning@3200000000", "got .3200000000."), ("lightning@2080", "got .2080."),
 ])
 def test_a_bad_input_size_says_so(spec, problem):
-    with pytest.raises(MoveNetError, match=f"must be a positive multiple of 32, {problem}"):
+    with pytest.raises(MoveNetError, match=f"must be a positive multiple of 32, at most 2048, {problem}"):
         split_input_size(spec)
 
 
@@ -299,4 +300,4 @@ def test_eval_px_must_be_a_finite_positive_number(px, monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         main(["eval", "data", "--px", px])
     assert e.value.code == 2
-    assert _errors(capsys) == [f"movenet eval: error: argument --px: must be a finite number > 0, got {px}"]
+    assert _errors(capsys) == [f"movenet eval: error: argument --px: must be a finite number > 0, got {px} (usage: movenet eval --help)"]

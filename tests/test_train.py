@@ -136,7 +136,8 @@ def test_calibrate_cli_writes_the_best_offset_and_refuses_bad_input(tmp_path, ca
     assert main(["calibrate", str(config), "--model", "m.onnx", "--out", str(tmp_path / "no.pt")]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("movenet")]
     assert err == [f"movenet: error: {config}: no validation images (set data.val_fraction or data.val_sources)",
-                   *(f"movenet calibrate: error: argument --offsets: must be a finite number > 0, got {bad}"
+                   *(f"movenet calibrate: error: argument --offsets: must be a finite number > 0, got {bad} "
+                     "(usage: movenet calibrate --help)"
                      for bad in ("0", "inf", "nan")),
                    "movenet: error: m.onnx: calibrate takes lightning, thunder or a .pt checkpoint (calibrate the "
                    "checkpoint, then export it)"]

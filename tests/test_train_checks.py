@@ -38,7 +38,7 @@ SMOKE = os.path.join(os.path.dirname(__file__), "..", "configs", "smoke.yaml")
     ("val_batch_size=0", "val_batch_size must be >= 1"),
     ("val_every=0", "val_every must be >= 1"),
     ("log.every_steps=0", "log.every_steps must be >= 1"),
-    ("threads=-2", "threads must be >= 0"),
+    ("threads=-2", "threads must be in [0, 1024] (0: torch's default), got -2"),
     ("max_steps=-5", "max_steps must be >= 0"),
     ("checkpoint_every_steps=-1", "checkpoint_every_steps must be >= 0"),
     ("device=gpu", "device must be auto, cpu, cuda or cuda:N, got 'gpu'"),

@@ -41,7 +41,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise MoveNetError(f"{path}: an exported model, not a PyTorch checkpoint; this command takes "
                            "lightning, thunder, a .pt checkpoint or a TF.js model.json")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (a TorchScript file: refused below, in one line)
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # torch raises many types for a bad file
         raise MoveNetError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
@@ -60,8 +62,15 @@ def model_from_checkpoint(ckpt: dict, path: str | os.PathLike = "checkpoint") ->
     if misfit:
         raise MoveNetError(f"{path}: weights do not fit the {cfg.backbone} architecture ({misfit})")
     check_finite_weights(weights, path)
+    try:
+        schema = get_schema(ckpt.get("schema", "coco17"))
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise MoveNetError(f"{path}: bad keypoint schema in checkpoint ({e})") from None
+    if schema.num_keypoints != cfg.num_keypoints:
+        raise MoveNetError(f"{path}: its keypoint schema {schema.name} has {schema.num_keypoints} keypoints, "
+                           f"its model {cfg.num_keypoints}")
     model.load_state_dict(weights)
-    return model.eval(), get_schema(ckpt.get("schema", "coco17"))
+    return model.eval(), schema
 
 
 def check_finite_weights(state: dict, path: str | os.PathLike) -> None:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .errors import Interrupted, MoveNetError, Terminated, first_line, one_line_data_warnings, user_message
+from .limits import FLOAT32_MAX, MAX_THREADS
 
 BUILTIN_IMAGE = Path(__file__).parent / "assets" / "astronaut.jpg"
 MODEL_HELP = ("lightning, thunder, a checkpoint .pt, a TF.js model.json, an exported .onnx, or Google's "
@@ -36,8 +37,9 @@ def _status_to(*outputs):
     return sys.stderr if any(path and is_stream(path) for path in outputs) else sys.stdout
 
 
-def _at_least(minimum: int):
-    """argparse type: a whole number >= ``minimum`` (a bad value is argparse's one-line error)."""
+def _at_least(minimum: int, maximum: int | None = None):
+    """argparse type: a whole number >= ``minimum`` (and <= ``maximum``; a bad value is
+    argparse's one-line error)."""
     def whole_number(text: str) -> int:
         try:
             value = int(text)
@@ -45,8 +47,13 @@ def _at_least(minimum: int):
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
         return value
     return whole_number
+
+
+_threads = _at_least(1, MAX_THREADS)
 
 
 def require_checkpoint_name(path: str, option: str) -> None:
@@ -76,7 +83,7 @@ def _between(low: float, high: float):
 def _positive(text: str) -> float:
     """argparse type: a finite number > 0."""
     value = _number(text)
-    if not 0 < value < float("inf"):
+    if not 0 < value <= FLOAT32_MAX:  # (what float32 cannot hold overflows in the first tensor)
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
@@ -92,7 +99,7 @@ def add_predict(sub) -> None:
     p.add_argument("--save-dir", help="write images with the skeleton drawn into this folder")
     p.add_argument("--threshold", type=_between(0, 1), default=0.3,
                    help="hide keypoints scoring below this in drawings (default 0.3)")
-    p.add_argument("--threads", type=_at_least(1), default=None, help="CPU threads of the backend")
+    p.add_argument("--threads", type=_threads, default=None, help="CPU threads of the backend")
     p.add_argument("--multi", action="store_true",
                    help="every person (centre peaks of the heads, each looked at again in its own crop) "
                    "instead of the central one")
@@ -251,7 +258,7 @@ def add_eval(sub) -> None:
     p.add_argument("--out", default="eval-report", help="report folder (default: eval-report)")
     p.add_argument("--images", help="image folder (default: images/ beside the JSON, else the JSON's folder)")
     p.add_argument("--limit", type=_at_least(1), help="only the first N images")
-    p.add_argument("--threads", type=_at_least(1), default=None, help="CPU threads of the backends")
+    p.add_argument("--threads", type=_threads, default=None, help="CPU threads of the backends")
     p.add_argument("--px", type=_positive, default=5.0, help="fixed PCK threshold in input pixels (default 5)")
     p.add_argument("--px-size", type=_at_least(1), default=None,
                    help="input resolution the --px threshold refers to (default: the smallest "
@@ -357,7 +364,7 @@ def add_calibrate(sub) -> None:
     p.add_argument("--offsets", nargs="+", type=_positive, metavar="D",
                    help="candidate offsets (default: 1.8 5 10 20 50)")
     p.add_argument("--metric", choices=["pck", "ap"], default="pck", help="what picks the offset (default pck)")
-    p.add_argument("--threads", type=_at_least(0), default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=_at_least(0, MAX_THREADS), default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", "-o", required=True, help="checkpoint to write")
     p.set_defaults(func=cmd_calibrate)
 
@@ -434,7 +441,7 @@ def add_export(sub) -> None:
                    "use images disjoint from --calib")
     q.add_argument("--max-drop", type=_between(0, 100), default=None,
                    help="allowed PCK@0.2 loss, in points (default 1)")
-    q.add_argument("--threads", type=_at_least(1), default=None, help="CPU threads for the accuracy check")
+    q.add_argument("--threads", type=_threads, default=None, help="CPU threads for the accuracy check")
     p.set_defaults(func=cmd_export)
 
 
@@ -498,7 +505,7 @@ def add_benchmark(sub) -> None:
                    "or a MoveNet-format .onnx/.tflite; ratios are to the first (default: torch onnx)")
     p.add_argument("--model", default="lightning",
                    help="the model behind torch and onnx (default lightning; NAME@SIZE: at another input size)")
-    p.add_argument("--threads", type=_at_least(1), default=2, help="CPU threads of every backend (default 2)")
+    p.add_argument("--threads", type=_threads, default=2, help="CPU threads of every backend (default 2)")
     p.add_argument("--runs", type=_at_least(1), default=100, help="measured rounds (default 100)")
     p.add_argument("--warmup", type=_at_least(0), default=10, help="uncounted rounds first (default 10)")
     p.add_argument("--block", type=_at_least(1), default=1, help="runs of one model in a row per round, the first "
@@ -625,7 +632,7 @@ def add_video(sub) -> None:
     p.add_argument("--threshold", type=_between(0, 1), default=0.3,
                    help="hide keypoints scoring below this in drawings (default 0.3)")
     p.add_argument("--max-frames", type=_at_least(1), default=None, help="stop after N frames")
-    p.add_argument("--threads", type=_at_least(1), default=None, help="CPU threads of the backend")
+    p.add_argument("--threads", type=_threads, default=None, help="CPU threads of the backend")
     p.add_argument("--flip", action="store_true", help=FLIP_HELP)
     p.set_defaults(func=cmd_video)
 
@@ -638,11 +645,11 @@ def cmd_video(args) -> int:
 
     # FFmpeg reads this when OpenCV loads; our one-line errors replace its messages
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    from .video import NEEDS_A_FILE, open_source, run_video
+    from .video import NEEDS_A_FILE, is_camera_index, open_source, run_video
 
     out = args.out
     if out is None and args.json_out is None:
-        stem = f"camera{args.source}" if str(args.source).isdigit() else Path(args.source).stem
+        stem = f"camera{args.source}" if is_camera_index(args.source) else Path(args.source).stem
         out = str(Path("movenet-output") / f"{stem}.mp4")
     from .fileio import check_writable, refuse_overwriting_inputs, refuse_stream
 
@@ -675,8 +682,15 @@ COMMANDS = [add_predict, add_weights, add_eval, add_train, add_average, add_cali
             add_data, add_video]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line, as every other error (the usage is --help's)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (usage: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="movenet", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="movenet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
         add(sub)

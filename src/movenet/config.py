@@ -24,6 +24,7 @@ from .augment import AugmentConfig
 from .backbones import FEATURE_STRIDES
 from .errors import MoveNetError
 from .fileio import write_text_atomic
+from .limits import FLOAT32_MAX, MAX_THREADS
 from .losses import LossConfig
 from .samples import DataConfig
 
@@ -96,6 +97,25 @@ class LogConfig:
     curves: bool = True  # curves.png in the run folder, redrawn after each validation
 
 
+def _first_unrepresentable(value, key: str = "") -> tuple[str, float] | None:
+    """The first (key, number) of a config that float32 cannot hold (inf, nan, 1e300): the
+    number would overflow in the first tensor it reaches."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
+    elif isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, (list, tuple)):
+        items = [(str(i), v) for i, v in enumerate(value)]
+    else:
+        return (key, value) if isinstance(value, float) and not abs(value) <= FLOAT32_MAX else None
+    for name, item in items:
+        found = _first_unrepresentable(item, f"{key}.{name}" if key and not isinstance(value, (list, tuple))
+                                       else f"{key}[{name}]" if key else str(name))
+        if found:
+            return found
+    return None
+
+
 @dataclass
 class TrainConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -145,6 +165,9 @@ class TrainConfig:
     out_dir: str = "runs/train"
 
     def __post_init__(self) -> None:
+        bad = _first_unrepresentable(self)
+        if bad:
+            raise ValueError(f"{bad[0]} must be a finite number within float32's range, got {bad[1]!r}")
         checks = {
             "optim.name": (self.optim.name, ("adam", "adamw")),
             "optim.schedule": (self.optim.schedule, ("cosine", "step", "constant")),
@@ -175,7 +198,7 @@ class TrainConfig:
             ("log.images", self.log.images, self.log.images >= 0, ">= 0"),
             ("val_batch_size", self.val_batch_size, self.val_batch_size >= 1, ">= 1"),
             ("val_every", self.val_every, self.val_every >= 1, ">= 1"),
-            ("threads", self.threads, self.threads >= 0, ">= 0 (0: torch's default)"),
+            ("threads", self.threads, 0 <= self.threads <= MAX_THREADS, f"in [0, {MAX_THREADS}] (0: torch's default)"),
             ("seed", self.seed, 0 <= self.seed < 2 ** 32, "in [0, 2^32)"),
             ("data.split_seed", self.data.split_seed, 0 <= self.data.split_seed < 2 ** 32, "in [0, 2^32)"),
             ("augment.pose_cluster_seed", self.augment.pose_cluster_seed,
@@ -343,7 +366,20 @@ class ConfigError(ValueError):
 class _ConfigLoader(yaml.SafeLoader):
     """PyYAML's safe loader reading numbers with an exponent as YAML 1.2 does: ``1e-4``, ``3e9``
     and ``1.0e9`` are floats (YAML 1.1 wants a dot and a signed exponent, ``1.0e+9``, and reads
-    the others as strings)."""
+    the others as strings). A key given twice in one mapping is an error, not the last one wins
+    silently (a setting edited in one place and overridden further down)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key == "<<" or not isinstance(key, (str, int, float, bool, type(None))):
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 _ConfigLoader.add_implicit_resolver(

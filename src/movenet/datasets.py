@@ -213,8 +213,9 @@ def _mpii_record_person(record: dict, where: str, fail) -> MpiiPerson | None:
     if center is not None and center.size != 2:
         fail(f"{where}: 'center' must be [x, y]")
     scale = record.get("scale")
-    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
-        fail(f"{where}: 'scale' is not a number")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                              or not math.isfinite(scale) or scale > 1e6):  # (1e6 x 200 px: no photo)
+        fail(f"{where}: 'scale' is not a finite number of a person's size, got {scale!r}")
     center, scale = _mpii_position(center, scale)
     n = len(MPII_JOINTS)
     if "joints" not in record:
@@ -371,9 +372,11 @@ def _image_size(path: Path) -> tuple[int, int] | None:
 
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # a header only: no image is too large
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            return (h, w) if im.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (w, h)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ("Corrupt EXIF data": the size is read all the same)
+            with Image.open(path) as im:
+                w, h = im.size
+                return (h, w) if im.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (w, h)
     except (OSError, ValueError):  # missing, unreadable or not an image
         return None
     finally:

@@ -7,6 +7,11 @@ import numpy as np
 from .schema import COCO17, KeypointSchema, side_of
 
 LEFT, RIGHT, CENTER = (255, 140, 0), (0, 160, 255), (60, 220, 60)
+FAR = 1 << 20  # OpenCV draws at C int coordinates: a point farther off the image is drawn from here
+
+
+def _pixel(xy) -> tuple[int, int]:
+    return tuple(int(round(min(max(float(v), -FAR), FAR))) for v in xy)
 
 
 def _side(name: str) -> tuple[int, int, int]:
@@ -30,17 +35,14 @@ def draw_pose(img: np.ndarray, keypoints: np.ndarray, schema: KeypointSchema = C
     thick = max(1, int(round(2 * scale)))
     radius = max(2, int(round(3 * scale)))
     for kpts in people:
-        visible = kpts[:, 2] >= threshold
+        visible = (kpts[:, 2] >= threshold) & np.isfinite(kpts[:, :2]).all(axis=1)
         for a, b in schema.skeleton:
             if visible[a] and visible[b]:
-                pa = tuple(int(round(v)) for v in kpts[a, :2])
-                pb = tuple(int(round(v)) for v in kpts[b, :2])
                 c = color or _bone(schema.keypoints[a], schema.keypoints[b])
-                cv2.line(out, pa, pb, c, thick, cv2.LINE_AA)
-        for i, (x, y, s) in enumerate(kpts):
+                cv2.line(out, _pixel(kpts[a, :2]), _pixel(kpts[b, :2]), c, thick, cv2.LINE_AA)
+        for i in range(len(kpts)):
             if visible[i]:
-                cv2.circle(out, (int(round(x)), int(round(y))), radius,
-                           color or _side(schema.keypoints[i]), -1, cv2.LINE_AA)
+                cv2.circle(out, _pixel(kpts[i, :2]), radius, color or _side(schema.keypoints[i]), -1, cv2.LINE_AA)
     return out
 
 

