@@ -101,19 +101,14 @@ def _first_unrepresentable(value, key: str = "") -> tuple[str, float] | None:
     """The first (key, number) of a config that float32 cannot hold (inf, nan, 1e300): the
     number would overflow in the first tensor it reaches."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        items = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
-    elif isinstance(value, dict):
-        items = list(value.items())
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        items = [(f"{key}.{k}" if key else str(k), v) for k, v in value.items()]
     elif isinstance(value, (list, tuple)):
-        items = [(str(i), v) for i, v in enumerate(value)]
+        items = [(f"{key}[{i}]", v) for i, v in enumerate(value)]
     else:
         return (key, value) if isinstance(value, float) and not abs(value) <= FLOAT32_MAX else None
-    for name, item in items:
-        found = _first_unrepresentable(item, f"{key}.{name}" if key and not isinstance(value, (list, tuple))
-                                       else f"{key}[{name}]" if key else str(name))
-        if found:
-            return found
-    return None
+    return next((found for k, v in items if (found := _first_unrepresentable(v, k))), None)
 
 
 @dataclass
