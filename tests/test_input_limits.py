@@ -87,7 +87,7 @@ def test_a_torchscript_file_is_refused_without_torch_warning(tmp_path):
         torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with pytest.raises(MoveNetError, match="script.pt: not a movenet checkpoint"):
+        with pytest.raises(MoveNetError, match="script.pt: a TorchScript archive, not a movenet checkpoint"):
             read_checkpoint(path)
 
 
@@ -160,3 +160,26 @@ def test_an_mpii_scale_no_photo_can_hold_is_refused(tmp_path):
     path.write_text(json.dumps([record]))
     with pytest.raises(MoveNetError, match="'scale' is not a finite number of a person's size, got 1e\\+300"):
         read_mpii(path)
+
+
+class _Mkdir:
+    """An object whose unpickling makes a folder: what a hostile .pt could do instead."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        import os
+
+        return os.mkdir, (self.path,)
+
+
+def test_a_checkpoint_holding_code_is_refused_without_running_it(tmp_path):
+    import pickle
+
+    made = tmp_path / "made-by-the-file"
+    path = tmp_path / "hostile.pt"
+    torch.save({"format": "movenet-checkpoint-v1", "x": _Mkdir(made)}, path, pickle_module=pickle)
+    with pytest.raises(MoveNetError, match=r"hostile.pt: holds posix.mkdir, which a checkpoint does not"):
+        read_checkpoint(path)
+    assert not made.exists()

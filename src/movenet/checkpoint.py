@@ -2,8 +2,11 @@
 (its config, keypoint schema, and for training runs the run config and optimiser state)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import pickle
+import re
 import warnings
 from pathlib import Path
 
@@ -33,6 +36,22 @@ def save_checkpoint(path: str | os.PathLike, model: MoveNet, schema: KeypointSch
         torch.save(payload, tmp)
 
 
+# Checkpoints are read without running code (torch.load's weights_only): tensors, containers and
+# numbers, plus the numpy arrays of the training state's random states. Older torch has no
+# allow-list to add them to and reads them as pickles.
+_SAFE_LOAD = hasattr(torch.serialization, "safe_globals")
+
+
+def _numpy_allowed():
+    if not _SAFE_LOAD:
+        return contextlib.nullcontext()
+    import numpy as np
+
+    reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy.core / numpy._core, by version
+    dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")] if hasattr(np, "dtypes") else []
+    return torch.serialization.safe_globals([reconstruct, np.ndarray, np.dtype, *dtypes])
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.exists():
@@ -41,10 +60,17 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise MoveNetError(f"{path}: an exported model, not a PyTorch checkpoint; this command takes "
                            "lightning, thunder, a .pt checkpoint or a TF.js model.json")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _numpy_allowed():
             warnings.simplefilter("ignore")  # (a TorchScript file: refused below, in one line)
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            ckpt = torch.load(path, map_location="cpu", weights_only=_SAFE_LOAD)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL (\S+)|but got (<[^>]*>)", str(e))
+        what = (found.group(1) or found.group(2)) if found else "an object"
+        raise MoveNetError(f"{path}: holds {what}, which a checkpoint does not (loading it could run code); "
+                           "not a movenet checkpoint") from None
     except Exception as e:  # torch raises many types for a bad file
+        if "TorchScript" in str(e):
+            raise MoveNetError(f"{path}: a TorchScript archive, not a movenet checkpoint") from None
         raise MoveNetError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise MoveNetError(f"{path}: not a movenet checkpoint (no '{FORMAT}' format tag)")
