@@ -96,7 +96,7 @@ def test_a_torchscript_file_is_refused_without_torch_warning(tmp_path):
     (["eval", "data", "--threads", "5000"], "must be at most 1024"),
     (["eval", "data", "--px", "1e308"], "argument --px: must be a finite number > 0, got 1e308"),
     (["calibrate", "c.yaml", "--model", "m.pt", "-o", "o.pt", "--offsets", "1e39"], "must be a finite number > 0"),
-    (["predict", "--bogus"], "unrecognized arguments: --bogus"),
+    (["predict", "--bogus"], "movenet predict: error: unrecognized arguments: --bogus (usage: movenet predict --help)"),
     (["predict", "--threshold", "nan"], "argument --threshold: must be in [0, 1], got nan"),
 ])
 def test_usage_errors_are_one_line(argv, message, capsys):

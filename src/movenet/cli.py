@@ -711,8 +711,9 @@ def main(argv: list[str] | None = None) -> int:
     # `train CONFIG --out DIR key=value`: argparse leaves overrides that follow an option unparsed.
     if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
         args.overrides.extend(extra)
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    elif extra:  # (named by the command's parser, as argparse's own errors are)
+        prog = f"{parser.prog} {args.command}"
+        parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(extra)} (usage: {prog} --help)\n")
     restore = _stop_on_sigterm()
     try:
         return int(args.func(args) or 0)
