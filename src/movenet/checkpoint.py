@@ -65,9 +65,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             ckpt = torch.load(path, map_location="cpu", weights_only=_SAFE_LOAD)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL (\S+)|but got (<[^>]*>)", str(e))
-        what = (found.group(1) or found.group(2)) if found else "an object"
-        raise MoveNetError(f"{path}: holds {what}, which a checkpoint does not (loading it could run code); "
-                           "not a movenet checkpoint") from None
+        if found is None:  # (a damaged file)
+            raise MoveNetError(f"{path}: not a readable checkpoint (UnpicklingError)") from None
+        raise MoveNetError(f"{path}: holds {found.group(1) or found.group(2)}, which a checkpoint does not "
+                           "(loading it could run code); not a movenet checkpoint") from None
     except Exception as e:  # torch raises many types for a bad file
         if "TorchScript" in str(e):
             raise MoveNetError(f"{path}: a TorchScript archive, not a movenet checkpoint") from None
