@@ -75,7 +75,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise MoveNetError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise MoveNetError(f"{path}: not a movenet checkpoint (no '{FORMAT}' format tag)")
+    checkpoint_schema(ckpt, path)  # (for every reader: init and teachers take it from the dict too)
     return ckpt
+
+
+def checkpoint_schema(ckpt: dict, path: str | os.PathLike = "checkpoint") -> KeypointSchema:
+    """The keypoint schema a checkpoint dict names (COCO's 17 where it names none)."""
+    try:
+        return get_schema(ckpt.get("schema", "coco17"))
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise MoveNetError(f"{path}: bad keypoint schema in checkpoint ({e})") from None
 
 
 def model_from_checkpoint(ckpt: dict, path: str | os.PathLike = "checkpoint") -> tuple[MoveNet, KeypointSchema]:
@@ -89,10 +98,7 @@ def model_from_checkpoint(ckpt: dict, path: str | os.PathLike = "checkpoint") ->
     if misfit:
         raise MoveNetError(f"{path}: weights do not fit the {cfg.backbone} architecture ({misfit})")
     check_finite_weights(weights, path)
-    try:
-        schema = get_schema(ckpt.get("schema", "coco17"))
-    except (ValueError, TypeError, KeyError, AttributeError) as e:
-        raise MoveNetError(f"{path}: bad keypoint schema in checkpoint ({e})") from None
+    schema = checkpoint_schema(ckpt, path)
     if schema.num_keypoints != cfg.num_keypoints:
         raise MoveNetError(f"{path}: its keypoint schema {schema.name} has {schema.num_keypoints} keypoints, "
                            f"its model {cfg.num_keypoints}")

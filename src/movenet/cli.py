@@ -682,11 +682,15 @@ COMMANDS = [add_predict, add_weights, add_eval, add_train, add_average, add_cali
             add_data, add_video]
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with its usage errors on one line, as every other error (the usage is --help's)."""
+def _usage_error(prog: str, message: str):
+    """A usage error on one line, as every other error (the usage is --help's); exit status 2."""
+    sys.stderr.write(f"{prog}: error: {message} (usage: {prog} --help)\n")
+    sys.exit(2)
 
+
+class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (usage: {self.prog} --help)\n")
+        _usage_error(self.prog, message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -711,9 +715,8 @@ def main(argv: list[str] | None = None) -> int:
     # `train CONFIG --out DIR key=value`: argparse leaves overrides that follow an option unparsed.
     if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
         args.overrides.extend(extra)
-    elif extra:  # (named by the command's parser, as argparse's own errors are)
-        prog = f"{parser.prog} {args.command}"
-        parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(extra)} (usage: {prog} --help)\n")
+    elif extra:  # (named by the command, as argparse's own errors are)
+        _usage_error(f"{parser.prog} {args.command}", f"unrecognized arguments: {' '.join(extra)}")
     restore = _stop_on_sigterm()
     try:
         return int(args.func(args) or 0)

@@ -36,15 +36,16 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise MoveNetError(f"{path}: not a readable image ({damage})")
     # ANYDEPTH | ANYCOLOR: 16-bit and grey kept, alpha dropped, and the EXIF orientation applied
     # (a phone photo comes upright, as viewers and labelling tools show it); UNCHANGED ignores it.
+    why = "corrupt or unsupported format"
     try:
         with quiet_opencv():  # (its log lines for a damaged TIFF or BMP header: ours instead)
             img = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     except cv2.error as e:  # OpenCV asserts rather than returning None for some headers
-        why = ("too large: over OpenCV's limit of 2^30 pixels" if "CV_IO_MAX_IMAGE_PIXELS" in str(e)
-               else "corrupt or unsupported format")
-        raise MoveNetError(f"{path}: not a readable image ({why})") from None
+        img = None
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(e):
+            why = "too large: over OpenCV's limit of 2^30 pixels"
     if img is None or img.size == 0:
-        raise MoveNetError(f"{path}: not a readable image (corrupt or unsupported format)")
+        raise MoveNetError(f"{path}: not a readable image ({why})")
     return to_rgb8(img)
 
 

