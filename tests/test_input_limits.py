@@ -187,3 +187,30 @@ def test_a_checkpoint_holding_code_is_refused_without_running_it(tmp_path):
     with pytest.raises(MoveNetError, match=r"hostile.pt: holds posix.mkdir, which a checkpoint does not"):
         read_checkpoint(path)
     assert not made.exists()
+
+
+@pytest.mark.parametrize("written_by", ["numpy.core", "numpy._core"])
+def test_a_training_state_written_under_either_numpy_major_version_reads(tmp_path, written_by):
+    """numpy 1.x pickles arrays as numpy.core.multiarray._reconstruct, numpy 2 as numpy._core...:
+    a run's last.pt (its random states hold numpy arrays) must resume across that upgrade."""
+    import io
+    import zipfile
+
+    from movenet.train import rng_state
+
+    state = rng_state()
+    path = tmp_path / "last.pt"
+    torch.save({"format": "movenet-checkpoint-v1", "rng": state}, path)
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    pickled = next(name for name in members if name.endswith("data.pkl"))
+    ours = np.ndarray.__reduce__(np.zeros(1))[0].__module__.encode()
+    assert ours + b"\n_reconstruct" in members[pickled]
+    members[pickled] = members[pickled].replace(ours + b"\n", written_by.encode() + b".multiarray\n")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    path.write_bytes(buffer.getvalue())
+    read = read_checkpoint(path)["rng"]["numpy"]
+    assert read[0] == state["numpy"][0] and np.array_equal(read[1], state["numpy"][1])

@@ -47,9 +47,14 @@ def _numpy_allowed():
         return contextlib.nullcontext()
     import numpy as np
 
-    reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy.core / numpy._core, by version
+    reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]
     dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")] if hasattr(np, "dtypes") else []
-    return torch.serialization.safe_globals([reconstruct, np.ndarray, np.dtype, *dtypes])
+    # numpy 1.x pickles arrays through numpy.core, numpy 2 through numpy._core: a run's last.pt
+    # must resume across that upgrade (and back), so both names mean this numpy's function.
+    # (Named entries came with torch 2.6; before it, only this numpy's own name is allowed.)
+    named = torch.__version__ >= "2.6"
+    aliases = [(reconstruct, f"numpy.{core}.multiarray._reconstruct") for core in ("core", "_core")] if named else []
+    return torch.serialization.safe_globals([reconstruct, np.ndarray, np.dtype, *dtypes, *aliases])
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
