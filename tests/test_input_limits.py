@@ -101,6 +101,9 @@ def test_a_torchscript_file_is_refused_without_torch_warning(tmp_path):
     (["eval", "data", "--px", "1e308"], "argument --px: must be a finite number > 0, got 1e308"),
     (["calibrate", "c.yaml", "--model", "m.pt", "-o", "o.pt", "--offsets", "1e39"], "must be a finite number > 0"),
     (["predict", "--bogus"], "movenet predict: error: unrecognized arguments: --bogus (usage: movenet predict --help)"),
+    (["data", "stats", "x", "--bogus"], "movenet data stats: error: unrecognized arguments: --bogus (usage: movenet data stats"),
+    (["data"], "movenet data: error: the following arguments are required: {stats,convert}"),
+    ([], "movenet: error: the following arguments are required: {predict,weights,eval,"),
     (["predict", "--threshold", "nan"], "argument --threshold: must be in [0, 1], got nan"),
 ])
 def test_usage_errors_are_one_line(argv, message, capsys):

@@ -698,7 +698,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
         add(sub)
+    _name_commands(parser)
     return parser
+
+
+def _name_commands(parser: argparse.ArgumentParser) -> None:
+    """Errors name the commands a missing one could be (not the attribute argparse stores it in)
+    and the innermost command given (`movenet data convert`, not `movenet data`)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            action.metavar = "{" + ",".join(action.choices) + "}"
+            for command in action.choices.values():
+                command.set_defaults(command_prog=command.prog)
+                _name_commands(command)
 
 
 # what the extras of pyproject.toml add to the base install (numpy, opencv, onnxruntime...)
@@ -716,7 +728,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
         args.overrides.extend(extra)
     elif extra:  # (named by the command, as argparse's own errors are)
-        _usage_error(f"{parser.prog} {args.command}", f"unrecognized arguments: {' '.join(extra)}")
+        _usage_error(args.command_prog, f"unrecognized arguments: {' '.join(extra)}")
     restore = _stop_on_sigterm()
     try:
         return int(args.func(args) or 0)
