@@ -525,6 +525,33 @@ def test_final_mixes_last_with_the_initial_weights_also_after_resume(tmp_path):
         assert torch.equal(again[k], final["state_dict"][k]), k
 
 
+def test_final_keeps_the_trained_channels_of_keypoints_the_initial_weights_lack(tmp_path, capsys):
+    """A schema with a keypoint its init has no weights for: that keypoint's head channels started
+    random, so final.pt must not mix them halfway back to noise."""
+    from movenet.pretrained import KEYPOINT_OUTPUTS
+    from movenet.schema import COCO17
+
+    init = tmp_path / "init.pt"
+    torch.manual_seed(3)
+    save_checkpoint(init, build_model(resume_config(), verbose=False))
+    head17 = {**COCO17.to_dict(), "name": "head17", "keypoints": ["head", *COCO17.keypoints[1:]]}
+    cfg = resume_config(schema=head17, epochs=1, init=str(init), final_init_weight=0.5)
+    schema = cfg.keypoint_schema()
+    trainer = Trainer(cfg, tmp_path / "run", SyntheticPoses(4, 64, repeat=2), val_data(4, 64), CountingLoss(cfg),
+                      schema=schema, verbose=True)
+    assert trainer.fresh_keypoints == ["head"]
+    trainer.fit()
+    assert "head, which " + str(init) + " lacks, as trained" in capsys.readouterr().err
+    final = read_checkpoint(tmp_path / "run" / FINAL)["state_dict"]
+    trained = trainer.eval_model().state_dict()
+    start = read_checkpoint(init)["state_dict"]
+    for layer, per in KEYPOINT_OUTPUTS.items():
+        key = f"{layer}.weight"
+        assert not torch.equal(trained[key][:per], start[key][:per])  # (the init's nose channels differ)
+        assert torch.equal(final[key][:per], trained[key][:per])  # head: trained
+        torch.testing.assert_close(final[key][per:], 0.5 * trained[key][per:] + 0.5 * start[key][per:])
+
+
 @pytest.mark.parametrize("init, weight, message", [
     ("scratch", 0.5, "needs init lightning, thunder or a checkpoint, not scratch"),
     ("imagenet", 0.5, "not imagenet"),

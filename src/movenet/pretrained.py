@@ -187,6 +187,18 @@ def _init_imagenet(model, verbose: bool) -> str:
 KEYPOINT_OUTPUTS = {"heatmap.out": 1, "regression.out": 2, "offset.out": 2}  # output channels per keypoint
 
 
+def fresh_keypoints(init: str | os.PathLike, schema: KeypointSchema) -> list[str]:
+    """The keypoints of ``schema`` that ``init`` (Google's weights or a checkpoint) has no weights
+    for: ``init_model`` leaves their head channels at their fresh initialisation."""
+    from .checkpoint import checkpoint_schema, read_checkpoint, split_input_size
+
+    spec, _ = split_input_size(init)
+    source = COCO17 if spec in OFFICIAL_NAMES and not Path(spec).exists() else \
+        checkpoint_schema(read_checkpoint(spec), spec)
+    found = matching_names(schema.keypoints, source.keypoints)
+    return [name for name in schema.keypoints if name not in found]
+
+
 def load_matching(model, ckpt: dict, label: str, schema: KeypointSchema = COCO17) -> str:
     """Load a checkpoint's tensors into ``model``: every parameter must exist with the same
     shape (else a one-line MoveNetError). From a model of another input size the grid's

@@ -52,6 +52,7 @@ from .datasets import merge_coco
 from .errors import (Interrupted, MoveNetError, first_line, one_line_data_warnings, one_line_data_warnings_installed,
                      some_of)
 from .fileio import LOCK_FILE, check_writable, lock_folder, make_folder, write_text_atomic
+from .pretrained import KEYPOINT_OUTPUTS, fresh_keypoints
 from .schema import COCO17, KeypointSchema
 
 LAST, BEST, FINAL, CURVES = "last.pt", "best.pt", "final.pt", "curves.png"
@@ -641,6 +642,8 @@ class Trainer:
         # the weights the run starts from, for final.pt (taken before a resume loads others)
         self.init_state = ({k: v.detach().clone() for k, v in self.model.state_dict().items()}
                            if cfg.final_init_weight > 0 else None)
+        # keypoints the initial weights lack start from random channels: final.pt keeps them trained
+        self.fresh_keypoints = fresh_keypoints(cfg.init, schema) if cfg.final_init_weight > 0 else []
         if cfg.sync_bn and self.env.distributed and dev.type == "cuda":
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.net = self.model
@@ -1051,7 +1054,14 @@ class Trainer:
                 dist.barrier()
             return
         model = copy.deepcopy(self.eval_model())
-        model.load_state_dict(weighted_state([model.state_dict(), self.init_state], [1 - w, w]))
+        trained = model.state_dict()
+        mixed = weighted_state([trained, self.init_state], [1 - w, w])
+        for name in self.fresh_keypoints:
+            i = self.schema.index(name)
+            for layer, per in KEYPOINT_OUTPUTS.items():
+                for kind in ("weight", "bias"):
+                    mixed[f"{layer}.{kind}"][per * i:per * (i + 1)] = trained[f"{layer}.{kind}"][per * i:per * (i + 1)]
+        model.load_state_dict(mixed)
         metrics = self._validate(self.state.epoch, model, "final") if self.val is not None else {}
         if not self.env.distributed and self.stop_requested:  # Ctrl-C during that validation
             print(f"interrupted before {FINAL} was written; --resume writes it", file=sys.stderr)
@@ -1067,7 +1077,9 @@ class Trainer:
                           if "pck" in metrics else "")
                 if "distance_offset" in metrics:
                     scores += f", decoding offset {metrics['distance_offset']:g}"
-                print(f"wrote {self.out_dir / FINAL} ({1 - w:g} x trained + {w:g} x {self.cfg.init}){scores}",
+                kept = (f"; {some_of(self.fresh_keypoints)}, which {self.cfg.init} lacks, as trained"
+                        if self.fresh_keypoints else "")
+                print(f"wrote {self.out_dir / FINAL} ({1 - w:g} x trained + {w:g} x {self.cfg.init}{kept}){scores}",
                       file=sys.stderr)
         if self.env.distributed:
             dist.barrier()
