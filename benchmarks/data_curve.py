@@ -125,7 +125,10 @@ def main() -> None:
         run_dir = out / f"images_{n}"
         model = finished(run_dir, not args.last)
         if model is None:
-            overrides = run_overrides(cfg, n, n_train, args.seed) + list(args.overrides)
+            overrides = run_overrides(cfg, n, n_train, args.seed)
+            # (the user's own overrides are in cfg already: those of a key set here were scaled into it)
+            own = {o.partition("=")[0] for o in overrides}
+            overrides += [o for o in args.overrides if o.partition("=")[0].strip() not in own]
             resume = ["--resume"] if (run_dir / "last.pt").exists() else []
             command = [sys.executable, "-m", "movenet", "train", args.config, *overrides,
                        "--out", str(run_dir), *resume]

@@ -136,6 +136,21 @@ def test_config_numbers_and_keys_that_cannot_be_meant(tmp_path, text, message):
         load_config(path)
 
 
+def test_an_override_given_twice_is_refused_and_yaml_errors_name_their_line(tmp_path):
+    with pytest.raises(MoveNetError, match=r"the override epochs is given twice \(epochs=3 and epochs=4\)"):
+        load_config(None, ["epochs=3", "batch_size=2", "epochs=4"])
+    assert load_config(None, ["optim.lr=0.01", "ema.decay=0.9"]).optim.lr == 0.01
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 2\nbatch_size: 4\nepochs: 3\n")
+    with pytest.raises(MoveNetError) as e:
+        load_config(path)
+    assert str(e.value) == f"{path}: not valid YAML (the key 'epochs' is given twice, line 3, column 1)"
+    path.write_text("a: [1\nb: 2\n")
+    with pytest.raises(MoveNetError, match=r"c.yaml: not valid YAML \(expected ',' or '\]', but got ':', line 2, "
+                                           r"column 2\)$"):
+        load_config(path)
+
+
 def test_a_repeated_key_in_separate_mappings_is_fine(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("optim: {lr: 0.01}\nema: {decay: 0.9}\nlog: {images: 0}\n")

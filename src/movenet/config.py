@@ -266,7 +266,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
         try:
             raw = read_yaml(p.read_text(encoding="utf-8-sig")) or {}
         except yaml.YAMLError as e:
-            raise MoveNetError(f"{p}: not valid YAML ({' '.join(str(e).split())})") from None
+            raise MoveNetError(f"{p}: not valid YAML ({yaml_problem(e)})") from None
         except UnicodeDecodeError:
             raise MoveNetError(f"{p}: not UTF-8 text (a YAML config is expected)") from None
         except OSError as e:
@@ -278,7 +278,12 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
 
 def with_overrides(raw: dict, overrides: list[str] | tuple[str, ...], label: str = "config") -> dict:
     """``raw`` config keys with ``key=value`` overrides applied (in place)."""
+    given: dict[str, str] = {}
     for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key in given:  # (as a key given twice in a YAML mapping: which one was meant?)
+            raise MoveNetError(f"{label}: the override {key} is given twice ({given[key]} and {item})")
+        given[key] = item
         _apply_override(raw, item, label)
     return raw
 
@@ -380,6 +385,16 @@ class _ConfigLoader(yaml.SafeLoader):
 _ConfigLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
     list("-+0123456789."))
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's error in a few words and the line it found it on (its own text quotes the
+    source as "<unicode string>" and draws a caret under it, over several lines)."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None)
+    if problem is None or mark is None:
+        return " ".join(str(e).split())
+    return f"{problem}, line {mark.line + 1}, column {mark.column + 1}"
 
 
 def read_yaml(text: str):
