@@ -404,7 +404,7 @@ def test_data_without_a_target_person_is_one_line_for_stats_and_train(tmp_path, 
                  "--out", str(tmp_path / "run")]) == 2
     # (the last run's validation image is a training image too: warned about once per process)
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("movenet: error: ")]
-    reason = "(empty: 0 target people in 0 images; skipped 1 images without a target person)"
+    reason = "(empty: 0 target people in 0 images; skipped 1 image without a target person)"
     assert errors == [f"movenet: error: {empty}: no target person for training {reason}"] * 2 + [
         f"movenet: error: {empty}: no target person for validation {reason}"]
     assert not (tmp_path / "stats").exists() and not (tmp_path / "run").exists()

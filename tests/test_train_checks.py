@@ -528,8 +528,36 @@ def test_a_schema_pairs_left_and_right_by_name_unless_told():
     named = {"name": "five", "keypoints": ["head", "left_hand", "right_hand", "foot_l", "foot_r"]}
     assert schema_from_config(named).flip_pairs == ((1, 2), (3, 4))
     assert schema_from_config({**named, "flip_pairs": []}).flip_pairs == ()  # said: none
-    with pytest.warns(DataWarning, match="schema tail: left_tail name a side but have no partner by name"):
+    with pytest.warns(DataWarning, match="schema tail: left_tail names a side but has no partner by name"):
         assert schema_from_config({"name": "tail", "keypoints": ["head", "left_tail"]}).flip_pairs == ()
+
+
+def test_a_schema_is_resolved_once_per_config_and_names_repeated_keypoints_first(recwarn):
+    from movenet.config import load_config
+    from movenet.errors import DataWarning
+
+    cfg = load_config(None, ["schema={name: tail, keypoints: [head, left_tail], skeleton: [[head, left_tail]]}"])
+    for _ in range(3):
+        assert cfg.keypoint_schema().keypoints == ("head", "left_tail")
+    said = [str(w.message) for w in recwarn if issubclass(w.category, DataWarning)]
+    assert said == ["schema tail: left_tail names a side but has no partner by name; a flip keeps their labels "
+                    "(give flip_pairs, or [] for none)"]
+    cfg.schema = {"name": "two", "keypoints": ["a", "b"]}  # a changed schema is resolved again
+    assert cfg.keypoint_schema().name == "two"
+    with pytest.raises(MoveNetError, match=r"schema three: keypoint names must be given, each once \(a more than "
+                                           r"once\)"):  # (not the bone naming the keypoint the duplicate replaced)
+        load_config(None, ["schema={name: three, keypoints: [a, b, a], skeleton: [[a, c]]}"])
+
+
+def test_counts_in_messages_agree_with_their_number():
+    from movenet.errors import counted
+
+    assert counted(1, "images with crowd regions") == "1 image with crowd regions"
+    assert counted(2, "images with crowd regions") == "2 images with crowd regions"
+    assert counted(1, "target people") == "1 target person"
+    assert counted(1, "keypoints far outside their image (unlabelled)") == \
+        "1 keypoint far outside their image (unlabelled)"
+    assert counted(0, "people without keypoints") == "0 people without keypoints"
 
 
 def test_a_new_run_refuses_a_folder_of_other_files(tmp_path):

@@ -8,6 +8,7 @@ included) so a run folder's ``config.yaml`` reproduces the run.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -239,10 +240,15 @@ class TrainConfig:
                              "needs distill.unlabeled and a distill.teacher (without them it teaches nothing)")
 
     def keypoint_schema(self):
-        """The resolved ``schema.KeypointSchema``."""
+        """The resolved ``schema.KeypointSchema`` (resolved once while ``schema`` stays the same,
+        so that its warnings are said once)."""
         from .schema import schema_from_config
 
-        return schema_from_config(self.schema)
+        cached = self.__dict__.get("_resolved_schema")
+        if cached is None or cached[0] != self.schema:
+            cached = (copy.deepcopy(self.schema), schema_from_config(self.schema))
+            self.__dict__["_resolved_schema"] = cached
+        return cached[1]
 
     def model_config(self):
         """The resolved ``model.ModelConfig``."""

@@ -34,6 +34,22 @@ def some_of(names, shown: int = 3) -> str:
     return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
 
 
+SINGULAR = {"images": "image", "people": "person", "keypoints": "keypoint"}
+
+
+def counted(n: int, what: str) -> str:
+    """``"3 images with crowd regions"``, ``"1 image with crowd regions"``: the plural noun of
+    ``what`` (its first or second word) made singular for one."""
+    if n == 1:
+        words = what.split(" ")
+        for i, word in enumerate(words[:2]):
+            if word in SINGULAR:
+                words[i] = SINGULAR[word]
+                break
+        what = " ".join(words)
+    return f"{n} {what}"
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM) that was handled: what was kept and how to go on is already printed."""
 

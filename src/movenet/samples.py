@@ -22,7 +22,7 @@ import torch
 
 from . import augment, targets
 from .augment import AugmentConfig, Geometry
-from .errors import DataWarning, MoveNetError
+from .errors import DataWarning, MoveNetError, counted
 from .image import read_image, size_mismatch
 from .schema import COCO17, KeypointSchema
 
@@ -281,9 +281,10 @@ class PoseSampleDataset(torch.utils.data.Dataset):
 
     def describe(self) -> str:
         ix = self.index
-        text = (f"{'+'.join(self.source_names)}: {len(self)} target people in {len(ix.image_ids)} images")
+        text = (f"{'+'.join(self.source_names)}: {counted(len(self), 'target people')} in "
+                f"{counted(len(ix.image_ids), 'images')}")
         if ix.skipped:
-            text += "; skipped " + ", ".join(f"{v} {key}" for key, v in sorted(ix.skipped.items()))
+            text += "; skipped " + ", ".join(counted(v, key) for key, v in sorted(ix.skipped.items()))
         return text
 
     # -------------------------------------------------------- geometry (no image needed)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import DataWarning
+from .errors import DataWarning, some_of
 
 
 @dataclass(frozen=True)
@@ -231,12 +231,17 @@ def schema_from_config(value: str | dict | KeypointSchema) -> KeypointSchema:
                 raise ValueError(f"schema: {key!r} is missing")
         if not isinstance(value["keypoints"], list):
             raise ValueError("schema: keypoints must be a list of names")
+        twice = sorted({str(n) for n in value["keypoints"] if value["keypoints"].count(n) > 1})
+        if twice:  # (before the pairs and bones that name them)
+            raise ValueError(f"schema {value['name']}: keypoint names must be given, each once ({some_of(twice)} "
+                             "more than once)")
         if "flip_pairs" not in value:  # a flip must swap left and right labels too
             value = {**value, "flip_pairs": pairs_by_name(value["keypoints"])}
             lonely = sided_but_unpaired(value["keypoints"], value["flip_pairs"])
             if lonely:
-                warnings.warn(f"schema {value['name']}: {', '.join(lonely)} name a side but have no partner by name; "
-                              "a flip keeps their labels (give flip_pairs, or [] for none)", DataWarning, stacklevel=2)
+                verbs = "names a side but has" if len(lonely) == 1 else "name a side but have"
+                warnings.warn(f"schema {value['name']}: {', '.join(lonely)} {verbs} no partner by name; a flip "
+                              "keeps their labels (give flip_pairs, or [] for none)", DataWarning, stacklevel=2)
         try:
             schema = KeypointSchema.from_dict(value)
         except (TypeError, ValueError) as e:
