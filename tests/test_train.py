@@ -45,6 +45,10 @@ def test_epoch_line_before_training_has_no_loss():
     line = format_epoch({"epoch": 1, "train_loss": 2.0, "train_heatmap": 1.5, "val_pck": 0.5,
                          "train_images": 32, "train_seconds": 2.0}, 8)
     assert line == "epoch 1/8, loss 2.0000, (heatmap 1.5000), val PCK@0.2 0.5000 AP nan, 16.0 img/s"
+    # resumed inside an epoch: its seconds timed only the images after the resume (none: no rate)
+    resumed = {"epoch": 1, "train_loss": 2.0, "train_images": 32, "train_seconds": 2.0}
+    assert format_epoch(resumed | {"timed_images": 8}, 8) == "epoch 1/8, loss 2.0000, 4.0 img/s"
+    assert format_epoch(resumed | {"timed_images": 0, "train_seconds": 0.001}, 8) == "epoch 1/8, loss 2.0000"
     assert "(heatmap 1.0000, distill 0.5000)" in format_epoch(  # every loss term that counts in the total
         {"epoch": 1, "train_loss": 1.5, "train_heatmap": 1.0, "train_distill": 0.5}, 8)
     # with the time this process has spent on its epochs (here 2 epochs of a run resumed at epoch 3)

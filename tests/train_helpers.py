@@ -167,5 +167,6 @@ def free_port() -> int:
 
 
 def untimed(history: list[dict]) -> list[dict]:
-    """A run's epoch history without its wall times (which differ between equal runs)."""
-    return [{k: v for k, v in h.items() if k != "train_seconds"} for h in history]
+    """A run's epoch history without its wall times (which differ between equal runs) and the
+    images they timed (which differ with where a run was resumed)."""
+    return [{k: v for k, v in h.items() if k not in ("train_seconds", "timed_images")} for h in history]

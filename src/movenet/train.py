@@ -825,12 +825,14 @@ class Trainer:
                     print(format_epoch(s.history[-1], cfg.epochs), file=sys.stderr)
             self._clock = (time.perf_counter(), s.epoch)  # for the time-to-go of the epoch lines
             while not self.finished():
-                t0 = time.perf_counter()
+                t0, before = time.perf_counter(), s.epoch_images
                 train_metrics = self._train_epoch(s.epoch)
                 seconds = time.perf_counter() - t0
                 whole = s.batch_in_epoch == 0  # max_steps inside an epoch keeps the place, as an interruption
                 s.epoch += whole
                 metrics = {**train_metrics, "epoch": s.epoch, "step": s.step, "train_seconds": seconds}
+                if before:  # resumed inside the epoch: those seconds trained only its rest
+                    metrics["timed_images"] = train_metrics["train_images"] - before
                 if not whole:
                     metrics |= {"epoch": round(s.epoch + s.batch_in_epoch / self.steps_per_epoch, 4),
                                 "batch_in_epoch": s.batch_in_epoch}
@@ -1177,8 +1179,9 @@ def format_epoch(m: dict, epochs: int, elapsed: float | None = None, epochs_time
         parts.append(f"val PCK@0.2 {m['val_pck']:.4f} AP {m.get('val_ap', float('nan')):.4f}")
     if "val_distance_offset" in m:
         parts.append(f"decoding offset {m['val_distance_offset']:g}")
-    if m.get("train_seconds"):
-        parts.append(f"{m['train_images'] / m['train_seconds']:.1f} img/s")
+    timed = m.get("timed_images", m.get("train_images"))
+    if m.get("train_seconds") and timed:
+        parts.append(f"{timed / m['train_seconds']:.1f} img/s")
     if elapsed is not None and epochs_timed > 0 and m["epoch"] < epochs:
         parts.append(f"{_duration(elapsed)} so far, ~{_duration(elapsed / epochs_timed * (epochs - m['epoch']))} to go")
     return ", ".join(parts)
