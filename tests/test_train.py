@@ -21,7 +21,7 @@ import torch
 from movenet.checkpoint import load_model, read_checkpoint, save_checkpoint
 from movenet.errors import MoveNetError, user_message
 from movenet.curves import plot_training_curves
-from movenet.train import (CURVES, FINAL, LAST, EpochSampler, ModelEMA, NonFiniteLoss, SeededSamples, Trainer,
+from movenet.train import (BEST, CURVES, FINAL, LAST, EpochSampler, ModelEMA, NonFiniteLoss, SeededSamples, Trainer,
                            build_loss, build_model, build_optimizer, evaluate, format_epoch, init_distributed,
                            stopped_from_outside)
 from train_helpers import (CountingLoss, SyntheticPoses, resume_config, resume_trainer, tiny_config, untimed,
@@ -592,3 +592,82 @@ def test_a_data_warning_from_a_spawned_loader_worker_is_one_line(capfd):
     err = capfd.readouterr().err
     assert "movenet: warning: im7.jpg: the image is 80x60, its annotation says 160x120\n" in err
     assert "DataWarning" not in err and "warnings.warn" not in err
+
+
+def test_ctrl_c_on_the_step_that_reaches_max_steps_still_ends_the_run(tmp_path, capsys):
+    cfg = resume_config(max_steps=6)  # step 6 = batch 2 of epoch 2
+    resume_trainer(cfg, tmp_path / "full", CountingLoss(cfg)).fit()
+    trainer = resume_trainer(cfg, tmp_path / "cut", SignallingLoss(cfg, at=6))
+    trainer.fit()  # (no interruption: the run ends at that step, validated, as it would have)
+    assert "interrupted" not in capsys.readouterr().err
+    history = [untimed(read_checkpoint(tmp_path / run / LAST)["train_state"]["history"]) for run in ("full", "cut")]
+    assert history[0] == history[1] and "val_pck" in history[1][-1] and history[1][-1]["step"] == 6
+
+
+def test_a_run_killed_before_its_first_epoch_ended_resumes_after_val_before(tmp_path):
+    """val_before writes best.pt at epoch 0, and last.pt with it: a folder with a best.pt but no
+    last.pt could be neither resumed nor used by a new run."""
+    cfg = resume_config(val_before=True)
+    full = resume_trainer(cfg, tmp_path / "full", CountingLoss(cfg))
+    full.fit()
+    with pytest.raises(KeyboardInterrupt):  # an exception in step 2, as a kill: no checkpoint of its own
+        resume_trainer(cfg, tmp_path / "cut", CountingLoss(cfg, fail_at=2)).fit()
+    assert read_checkpoint(tmp_path / "cut" / LAST)["step"] == 0 and (tmp_path / "cut" / BEST).exists()
+    resumed = resume_trainer(cfg, tmp_path / "cut", CountingLoss(cfg))
+    resumed.resume(tmp_path / "cut" / LAST)
+    resumed.fit()
+    for name in (LAST, BEST):
+        a, b = (read_checkpoint(tmp_path / run / name) for run in ("full", "cut"))
+        assert a["step"] == b["step"] and all(torch.equal(a["state_dict"][k], b["state_dict"][k])
+                                              for k in a["state_dict"]), name
+
+
+def test_a_resume_writes_the_best_pt_a_stopped_process_did_not(tmp_path, capsys):
+    """Stopped between last.pt and best.pt of an epoch that was the best (here: no validation,
+    so every epoch is), or leaving an older best.pt: the resume writes it from last.pt. It also
+    removes the half-written files of a killed checkpoint write."""
+    cfg = resume_config(epochs=1)
+    run = tmp_path / "run"
+    Trainer(cfg, run, SyntheticPoses(4, 64, repeat=2), None, CountingLoss(cfg), verbose=False).fit()
+    last = read_checkpoint(run / LAST)
+    (run / BEST).unlink()
+    half = run / ".last.pt.k3j9x_1.tmp.pt"
+    half.write_bytes(b"\0" * 1000)
+    mine = run / ".notes.tmp.pt"  # (not a name a run writes)
+    mine.write_bytes(b"")
+    trainer = Trainer(cfg, run, SyntheticPoses(4, 64, repeat=2), None, CountingLoss(cfg))
+    trainer.resume(run / LAST)
+    trainer.fit()  # nothing to train
+    err = capsys.readouterr().err
+    assert f"wrote {run / BEST} from last.pt: the run had stopped between the two" in err
+    assert "removed 1 file that a stopped process left half written" in err and not half.exists() and mine.exists()
+    best = read_checkpoint(run / BEST)
+    assert best["step"] == last["step"] and all(torch.equal(best["state_dict"][k], v)
+                                                 for k, v in last["state_dict"].items())
+    # a best.pt that is there and current is left as it is
+    mtime = (run / BEST).stat().st_mtime_ns
+    trainer = Trainer(cfg, run, SyntheticPoses(4, 64, repeat=2), None, CountingLoss(cfg), verbose=False)
+    trainer.resume(run / LAST)
+    trainer.fit()
+    assert (run / BEST).stat().st_mtime_ns == mtime
+
+
+def test_a_run_folder_named_like_a_file_is_still_resumed_as_a_folder(tmp_path):
+    from movenet.train import check_run_folder, resolve_resume
+
+    folder = tmp_path / "exp_lr0.5"
+    assert resolve_resume("", str(folder)) == (folder / LAST, folder)
+    folder.mkdir()
+    with pytest.raises(MoveNetError, match=r"exp_lr0.5/last.pt: no checkpoint to resume from"):
+        check_run_folder(folder, folder / LAST)
+    with pytest.raises(MoveNetError, match=r"exp_lr0.5: no checkpoint to resume from"):
+        check_run_folder(tmp_path / "other", folder)  # (a folder named as the checkpoint)
+
+
+def test_a_resume_that_changes_the_optimiser_groups_names_the_setting(tmp_path):
+    cfg = resume_config(epochs=1)
+    resume_trainer(cfg, tmp_path, CountingLoss(cfg)).fit()
+    other = resume_config(epochs=2, **{"optim.backbone_lr_scale": 0.5})
+    with pytest.raises(MoveNetError, match=r"training state does not fit this configuration \(changed: "
+                                           r"optim.backbone_lr_scale 1.0 -> 0.5; resume with the run's settings"):
+        resume_trainer(other, tmp_path, CountingLoss(other)).resume(tmp_path / LAST)

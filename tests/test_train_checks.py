@@ -607,11 +607,13 @@ def test_resumed_runs_write_into_no_other_run_and_change_nothing_when_they_fail(
     # finished, and into another folder with other settings: nothing written there
     assert main(["train", str(config), "optim.lr=0.1", "--resume", str(a / LAST), "--out", str(tmp_path / "c")]) == 2
     assert not (tmp_path / "c").exists()
-    # b stopped after batch 2 of its 3; with batch_size 6 its epoch has 1 batch: said before anything is written
+    # b stopped after batch 2 of its 3; with batch_size 6 its epoch would go on in another order (and
+    # has 1 batch): said before anything is written
     assert main(["train", str(config), "batch_size=6", "--resume", str(b)]) == 2
     assert capsys.readouterr().err.strip().endswith(
-        f"{b / LAST}: stopped after batch 2 of epoch 1, which has 1 batches with this config's data and batch_size; "
-        "resume with the run's own (its config.yaml)")
+        f"{b / LAST}: stopped inside epoch 1 (after batch 2), which goes on only in the same order of samples; "
+        "changed: batch_size 2 -> 6. Resume with the run's settings (its config.yaml) and epochs=1 to finish that "
+        "epoch, then with yours")
     # and with the same max_steps, or with other settings, there is nothing to train: nothing is written
     for extra in ([], ["optim.lr=0.1"]):
         assert main(["train", str(config), "max_steps=2", *extra, "--resume", str(b)]) == 0

@@ -34,7 +34,7 @@ def some_of(names, shown: int = 3) -> str:
     return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
 
 
-SINGULAR = {"images": "image", "people": "person", "keypoints": "keypoint"}
+SINGULAR = {"images": "image", "people": "person", "keypoints": "keypoint", "files": "file"}
 
 
 def counted(n: int, what: str) -> str:

@@ -25,6 +25,7 @@ import atexit
 import copy
 import datetime
 import functools
+import hashlib
 import math
 import os
 import random
@@ -49,14 +50,16 @@ from torch import nn
 from .checkpoint import check_finite_weights, read_checkpoint, save_checkpoint, weighted_state, weights_misfit
 from .config import TrainConfig, check_source_paths, config_changes, load_config, save_config
 from .datasets import merge_coco
-from .errors import (Interrupted, MoveNetError, first_line, one_line_data_warnings, one_line_data_warnings_installed,
-                     some_of)
-from .fileio import LOCK_FILE, check_writable, lock_folder, make_folder, write_text_atomic
+from .errors import (Interrupted, MoveNetError, counted, first_line, one_line_data_warnings,
+                     one_line_data_warnings_installed, some_of)
+from .fileio import LOCK_FILE, atomic_path, check_writable, lock_folder, make_folder, write_text_atomic
 from .pretrained import KEYPOINT_OUTPUTS, fresh_keypoints
 from .schema import COCO17, KeypointSchema
 
 LAST, BEST, FINAL, CURVES = "last.pt", "best.pt", "final.pt", "curves.png"
 RUN_FILES = {LAST, BEST, FINAL, CURVES, "config.yaml", "tensorboard"}  # what a run folder holds
+# fileio.atomic_path's temporary names for them: ".last.pt.<random>.tmp.pt"
+UNFINISHED_WRITE = re.compile(r"\.(last\.pt|best\.pt|final\.pt|curves\.png|config(\.step\d+)?\.yaml)\.[^/]+\.tmp\.(pt|png|yaml)")
 OTHER_PROCESS_FAILED = ("stopped with another process of this run, which could not start it (its message says "
                         "why; under torchrun every machine needs the data and a resumed checkpoint at the same path)")
 
@@ -676,6 +679,7 @@ class Trainer:
         self.resumed_settings = None  # (file name, the run's config, what changed, checkpoint) of a resume
         self.resumed_from: Path | None = None
         self.best_to_copy: Path | None = None  # the best.pt of the run resumed into another folder
+        self.best_in_last = False  # the resumed last.pt is the run's best model, its best.pt never written
         self._clock = (time.perf_counter(), 0)  # (start, epochs done then) of this process's epochs
 
     def _sample_weights(self, unlabeled) -> torch.Tensor | None:
@@ -726,8 +730,18 @@ class Trainer:
                 "batch_in_epoch": s.batch_in_epoch,
                 "epoch_sums": sums,
                 "epoch_images": s.epoch_images,
+                "epoch_plan": self._epoch_plan(),
             },
         })
+
+    def _epoch_plan(self) -> dict:
+        """What fixes the order of an epoch's samples and where a batch starts in it: a run
+        resumed inside an epoch skips its first batches, which only the same plan makes those it
+        trained on."""
+        weights = self.sampler.weights
+        return {"samples": self.sampler.size, "seed": self.sampler.seed, "processes": self.sampler.world,
+                "batch_size": self.cfg.batch_size,
+                "weights": None if weights is None else hashlib.sha1(weights.double().numpy().tobytes()).hexdigest()}
 
     def resume(self, path: str | os.PathLike) -> None:
         ckpt = read_checkpoint(path)
@@ -754,8 +768,12 @@ class Trainer:
             elif self.ema is not None:  # EMA turned on for the rest of a run: it starts from the run's weights
                 self.ema.module.load_state_dict(self.model.state_dict())
         except (RuntimeError, ValueError, KeyError) as e:
-            raise MoveNetError(f"{path}: training state does not fit this configuration "
-                               f"({str(e).strip().splitlines()[0]})") from None
+            # the optimiser's parameter groups follow these settings (which layers train, at which rate)
+            groups = [c for c in config_changes(ckpt.get("config", {}), self.cfg.to_dict())
+                      if c.startswith(("optim.freeze_backbone_to_stride ", "optim.backbone_lr_scale "))]
+            why = f"changed: {'; '.join(groups)}; resume with the run's settings (its config.yaml)" if groups \
+                else str(e).strip().splitlines()[0]
+            raise MoveNetError(f"{path}: training state does not fit this configuration ({why})") from None
         best = ckpt["best"]
         # the saved sums are every process' (save adds them up): one process carries them on
         sums = dict(ts.get("epoch_sums", {}))
@@ -764,7 +782,17 @@ class Trainer:
                                 epoch_sums=sums if self.env.rank == 0 else dict.fromkeys(sums, 0.0),
                                 epoch_images=ts.get("epoch_images", 0))
         self.resumed_from = Path(path)
+        self.best_in_last = self.env.is_main and _best_not_written(ckpt, Path(path))
         done = self.state.batch_in_epoch
+        plan = ts.get("epoch_plan")
+        if done and plan is not None and plan != self._epoch_plan():
+            own = self._epoch_plan()
+            what = [f"{k} {plan.get(k)} -> {own[k]}" if k != "weights" else "the sampling weights (data.sources' "
+                    "weights, augment.source_balance, augment.pose_cluster*)" for k in own if plan.get(k) != own[k]]
+            raise MoveNetError(f"{path}: stopped inside epoch {ckpt['epoch'] + 1} (after batch {done}), which goes on only "
+                               f"in the same order of samples; changed: {'; '.join(what)}. Resume with the run's "
+                               f"settings (its config.yaml) and epochs={ckpt['epoch'] + 1} to finish that epoch, then "
+                               "with yours")
         if done > self.steps_per_epoch:  # (more data or a smaller batch simply make the epoch longer)
             raise MoveNetError(f"{path}: stopped after batch {done} of epoch {ckpt['epoch'] + 1}, which has "
                                f"{self.steps_per_epoch} batches with this config's data and batch_size; resume with "
@@ -797,6 +825,14 @@ class Trainer:
     def fit(self) -> TrainState:
         cfg, env, s = self.cfg, self.env, self.state
         idle = self.finished()  # a finished run resumed: nothing to train (its final.pt if missing)
+        if env.is_main:
+            self._remove_unfinished_writes()
+        if env.is_main and self._resumed_here() and self.best_in_last:
+            with atomic_path(self.out_dir / BEST) as tmp:
+                shutil.copyfile(self.resumed_from, tmp)
+            if self.verbose:
+                print(f"wrote {self.out_dir / BEST} from {self.resumed_from.name}: the run had stopped between "
+                      "the two", file=sys.stderr)
         if env.is_main and idle and self.verbose:
             print(f"{self.out_dir}: nothing to train: the run {self.done_text()}", file=sys.stderr)
         if env.is_main and not idle:
@@ -821,6 +857,8 @@ class Trainer:
                 if value is not None and np.isfinite(value):  # the initial model competes for best.pt
                     s.best, s.best_epoch = float(value), 0
                     self.save(self.out_dir / BEST, s.history[-1])
+                    # and last.pt: a folder with a best.pt but no last.pt could be neither resumed nor reused
+                    self.save(self.out_dir / LAST, s.history[-1])
                 if env.is_main and self.verbose:
                     print(format_epoch(s.history[-1], cfg.epochs), file=sys.stderr)
             self._clock = (time.perf_counter(), s.epoch)  # for the time-to-go of the epoch lines
@@ -860,18 +898,34 @@ class Trainer:
                 self._close_writer()
         return s
 
+    def _remove_unfinished_writes(self) -> None:
+        """The temporary files of checkpoints whose writing a killed process left unfinished (as
+        large as a checkpoint each): this process holds the folder's lock, so no one writes them."""
+        if not self.out_dir.is_dir():
+            return
+        left = [p for p in self.out_dir.iterdir() if UNFINISHED_WRITE.fullmatch(p.name) and p.is_file()]
+        for path in left:
+            path.unlink(missing_ok=True)
+        if left and self.verbose:
+            print(f"removed {counted(len(left), 'files')} that a stopped process left half written in {self.out_dir} "
+                  f"({some_of(sorted(p.name for p in left))})", file=sys.stderr)
+
+    def _resumed_here(self) -> bool:
+        return self.resumed_from is not None and self.resumed_from.parent.resolve() == self.out_dir.resolve()
+
     def _prepare_run_folder(self) -> None:
         """Files in the run folder that the coming training makes stale: the logs of a run that
         stopped before its first checkpoint (a new run's would mix with them; a folder with a
         run's models is refused by ``check_run_folder``), or the final.pt of a finished run
         trained further. A run resumed into another folder takes its best.pt along with its first
         checkpoint there (before, the folder stays one a retry may use)."""
-        here = self.resumed_from is not None and self.resumed_from.parent.resolve() == self.out_dir.resolve()
-        if here:
+        if self._resumed_here():
             stale = [self.out_dir / FINAL]  # (the run is not finished: fit does not start an idle one)
         else:  # a new run, or one resumed into a folder of its own (check_run_folder: no run's models)
             stale = [self.out_dir / name for name in (CURVES, "tensorboard")]
             best = self.resumed_from.parent / BEST if self.resumed_from is not None else None
+            if self.best_in_last:
+                best = self.resumed_from
             self.best_to_copy = best if best is not None and best.exists() else None
         stale = [p for p in stale if p.exists()]
         for path in stale:
@@ -974,6 +1028,9 @@ class Trainer:
                     self.writer.add_scalar(f"train/{k}", float(v), s.step)
                 self.writer.add_scalar("train/lr", lr, s.step)
             bar.set_postfix(loss=f"{float(loss):.4f}", lr=f"{lr:.2e}")
+            if self._step_limit_reached():  # (before a stop: the run's end validates and writes its files)
+                bar.close()
+                break
             if self._stop_agreed():
                 bar.close()
                 self._save_within_epoch()
@@ -981,9 +1038,6 @@ class Trainer:
                     print(f"interrupted at epoch {epoch + 1}, batch {s.batch_in_epoch}/{self.steps_per_epoch}: "
                           f"wrote {self.out_dir / LAST}; continue with --resume", file=sys.stderr)
                 raise Interrupted
-            if self._step_limit_reached():
-                bar.close()
-                break
             every = cfg.checkpoint_every_steps
             if every and s.step % every == 0 and s.batch_in_epoch < self.steps_per_epoch:
                 self._save_within_epoch()
@@ -1277,6 +1331,18 @@ def remove_unused_folders(folders: list[Path]) -> None:
             return
 
 
+def _best_not_written(ckpt: dict, path: Path) -> bool:
+    """Whether ``ckpt`` (read from ``path``) ended an epoch that was the run's best while the
+    best.pt beside it is missing or older: a process stopped between writing the two."""
+    metrics, best = ckpt.get("metrics") or {}, ckpt.get("best") or {}
+    if "train_seconds" not in metrics or best.get("epoch") != metrics.get("epoch"):  # (an epoch's end only)
+        return False
+    try:
+        return read_checkpoint(path.parent / BEST).get("step") != ckpt.get("step")
+    except MoveNetError:  # missing or damaged
+        return True
+
+
 def check_run_folder(out: Path, resume: str | os.PathLike | None, writes: bool = True) -> None:
     """A new run must not overwrite one; a resumed run needs its checkpoint; the process that
     writes (global rank 0) must be able to create the folder."""
@@ -1300,7 +1366,7 @@ def check_run_folder(out: Path, resume: str | os.PathLike | None, writes: bool =
                          and not re.fullmatch(r"config\.step\d+\.yaml", n))
         if foreign:
             raise MoveNetError(f"{out}: holds files a run does not write ({some_of(foreign)}); choose another --out")
-    if resume is not None and not Path(resume).exists():
+    if resume is not None and not Path(resume).is_file():
         raise MoveNetError(f"{resume}: no checkpoint to resume from")
 
 
@@ -1334,5 +1400,6 @@ def resolve_resume(resume: str, out_dir: str | None) -> tuple[Path, Path]:
     """``--resume`` value -> (checkpoint, run folder). '' means the run folder's last.pt. Whether
     it exists is checked by ``run``, on every process."""
     target = Path(resume or out_dir or "")
-    ckpt = target / LAST if target.is_dir() or not target.suffix else target
+    # (a run folder named like a file, exp_lr0.5, is still a folder when --resume names none)
+    ckpt = target / LAST if not resume or target.is_dir() or not target.suffix else target
     return ckpt, Path(out_dir) if out_dir else ckpt.parent
