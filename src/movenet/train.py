@@ -59,7 +59,8 @@ from .schema import COCO17, KeypointSchema
 LAST, BEST, FINAL, CURVES = "last.pt", "best.pt", "final.pt", "curves.png"
 RUN_FILES = {LAST, BEST, FINAL, CURVES, "config.yaml", "tensorboard"}  # what a run folder holds
 # fileio.atomic_path's temporary names for them: ".last.pt.<random>.tmp.pt"
-UNFINISHED_WRITE = re.compile(r"\.(last\.pt|best\.pt|final\.pt|curves\.png|config(\.step\d+)?\.yaml)\.[^/]+\.tmp\.(pt|png|yaml)")
+UNFINISHED_WRITE = re.compile(r"\.(last\.pt|best\.pt|final\.pt|curves\.png|config(\.step\d+)?\.yaml)"
+                              r"\.[^/]+\.tmp\.(pt|png|yaml)")
 OTHER_PROCESS_FAILED = ("stopped with another process of this run, which could not start it (its message says "
                         "why; under torchrun every machine needs the data and a resumed checkpoint at the same path)")
 
@@ -789,8 +790,8 @@ class Trainer:
             own = self._epoch_plan()
             what = [f"{k} {plan.get(k)} -> {own[k]}" if k != "weights" else "the sampling weights (data.sources' "
                     "weights, augment.source_balance, augment.pose_cluster*)" for k in own if plan.get(k) != own[k]]
-            raise MoveNetError(f"{path}: stopped inside epoch {ckpt['epoch'] + 1} (after batch {done}), which goes on only "
-                               f"in the same order of samples; changed: {'; '.join(what)}. Resume with the run's "
+            raise MoveNetError(f"{path}: stopped inside epoch {ckpt['epoch'] + 1} (after batch {done}), which goes on "
+                               f"only in the same order of samples; changed: {'; '.join(what)}. Resume with the run's "
                                f"settings (its config.yaml) and epochs={ckpt['epoch'] + 1} to finish that epoch, then "
                                "with yours")
         if done > self.steps_per_epoch:  # (more data or a smaller batch simply make the epoch longer)
