@@ -850,3 +850,23 @@ def test_a_forked_process_does_not_keep_the_run_folders_lock(tmp_path):
     fd = lock_folder(tmp_path, "x")  # the parent is gone, its child still runs: the folder is free
     assert fd is not None
     os.close(fd)
+
+
+def test_best_pt_follows_ap_where_no_validation_person_has_a_torso(tmp_path, capsys):
+    """PCK@0.2 of the torso is undefined when no validation person has both torso keypoints:
+    best.pt follows AP then (it was never written), and says so."""
+    config = _folder_config(tmp_path)
+    data = tmp_path / "data" / "person_keypoints.json"
+    coco = json.loads(data.read_text())
+    for ann in coco["annotations"]:  # left shoulders unlabelled everywhere
+        ann["keypoints"][5 * 3:5 * 3 + 3] = [0, 0, 0]
+        ann["num_keypoints"] = 16
+    data.write_text(json.dumps(coco))
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(run)]) == 0
+    captured = capsys.readouterr()
+    assert ("movenet: warning: none of the 2 validation people has both torso keypoints (left_shoulder, "
+            "right_hip): PCK@0.2 is undefined there, so best.pt follows AP") in captured.err
+    assert "best val ap " in captured.out
+    best = read_checkpoint(run / BEST)
+    assert best["best"]["metric"] == "ap" and best["best"]["value"] == best["metrics"]["val_ap"]

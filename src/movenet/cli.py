@@ -313,7 +313,7 @@ def cmd_train(args) -> int:
     model = next((Path(out) / name for name in ("final.pt", "best.pt", "last.pt") if (Path(out) / name).exists()),
                  None)
     within = f" and {state.batch_in_epoch} batches" if state.batch_in_epoch else ""
-    print(f"{out}: {state.epoch} epochs{within}, {state.step} steps; best val {cfg.best_metric} {best}"
+    print(f"{out}: {state.epoch} epochs{within}, {state.step} steps; best val {state.best_metric} {best}"
           + (f"; model: {model}" if model else ""))
     return 0
 

@@ -615,6 +615,7 @@ class TrainState:
     batch_in_epoch: int = 0  # batches of the unfinished epoch already trained on
     epoch_sums: dict = field(default_factory=dict)  # their losses, summed over samples
     epoch_images: int = 0  # and the number of images (all processes)
+    best_metric: str = "pck"  # what ``best`` measures (config.best_metric, or AP where PCK is undefined)
 
 
 class Trainer:
@@ -674,7 +675,8 @@ class Trainer:
         # autocast dtype on CUDA, None for float32; float16 needs loss scaling, bfloat16 does not
         self.amp = getattr(torch, cfg.amp_dtype) if cfg.amp and dev.type == "cuda" else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
-        self.state = TrainState()
+        self.best_metric = self._scored_metric(verbose)
+        self.state = TrainState(best_metric=self.best_metric)
         self.writer = None
         self.stop_requested = False
         self.resumed_settings = None  # (file name, the run's config, what changed, checkpoint) of a resume
@@ -682,6 +684,24 @@ class Trainer:
         self.best_to_copy: Path | None = None  # the best.pt of the run resumed into another folder
         self.best_in_last = False  # the resumed last.pt is the run's best model, its best.pt never written
         self._clock = (time.perf_counter(), 0)  # (start, epochs done then) of this process's epochs
+
+    def _scored_metric(self, verbose: bool) -> str:
+        """``best_metric``, or AP where no validation person has both torso keypoints labelled
+        (PCK@0.2 of the torso is then undefined: best.pt would never be written)."""
+        from .metrics import torso_size
+
+        index = getattr(self.val.samples, "index", None) if self.val is not None else None
+        if self.cfg.best_metric != "pck" or index is None or not len(index.targets):
+            return self.cfg.best_metric
+        if np.isfinite(torso_size(index.keypoints[index.targets], self.schema)).any():
+            return "pck"
+        if verbose and self.env.is_main:
+            pair = self.schema.torso_pair()
+            unit = (f"both torso keypoints ({self.schema.keypoints[pair[0]]}, {self.schema.keypoints[pair[1]]})"
+                    if pair else "two labelled keypoints")
+            print(f"movenet: warning: none of the {len(index.targets)} validation people has {unit}: PCK@0.2 is "
+                  "undefined there, so best.pt follows AP", file=sys.stderr)
+        return "ap"
 
     def _sample_weights(self, unlabeled) -> torch.Tensor | None:
         from .samples import sample_weights
@@ -719,7 +739,7 @@ class Trainer:
         save_checkpoint(path, self.eval_model(), self.schema, extra={
             "config": self.cfg.to_dict(),
             "epoch": s.epoch, "step": s.step, "metrics": metrics,
-            "best": {"metric": self.cfg.best_metric, "value": s.best, "epoch": s.best_epoch},
+            "best": {"metric": self.best_metric, "value": s.best, "epoch": s.best_epoch},
             "train_state": {
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
@@ -781,7 +801,7 @@ class Trainer:
         self.state = TrainState(ckpt["epoch"], ckpt["step"], best["value"], best["epoch"], list(ts["history"]),
                                 batch_in_epoch=ts.get("batch_in_epoch", 0),
                                 epoch_sums=sums if self.env.rank == 0 else dict.fromkeys(sums, 0.0),
-                                epoch_images=ts.get("epoch_images", 0))
+                                epoch_images=ts.get("epoch_images", 0), best_metric=self.best_metric)
         self.resumed_from = Path(path)
         self.best_in_last = self.env.is_main and _best_not_written(ckpt, Path(path))
         done = self.state.batch_in_epoch
@@ -854,7 +874,7 @@ class Trainer:
             if cfg.val_before and self.val is not None and s.epoch == 0 and not s.history:
                 metrics = {f"val_{k}": v for k, v in self._validate(0).items()}
                 s.history.append({"epoch": 0, "step": 0, **metrics})
-                value = metrics.get(f"val_{cfg.best_metric}", metrics.get("val_pck"))
+                value = metrics.get(f"val_{self.best_metric}", metrics.get("val_pck"))
                 if value is not None and np.isfinite(value):  # the initial model competes for best.pt
                     s.best, s.best_epoch = float(value), 0
                     self.save(self.out_dir / BEST, s.history[-1])
@@ -1168,7 +1188,7 @@ class Trainer:
             dist.gather_object(part, parts, dst=0)
         metrics: dict = {}
         if env.is_main:
-            metrics = score_validation(parts, self.val, self.schema, cfg.best_metric, bool(offsets))
+            metrics = score_validation(parts, self.val, self.schema, self.best_metric, bool(offsets))
             if self.writer is not None:
                 for k, v in metrics.items():
                     self.writer.add_scalar(f"{tag}/{k}", v, self.state.step)
@@ -1185,7 +1205,7 @@ class Trainer:
 
     def _finish_epoch(self, metrics: dict) -> None:
         cfg, s = self.cfg, self.state
-        key = f"val_{cfg.best_metric}"
+        key = f"val_{self.best_metric}"
         value = metrics.get(key, metrics.get("val_pck"))
         improved = value is not None and np.isfinite(value) and value > s.best
         if improved:  # (the epoch in part, 0.75, where max_steps stopped inside one)
