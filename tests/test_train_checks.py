@@ -870,3 +870,18 @@ def test_best_pt_follows_ap_where_no_validation_person_has_a_torso(tmp_path, cap
     assert "best val ap " in captured.out
     best = read_checkpoint(run / BEST)
     assert best["best"]["metric"] == "ap" and best["best"]["value"] == best["metrics"]["val_ap"]
+
+
+def test_eval_of_a_config_warns_about_a_model_trained_on_another_split(tmp_path, capsys):
+    config = _folder_config(tmp_path)
+    run = tmp_path / "run"
+    assert main(["train", str(config), "data.val_fraction=0.5", "max_steps=1", "--out", str(run)]) == 0
+    same = tmp_path / "same"
+    assert main(["train", str(config), "max_steps=1", "--out", str(same)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(config), "--model", str(run / LAST), "--model", str(same / LAST), "--threads", "1",
+                 "--out", str(tmp_path / "eval")]) == 0
+    err = capsys.readouterr().err
+    assert (f"{run / LAST}: trained on another split than {config}'s (data.val_fraction 0.5 -> 0.25): some of "
+            f"these validation images may be among its training images; {run / 'config.yaml'} holds its own") in err
+    assert str(same / LAST) not in err  # (the same split: its held-out images are these)

@@ -615,6 +615,32 @@ def config_split(path: str | os.PathLike, split: str | None = None) -> KeypointD
     return dataset
 
 
+SPLIT_KEYS = ("sources", "val_sources", "val_fraction", "split_seed", "train_images")
+
+
+def warn_other_splits(config: str | os.PathLike, specs: list[str]) -> None:
+    """A warning for each checkpoint whose training run split its data otherwise than ``config``
+    does: the config's held-out images may then be some it trained on."""
+    from .checkpoint import read_checkpoint, split_input_size
+    from .config import config_changes, load_config
+
+    own = load_config(config).to_dict()["data"]
+    for spec in specs:
+        path = Path(split_input_size(spec)[0])
+        if path.suffix.lower() != ".pt" or not path.is_file():
+            continue
+        theirs = (read_checkpoint(path).get("config") or {}).get("data")
+        if not isinstance(theirs, dict):
+            continue
+        changes = config_changes({k: theirs.get(k) for k in SPLIT_KEYS}, {k: own.get(k) for k in SPLIT_KEYS}, "data.")
+        if changes:
+            run_config = path.parent / "config.yaml"
+            own_split = f"; {run_config} holds its own" if run_config.is_file() else ""
+            warnings.warn(f"{spec}: trained on another split than {config}'s ({'; '.join(changes[:3])}): some of "
+                          f"these validation images may be among its training images{own_split}", DataWarning,
+                          stacklevel=2)
+
+
 def load_data(data: str | os.PathLike, image_root: str | os.PathLike | None = None,
               split: str | None = None, schema: KeypointSchema = COCO17) -> KeypointDataset:
     """Labelled images to score on: any source ``datasets.load_keypoint_dataset`` reads (with
@@ -657,6 +683,8 @@ def cmd_eval(args) -> int:
             raise MoveNetError(f"{name} must be a finite number > 0, got {value}")
     specs = args.models or ["lightning"]
     dataset = load_data_for(args, specs)
+    if is_config(args.data) and (args.split or "val") == "val":
+        warn_other_splits(args.data, specs)
     if args.limit is not None:
         dataset = dataset.subset([e.id for e in dataset.images[:args.limit]])
     start = time.perf_counter()
