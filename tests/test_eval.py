@@ -427,7 +427,7 @@ def test_eval_rejects_model_with_other_keypoint_count(tmp_path, lsp_dir, capsys)
     rc = main(["eval", str(_small_coco(tmp_path, lsp_dir, 1)), "--model", str(model), "--out", str(tmp_path / "o")])
     assert rc == 2
     err = capsys.readouterr().err.strip()
-    assert err == "movenet: error: thirteen: predicts 13 keypoints, the data has 17 (coco17)"
+    assert err == f"movenet: error: {model}: predicts 13 keypoints, the data has 17 (coco17)"
 
 
 def test_a_full_disk_while_the_report_is_written_is_one_line(tmp_path, lsp_dir, reference_dir, capsys, monkeypatch):

@@ -128,7 +128,7 @@ def test_a_custom_schema_trains_evaluates_predicts_exports_and_runs_on_video(tmp
         args = [a for m in models for a in ("--model", str(m))]
         assert main(["eval", str(data / "annotations.json"), "--images", str(data / "images"), *args,
                      "--out", str(tmp_path / "mixed")]) == 2
-        assert (f"coco17: predicts the 17 keypoints of coco17, without {', '.join(FIVE['keypoints'][:3])}, ... of the "
+        assert (f"{coco}: predicts the 17 keypoints of coco17, without {', '.join(FIVE['keypoints'][:3])}, ... of the "
                 "data's stick5 (5)") in capsys.readouterr().err
     assert main(["calibrate", str(config), "--model", str(coco), "--out", str(tmp_path / "c.pt")]) == 2
     assert (f"coco17.pt: predicts the 17 keypoints of coco17, without {', '.join(FIVE['keypoints'][:3])}, ... of the "

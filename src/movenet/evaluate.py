@@ -241,7 +241,7 @@ def evaluate(dataset: KeypointDataset, specs: list[str] | str, protocol: str = "
     if flip:
         from .runtime import FlipTestPredictor
         predictors = {label: FlipTestPredictor(p) for label, p in predictors.items()}
-    picks = [data_keypoints(predictor, label, dataset) for label, predictor in predictors.items()]
+    picks = [data_keypoints(predictor, spec, dataset) for spec, predictor in zip(specs, predictors.values())]
     # One resolution for the fixed-pixel PCK keeps the column comparable across models.
     px_size = px_size or min(p.input_size for p in predictors.values())
     preds, sides, seconds, kept, skipped = run_models(dataset, samples, predictors, progress, refine, picks)
@@ -615,12 +615,12 @@ def config_split(path: str | os.PathLike, split: str | None = None) -> KeypointD
     return dataset
 
 
-SPLIT_KEYS = ("sources", "val_sources", "val_fraction", "split_seed", "train_images")
+SPLIT_KEYS = ("val_sources", "val_fraction", "split_seed", "train_images")
 
 
 def warn_other_splits(config: str | os.PathLike, specs: list[str]) -> None:
-    """A warning for each checkpoint whose training run split its data otherwise than ``config``
-    does: the config's held-out images may then be some it trained on."""
+    """A warning for each checkpoint whose training run split the same data sources otherwise
+    than ``config`` does: the config's held-out images may then be some it trained on."""
     from .checkpoint import read_checkpoint, split_input_size
     from .config import config_changes, load_config
 
@@ -630,7 +630,7 @@ def warn_other_splits(config: str | os.PathLike, specs: list[str]) -> None:
         if path.suffix.lower() != ".pt" or not path.is_file():
             continue
         theirs = (read_checkpoint(path).get("config") or {}).get("data")
-        if not isinstance(theirs, dict):
+        if not isinstance(theirs, dict) or theirs.get("sources") != own.get("sources"):  # (other data: unknown)
             continue
         changes = config_changes({k: theirs.get(k) for k in SPLIT_KEYS}, {k: own.get(k) for k in SPLIT_KEYS}, "data.")
         if changes:
