@@ -10,6 +10,7 @@ from scipy.io import savemat
 from movenet.cli import main
 from movenet.datasets import LSP_TO_COCO, load_keypoint_dataset, read_lsp_joints
 from movenet.errors import DataWarning, MoveNetError
+from movenet.schema import COCO17
 from train_helpers import write_coco_folder
 
 W, H = 80, 60
@@ -216,3 +217,26 @@ def test_plotting_target_sizes_leaves_the_callers_matplotlib_backend_alone(tmp_p
         assert (tmp_path / "sizes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
         matplotlib.use(before)
+
+
+def test_convert_keeps_a_files_own_keypoints(tmp_path, capsys):
+    """A COCO file of other keypoints than COCO's 17 (a hand, a 5-point body) converts with its
+    own names and order; before, it needed COCO's and was refused."""
+    write_coco_folder(tmp_path / "data", 2, 64)
+    source = tmp_path / "data" / "person_keypoints.json"
+    coco = json.loads(source.read_text())
+    names = ["head", "left_hand", "right_hand", "left_foot", "right_foot"]
+    coco["categories"][0]["keypoints"] = names
+    for ann in coco["annotations"]:
+        ann["keypoints"] = ann["keypoints"][:15]
+        ann["num_keypoints"] = 5
+    source.write_text(json.dumps(coco))
+    out = tmp_path / "out.json"
+    assert main(["data", "convert", str(source), str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert written["categories"][0]["keypoints"] == names
+    assert [a["keypoints"] for a in written["annotations"]] == [a["keypoints"] for a in coco["annotations"]]
+    # a COCO-17 file converts as before: COCO's names in COCO's order
+    write_coco_folder(tmp_path / "coco", 2, 64)
+    assert main(["data", "convert", str(tmp_path / "coco"), str(tmp_path / "o2.json")]) == 0
+    assert json.loads((tmp_path / "o2.json").read_text())["categories"][0]["keypoints"] == list(COCO17.keypoints)

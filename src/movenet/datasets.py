@@ -470,7 +470,7 @@ def concat_datasets(parts: list[KeypointDataset], name: str | None = None) -> Ke
 
 
 def load_keypoint_dataset(source: str | os.PathLike | dict, image_root: str | os.PathLike | None = None,
-                          schema: KeypointSchema = COCO17, check_files: bool = False) -> KeypointDataset:
+                          schema: KeypointSchema | None = COCO17, check_files: bool = False) -> KeypointDataset:
     """Read person keypoints from any supported source into one validated structure.
 
     ``source``: a COCO person-keypoints JSON file, a folder holding ``person_keypoints.json``,
@@ -481,8 +481,11 @@ def load_keypoint_dataset(source: str | os.PathLike | dict, image_root: str | os
     JSON's folder; ``mpii_image_root`` for MPII; the working directory for a dict). Only the
     person category is kept; crowd annotations are kept with ``iscrowd=True``. With
     ``check_files`` every image file must exist, otherwise a missing file is reported when it
-    is read."""
+    is read. ``schema`` None: the keypoints the file's person category names (COCO's 17 where
+    it names none or all of them)."""
     coco, label, default_root, name = _read_source(source, image_root)
+    if schema is None:
+        schema = file_schema(coco)
     root = Path(image_root) if image_root is not None else default_root
     if image_root is not None and not root.is_dir():
         raise MoveNetError(f"{root}: image folder not found (given as the image root of {label})")
@@ -493,6 +496,21 @@ def load_keypoint_dataset(source: str | os.PathLike | dict, image_root: str | os
             raise MoveNetError(f"{label}: {len(missing)} of {len(dataset.images)} image files missing "
                                f"(first: {missing[0]})")
     return dataset
+
+
+def file_schema(coco: dict) -> KeypointSchema:
+    """The keypoints a COCO dict's person category (or its one category with keypoints) names,
+    in its order, as a schema without flip pairs or bones; COCO's 17 where they include those."""
+    cats = [c for c in coco.get("categories") or [] if isinstance(c, dict)] if isinstance(coco, dict) else []
+    named = [c for c in cats if isinstance(c.get("keypoints"), list) and c["keypoints"]]
+    category = next((c for c in named if c.get("name") == "person"), named[0] if len(named) == 1 else None)
+    if category is None or _names_all_of(category["keypoints"], COCO17):
+        return COCO17
+    names = tuple(map(str, category["keypoints"]))
+    try:
+        return KeypointSchema(str(category.get("name") or "file"), names, (), ())
+    except ValueError:  # (names given twice: the loader says so, naming the file)
+        return COCO17
 
 
 def write_coco(source: str | os.PathLike | dict, out: str | os.PathLike,
@@ -506,7 +524,7 @@ def write_coco(source: str | os.PathLike | dict, out: str | os.PathLike,
     placed in them)."""
     from .fileio import refuse_overwriting_inputs, write_json_atomic
 
-    dataset = load_keypoint_dataset(source, image_root, check_files=True)
+    dataset = load_keypoint_dataset(source, image_root, schema=None, check_files=True)  # (its own keypoints)
     refuse_overwriting_inputs([out], [e.path for e in dataset.images], "the output", "image of the data set")
     root = _default_image_root(Path(out))
     found = checked_image_sizes([(e.path, e.width, e.height) for e in dataset.images])
