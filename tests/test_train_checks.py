@@ -604,6 +604,9 @@ def test_resumed_runs_write_into_no_other_run_and_change_nothing_when_they_fail(
     (foreign / "notes.txt").write_text("mine")
     assert main(["train", str(config), "epochs=2", "--resume", str(a / LAST), "--out", str(foreign)]) == 2
     assert "holds files a run does not write (notes.txt)" in capsys.readouterr().err
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]  # (no lock file left in someone's folder)
+    assert main(["train", str(config), "--out", str(foreign)]) == 2  # (a new run: the same)
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
     # finished, and into another folder with other settings: nothing written there
     assert main(["train", str(config), "optim.lr=0.1", "--resume", str(a / LAST), "--out", str(tmp_path / "c")]) == 2
     assert not (tmp_path / "c").exists()

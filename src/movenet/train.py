@@ -1301,6 +1301,8 @@ def run(cfg: TrainConfig | str | os.PathLike, out_dir: str | os.PathLike | None 
     made = [p for p in (out, *out.parents) if not p.exists()]  # folders this run makes, deepest first
     lock = None
     try:
+        # (before the lock: its file would stay in a folder of someone else's files)
+        agreed(env, lambda: check_no_other_files(out, resume) if env.is_main else None)
         # one run at a time writes a folder: another started there now would mix its files in
         lock = agreed(env, lambda: lock_folder(out, "another movenet train") if env.is_main else None)
         # each step that reads this machine's files stops every process when it fails on one
@@ -1364,6 +1366,22 @@ def _best_not_written(ckpt: dict, path: Path) -> bool:
         return True
 
 
+def check_no_other_files(out: Path, resume: str | os.PathLike | None) -> None:
+    """A new run, or one resumed into another folder, is written into a folder of no other
+    files than a run's (hidden ones aside)."""
+    fresh = resume is None or Path(resume).resolve().parent != out.resolve()
+    if not (fresh and out.is_dir()):
+        return
+    try:
+        names = [p.name for p in out.iterdir()]
+    except OSError as e:
+        raise MoveNetError(f"{out}: cannot read the folder ({e.strerror})") from None
+    foreign = sorted(n for n in names if not n.startswith(".") and n not in RUN_FILES
+                     and not re.fullmatch(r"config\.step\d+\.yaml", n))
+    if foreign:
+        raise MoveNetError(f"{out}: holds files a run does not write ({some_of(foreign)}); choose another --out")
+
+
 def check_run_folder(out: Path, resume: str | os.PathLike | None, writes: bool = True) -> None:
     """A new run must not overwrite one; a resumed run needs its checkpoint; the process that
     writes (global rank 0) must be able to create the folder."""
@@ -1378,15 +1396,8 @@ def check_run_folder(out: Path, resume: str | os.PathLike | None, writes: bool =
         also = f"resuming {resume} there" if resume is not None else "a new run"
         raise MoveNetError(f"{out}: already holds another run's {held}; {also} would write over it: choose another "
                            "--out")
-    if writes and fresh and out.is_dir():
-        try:
-            names = [p.name for p in out.iterdir()]
-        except OSError as e:
-            raise MoveNetError(f"{out}: cannot read the folder ({e.strerror})") from None
-        foreign = sorted(n for n in names if not n.startswith(".") and n not in RUN_FILES
-                         and not re.fullmatch(r"config\.step\d+\.yaml", n))
-        if foreign:
-            raise MoveNetError(f"{out}: holds files a run does not write ({some_of(foreign)}); choose another --out")
+    if writes:
+        check_no_other_files(out, resume)
     if resume is not None and not Path(resume).is_file():
         raise MoveNetError(f"{resume}: no checkpoint to resume from")
 
