@@ -121,6 +121,41 @@ def test_load_matching_notes_fresh_keypoints_only_where_there_are_some():
     assert note == " (keypoint heads: 3 of 4 keypoints taken by name, the others start fresh)"
 
 
+def test_init_keypoints_start_new_keypoints_from_named_ones():
+    torch.manual_seed(0)
+    source = create_model("mobilenetv2_050", **SMALL)
+    ckpt = _coco_checkpoint(source)
+    feet = KeypointSchema("feet", ("nose", "left_foot", "right_foot", "tail"), (), ())
+    model = create_model("mobilenetv2_050", num_keypoints=4, **SMALL)
+    note = pretrained.load_matching(model, ckpt, "x", feet, {"left_foot": "left_ankle", "right_foot": "right_ankle"})
+    assert note == (" (keypoint heads: 1 of 4 keypoints taken by name, left_foot from left_ankle, right_foot from "
+                    "right_ankle, the others start fresh)")
+    assert torch.equal(model.heatmap.out.bias[:3], source.heatmap.out.bias[[0, 15, 16]])
+    assert torch.equal(model.regression.out.weight[2:6], source.regression.out.weight[30:34])
+    assert not any(torch.equal(model.offset.out.weight[6], row) for row in source.offset.out.weight)  # tail: fresh
+    # a mapping also overrides a match by name; a name the init lacks is one line naming its keypoints
+    pretrained.load_matching(model, ckpt, "x", feet, {"nose": "left_eye"})
+    assert torch.equal(model.heatmap.out.bias[0], source.heatmap.out.bias[1])
+    with pytest.raises(MoveNetError, match=r"init_keypoints: x has no keypoint ankle \(its coco17: nose, left_eye"):
+        pretrained.load_matching(model, ckpt, "x", feet, {"left_foot": "ankle"})
+
+
+def test_init_keypoints_are_checked_in_the_config():
+    from movenet.config import load_config
+
+    feet = "schema={name: feet, keypoints: [nose, left_foot, right_foot]}"
+    cfg = load_config(None, [feet, "init=lightning", "init_keypoints={left_foot: left_ankle}"])
+    assert cfg.init_keypoints == {"left_foot": "left_ankle"}
+    with pytest.raises(MoveNetError, match="init_keypoints: left_hand not among the keypoints of schema feet"):
+        load_config(None, [feet, "init=lightning", "init_keypoints={left_hand: left_wrist}"])
+    with pytest.raises(MoveNetError, match="init_keypoints starts keypoints from the init's keypoint heads: it needs "
+                                           "init lightning, thunder or a checkpoint, not imagenet"):
+        load_config(None, [feet, "init=imagenet", "init_keypoints={left_foot: left_ankle}"])
+    with pytest.raises(MoveNetError, match="init_keypoints maps keypoint names to keypoint names"):
+        load_config(None, [feet, "init=lightning", "init_keypoints={left_foot: [left_ankle]}"])
+    assert pretrained.fresh_keypoints("lightning", cfg.keypoint_schema(), cfg.init_keypoints) == ["right_foot"]
+
+
 def test_an_architecture_mismatch_names_what_differs_but_not_the_input_size(tmp_path):
     save_checkpoint(tmp_path / "shuffle.pt", create_model("shufflenetv2_x0_5", input_size=64))
     with pytest.raises(MoveNetError) as error:

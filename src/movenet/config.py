@@ -23,7 +23,7 @@ import yaml
 
 from .augment import AugmentConfig
 from .backbones import FEATURE_STRIDES
-from .errors import MoveNetError
+from .errors import MoveNetError, some_of
 from .fileio import write_text_atomic
 from .limits import FLOAT32_MAX, MAX_THREADS
 from .losses import LossConfig
@@ -117,6 +117,10 @@ class TrainConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     # scratch | imagenet | lightning | thunder | path to a .pt checkpoint (weights only)
     init: str = "scratch"
+    # Keypoints of the schema that the init's weights lack, each started from the head channels
+    # of one of the init's keypoints ({left_foot: left_ankle}): a fresh channel barely moves at a
+    # fine-tuning learning rate. The others are taken by name.
+    init_keypoints: dict = field(default_factory=dict)
     # The keypoints: "coco17" (the default) or a mapping (name, keypoints, flip_pairs, skeleton,
     # torso, sigmas; ``schema.schema_from_config``). The model's num_keypoints follows it.
     schema: Any = "coco17"
@@ -220,6 +224,12 @@ class TrainConfig:
         if self.final_init_weight > 0 and self.init in ("scratch", "imagenet"):
             raise ValueError(f"final_init_weight mixes in the initial weights: it needs init lightning, "
                              f"thunder or a checkpoint, not {self.init}")
+        if self.init_keypoints and self.init in ("scratch", "imagenet"):
+            raise ValueError(f"init_keypoints starts keypoints from the init's keypoint heads: it needs init "
+                             f"lightning, thunder or a checkpoint, not {self.init}")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.init_keypoints.items()):
+            raise ValueError(f"init_keypoints maps keypoint names to keypoint names ({{left_foot: left_ankle}}), "
+                             f"got {self.init_keypoints}")
         if any(not v > 0 for v in self.calibrate_distance_offset):
             raise ValueError(f"calibrate_distance_offset must hold offsets > 0, got {self.calibrate_distance_offset}")
         for key in ("alpha", "center_alpha"):
@@ -357,6 +367,9 @@ def _sync_num_keypoints(cfg: TrainConfig) -> None:
     k = schema.num_keypoints
     if cfg.loss.bone > 0 and not schema.skeleton:
         raise ConfigError(f"loss.bone needs the schema's skeleton (the bones), and schema {schema.name} has none")
+    unknown = [name for name in cfg.init_keypoints if name not in schema.keypoints]
+    if unknown:
+        raise ConfigError(f"init_keypoints: {some_of(unknown)} not among the keypoints of schema {schema.name}")
     given = cfg.model.overrides.get("num_keypoints")
     if given is not None and given != k:
         raise ConfigError(f"model.overrides.num_keypoints {given} differs from the schema's {k} keypoints "

@@ -134,14 +134,15 @@ def set_input_normalisation(model, norm_mean, norm_scale, norm_shift: float) -> 
 
 # ---------------------------------------------------------------- initialisation
 def init_model(model, init: str | os.PathLike = "scratch", verbose: bool = True,
-               schema: KeypointSchema = COCO17) -> str:
+               schema: KeypointSchema = COCO17, keypoint_sources: dict[str, str] | None = None) -> str:
     """Initialise ``model`` in place; returns a one-line description of what was loaded.
 
     ``init``: ``scratch`` (nothing), ``imagenet`` (MobileNetV2 width 1.0 backbones only),
     ``lightning``/``thunder`` (Google's weights; the architecture must match) or a checkpoint
     path (every parameter must match; decoding buffers of another input size are kept). A model
     of other keypoints (``schema``, the model's) takes the weights' keypoint channels by name
-    (``load_matching``)."""
+    (``load_matching``; ``keypoint_sources`` names the init's keypoint that one of the model's
+    starts from, where names do not match)."""
     from .checkpoint import split_input_size
 
     spec, size = split_input_size(init)
@@ -156,13 +157,13 @@ def init_model(model, init: str | os.PathLike = "scratch", verbose: bool = True,
         from .checkpoint import read_checkpoint
         from .weights import official_checkpoint
         path = official_checkpoint(spec, verbose=verbose)
-        note = load_matching(model, read_checkpoint(path), f"Google's {spec} weights", schema)
+        note = load_matching(model, read_checkpoint(path), f"Google's {spec} weights", schema, keypoint_sources)
         return f"initialised from Google's {spec} weights{note}"
     from .checkpoint import read_checkpoint
     if not Path(spec).exists():
         raise MoveNetError(f"init {spec}: no such checkpoint, and not one of scratch, imagenet, "
                            f"{', '.join(sorted(OFFICIAL_NAMES))}")
-    note = load_matching(model, read_checkpoint(spec), spec, schema)
+    note = load_matching(model, read_checkpoint(spec), spec, schema, keypoint_sources)
     return f"initialised from {spec}{note}"
 
 
@@ -187,35 +188,45 @@ def _init_imagenet(model, verbose: bool) -> str:
 KEYPOINT_OUTPUTS = {"heatmap.out": 1, "regression.out": 2, "offset.out": 2}  # output channels per keypoint
 
 
-def fresh_keypoints(init: str | os.PathLike, schema: KeypointSchema) -> list[str]:
+def fresh_keypoints(init: str | os.PathLike, schema: KeypointSchema,
+                    keypoint_sources: dict[str, str] | None = None) -> list[str]:
     """The keypoints of ``schema`` that ``init`` (Google's weights or a checkpoint) has no weights
-    for: ``init_model`` leaves their head channels at their fresh initialisation."""
+    for, by name or ``keypoint_sources``: ``init_model`` leaves their head channels at their
+    fresh initialisation."""
     from .checkpoint import checkpoint_schema, read_checkpoint, split_input_size
 
     spec, _ = split_input_size(init)
     source = COCO17 if spec in OFFICIAL_NAMES and not Path(spec).exists() else \
         checkpoint_schema(read_checkpoint(spec), spec)
-    found = matching_names(schema.keypoints, source.keypoints)
+    found = matching_names(schema.keypoints, source.keypoints) | dict(keypoint_sources or {})
     return [name for name in schema.keypoints if name not in found]
 
 
-def load_matching(model, ckpt: dict, label: str, schema: KeypointSchema = COCO17) -> str:
+def load_matching(model, ckpt: dict, label: str, schema: KeypointSchema = COCO17,
+                  keypoint_sources: dict[str, str] | None = None) -> str:
     """Load a checkpoint's tensors into ``model``: every parameter must exist with the same
     shape (else a one-line MoveNetError). From a model of another input size the grid's
     decoding constants (centre prior, cells -> 0..1 scale) keep the model's values; the
     distance offset and the input normalisation travel with the weights. Into a model of other
     keypoints (``schema``, the model's; the checkpoint's own is in it) the keypoint heads'
     output layers take the channels of the keypoints both name and keep their fresh
-    initialisation for the others. Returns a note on that ("" when the keypoints are the same)."""
+    initialisation for the others, or those of the checkpoint's keypoint ``keypoint_sources``
+    names for them. Returns a note on that ("" when the keypoints are the same)."""
     state = dict(ckpt.get("state_dict", {}))
     own = model.state_dict()
     note = ""
     source = get_schema(ckpt.get("schema", "coco17"))
-    if source.keypoints != schema.keypoints:
+    sources = dict(keypoint_sources or {})
+    unknown = [theirs for theirs in sources.values() if theirs not in source.keypoints]
+    if unknown:
+        raise MoveNetError(f"init_keypoints: {label} has no keypoint {some_of(unknown)} (its {source.name}: "
+                           f"{some_of(source.keypoints, 6)})")
+    if source.keypoints != schema.keypoints or sources:
         if schema.num_keypoints != model.config.num_keypoints:
             raise MoveNetError(f"schema {schema.name} has {schema.num_keypoints} keypoints, the model "
                                f"{model.config.num_keypoints}")
-        shared = matching_names(schema.keypoints, source.keypoints)
+        by_name = matching_names(schema.keypoints, source.keypoints)
+        shared = by_name | sources
         for layer, per in KEYPOINT_OUTPUTS.items():
             for kind in ("weight", "bias"):
                 key = f"{layer}.{kind}"
@@ -226,7 +237,9 @@ def load_matching(model, ckpt: dict, label: str, schema: KeypointSchema = COCO17
                     i, j = schema.index(name), source.index(theirs_name)
                     mixed[per * i:per * (i + 1)] = state[key][per * j:per * (j + 1)]
                 state[key] = mixed
-        note = (f" (keypoint heads: {len(shared)} of {schema.num_keypoints} keypoints taken by name"
+        named = sum(name not in sources for name in by_name)
+        started = f", {', '.join(f'{k} from {v}' for k, v in sources.items())}" if sources else ""
+        note = (f" (keypoint heads: {named} of {schema.num_keypoints} keypoints taken by name{started}"
                 f"{', the others start fresh' if len(shared) < schema.num_keypoints else ''})")
     from .config import config_changes
 

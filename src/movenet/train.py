@@ -175,7 +175,7 @@ def build_model(cfg: TrainConfig, verbose: bool = True) -> nn.Module:
         model = MoveNet(cfg.model_config())
     except (ValueError, TypeError) as e:
         raise MoveNetError(f"model {cfg.model.name}: {e}") from None
-    message = init_model(model, cfg.init, verbose, cfg.keypoint_schema())
+    message = init_model(model, cfg.init, verbose, cfg.keypoint_schema(), cfg.init_keypoints)
     if verbose:
         print(message, file=sys.stderr)
     return model
@@ -207,7 +207,7 @@ def check_model_and_weights(cfg: TrainConfig, label: str | os.PathLike, verbose:
                 f" (relative paths are taken from the working directory, {os.getcwd()})"
             raise MoveNetError(f"{label}: {key} {spec!r} is not one of {', '.join(builtin)} and no such checkpoint"
                                f"{where}")
-    init_model(model, cfg.init, verbose, cfg.keypoint_schema())  # (the trainer's model is built after the data)
+    init_model(model, cfg.init, verbose, cfg.keypoint_schema(), cfg.init_keypoints)  # (the trainer's: after the data)
 
 
 def batch_norms_folded(model: nn.Module, init: str) -> bool:
@@ -648,7 +648,8 @@ class Trainer:
         self.init_state = ({k: v.detach().clone() for k, v in self.model.state_dict().items()}
                            if cfg.final_init_weight > 0 else None)
         # keypoints the initial weights lack start from random channels: final.pt keeps them trained
-        self.fresh_keypoints = fresh_keypoints(cfg.init, schema) if cfg.final_init_weight > 0 else []
+        self.fresh_keypoints = (fresh_keypoints(cfg.init, schema, cfg.init_keypoints)
+                                if cfg.final_init_weight > 0 else [])
         if cfg.sync_bn and self.env.distributed and dev.type == "cuda":
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.net = self.model
