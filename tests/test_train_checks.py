@@ -875,18 +875,23 @@ def test_best_pt_follows_ap_where_no_validation_person_has_a_torso(tmp_path, cap
     assert best["best"]["metric"] == "ap" and best["best"]["value"] == best["metrics"]["val_ap"]
 
 
-def test_eval_of_a_config_warns_about_a_model_trained_on_another_split(tmp_path, capsys):
-    config = _folder_config(tmp_path)
-    run = tmp_path / "run"
-    assert main(["train", str(config), "data.val_fraction=0.5", "max_steps=1", "--out", str(run)]) == 0
-    same = tmp_path / "same"
-    assert main(["train", str(config), "max_steps=1", "--out", str(same)]) == 0
+def test_eval_of_a_config_warns_about_a_model_trained_on_some_of_its_held_out_images(tmp_path):
+    """A run that held out less (or split with another seed) trained on some of the config's
+    held-out images; one that held out more, or trained on fewer images, did not."""
     from movenet.errors import DataWarning
 
+    config = _folder_config(tmp_path)  # (val_fraction 0.25 of 8 images)
+    runs = {name: tmp_path / name for name in ("less", "seed", "more", "fewer")}
+    for name, extra in (("less", ["data.val_fraction=0.125"]), ("seed", ["data.split_seed=3"]),
+                        ("more", ["data.val_fraction=0.5"]), ("fewer", ["data.train_images=2"])):
+        assert main(["train", str(config), *extra, "max_steps=1", "--out", str(runs[name])]) == 0
     with pytest.warns(DataWarning) as caught:
-        assert main(["eval", str(config), "--model", str(run / LAST), "--model", str(same / LAST), "--threads", "1",
-                     "--out", str(tmp_path / "eval")]) == 0
+        assert main(["eval", str(config), *[a for r in runs.values() for a in ("--model", str(r / LAST))],
+                     "--threads", "1", "--out", str(tmp_path / "eval")]) == 0
     said = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
-    assert said == [f"{run / LAST}: trained on another split than {config}'s (data.val_fraction 0.5 -> 0.25): some "
-                    f"of these validation images may be among its training images; {run / 'config.yaml'} holds its "
-                    "own"]  # (not the model of the same split: its held-out images are these)
+    assert said == [
+        f"{runs['less'] / LAST}: trained on another split than {config}'s (data.val_fraction 0.125, this config's "
+        f"0.25): some of these held-out images are among its training images; {runs['less'] / 'config.yaml'} "
+        "holds its own",
+        f"{runs['seed'] / LAST}: trained on another split than {config}'s (data.split_seed 3, this config's 0): some "
+        f"of these held-out images may be among its training images; {runs['seed'] / 'config.yaml'} holds its own"]

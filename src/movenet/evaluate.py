@@ -615,16 +615,17 @@ def config_split(path: str | os.PathLike, split: str | None = None) -> KeypointD
     return dataset
 
 
-SPLIT_KEYS = ("val_sources", "val_fraction", "split_seed", "train_images")
-
-
 def warn_other_splits(config: str | os.PathLike, specs: list[str]) -> None:
-    """A warning for each checkpoint whose training run split the same data sources otherwise
-    than ``config`` does: the config's held-out images may then be some it trained on."""
+    """A warning for each checkpoint whose training run split the same data sources so that some
+    of ``config``'s held-out images were among its training images: another ``split_seed``, or a
+    smaller share held out (``samples.split_image_ids`` ranks the images once per seed; a larger
+    share or fewer training images only moves the line between the sides)."""
     from .checkpoint import read_checkpoint, split_input_size
-    from .config import config_changes, load_config
+    from .config import load_config
 
     own = load_config(config).to_dict()["data"]
+    if own.get("val_sources"):  # (held-out files of their own: no split of the sources)
+        return
     for spec in specs:
         path = Path(split_input_size(spec)[0])
         if path.suffix.lower() != ".pt" or not path.is_file():
@@ -632,13 +633,20 @@ def warn_other_splits(config: str | os.PathLike, specs: list[str]) -> None:
         theirs = (read_checkpoint(path).get("config") or {}).get("data")
         if not isinstance(theirs, dict) or theirs.get("sources") != own.get("sources"):  # (other data: unknown)
             continue
-        changes = config_changes({k: theirs.get(k) for k in SPLIT_KEYS}, {k: own.get(k) for k in SPLIT_KEYS}, "data.")
-        if changes:
+        held_out = 0.0 if theirs.get("val_sources") else float(theirs.get("val_fraction") or 0.0)
+        why = []
+        if theirs.get("split_seed", 0) != own.get("split_seed", 0) and held_out > 0:
+            why.append(f"data.split_seed {theirs.get('split_seed', 0)}, this config's {own.get('split_seed', 0)}")
+        certain = held_out < own.get("val_fraction", 0.0)
+        if certain:
+            why.append("data.val_sources, not data.val_fraction" if theirs.get("val_sources") else
+                       f"data.val_fraction {held_out:g}, this config's {own.get('val_fraction', 0.0):g}")
+        if why:
             run_config = path.parent / "config.yaml"
             own_split = f"; {run_config} holds its own" if run_config.is_file() else ""
-            warnings.warn(f"{spec}: trained on another split than {config}'s ({'; '.join(changes[:3])}): some of "
-                          f"these validation images may be among its training images{own_split}", DataWarning,
-                          stacklevel=2)
+            warnings.warn(f"{spec}: trained on another split than {config}'s ({'; '.join(why)}): some of these "
+                          f"held-out images {'are' if certain else 'may be'} among its training images{own_split}",
+                          DataWarning, stacklevel=2)
 
 
 def load_data(data: str | os.PathLike, image_root: str | os.PathLike | None = None,
