@@ -615,14 +615,19 @@ def test_resumed_runs_write_into_no_other_run_and_change_nothing_when_they_fail(
     assert main(["train", str(config), "batch_size=6", "--resume", str(b)]) == 2
     assert capsys.readouterr().err.strip().endswith(
         f"{b / LAST}: stopped inside epoch 1 (after batch 2), which goes on only in the same order of samples; "
-        "changed: batch_size 2 -> 6. Resume with the run's settings (its config.yaml) and epochs=1 to finish that "
-        "epoch, then with yours")
+        "changed: batch_size 2 -> 6. Resume with the run's settings (its config.yaml) and max_steps=3 to finish "
+        "that epoch, then with yours")
     # and with the same max_steps, or with other settings, there is nothing to train: nothing is written
     for extra in ([], ["optim.lr=0.1"]):
         assert main(["train", str(config), "max_steps=2", *extra, "--resume", str(b)]) == 0
         assert f"{b}: nothing to train: the run stopped at max_steps (2 steps): raise max_steps= (0: no limit) " \
                "to go on" in capsys.readouterr().err
     assert {p.name: p.stat().st_mtime_ns for p in b.iterdir()} == before
+    # the way out the refusal gives: the epoch finished with the run's settings, then the change
+    assert main(["train", str(b / "config.yaml"), "max_steps=3", "--resume", str(b)]) == 0
+    assert read_checkpoint(b / LAST)["train_state"]["batch_in_epoch"] == 0
+    assert main(["train", str(b / "config.yaml"), "batch_size=6", "max_steps=0", "epochs=2", "--resume", str(b)]) == 0
+    capsys.readouterr()
     # a folder with another run's model (its last.pt gone) is not a new run's either
     (b / LAST).unlink()
     assert main(["train", str(config), "--out", str(b)]) == 2

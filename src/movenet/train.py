@@ -811,10 +811,12 @@ class Trainer:
             own = self._epoch_plan()
             what = [f"{k} {plan.get(k)} -> {own[k]}" if k != "weights" else "the sampling weights (data.sources' "
                     "weights, augment.source_balance, augment.pose_cluster*)" for k in own if plan.get(k) != own[k]]
+            # (max_steps, not epochs: the schedule follows epochs)
+            steps = -(-plan["samples"] // plan["processes"]) // plan["batch_size"]
             raise MoveNetError(f"{path}: stopped inside epoch {ckpt['epoch'] + 1} (after batch {done}), which goes on "
                                f"only in the same order of samples; changed: {'; '.join(what)}. Resume with the run's "
-                               f"settings (its config.yaml) and epochs={ckpt['epoch'] + 1} to finish that epoch, then "
-                               "with yours")
+                               f"settings (its config.yaml) and max_steps={ckpt['step'] + steps - done} to finish "
+                               "that epoch, then with yours")
         if done > self.steps_per_epoch:  # (more data or a smaller batch simply make the epoch longer)
             raise MoveNetError(f"{path}: stopped after batch {done} of epoch {ckpt['epoch'] + 1}, which has "
                                f"{self.steps_per_epoch} batches with this config's data and batch_size; resume with "
@@ -878,9 +880,10 @@ class Trainer:
                 value = metrics.get(f"val_{self.best_metric}", metrics.get("val_pck"))
                 if value is not None and np.isfinite(value):  # the initial model competes for best.pt
                     s.best, s.best_epoch = float(value), 0
-                    self.save(self.out_dir / BEST, s.history[-1])
-                    # and last.pt: a folder with a best.pt but no last.pt could be neither resumed nor reused
+                    # last.pt first, as at each epoch's end: a folder with a best.pt but no last.pt could be
+                    # neither resumed nor reused, and a resume writes a best.pt that a kill kept from it
                     self.save(self.out_dir / LAST, s.history[-1])
+                    self.save(self.out_dir / BEST, s.history[-1])
                 if env.is_main and self.verbose:
                     print(format_epoch(s.history[-1], cfg.epochs), file=sys.stderr)
             self._clock = (time.perf_counter(), s.epoch)  # for the time-to-go of the epoch lines
@@ -1359,7 +1362,8 @@ def _best_not_written(ckpt: dict, path: Path) -> bool:
     """Whether ``ckpt`` (read from ``path``) ended an epoch that was the run's best while the
     best.pt beside it is missing or older: a process stopped between writing the two."""
     metrics, best = ckpt.get("metrics") or {}, ckpt.get("best") or {}
-    if "train_seconds" not in metrics or best.get("epoch") != metrics.get("epoch"):  # (an epoch's end only)
+    inside = "batch_in_epoch" in metrics and "train_seconds" not in metrics  # (saved inside an epoch)
+    if inside or best.get("epoch") != metrics.get("epoch"):
         return False
     try:
         return read_checkpoint(path.parent / BEST).get("step") != ckpt.get("step")
