@@ -236,6 +236,17 @@ def test_convert_keeps_a_files_own_keypoints(tmp_path, capsys):
     written = json.loads(out.read_text())
     assert written["categories"][0]["keypoints"] == names
     assert [a["keypoints"] for a in written["annotations"]] == [a["keypoints"] for a in coco["annotations"]]
+    # COCO's 17 and one more, in another order: all of them, in the file's order
+    more = json.loads(source.read_text())
+    more["categories"][0]["keypoints"] = [*reversed(COCO17.keypoints), "left_foot"]
+    for ann in more["annotations"]:
+        ann["keypoints"] = [v for i in range(18) for v in (10.0 + i, 20.0 + i, 2)]
+        ann["num_keypoints"] = 18
+    source.write_text(json.dumps(more))
+    assert main(["data", "convert", str(source), str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert written["categories"][0]["keypoints"] == more["categories"][0]["keypoints"]
+    assert written["annotations"][0]["keypoints"] == more["annotations"][0]["keypoints"]
     # a COCO-17 file converts as before: COCO's names in COCO's order
     write_coco_folder(tmp_path / "coco", 2, 64)
     assert main(["data", "convert", str(tmp_path / "coco"), str(tmp_path / "o2.json")]) == 0

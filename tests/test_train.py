@@ -613,8 +613,10 @@ def test_a_run_killed_before_its_first_epoch_ended_resumes_after_val_before(tmp_
     with pytest.raises(KeyboardInterrupt):  # an exception in step 2, as a kill: no checkpoint of its own
         resume_trainer(cfg, tmp_path / "cut", CountingLoss(cfg, fail_at=2)).fit()
     assert read_checkpoint(tmp_path / "cut" / LAST)["step"] == 0 and (tmp_path / "cut" / BEST).exists()
+    (tmp_path / "cut" / BEST).unlink()  # (as a kill between the two would leave it)
     resumed = resume_trainer(cfg, tmp_path / "cut", CountingLoss(cfg))
     resumed.resume(tmp_path / "cut" / LAST)
+    assert resumed.best_in_last  # the initial model was the best so far: its best.pt is written again
     resumed.fit()
     for name in (LAST, BEST):
         a, b = (read_checkpoint(tmp_path / run / name) for run in ("full", "cut"))

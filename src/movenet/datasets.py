@@ -500,11 +500,12 @@ def load_keypoint_dataset(source: str | os.PathLike | dict, image_root: str | os
 
 def file_schema(coco: dict) -> KeypointSchema:
     """The keypoints a COCO dict's person category (or its one category with keypoints) names,
-    in its order, as a schema without flip pairs or bones; COCO's 17 where they include those."""
+    in its order, as a schema without flip pairs or bones (COCO's 17 where it names those, or
+    none)."""
     cats = [c for c in coco.get("categories") or [] if isinstance(c, dict)] if isinstance(coco, dict) else []
     named = [c for c in cats if isinstance(c.get("keypoints"), list) and c["keypoints"]]
     category = next((c for c in named if c.get("name") == "person"), named[0] if len(named) == 1 else None)
-    if category is None or _names_all_of(category["keypoints"], COCO17):
+    if category is None or list(map(str, category["keypoints"])) == list(COCO17.keypoints):
         return COCO17
     names = tuple(map(str, category["keypoints"]))
     try:
