@@ -626,23 +626,17 @@ def test_a_run_killed_before_its_first_epoch_ended_resumes_after_val_before(tmp_
 
 def test_a_resume_writes_the_best_pt_a_stopped_process_did_not(tmp_path, capsys):
     """Stopped between last.pt and best.pt of an epoch that was the best (here: no validation,
-    so every epoch is), or leaving an older best.pt: the resume writes it from last.pt. It also
-    removes the half-written files of a killed checkpoint write."""
+    so every epoch is), or leaving an older best.pt: the resume writes it from last.pt."""
     cfg = resume_config(epochs=1)
     run = tmp_path / "run"
     Trainer(cfg, run, SyntheticPoses(4, 64, repeat=2), None, CountingLoss(cfg), verbose=False).fit()
     last = read_checkpoint(run / LAST)
     (run / BEST).unlink()
-    half = run / ".last.pt.k3j9x_1.tmp.pt"
-    half.write_bytes(b"\0" * 1000)
-    mine = run / ".notes.tmp.pt"  # (not a name a run writes)
-    mine.write_bytes(b"")
     trainer = Trainer(cfg, run, SyntheticPoses(4, 64, repeat=2), None, CountingLoss(cfg))
     trainer.resume(run / LAST)
     trainer.fit()  # nothing to train
     err = capsys.readouterr().err
     assert f"wrote {run / BEST} from last.pt: the run had stopped between the two" in err
-    assert "removed 1 file that a stopped process left half written" in err and not half.exists() and mine.exists()
     best = read_checkpoint(run / BEST)
     assert best["step"] == last["step"] and all(torch.equal(best["state_dict"][k], v)
                                                  for k, v in last["state_dict"].items())
@@ -654,7 +648,8 @@ def test_a_resume_writes_the_best_pt_a_stopped_process_did_not(tmp_path, capsys)
     assert (run / BEST).stat().st_mtime_ns == mtime
 
 
-def test_a_run_folder_named_like_a_file_is_still_resumed_as_a_folder(tmp_path):
+def test_a_run_folder_named_like_a_file_is_still_resumed_as_a_folder(tmp_path, capsys):
+    from movenet.cli import main
     from movenet.train import check_run_folder, resolve_resume
 
     folder = tmp_path / "exp_lr0.5"
@@ -664,6 +659,13 @@ def test_a_run_folder_named_like_a_file_is_still_resumed_as_a_folder(tmp_path):
         check_run_folder(folder, folder / LAST)
     with pytest.raises(MoveNetError, match=r"exp_lr0.5: no checkpoint to resume from"):
         check_run_folder(tmp_path / "other", folder)  # (a folder named as the checkpoint)
+    # from the command line: the folder of --out, or the config's out_dir
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{sources: [{{path: {tmp_path}}}]}}\nout_dir: {tmp_path / 'runs0.1'}\n")
+    for args in (["--out", str(tmp_path / "exp_lr0.25")], []):
+        assert main(["train", str(config), "--resume", *args]) == 2
+        run = args[-1] if args else str(tmp_path / "runs0.1")
+        assert capsys.readouterr().err.strip() == f"movenet: error: {run}/last.pt: no checkpoint to resume from"
 
 
 def test_a_resume_that_changes_the_optimiser_groups_names_the_setting(tmp_path):

@@ -900,3 +900,18 @@ def test_eval_of_a_config_warns_about_a_model_trained_on_some_of_its_held_out_im
         "holds its own",
         f"{runs['seed'] / LAST}: trained on another split than {config}'s (data.split_seed 3, this config's 0): some "
         f"of these held-out images may be among its training images; {runs['seed'] / 'config.yaml'} holds its own"]
+
+def test_a_run_removes_the_half_written_checkpoints_a_killed_process_left(tmp_path, capsys):
+    config = _folder_config(tmp_path)
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(run)]) == 0
+    half = [run / ".last.pt.k3j9x_1.tmp.pt", run / ".config.step3.yaml.a_b.tmp.yaml"]
+    for path in half:
+        path.write_bytes(b"\0" * 1000)
+    mine = run / ".notes.last.pt.x.tmp.pt"  # (not a name a run writes)
+    mine.write_bytes(b"")
+    capsys.readouterr()
+    assert main(["train", str(config), "--resume", str(run)]) == 0  # (nothing to train: it removes them all the same)
+    assert (f"removed 2 files that a stopped process left half written in {run} (.config.step3.yaml.a_b.tmp.yaml, "
+            ".last.pt.k3j9x_1.tmp.pt)") in capsys.readouterr().err
+    assert not any(path.exists() for path in half) and mine.exists()

@@ -305,7 +305,7 @@ def cmd_train(args) -> int:
     cfg = require_sources(load_config(args.config, args.overrides), label, paths=False)  # (each node's: in run)
     resume, out = None, args.out or cfg.out_dir
     if args.resume is not None:
-        resume, out = resolve_resume(args.resume or out, args.out)
+        resume, out = resolve_resume(args.resume, args.out if args.resume else out)  # ('': the run folder's)
     state = run(cfg, out, resume, label=label)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 wrote the run
         return 0

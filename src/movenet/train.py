@@ -849,8 +849,6 @@ class Trainer:
     def fit(self) -> TrainState:
         cfg, env, s = self.cfg, self.env, self.state
         idle = self.finished()  # a finished run resumed: nothing to train (its final.pt if missing)
-        if env.is_main:
-            self._remove_unfinished_writes()
         if env.is_main and self._resumed_here() and self.best_in_last:
             with atomic_path(self.out_dir / BEST) as tmp:
                 shutil.copyfile(self.resumed_from, tmp)
@@ -922,18 +920,6 @@ class Trainer:
             if self.writer is not None:
                 self._close_writer()
         return s
-
-    def _remove_unfinished_writes(self) -> None:
-        """The temporary files of checkpoints whose writing a killed process left unfinished (as
-        large as a checkpoint each): this process holds the folder's lock, so no one writes them."""
-        if not self.out_dir.is_dir():
-            return
-        left = [p for p in self.out_dir.iterdir() if UNFINISHED_WRITE.fullmatch(p.name) and p.is_file()]
-        for path in left:
-            path.unlink(missing_ok=True)
-        if left and self.verbose:
-            print(f"removed {counted(len(left), 'files')} that a stopped process left half written in {self.out_dir} "
-                  f"({some_of(sorted(p.name for p in left))})", file=sys.stderr)
 
     def _resumed_here(self) -> bool:
         return self.resumed_from is not None and self.resumed_from.parent.resolve() == self.out_dir.resolve()
@@ -1311,6 +1297,8 @@ def run(cfg: TrainConfig | str | os.PathLike, out_dir: str | os.PathLike | None 
         lock = agreed(env, lambda: lock_folder(out, "another movenet train") if env.is_main else None)
         # each step that reads this machine's files stops every process when it fails on one
         agreed(env, check_run_folder, out, resume, writes=env.is_main)
+        if env.is_main:
+            remove_unfinished_writes(out, verbose)
         agreed(env, check_source_paths, cfg, label)
         agreed(env, check_model_and_weights, cfg, label, verbose and env.is_main)
         schema = cfg.keypoint_schema()
@@ -1343,6 +1331,20 @@ def run(cfg: TrainConfig | str | os.PathLike, out_dir: str | os.PathLike | None 
             remove_unused_folders(made)
         if env.distributed and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def remove_unfinished_writes(folder: Path, verbose: bool = True) -> None:
+    """The temporary files of checkpoints whose writing a killed process left unfinished (as
+    large as a checkpoint each). Called by the process holding the run folder's lock: no run
+    writes them now."""
+    if not folder.is_dir():
+        return
+    left = [p for p in folder.iterdir() if UNFINISHED_WRITE.fullmatch(p.name) and p.is_file()]
+    for path in left:
+        path.unlink(missing_ok=True)
+    if left and verbose:
+        print(f"removed {counted(len(left), 'files')} that a stopped process left half written in {folder} "
+              f"({some_of(sorted(p.name for p in left))})", file=sys.stderr)
 
 
 def remove_unused_folders(folders: list[Path]) -> None:
