@@ -275,3 +275,42 @@ def test_a_torchrun_worker_leaves_with_its_status_and_all_its_output(tmp_path):
     done = subprocess.run([sys.executable, "-m", "movenet", "predict", str(missing)], env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 1 and done.stderr == f"movenet: error: {missing}: file not found\n"
+
+
+def _agreeing_worker(rank: int, port: int, out: str) -> None:
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"})
+    from movenet.errors import MoveNetError, SaidElsewhere
+    from movenet.train import agreed
+
+    env = init_distributed("cpu")
+    outcomes = []
+    try:
+        for case, failing in (("both", (0, 1)), ("rank 1", (1,)), ("both, other machines", (0, 1))):
+            os.environ["GROUP_RANK"] = str(rank) if case.endswith("machines") else "0"
+
+            def check():
+                if rank in failing:
+                    raise MoveNetError("config.yaml: data.sources data not found")
+
+            try:
+                agreed(env, check)
+                outcomes.append((case, "went on"))
+            except SaidElsewhere:
+                outcomes.append((case, "quiet"))
+            except MoveNetError as e:
+                outcomes.append((case, str(e)))
+        torch.save(outcomes, os.path.join(out, f"rank{rank}.pt"))
+    finally:
+        torch.distributed.destroy_process_group()
+    _leave()
+
+
+def test_processes_of_one_machine_say_a_shared_failure_once(tmp_path):
+    """Under torchrun every process meets the same bad config: one line per machine, not one per
+    process (and rank 0, still well, says nothing where a process beside it said why)."""
+    mp.spawn(_agreeing_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    said = [dict(torch.load(tmp_path / f"rank{rank}.pt")) for rank in (0, 1)]
+    message = "config.yaml: data.sources data not found"
+    assert said[0] == {"both": message, "rank 1": "quiet", "both, other machines": message}
+    assert said[1] == {"both": "quiet", "rank 1": message, "both, other machines": message}

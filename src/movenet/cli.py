@@ -10,7 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import Interrupted, MoveNetError, Terminated, first_line, one_line_data_warnings, user_message
+from .errors import (Interrupted, MoveNetError, SaidElsewhere, Terminated, first_line, one_line_data_warnings,
+                     user_message)
 from .limits import FLOAT32_MAX, MAX_THREADS
 
 BUILTIN_IMAGE = Path(__file__).parent / "assets" / "astronaut.jpg"
@@ -26,7 +27,8 @@ FLIP_HELP = ("flip test: run each input mirrored too and average the two outputs
 def _error(msg: str) -> None:
     from tqdm import tqdm  # writes above any active progress bar
 
-    tqdm.write(f"movenet: error: {msg}", file=sys.stderr)
+    # one write, line and end together: processes of one run share the terminal
+    tqdm.write(f"movenet: error: {msg}\n", file=sys.stderr, end="")
 
 
 def _status_to(*outputs):
@@ -733,7 +735,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except MoveNetError as e:
-        _error(user_message(e))
+        if not isinstance(e, SaidElsewhere):
+            _error(user_message(e))
         return 2
     except KeyboardInterrupt as e:
         if isinstance(e, Interrupted):  # a handled one has said what it kept

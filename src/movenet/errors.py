@@ -8,6 +8,11 @@ class MoveNetError(Exception):
     """A user-facing problem: bad input file, missing weights, wrong architecture..."""
 
 
+class SaidElsewhere(MoveNetError):
+    """A problem another process of the same run on this machine has already printed (under
+    torchrun each process meets the same bad config): exit as it does, without a second line."""
+
+
 def user_message(error: BaseException) -> str:
     """``error``'s one line. An error raised in a DataLoader worker reaches the main process
     re-raised with the worker's traceback in its message ("Caught MoveNetError in DataLoader

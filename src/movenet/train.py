@@ -50,7 +50,7 @@ from torch import nn
 from .checkpoint import check_finite_weights, read_checkpoint, save_checkpoint, weighted_state, weights_misfit
 from .config import TrainConfig, check_source_paths, config_changes, load_config, save_config
 from .datasets import merge_coco
-from .errors import (Interrupted, MoveNetError, counted, first_line, one_line_data_warnings,
+from .errors import (Interrupted, MoveNetError, SaidElsewhere, counted, first_line, one_line_data_warnings,
                      one_line_data_warnings_installed, some_of)
 from .fileio import LOCK_FILE, atomic_path, check_writable, lock_folder, make_folder, write_text_atomic
 from .pretrained import KEYPOINT_OUTPUTS, fresh_keypoints
@@ -139,9 +139,16 @@ def agreed(env: DistEnv, fn: Callable, *args, **kwargs):
         result = fn(*args, **kwargs)
     except MoveNetError as e:
         error = e
-    if any_process(error is not None, env):
-        raise error or MoveNetError(OTHER_PROCESS_FAILED)
-    return result
+    if not any_process(error is not None, env):
+        return result
+    if env.distributed:  # one line per machine for what its processes all met (a bad config)
+        said = [None] * env.world_size
+        dist.all_gather_object(said, (os.environ.get("GROUP_RANK", "0"), None if error is None else str(error)))
+        node = said[env.rank][0]
+        here = [(rank, message) for rank, (machine, message) in enumerate(said) if machine == node and message]
+        if (error is None and here) or (error is not None and any(r < env.rank and m == str(error) for r, m in here)):
+            raise SaidElsewhere(str(error or OTHER_PROCESS_FAILED))
+    raise error or MoveNetError(OTHER_PROCESS_FAILED)
 
 
 def seed_everything(seed: int) -> None:
