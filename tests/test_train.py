@@ -675,3 +675,22 @@ def test_a_resume_that_changes_the_optimiser_groups_names_the_setting(tmp_path):
     with pytest.raises(MoveNetError, match=r"training state does not fit this configuration \(changed: "
                                            r"optim.backbone_lr_scale 1.0 -> 0.5; resume with the run's settings"):
         resume_trainer(other, tmp_path, CountingLoss(other)).resume(tmp_path / LAST)
+
+
+def test_the_schedule_goes_on_at_the_runs_epoch_when_an_epoch_has_other_steps(tmp_path):
+    """Resumed at an epoch's end with another batch size (or number of processes), the learning
+    rate goes on at the same place of the schedule in epochs, not at the same step number."""
+    from movenet.train import lr_factor
+
+    cfg = resume_config(max_steps=4)  # epoch 1 of 3, 4 steps of 2 (warm-up: that epoch)
+    resume_trainer(cfg, tmp_path, CountingLoss(cfg)).fit()
+    other = resume_config(batch_size=4)  # 2 steps an epoch
+    trainer = resume_trainer(other, tmp_path, CountingLoss(other))
+    trainer.resume(tmp_path / LAST)
+    assert trainer.scheduler.last_epoch == 2 and trainer.state.step == 4
+    lr = trainer.optimizer.param_groups[0]["lr"]
+    assert lr == pytest.approx(other.optim.lr * lr_factor(2, other, 2)) == pytest.approx(other.optim.lr)
+    # as a run of batch 4 from the start has it after its first epoch
+    fresh = resume_trainer(resume_config(batch_size=4, max_steps=2), tmp_path / "fresh", CountingLoss(other))
+    fresh.fit()
+    assert fresh.optimizer.param_groups[0]["lr"] == pytest.approx(lr)

@@ -790,6 +790,9 @@ class Trainer:
             self.model.load_state_dict(ts["model"])
             self.optimizer.load_state_dict(ts["optimizer"])
             self.scheduler.load_state_dict(ts["scheduler"])
+            # The schedule's place is in epochs: another batch size, data size or number of processes
+            # makes epochs of other steps (the same place when nothing changed).
+            self.scheduler.last_epoch = ckpt["epoch"] * self.steps_per_epoch + ts.get("batch_in_epoch", 0)
             self._apply_optim_settings(settings)
             self.scaler.load_state_dict(ts["scaler"])
             if self.ema is not None and ts["ema"] is not None:
@@ -820,10 +823,11 @@ class Trainer:
                     "weights, augment.source_balance, augment.pose_cluster*)" for k in own if plan.get(k) != own[k]]
             # (max_steps, not epochs: the schedule follows epochs)
             steps = -(-plan["samples"] // plan["processes"]) // plan["batch_size"]
+            processes = f" on {plan['processes']} processes" if plan["processes"] != own["processes"] else ""
             raise MoveNetError(f"{path}: stopped inside epoch {ckpt['epoch'] + 1} (after batch {done}), which goes on "
                                f"only in the same order of samples; changed: {'; '.join(what)}. Resume with the run's "
-                               f"settings (its config.yaml) and max_steps={ckpt['step'] + steps - done} to finish "
-                               "that epoch, then with yours")
+                               f"settings (its config.yaml){processes} and max_steps={ckpt['step'] + steps - done} to "
+                               "finish that epoch, then with yours")
         if done > self.steps_per_epoch:  # (more data or a smaller batch simply make the epoch longer)
             raise MoveNetError(f"{path}: stopped after batch {done} of epoch {ckpt['epoch'] + 1}, which has "
                                f"{self.steps_per_epoch} batches with this config's data and batch_size; resume with "
@@ -835,6 +839,9 @@ class Trainer:
         if self.verbose:
             within = f", {done} batches of epoch {ckpt['epoch'] + 1}" if done else ""
             print(f"resumed from {path}: {ckpt['epoch']} epochs{within}, {ckpt['step']} steps done", file=sys.stderr)
+            if self.scheduler.last_epoch != ckpt["step"]:
+                print(f"the learning-rate schedule goes on after epoch {ckpt['epoch']}: an epoch is "
+                      f"{self.steps_per_epoch} steps now (other settings or processes than the run's)", file=sys.stderr)
         changed = config_changes(ckpt.get("config", {}), self.cfg.to_dict())
         if changed:  # config.yaml becomes this config: fit keeps the run's own beside it
             self.resumed_settings = (f"config.step{ckpt['step']}.yaml", ckpt.get("config", {}), changed, path)
