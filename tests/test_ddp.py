@@ -314,3 +314,53 @@ def test_processes_of_one_machine_say_a_shared_failure_once(tmp_path):
     message = "config.yaml: data.sources data not found"
     assert said[0] == {"both": message, "rank 1": "quiet", "both, other machines": message}
     assert said[1] == {"both": "quiet", "rank 1": message, "both, other machines": message}
+
+
+def _processes_naming(text: str) -> list[int]:
+    """PIDs of the processes whose command line holds ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_a_hard_kill_of_torchrun_stops_its_workers_as_ctrl_c_does(tmp_path):
+    """torchrun starts its workers in sessions of their own: SIGKILL to torchrun's process group
+    left them training, holding the run folder. Now they stop, writing last.pt."""
+    write_coco_folder(tmp_path / "data", 8, 64)
+    config = tmp_path / "long.yaml"
+    config.write_text(
+        "model: {name: mobilenetv2_050, overrides: {input_size: 64, head_channels: 32}}\n"
+        "data: {sources: [{path: data}], val_fraction: 0.25, num_workers: 0}\n"
+        "optim: {freeze_bn: true}\nlog: {tensorboard: false, images: 0}\n"
+        "epochs: 100000\nbatch_size: 1\nval_every: 1000\nthreads: 1\ndevice: cpu\n")
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    with open(tmp_path / "stderr", "w+") as log:
+        torchrun = subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+             "movenet.cli", "train", str(config), "--out", str(run)],
+            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 90
+            while not (run / LAST).exists() and time.monotonic() < deadline and torchrun.poll() is None:
+                time.sleep(0.2)
+            assert (run / LAST).exists(), (log.seek(0), log.read()[-3000:])[1]
+            os.killpg(torchrun.pid, signal.SIGKILL)
+            torchrun.wait()
+            deadline = time.monotonic() + 30
+            while _processes_naming(str(run)) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            left = _processes_naming(str(run))
+        finally:
+            for pid in _processes_naming(str(run)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        log.seek(0)
+        err = log.read()
+    assert not left, err[-3000:]
+    assert "wrote" in err and "continue with --resume" in err and read_checkpoint(run / LAST)["step"] > 0

@@ -97,10 +97,28 @@ def init_distributed(device: str = "auto", timeout_s: float = 0.0) -> DistEnv:
         torch.cuda.set_device(dev)
     else:
         dev = torch.device("cpu")
+    if world > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
+        stop_with_parent()
     if world > 1 and not dist.is_initialized():
         timeout = {"timeout": datetime.timedelta(seconds=timeout_s)} if timeout_s > 0 else {}
         dist.init_process_group("nccl" if use_cuda else "gloo", **timeout)
     return DistEnv(rank, world, local, dev)
+
+
+def stop_with_parent() -> None:
+    """SIGTERM for this process when its parent dies (Linux): torchrun starts its workers in
+    sessions of their own, so a hard kill of torchrun (SIGKILL to its process group) would leave
+    them training and holding the run folder. SIGTERM stops a worker as Ctrl-C does."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the request
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def any_process(flag: bool, env: DistEnv) -> bool:
