@@ -5,6 +5,7 @@ max_steps, the initial model as best.pt, Ctrl-C during a validation, TensorBoard
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import warnings
@@ -90,6 +91,23 @@ def test_settings_that_contradict_each_other_and_values_holding_an_equals_sign()
                                            "thunder or a checkpoint, not imagenet"):
         load_config(SMOKE, ["init=imagenet", "final_init_weight=0.5"])
     assert load_config(SMOKE, ["out_dir=runs/lr=3e-4"]).out_dir == "runs/lr=3e-4"  # split at the first '='
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["distill.alpha=0.7"], "distill.alpha weigh a teacher's targets: without distill.teacher they do nothing"),
+    (["loss.distill=0.5", "distill.center_alpha=1"], "distill.center_alpha, loss.distill weigh a teacher's"),
+    (["data.sources=[{path: a, weight: 3}, {path: b}]", "augment.source_balance=false"],
+     "data.sources weights (a 3) set each source's share with augment.source_balance only, which is false"),
+    (["data.val_sources=[{path: v, weight: 5}]"], "data.val_sources weights (v 5) do nothing"),
+    (["augment.pose_cluster_power=0.7"], "augment.pose_cluster_power weighs pose clusters: it needs"),
+])
+def test_settings_that_would_do_nothing_are_refused(overrides, message):
+    with pytest.raises(MoveNetError, match=re.escape(message)):
+        load_config(SMOKE, overrides)
+    # with what they act on, they are taken
+    load_config(SMOKE, ["distill.teacher=thunder", "distill.alpha=0.7", "loss.distill=0.5"])
+    load_config(SMOKE, ["data.sources=[{path: a, weight: 3}, {path: b}]", "augment.pose_clusters=4",
+                        "augment.pose_cluster_power=0.7"])
 
 
 def test_schemas_that_cannot_work_are_refused():

@@ -236,6 +236,22 @@ class TrainConfig:
             value = getattr(self.distill, key)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"distill.{key} must be in 0..1, got {value}")
+        idle = [key for key, value, default in (
+            ("distill.alpha", self.distill.alpha, 0.5), ("distill.center_alpha", self.distill.center_alpha, None),
+            ("loss.distill", self.loss.distill, 1.0)) if value != default] if not self.distill.teacher else []
+        if idle:  # (settings that would do nothing are errors, not silently kept)
+            raise ValueError(f"{', '.join(idle)} weigh a teacher's targets: without distill.teacher they do nothing")
+        weighted = [f"{s['path']} {s['weight']:g}" for s in self.data.sources if s["weight"] != 1.0]
+        if weighted and not self.augment.source_balance:
+            raise ValueError(f"data.sources weights ({', '.join(weighted)}) set each source's share with "
+                             "augment.source_balance only, which is false: without it sources are drawn in "
+                             "proportion to their size")
+        weighted = [f"{s['path']} {s['weight']:g}" for s in self.data.val_sources if s["weight"] != 1.0]
+        if weighted:
+            raise ValueError(f"data.val_sources weights ({', '.join(weighted)}) do nothing: every validation image "
+                             "is scored once")
+        if self.augment.pose_cluster_power != 0.5 and not self.augment.pose_clusters:
+            raise ValueError("augment.pose_cluster_power weighs pose clusters: it needs augment.pose_clusters > 0")
         if (self.distill.unlabeled or self.distill.unlabeled_fraction) and not self.distill.teacher:
             raise ValueError("distill.unlabeled and distill.unlabeled_fraction need distill.teacher "
                              "(unlabelled images learn from the teacher alone)")
