@@ -694,3 +694,15 @@ def test_the_schedule_goes_on_at_the_runs_epoch_when_an_epoch_has_other_steps(tm
     fresh = resume_trainer(resume_config(batch_size=4, max_steps=2), tmp_path / "fresh", CountingLoss(other))
     fresh.fit()
     assert fresh.optimizer.param_groups[0]["lr"] == pytest.approx(lr)
+
+
+def test_a_resume_inside_an_epoch_with_other_images_says_so(tmp_path):
+    cfg = resume_config(max_steps=3)  # batch 3 of epoch 1's 4
+    resume_trainer(cfg, tmp_path, CountingLoss(cfg)).fit()
+    other = resume_config()
+    more = Trainer(other, tmp_path, SyntheticPoses(5, 64, noise=30.0, repeat=2), val_data(4, 64), CountingLoss(other),
+                   verbose=False)  # (a folder of unlabelled images that gained some, say)
+    with pytest.raises(MoveNetError, match=re.escape(
+            "changed: samples 8 -> 10 (the images of data.sources or distill.unlabeled, or the data settings). Resume "
+            "with the run's settings (its config.yaml), with the images it had and max_steps=4 to finish that epoch")):
+        more.resume(tmp_path / LAST)

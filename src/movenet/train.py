@@ -837,15 +837,19 @@ class Trainer:
         plan = ts.get("epoch_plan")
         if done and plan is not None and plan != self._epoch_plan():
             own = self._epoch_plan()
-            what = [f"{k} {plan.get(k)} -> {own[k]}" if k != "weights" else "the sampling weights (data.sources' "
-                    "weights, augment.source_balance, augment.pose_cluster*)" for k in own if plan.get(k) != own[k]]
+            named = {"weights": "the sampling weights (data.sources' weights, augment.source_balance, "
+                                "augment.pose_cluster*)",
+                     "samples": f"samples {plan['samples']} -> {own['samples']} (the images of data.sources or "
+                                "distill.unlabeled, or the data settings)"}
+            what = [named.get(k, f"{k} {plan.get(k)} -> {own[k]}") for k in own if plan.get(k) != own[k]]
             # (max_steps, not epochs: the schedule follows epochs)
             steps = -(-plan["samples"] // plan["processes"]) // plan["batch_size"]
             processes = f" on {plan['processes']} processes" if plan["processes"] != own["processes"] else ""
+            images = ", with the images it had" if plan["samples"] != own["samples"] else ""
             raise MoveNetError(f"{path}: stopped inside epoch {ckpt['epoch'] + 1} (after batch {done}), which goes on "
                                f"only in the same order of samples; changed: {'; '.join(what)}. Resume with the run's "
-                               f"settings (its config.yaml){processes} and max_steps={ckpt['step'] + steps - done} to "
-                               "finish that epoch, then with yours")
+                               f"settings (its config.yaml){images}{processes} and max_steps="
+                               f"{ckpt['step'] + steps - done} to finish that epoch, then with yours")
         if done > self.steps_per_epoch:  # (more data or a smaller batch simply make the epoch longer)
             raise MoveNetError(f"{path}: stopped after batch {done} of epoch {ckpt['epoch'] + 1}, which has "
                                f"{self.steps_per_epoch} batches with this config's data and batch_size; resume with "
