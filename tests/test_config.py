@@ -49,7 +49,7 @@ def test_yaml_and_typed_overrides(cfg_file):
 
 @pytest.mark.parametrize("override, words", [
     ("optim.lrr=1", ["unknown key 'optim.lrr'", "lr"]),
-    ("nosuch=1", ["unknown key 'nosuch'"]),
+    ("nosuch=1", ["(override nosuch=): unknown key 'nosuch'"]),  # (the command line's, not the file's)
     ("epochs=many", ["epochs", "integer"]),
     ("ema.enabled=3", ["ema.enabled", "true or false"]),
     ("optim.betas=[0.9]", ["optim.betas", "2 values"]),

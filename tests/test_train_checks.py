@@ -150,7 +150,9 @@ def test_schemas_that_cannot_work_are_refused():
     ("init=lightning", "Google's lightning weights: weights of mobilenetv2 width 1.0 do not fit mobilenetv2 width 0.5"),
     ("init=imagenet", "imagenet: weights exist for mobilenetv2 width 1.0 only, the model is mobilenetv2 width 0.5"),
     ("init=lightning@192", "lightning@192: the model being initialised is 96 px"),
-    ("init=TMP/model.onnx", "model.onnx: an exported model, not a PyTorch checkpoint"),
+    ("init=TMP/model.onnx", "init TMP/model.onnx: an exported model, not a PyTorch checkpoint"),
+    ("distill.teacher=TMP/model.onnx", "model.onnx: an exported model, not a PyTorch checkpoint"),  # (read before the data now)
+    ("distill.teacher=TMP/junk.pt", "junk.pt: not a readable checkpoint"),
 ])
 def test_a_model_or_weights_that_cannot_be_had_stop_before_the_data_are_read(tmp_path, capsys, monkeypatch, override,
                                                                               message, request):
@@ -162,10 +164,11 @@ def test_a_model_or_weights_that_cannot_be_had_stop_before_the_data_are_read(tmp
     monkeypatch.setattr("movenet.train.build_data", no_data)
     somewhere = f"data.sources=[{{path: {tmp_path}}}]"  # (only looked for)
     (tmp_path / "model.onnx").write_bytes(b"onnx")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
     override = override.replace("TMP", str(tmp_path))
     assert main(["train", SMOKE, somewhere, override, "--out", str(tmp_path / "run")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0], err
+    assert len(err) == 1 and message.replace("TMP", str(tmp_path)) in err[0], err
     assert not (tmp_path / "run").exists()
 
 

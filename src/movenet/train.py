@@ -232,7 +232,10 @@ def check_model_and_weights(cfg: TrainConfig, label: str | os.PathLike, verbose:
                 f" (relative paths are taken from the working directory, {os.getcwd()})"
             raise MoveNetError(f"{label}: {key} {spec!r} is not one of {', '.join(builtin)} and no such checkpoint"
                                f"{where}")
-    init_model(model, cfg.init, verbose, cfg.keypoint_schema(), cfg.init_keypoints)  # (the trainer's: after the data)
+    try:
+        init_model(model, cfg.init, verbose, cfg.keypoint_schema(), cfg.init_keypoints)  # (the trainer's: after the data)
+    except MoveNetError as e:  # named as the setting it comes from, where it does not say so
+        raise (e if str(e).startswith(("init", "imagenet")) else MoveNetError(f"init {e}")) from None
 
 
 def batch_norms_folded(model: nn.Module, init: str) -> bool:
@@ -1341,8 +1344,9 @@ def run(cfg: TrainConfig | str | os.PathLike, out_dir: str | os.PathLike | None 
         note = center_mode_note(cfg)
         if note and verbose and env.is_main:
             print(note, file=sys.stderr)
+        teacher = agreed(env, load_teacher, cfg, env.device)  # (its errors before the data's index is built)
         train_set, val = agreed(env, build_data, cfg, schema, verbose and env.is_main)
-        teacher, unlabeled = agreed(env, build_teacher, cfg, env.device, train_set)
+        unlabeled = agreed(env, unlabelled_images, cfg, train_set)
         if unlabeled is not None and val is not None and env.is_main:
             warn_unlabelled_in_validation(unlabeled.paths, val)
         if unlabeled is not None and verbose and env.is_main:
@@ -1447,9 +1451,15 @@ def check_run_folder(out: Path, resume: str | os.PathLike | None, writes: bool =
 
 def build_teacher(cfg: TrainConfig, device: torch.device, train_set) -> tuple:
     """(teacher, unlabelled images) of ``cfg.distill``; (None, None) without a teacher."""
+    return load_teacher(cfg, device), unlabelled_images(cfg, train_set)
+
+
+def load_teacher(cfg: TrainConfig, device: torch.device):
+    """``cfg.distill``'s teacher (None without one): read and checked against the student's
+    keypoints before any data is read."""
     if not cfg.distill.teacher:
-        return None, None
-    from .distill import Teacher, UnlabeledImages
+        return None
+    from .distill import Teacher
 
     try:
         teacher = Teacher.from_spec(cfg.distill.teacher, cfg.distill.alpha, device, cfg.model_config(),
@@ -1457,9 +1467,16 @@ def build_teacher(cfg: TrainConfig, device: torch.device, train_set) -> tuple:
     except MoveNetError as e:  # (a teacher that does not fit already says "teacher")
         raise (e if "teacher" in str(e) else MoveNetError(f"distill.teacher: {e}")) from None
     teacher.model.to(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
-    unlabeled = (UnlabeledImages(cfg.distill.unlabeled, train_set, cfg.augment, on_bad_image=cfg.data.on_bad_image)
-                 if cfg.distill.unlabeled else None)
-    return teacher, unlabeled
+    return teacher
+
+
+def unlabelled_images(cfg: TrainConfig, train_set):
+    """``cfg.distill.unlabeled``'s images, augmented as ``train_set``'s samples (None without)."""
+    if not (cfg.distill.teacher and cfg.distill.unlabeled):
+        return None
+    from .distill import UnlabeledImages
+
+    return UnlabeledImages(cfg.distill.unlabeled, train_set, cfg.augment, on_bad_image=cfg.data.on_bad_image)
 
 
 def warn_unlabelled_in_validation(paths: list[str], val: ValData) -> None:
