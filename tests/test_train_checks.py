@@ -151,7 +151,8 @@ def test_schemas_that_cannot_work_are_refused():
     ("init=imagenet", "imagenet: weights exist for mobilenetv2 width 1.0 only, the model is mobilenetv2 width 0.5"),
     ("init=lightning@192", "lightning@192: the model being initialised is 96 px"),
     ("init=TMP/model.onnx", "init TMP/model.onnx: an exported model, not a PyTorch checkpoint"),
-    ("distill.teacher=TMP/model.onnx", "model.onnx: an exported model, not a PyTorch checkpoint"),  # (read before the data now)
+    # a teacher that cannot be used: before the data too
+    ("distill.teacher=TMP/model.onnx", "model.onnx: an exported model, not a PyTorch checkpoint"),
     ("distill.teacher=TMP/junk.pt", "junk.pt: not a readable checkpoint"),
 ])
 def test_a_model_or_weights_that_cannot_be_had_stop_before_the_data_are_read(tmp_path, capsys, monkeypatch, override,

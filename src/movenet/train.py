@@ -233,7 +233,8 @@ def check_model_and_weights(cfg: TrainConfig, label: str | os.PathLike, verbose:
             raise MoveNetError(f"{label}: {key} {spec!r} is not one of {', '.join(builtin)} and no such checkpoint"
                                f"{where}")
     try:
-        init_model(model, cfg.init, verbose, cfg.keypoint_schema(), cfg.init_keypoints)  # (the trainer's: after the data)
+        # (the trainer's model is built after the data)
+        init_model(model, cfg.init, verbose, cfg.keypoint_schema(), cfg.init_keypoints)
     except MoveNetError as e:  # named as the setting it comes from, where it does not say so
         raise (e if str(e).startswith(("init", "imagenet")) else MoveNetError(f"init {e}")) from None
 
