@@ -97,7 +97,7 @@ def init_distributed(device: str = "auto", timeout_s: float = 0.0) -> DistEnv:
         torch.cuda.set_device(dev)
     else:
         dev = torch.device("cpu")
-    if world > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # (one process under torchrun, too)
         stop_with_parent()
     if world > 1 and not dist.is_initialized():
         timeout = {"timeout": datetime.timedelta(seconds=timeout_s)} if timeout_s > 0 else {}
