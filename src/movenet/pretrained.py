@@ -188,6 +188,22 @@ def _init_imagenet(model, verbose: bool) -> str:
 KEYPOINT_OUTPUTS = {"heatmap.out": 1, "regression.out": 2, "offset.out": 2}  # output channels per keypoint
 
 
+def keypoint_output_keys() -> list[str]:
+    """The state-dict keys of the keypoint heads' output layers (``KEYPOINT_OUTPUTS``)."""
+    return [f"{layer}.{kind}" for layer in KEYPOINT_OUTPUTS for kind in ("weight", "bias")]
+
+
+def take_keypoint_channels(into: dict, source: dict, pairs) -> None:
+    """For each (i, j) of ``pairs``, keypoint i's channels of the keypoint heads' output layers
+    in the state dict ``into`` become keypoint j's of ``source`` (in place; layers ``into``
+    lacks are left)."""
+    for key in keypoint_output_keys():
+        if key in into:
+            per = KEYPOINT_OUTPUTS[key.rsplit(".", 1)[0]]
+            for i, j in pairs:
+                into[key][per * i:per * (i + 1)] = source[key][per * j:per * (j + 1)]
+
+
 def fresh_keypoints(init: str | os.PathLike, schema: KeypointSchema,
                     keypoint_sources: dict[str, str] | None = None) -> list[str]:
     """The keypoints of ``schema`` that ``init`` (Google's weights or a checkpoint) has no weights
@@ -227,16 +243,11 @@ def load_matching(model, ckpt: dict, label: str, schema: KeypointSchema = COCO17
                                f"{model.config.num_keypoints}")
         by_name = matching_names(schema.keypoints, source.keypoints)
         shared = by_name | sources
-        for layer, per in KEYPOINT_OUTPUTS.items():
-            for kind in ("weight", "bias"):
-                key = f"{layer}.{kind}"
-                if key not in state or key not in own or state[key].shape[1:] != own[key].shape[1:]:
-                    continue  # (another width of the head: the shape check below names it)
-                mixed = own[key].clone()
-                for name, theirs_name in shared.items():
-                    i, j = schema.index(name), source.index(theirs_name)
-                    mixed[per * i:per * (i + 1)] = state[key][per * j:per * (j + 1)]
-                state[key] = mixed
+        # (another width of the head keeps the checkpoint's tensors: the shape check below names it)
+        heads = {key: own[key].clone() for key in keypoint_output_keys()
+                 if key in state and key in own and state[key].shape[1:] == own[key].shape[1:]}
+        take_keypoint_channels(heads, state, [(schema.index(n), source.index(t)) for n, t in shared.items()])
+        state.update(heads)
         named = sum(name not in sources for name in by_name)
         started = f", {', '.join(f'{k} from {v}' for k, v in sources.items())}" if sources else ""
         note = (f" (keypoint heads: {named} of {schema.num_keypoints} keypoints taken by name{started}"

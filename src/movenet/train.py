@@ -53,7 +53,7 @@ from .datasets import merge_coco
 from .errors import (Interrupted, MoveNetError, SaidElsewhere, counted, first_line, one_line_data_warnings,
                      one_line_data_warnings_installed, some_of)
 from .fileio import LOCK_FILE, atomic_path, check_writable, lock_folder, make_folder, write_text_atomic
-from .pretrained import KEYPOINT_OUTPUTS, fresh_keypoints
+from .pretrained import fresh_keypoints, take_keypoint_channels
 from .schema import COCO17, KeypointSchema
 
 LAST, BEST, FINAL, CURVES = "last.pt", "best.pt", "final.pt", "curves.png"
@@ -696,6 +696,7 @@ class Trainer:
         self.loader = make_loader(SeededSamples(train_set), cfg.batch_size, self.sampler,
                                   cfg.data.num_workers, train=True)
         self.steps_per_epoch = len(self.loader)
+        self.epoch_plan = self._epoch_plan()  # (saved with each checkpoint)
         if self.steps_per_epoch == 0:
             per = " per process" if self.env.distributed else ""
             raise MoveNetError(f"batch_size {cfg.batch_size} is more than the {self.sampler.per_rank} training "
@@ -781,7 +782,7 @@ class Trainer:
                 "batch_in_epoch": s.batch_in_epoch,
                 "epoch_sums": sums,
                 "epoch_images": s.epoch_images,
-                "epoch_plan": self._epoch_plan(),
+                "epoch_plan": self.epoch_plan,
             },
         })
 
@@ -839,8 +840,8 @@ class Trainer:
         self.best_in_last = self.env.is_main and _best_not_written(ckpt, Path(path))
         done = self.state.batch_in_epoch
         plan = ts.get("epoch_plan")
-        if done and plan is not None and plan != self._epoch_plan():
-            own = self._epoch_plan()
+        own = self.epoch_plan
+        if done and plan is not None and plan != own:
             named = {"weights": "the sampling weights (data.sources' weights, augment.source_balance, "
                                 "augment.pose_cluster*)",
                      "samples": f"samples {plan['samples']} -> {own['samples']} (the images of data.sources or "
@@ -962,7 +963,7 @@ class Trainer:
         return s
 
     def _resumed_here(self) -> bool:
-        return self.resumed_from is not None and self.resumed_from.parent.resolve() == self.out_dir.resolve()
+        return self.resumed_from is not None and not resumed_elsewhere(self.resumed_from, self.out_dir)
 
     def _prepare_run_folder(self) -> None:
         """Files in the run folder that the coming training makes stale: the logs of a run that
@@ -1163,11 +1164,7 @@ class Trainer:
         model = copy.deepcopy(self.eval_model())
         trained = model.state_dict()
         mixed = weighted_state([trained, self.init_state], [1 - w, w])
-        for name in self.fresh_keypoints:
-            i = self.schema.index(name)
-            for layer, per in KEYPOINT_OUTPUTS.items():
-                for kind in ("weight", "bias"):
-                    mixed[f"{layer}.{kind}"][per * i:per * (i + 1)] = trained[f"{layer}.{kind}"][per * i:per * (i + 1)]
+        take_keypoint_channels(mixed, trained, [(self.schema.index(n),) * 2 for n in self.fresh_keypoints])
         model.load_state_dict(mixed)
         metrics = self._validate(self.state.epoch, model, "final") if self.val is not None else {}
         if not self.env.distributed and self.stop_requested:  # Ctrl-C during that validation
@@ -1357,7 +1354,7 @@ def run(cfg: TrainConfig | str | os.PathLike, out_dir: str | os.PathLike | None 
                           schema=schema, env=env, verbose=verbose, unlabeled=unlabeled)
         if resume is not None:
             agreed(env, trainer.resume, resume)
-            if trainer.finished() and Path(resume).resolve().parent != out.resolve():
+            if trainer.finished() and resumed_elsewhere(resume, out):
                 raise MoveNetError(f"{resume}: nothing to train into {out}: its run {trainer.done_text()}")
         return trainer.fit()
     except RuntimeError as e:  # torch.distributed's errors included
@@ -1414,11 +1411,15 @@ def _best_not_written(ckpt: dict, path: Path) -> bool:
         return True
 
 
+def resumed_elsewhere(resume: str | os.PathLike, out: str | os.PathLike) -> bool:
+    """Whether the checkpoint ``resume`` lies in another folder than the run folder ``out``."""
+    return Path(resume).resolve().parent != Path(out).resolve()
+
+
 def check_no_other_files(out: Path, resume: str | os.PathLike | None) -> None:
     """A new run, or one resumed into another folder, is written into a folder of no other
     files than a run's (hidden ones aside)."""
-    fresh = resume is None or Path(resume).resolve().parent != out.resolve()
-    if not (fresh and out.is_dir()):
+    if not ((resume is None or resumed_elsewhere(resume, out)) and out.is_dir()):
         return
     try:
         names = [p.name for p in out.iterdir()]
@@ -1436,7 +1437,7 @@ def check_run_folder(out: Path, resume: str | os.PathLike | None, writes: bool =
     if writes:
         check_writable(out, folder=True)  # a file in the way, or no write access: before the data are read
     # a new run, or one resumed into another folder, writes into no one's files
-    fresh = resume is None or Path(resume).resolve().parent != out.resolve()
+    fresh = resume is None or resumed_elsewhere(resume, out)
     held = next((name for name in (LAST, BEST, FINAL) if (out / name).exists()), None) if fresh else None
     if held == LAST and resume is None:
         raise MoveNetError(f"{out}: already holds a run ({LAST}); resume it with --resume or choose another --out")
