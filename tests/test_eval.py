@@ -18,6 +18,9 @@ from movenet.errors import DataWarning, MoveNetError
 from movenet.evaluate import make_samples, person_crop_box, run_models
 from movenet.image import to_image_coords
 from movenet.runtime import Predictor, ReferencePredictor
+from movenet.schema import COCO17
+
+COCO17_NAMES = COCO17.keypoints
 
 pytest.importorskip("pycocotools")
 
@@ -610,3 +613,129 @@ def test_fixed_pixel_pck_uses_the_smallest_input_size(monkeypatch, tmp_path):
     monkeypatch.setattr(evaluate, "open_predictor", lambda spec, threads=None: DotPredictor(next(sizes)))
     run = evaluate.evaluate(ds, ["a", "b"], protocol="topdown", progress=False)
     assert run.settings["px_size"] == 100
+
+
+# ---------------------------------------------------------------- models that lack some of the data's keypoints
+FEET = tuple("left_foot" if n == "left_ankle" else "right_foot" if n == "right_ankle" else n for n in COCO17_NAMES)
+
+
+class TruthPredictor(Predictor):
+    """The labelled keypoints of each (whole) image, keypoint j moved j / 2 pixels to the right,
+    in the order of ``names``: PCK falls from keypoint to keypoint."""
+
+    def __init__(self, truth: dict, names=COCO17_NAMES, input_size: int = 96):
+        from movenet.schema import KeypointSchema, with_sigmas
+        self.truth, self.input_size = truth, input_size
+        self.schema = with_sigmas(KeypointSchema("feet" if "left_foot" in names else "other", tuple(names), (), (),
+                                                 COCO17.sigmas if len(names) == 17 else ()))
+
+    def __call__(self, img, box=None):
+        kpts = self.truth.get(img.tobytes(), np.zeros((17, 3))).astype(np.float64).copy()
+        kpts[:, 0] += 0.5 * np.arange(17)
+        kpts[:, 2] = 0.9
+        names = [n.replace("foot", "ankle") for n in self.schema.keypoints]
+        return kpts[[COCO17_NAMES.index(n) if n in COCO17_NAMES else 0 for n in names]]
+
+
+def _people_with_feet(tmp_path):
+    """The same drawn people as a COCO-17 file and with the ankles named left_foot / right_foot."""
+    from train_helpers import person, write_coco_folder
+
+    write_coco_folder(tmp_path, 6, 96)
+    coco = json.loads((tmp_path / "person_keypoints.json").read_text())
+    coco["categories"][0]["keypoints"] = list(FEET)
+    (tmp_path / "feet.json").write_text(json.dumps(coco))
+    truth = {_read(tmp_path / "images" / f"{i}.png").tobytes(): person(i, 96) for i in range(6)}
+    return tmp_path / "person_keypoints.json", tmp_path / "feet.json", truth
+
+
+def test_models_lacking_some_of_the_datas_keypoints_are_scored_on_the_others(tmp_path, monkeypatch):
+    """Lightning beside a model trained with new keypoints: every model is scored on the keypoints
+    all of them predict, the same scores as on data of those keypoints only, with a warning."""
+    import movenet.evaluate as evaluate
+
+    coco_file, feet_file, truth = _people_with_feet(tmp_path)
+    models = {"coco": TruthPredictor(truth), "feet": TruthPredictor(truth, FEET),
+              "head": TruthPredictor(truth, ("nose", "left_eye")), "paws": TruthPredictor(truth, ("left_paw",))}
+    monkeypatch.setattr(evaluate, "open_predictor", lambda spec, threads=None: models[spec])
+    coco = load_keypoint_dataset(coco_file, image_root=tmp_path / "images")
+    feet = load_keypoint_dataset(feet_file, image_root=tmp_path / "images", schema=models["feet"].schema)
+    shared = [n for n in COCO17_NAMES if "ankle" not in n]
+
+    def scores(data, specs, **kw):
+        run = evaluate.evaluate(data, specs, protocol="whole", progress=False, **kw)
+        return run, [(r.metrics["pck_torso"]["per_keypoint"], r.metrics["coco"]["AP"]) for r in run.models]
+
+    _, [(on_coco, ap_17)] = scores(coco, ["coco"])
+    _, [(feet_alone, feet_ap)] = scores(feet, ["feet"])  # all 17: its feet are Lightning's ankles
+    assert list(feet_alone) == list(FEET) and feet_ap == ap_17
+    assert [feet_alone[n] for n in FEET] == [on_coco[n] for n in COCO17_NAMES]
+    assert len(set(on_coco.values())) > 3  # (scores that differ by keypoint: a test that can fail)
+
+    with pytest.warns(DataWarning, match="the coco17 schema 15; the others .left_ankle, right_ankle"):
+        fifteen = load_keypoint_dataset(coco_file, image_root=tmp_path / "images", schema=COCO17.select(shared))
+    _, [(reference, ap_15)] = scores(fifteen, ["coco"])  # the loader's own subset, for comparison
+    assert ap_15 > ap_17  # (the ankles, moved farthest, are out)
+    with pytest.warns(DataWarning, match=r"feet: coco lacks left_foot, right_foot of the data's 17 "
+                                         r"keypoints \(feet\); it is scored on the other 15$"):
+        run, [(alone, ap)] = scores(feet, ["coco"])
+    assert alone == reference and ap == ap_15
+    assert run.left_out == {"left_foot": ["coco"], "right_foot": ["coco"]}
+    for specs in (["feet", "coco"], ["coco", "feet"]):
+        with pytest.warns(DataWarning, match=r"coco lacks left_foot, right_foot of the data's 17 keypoints \(feet\); "
+                                             r"all models are scored on the other 15 \(a model evaluated alone"):
+            run, both = scores(feet, specs)
+        assert both == [(reference, ap_15)] * 2
+    with pytest.warns(DataWarning, match=r"coco lacks left_foot, right_foot; head lacks right_eye, left_ear, "
+                                         r"right_ear, \.\.\. of the data's 17 keypoints \(feet\); all models are "
+                                         r"scored on the other 2"):
+        run, [(a, _), (b, _)] = scores(feet, ["coco", "head"])
+    assert list(a) == list(b) == ["nose", "left_eye"] and a == {n: reference[n] for n in a}
+    assert run.left_out["left_foot"] == ["coco", "head"] and run.left_out["right_eye"] == ["head"]
+
+    with pytest.raises(MoveNetError, match=r"paws: predicts the 1 keypoint of other, none of the data's feet "
+                                           r"\(nose, left_eye, right_eye, \.\.\.\)"):
+        evaluate.evaluate(feet, ["coco", "paws"], progress=False)
+    models["legs"] = TruthPredictor(truth, ("left_knee", "left_foot"))
+    with pytest.raises(MoveNetError, match="feet: the models share none of the data's feet keypoints"):
+        evaluate.evaluate(feet, ["head", "legs"], progress=False)
+
+
+def test_eval_scores_lightning_beside_a_model_with_new_keypoints(tmp_path, lsp_dir, lightning):
+    """The command line on a file whose ankles are named left_foot / right_foot: Lightning alone,
+    beside Lightning's weights saved with those names (either order), and that model alone."""
+    from movenet.checkpoint import save_checkpoint
+    from movenet.schema import KeypointSchema
+
+    path = _small_coco(tmp_path, lsp_dir, 4)
+    coco = json.loads(path.read_text())
+    coco["categories"][0]["keypoints"] = list(FEET)
+    (tmp_path / "feet.json").write_text(json.dumps(coco))
+    feet_model = tmp_path / "feet.pt"
+    save_checkpoint(feet_model, lightning,
+                    KeypointSchema("feet", FEET, COCO17.flip_pairs, COCO17.skeleton, COCO17.sigmas))
+
+    def report(data, *models):
+        out = tmp_path / f"r{len(list(tmp_path.iterdir()))}"
+        args = [a for m in models for a in ("--model", str(m))]
+        assert main(["eval", str(data), *args, "--images", str(tmp_path / "images"), "--out", str(out)]) == 0
+        return json.loads((out / "report.json").read_text()), (out / "report.md").read_text()
+
+    full, _ = report(path, "lightning")
+    feet_alone, _ = report(tmp_path / "feet.json", feet_model)
+    scores = feet_alone["models"]["feet"]["pck_torso"]["per_keypoint"]
+    assert list(scores) == list(FEET) and not feet_alone["keypoints_left_out"]
+    assert list(scores.values()) == list(full["models"]["lightning"]["pck_torso"]["per_keypoint"].values())
+    with pytest.warns(DataWarning, match="feet: lightning lacks left_foot, right_foot of the data's 17 keypoints "
+                                         r"\(person\); it is scored on the other 15"):
+        alone, md = report(tmp_path / "feet.json", "lightning")
+    fifteen = {n: v for n, v in full["models"]["lightning"]["pck_torso"]["per_keypoint"].items() if "ankle" not in n}
+    assert alone["models"]["lightning"]["pck_torso"]["per_keypoint"] == fifteen
+    assert alone["keypoints_left_out"] == {"left_foot": ["lightning"], "right_foot": ["lightning"]}
+    assert "Not scored: `left_foot`, `right_foot` (`lightning` does not predict them)." in md
+    for models in ([feet_model, "lightning"], ["lightning", feet_model]):
+        with pytest.warns(DataWarning, match="all models are scored on the other 15"):
+            both, md = report(tmp_path / "feet.json", *models)
+        assert [m["pck_torso"]["per_keypoint"] for m in both["models"].values()] == [fifteen, fifteen]
+        assert [m["coco"]["AP"] for m in both["models"].values()] == [alone["models"]["lightning"]["coco"]["AP"]] * 2
+        assert "| left_foot |" not in md and "Not scored: `left_foot`, `right_foot` (`lightning` does not" in md

@@ -128,8 +128,8 @@ def test_a_custom_schema_trains_evaluates_predicts_exports_and_runs_on_video(tmp
         args = [a for m in models for a in ("--model", str(m))]
         assert main(["eval", str(data / "annotations.json"), "--images", str(data / "images"), *args,
                      "--out", str(tmp_path / "mixed")]) == 2
-        assert (f"{coco}: predicts the 17 keypoints of coco17, without {', '.join(FIVE['keypoints'][:3])}, ... of the "
-                "data's stick5 (5)") in capsys.readouterr().err
+        assert (f"{coco}: predicts the 17 keypoints of coco17, none of the data's stick5 "
+                f"({', '.join(FIVE['keypoints'][:3])}, ...)") in capsys.readouterr().err
     assert main(["calibrate", str(config), "--model", str(coco), "--out", str(tmp_path / "c.pt")]) == 2
     assert (f"coco17.pt: predicts the 17 keypoints of coco17, without {', '.join(FIVE['keypoints'][:3])}, ... of the "
             "data's stick5 (5)") in capsys.readouterr().err
@@ -210,7 +210,7 @@ def test_keypoint_names_match_by_side_and_part_when_spelled_otherwise():
 
 def test_init_and_eval_take_googles_keypoints_for_names_spelled_otherwise(tmp_path, lightning, capsys):
     from movenet.datasets import ImageEntry, KeypointDataset, PersonAnnotation
-    from movenet.evaluate import data_keypoints
+    from movenet.evaluate import shared_keypoints
     from movenet.predict import TorchPredictor
     from movenet.train import build_model
 
@@ -226,8 +226,8 @@ def test_init_and_eval_take_googles_keypoints_for_names_spelled_otherwise(tmp_pa
     person = PersonAnnotation(1, 1, np.zeros((6, 3)), (0, 0, 10, 10), 100.0, False)
     data = KeypointDataset("d", [ImageEntry(1, tmp_path / "a.png", 64, 64, [person])], {},
                            cfg.keypoint_schema())
-    where = data_keypoints(TorchPredictor(lightning), "lightning", data)
-    assert list(where) == [COCO17.index(n) for n in google_names]
+    same, left_out, (where,) = shared_keypoints(data, {"lightning": TorchPredictor(lightning)}, ["lightning"])
+    assert same is data and not left_out and list(where) == [COCO17.index(n) for n in google_names]
 
 
 def test_coco17s_pairs_and_bones_join_the_right_keypoints():
@@ -281,3 +281,17 @@ def test_calibrate_scores_lightning_on_a_schema_of_some_of_its_keypoints(tmp_pat
     for name, tensor in whole["state_dict"].items():
         want = torch.tensor(chosen) if name == "distance_offset" else lightning.state_dict()[name]
         torch.testing.assert_close(tensor, want.to(tensor.dtype), msg=name)
+
+
+def test_a_selected_schema_keeps_the_pairs_bones_sigmas_and_torso_among_its_keypoints():
+    limbs = [n for n in COCO17.keypoints if n.endswith(("shoulder", "hip", "knee"))][::-1]  # (order: the schema's)
+    schema = COCO17.select(limbs)
+    assert schema.keypoints == ("left_shoulder", "right_shoulder", "left_hip", "right_hip", "left_knee", "right_knee")
+    assert [(schema.keypoints[a], schema.keypoints[b]) for a, b in schema.flip_pairs] == [
+        ("left_shoulder", "right_shoulder"), ("left_hip", "right_hip"), ("left_knee", "right_knee")]
+    assert {(schema.keypoints[a], schema.keypoints[b]) for a, b in schema.skeleton} == {
+        ("left_shoulder", "right_shoulder"), ("left_shoulder", "left_hip"), ("right_shoulder", "right_hip"),
+        ("left_hip", "right_hip"), ("left_hip", "left_knee"), ("right_hip", "right_knee")}
+    assert schema.sigmas == (.79, .79, 1.07, 1.07, .87, .87) and schema.torso_pair() == (0, 3)
+    five = schema_from_config({**FIVE, "torso": ["head", "left_foot"]})
+    assert five.select(["head", "left_foot"]).torso == (0, 1) and five.select(["head", "right_foot"]).torso == ()

@@ -445,6 +445,25 @@ class KeypointDataset:
         return KeypointDataset(self.name, [e for e in self.images if e.id in keep], coco, self.schema)
 
 
+def keep_keypoints(dataset: KeypointDataset, names) -> KeypointDataset:
+    """The same people with only the keypoints ``names`` (``KeypointSchema.select``), in the
+    annotations and in the COCO dict that pycocotools reads."""
+    schema = dataset.schema.select(names)
+    order = [dataset.schema.index(n) for n in schema.keypoints]
+    people = {}
+    images = []
+    for e in dataset.images:
+        kept = [replace(p, keypoints=p.keypoints[order]) for p in e.people]
+        people.update((p.id, p) for p in kept)
+        images.append(replace(e, people=kept))
+    annotations = [{**a, "keypoints": [float(v) for v in people[a["id"]].keypoints.reshape(-1)],
+                    "num_keypoints": people[a["id"]].num_labelled} if a["id"] in people else a
+                   for a in dataset.coco.get("annotations", [])]
+    categories = [_reordered_category(c, order, schema) for c in dataset.coco.get("categories", [])]
+    return KeypointDataset(dataset.name, images, {**dataset.coco, "annotations": annotations,
+                                                  "categories": categories}, schema)
+
+
 def merge_coco(parts: list[dict]) -> dict:
     """One COCO dict from several, ids made unique as ``id * len(parts) + source``."""
     n = len(parts)

@@ -22,18 +22,18 @@ import tempfile
 import time
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from .datasets import KeypointDataset, PersonAnnotation, far_outside_image
-from .errors import DataWarning, MoveNetError, some_of
+from .errors import DataWarning, MoveNetError, counted, some_of
 from .image import read_image, size_mismatch
 from .metrics import (coco_keypoint_ap, fixed_px_thresholds, head_size, oks, pck, pck_curve,
                       torso_size)
 from .runtime import Predictor, model_schema, pose_score
-from .schema import COCO17, KeypointSchema, matching_names
+from .schema import COCO17, KeypointSchema, matching_names, with_sigmas
 
 PROTOCOLS = ("whole", "topdown")
 TOPDOWN_BOX_SCALE = 1.25
@@ -73,6 +73,11 @@ class EvalRun:
     crop_sides: np.ndarray  # [N] side of the square the model saw, in image pixels
     models: list[ModelResult]
     settings: dict
+    left_out: dict[str, list[str]] = field(default_factory=dict)  # keypoints not scored -> the models lacking them
+    # With keypoints left out, PCK's unit is still the whole data's torso: that schema, and the
+    # unit of each person (by id).
+    unit_schema: KeypointSchema | None = None
+    units: dict[int, float] | None = None
 
 
 # ---------------------------------------------------------------- models
@@ -115,20 +120,50 @@ def model_labels(specs: list[str]) -> list[str]:
     return labels
 
 
-def data_keypoints(predictor: Predictor, label: str, dataset: KeypointDataset) -> np.ndarray:
-    """Where each of the data's keypoints is among the model's, by name: a model scores the data's
-    keypoints when it predicts all of them, in any order and among others (Lightning's 17 for a
-    schema of some of COCO's). Checked on a blank image, which also warms the model up."""
+def predicted_names(predictor: Predictor, label: str, dataset: KeypointDataset) -> dict[str, str]:
+    """Each of the data's keypoints that the model predicts -> its name among the model's, in
+    any order and among others (``schema.matching_names``: Lightning's 17 for a schema of some of
+    COCO's). Checked on a blank image, which also warms the model up."""
     k = predictor(np.zeros((predictor.input_size, predictor.input_size, 3), np.uint8)).shape[0]
     ours, theirs = list(dataset.schema.keypoints), list(predictor.schema.keypoints)
     if k != len(theirs):  # (a file of Google's format whose outputs are not COCO's 17)
         raise MoveNetError(f"{label}: predicts {k} keypoints, the data has {len(ours)} ({dataset.schema.name})")
-    found = matching_names(ours, theirs)
-    missing = [name for name in ours if name not in found]
-    if missing:
-        raise MoveNetError(f"{label}: predicts the {k} keypoints of {predictor.schema.name}, without "
-                           f"{some_of(missing)} of the data's {dataset.schema.name} ({len(ours)})")
-    return np.array([theirs.index(found[name]) for name in ours])
+    return matching_names(ours, theirs)
+
+
+def shared_keypoints(dataset: KeypointDataset, predictors: dict[str, Predictor], specs: list[str]
+                     ) -> tuple[KeypointDataset, dict[str, list[str]], list[np.ndarray]]:
+    """(the data with the keypoints that every model predicts, {each keypoint left out: the
+    labels of the models that lack it}, per model where the data's keypoints are among its own).
+    Models side by side are scored on the same keypoints: where one lacks some of the data's
+    (Lightning beside a model trained with a new keypoint), all are scored on the others, with a
+    warning. A model that predicts none of them is an error."""
+    labels = list(predictors)
+    found = [predicted_names(p, spec, dataset) for p, spec in zip(predictors.values(), specs)]
+    ours = dataset.schema.keypoints
+    for p, spec, f in zip(predictors.values(), specs, found):
+        if not f:
+            raise MoveNetError(f"{spec}: predicts the {counted(p.schema.num_keypoints, 'keypoints')} of "
+                               f"{p.schema.name}, none of the data's {dataset.schema.name} ({some_of(ours)})")
+    left_out = {name: [label for label, f in zip(labels, found) if name not in f] for name in ours}
+    left_out = {name: who for name, who in left_out.items() if who}
+    if left_out:
+        shared = [name for name in ours if name not in left_out]
+        if not shared:
+            raise MoveNetError(f"{dataset.name}: the models share none of the data's {dataset.schema.name} keypoints "
+                               f"({some_of(ours)}); evaluate them one by one")
+        lacking = [(spec, [n for n in ours if n not in f]) for spec, f in zip(specs, found)]
+        said = "; ".join(f"{spec} lacks {some_of(names)}" for spec, names in lacking if names)
+        warnings.warn(f"{dataset.name}: {said} of the data's {len(ours)} keypoints ({dataset.schema.name}); "
+                      + (f"all models are scored on the other {len(shared)} (a model evaluated alone is scored on "
+                         "all of its keypoints that the data has)" if len(labels) > 1 else
+                         f"it is scored on the other {len(shared)}"), DataWarning, stacklevel=3)
+        from .datasets import keep_keypoints
+
+        dataset = keep_keypoints(dataset, shared)
+    picks = [np.array([list(p.schema.keypoints).index(f[name]) for name in dataset.schema.keypoints])
+             for p, f in zip(predictors.values(), found)]
+    return dataset, left_out, picks
 
 
 # ---------------------------------------------------------------- samples
@@ -170,7 +205,7 @@ def run_models(dataset: KeypointDataset, samples: list[Sample], predictors: dict
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Predict every sample with every model, reading each image once; with ``refine`` each
     with ``tracking.predict_person``'s second look (what ``movenet predict`` outputs). ``picks``:
-    per model, the data's keypoints among its own (``data_keypoints``; default the same).
+    per model, the data's keypoints among its own (``shared_keypoints``; default the same).
     Returns (predictions [M,N,K,3], crop sides [N], seconds per model [M], kept mask [N],
     skipped lines)."""
     from tqdm import tqdm
@@ -241,7 +276,13 @@ def evaluate(dataset: KeypointDataset, specs: list[str] | str, protocol: str = "
     if flip:
         from .runtime import FlipTestPredictor
         predictors = {label: FlipTestPredictor(p) for label, p in predictors.items()}
-    picks = [data_keypoints(predictor, spec, dataset) for spec, predictor in zip(specs, predictors.values())]
+    full = dataset
+    dataset, left_out, picks = shared_keypoints(dataset, predictors, specs)
+    if left_out:  # (people labelled only on the keypoints left out are not scored)
+        samples, excluded = make_samples(dataset, protocol)
+        if not samples:
+            raise MoveNetError(f"{dataset.name}: no person to evaluate with the {protocol} protocol on the "
+                               f"{dataset.schema.num_keypoints} keypoints that every model predicts")
     # One resolution for the fixed-pixel PCK keeps the column comparable across models.
     px_size = px_size or min(p.input_size for p in predictors.values())
     preds, sides, seconds, kept, skipped = run_models(dataset, samples, predictors, progress, refine, picks)
@@ -252,7 +293,11 @@ def evaluate(dataset: KeypointDataset, specs: list[str] | str, protocol: str = "
     run = EvalRun(dataset, protocol, samples, excluded, skipped, sides[kept], [],
                   {"protocol": protocol, "refine": refine, "flip": flip, "px": px, "px_size": px_size,
                    "threads": threads, "topdown_box_scale": TOPDOWN_BOX_SCALE, "torso_alpha": TORSO_ALPHA,
-                   "head_alpha": HEAD_ALPHA})
+                   "head_alpha": HEAD_ALPHA}, left_out)
+    if left_out:
+        people = [p for e in full.images for p in e.people]
+        run.unit_schema = full.schema
+        run.units = dict(zip((p.id for p in people), torso_size(np.stack([p.keypoints for p in people]), full.schema)))
     for m, (label, spec) in enumerate(zip(labels, specs)):
         result = ModelResult(label, str(spec), int(predictors[label].input_size), preds[m][kept], float(seconds[m]))
         score_model(run, result)
@@ -266,7 +311,8 @@ def score_model(run: EvalRun, result: ModelResult) -> None:
     schema = run.dataset.schema
     gt = np.stack([s.person.keypoints for s in run.samples]) if run.samples else np.zeros((0, schema.num_keypoints, 3))
     pred = result.predictions
-    torso = torso_size(gt, schema) if len(gt) else np.zeros(0)
+    torso = np.zeros(0) if not len(gt) else torso_size(gt, schema) if run.units is None else \
+        np.array([run.units[s.person.id] for s in run.samples])
     annotations = _annotation_dicts(run)
     heads = head_size(annotations)
     px_size = run.settings["px_size"]
@@ -322,7 +368,8 @@ def report_dict(run: EvalRun, data: str) -> dict:
         "data": str(data),
         "dataset": run.dataset.name,
         "schema": run.dataset.schema.name,
-        "torso": torso_text(run.dataset.schema),
+        "torso": torso_text(run.unit_schema or run.dataset.schema),
+        "keypoints_left_out": run.left_out,
         "protocol": run.protocol,
         "images": len({s.image_index for s in run.samples}),
         "people": len(run.samples),
@@ -359,6 +406,13 @@ def report_markdown(report: dict, plots: dict[str, str]) -> str:
              f"Data: `{report['data']}`: {report['people']} people in {report['images']} images"
              f" ({report['excluded_images']} images left out by the protocol,"
              f" {len(report['skipped'])} unreadable).", ""]
+    left_out = report.get("keypoints_left_out") or {}
+    if left_out:
+        lacking = {}
+        for name, models_lacking in left_out.items():
+            lacking.setdefault(", ".join(f"`{m}`" for m in models_lacking), []).append(f"`{name}`")
+        said = "; ".join(f"{', '.join(names)} ({who} does not predict them)" for who, names in lacking.items())
+        lines += [f"Not scored: {said}. Every model is scored on the keypoints that all of them predict.", ""]
     px_size = report["settings"]["px_size"]
     lines += [f"| model | input | PCK@0.2 torso | PCK@{px:g}px@{px_size} | PCKh@0.5 | AP | AP50 | AP75 | AR | ms/person |",
               "|---|---|---|---|---|---|---|---|---|---|"]
@@ -667,18 +721,25 @@ def load_data(data: str | os.PathLike, image_root: str | os.PathLike | None = No
 
 
 def load_data_for(args, specs: list[str]) -> KeypointDataset:
-    """The data, read with the keypoints of the first model whose keypoints it has (a model that
-    does not fit is then named by ``data_keypoints``), else the first model's error."""
-    schemas: dict[str, KeypointSchema] = {}
+    """The data, read with the keypoints of the model with the most keypoints whose keypoints it
+    has (so that a model's extra keypoint is not dropped for Lightning's 17; a model that lacks
+    some is scored on the others, ``shared_keypoints``), else the first model's error."""
+    schemas: dict[KeypointSchema, None] = {}  # (in order, each once)
     for spec in specs:
-        schema = model_schema(spec)
-        schemas.setdefault(schema.name, schema)
+        schemas.setdefault(model_schema(spec))
     first = None
-    for schema in schemas.values():
+    for schema in sorted(schemas, key=lambda s: -s.num_keypoints):
         try:
             return load_data(args.data, args.images, args.split, schema)
         except MoveNetError as e:
             first = first or e
+    if not is_config(args.data):  # a file of other keypoints: its own, for the models' shared ones
+        try:
+            dataset = load_data(args.data, args.images, args.split, None)
+        except MoveNetError:
+            raise first from None
+        if any(matching_names(dataset.schema.keypoints, s.keypoints) for s in schemas):
+            return replace(dataset, schema=with_sigmas(dataset.schema))
     raise first
 
 

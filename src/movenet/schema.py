@@ -61,6 +61,20 @@ class KeypointSchema:
     def index(self, name: str) -> int:
         return self.keypoints.index(name)
 
+    def select(self, names) -> "KeypointSchema":
+        """The schema of only the keypoints ``names`` (kept in this schema's order), with the
+        flip pairs, bones, sigmas and torso among them."""
+        keep = [i for i, n in enumerate(self.keypoints) if n in set(names)]
+        new = {old: i for i, old in enumerate(keep)}
+
+        def among(pairs):
+            return tuple((new[a], new[b]) for a, b in pairs if a in new and b in new)
+
+        torso = among((self.torso,)) if self.torso else ()
+        return KeypointSchema(self.name, tuple(self.keypoints[i] for i in keep), among(self.flip_pairs),
+                              among(self.skeleton), tuple(self.sigmas[i] for i in keep) if self.sigmas else (),
+                              torso[0] if torso else ())
+
     def to_dict(self) -> dict:
         return {
             "name": self.name,
@@ -246,12 +260,18 @@ def schema_from_config(value: str | dict | KeypointSchema) -> KeypointSchema:
             schema = KeypointSchema.from_dict(value)
         except (TypeError, ValueError) as e:
             raise ValueError(f"schema: {e}" if not str(e).startswith("schema") else str(e)) from None
-        if not schema.sigmas:  # COCO's for COCO's keypoint names (OKS then agrees with COCO's), else their mean
-            coco = dict(zip(COCO17.keypoints, COCO17.sigmas))
-            schema = dataclasses.replace(schema, sigmas=tuple(float(coco.get(n, np.mean(COCO17.sigmas)))
-                                                              for n in schema.keypoints))
-        return schema
+        return with_sigmas(schema)
     return get_schema(value)
+
+
+def with_sigmas(schema: KeypointSchema) -> KeypointSchema:
+    """``schema``, or where it has no OKS sigmas, with COCO's for COCO's keypoint names (OKS then
+    agrees with COCO's) and their mean for the others."""
+    if schema.sigmas:
+        return schema
+    coco = dict(zip(COCO17.keypoints, COCO17.sigmas))
+    return dataclasses.replace(schema, sigmas=tuple(float(coco.get(n, np.mean(COCO17.sigmas)))
+                                                    for n in schema.keypoints))
 
 
 def get_schema(name_or_dict: str | dict | KeypointSchema) -> KeypointSchema:
