@@ -313,3 +313,32 @@ def test_a_video_that_cannot_be_read_says_why(tmp_path, monkeypatch):
     monkeypatch.setattr("movenet.video.open", refused, raising=False)
     with pytest.raises(MoveNetError, match=f"{clip}: cannot read \\(Permission denied\\)"):
         open_source(str(clip))
+
+
+def test_a_damaged_video_keeps_the_frames_read_and_exits_non_zero(tmp_path, capsys):
+    """A file cut in half: its first frames are predicted and written, then a warning and an
+    error line, exit status 1 (as eval with unreadable images); the whole file exits 0."""
+    from movenet.checkpoint import save_checkpoint
+    from movenet.errors import DataWarning
+    from movenet.model import create_model
+
+    model = tmp_path / "tiny.pt"
+    save_checkpoint(model, create_model("mobilenetv2_050", input_size=64))
+    writer = cv2.VideoWriter(str(tmp_path / "whole.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(40):
+        writer.write(cv2.circle(np.full((48, 64, 3), 4 * i, np.uint8), (10 + i, 24), 5, (0, 0, 255), -1))
+    writer.release()
+    data = (tmp_path / "whole.avi").read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[:len(data) // 2])
+    for name, status in (("whole", 0), ("cut", 1)):
+        args = ["video", str(tmp_path / f"{name}.avi"), "--model", str(model), "--out", str(tmp_path / f"{name}.mp4"),
+                "--json", str(tmp_path / f"{name}.jsonl")]
+        if status:
+            with pytest.warns(DataWarning, match=r"cut.avi: \d+ of the 40 frames the file declares could be read"):
+                assert main(args) == status
+        else:
+            assert main(args) == status
+        frames = len(read_jsonl(tmp_path / f"{name}.jsonl"))
+        assert (frames == 40) == (status == 0) and frames > 0 and video_info(tmp_path / f"{name}.mp4")[0] == frames
+    assert f"movenet: error: {tmp_path / 'cut.avi'} ended after {frames} frames, before the 40 it declares; the " \
+        "outputs hold those" in capsys.readouterr().err

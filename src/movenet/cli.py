@@ -10,8 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import (Interrupted, MoveNetError, SaidElsewhere, Terminated, first_line, one_line_data_warnings,
-                     user_message)
+from .errors import (Interrupted, MoveNetError, SaidElsewhere, Terminated, counted, first_line,
+                     one_line_data_warnings, user_message)
 from .limits import FLOAT32_MAX, MAX_THREADS
 
 BUILTIN_IMAGE = Path(__file__).parent / "assets" / "astronaut.jpg"
@@ -676,6 +676,10 @@ def cmd_video(args) -> int:
         if path:
             print(f"wrote {path}", file=status)
     print(f"{summary['frames']} frames in {summary['seconds']:.1f} s ({summary['fps']:.1f} fps)", file=status)
+    if summary["cut_short"]:  # (as eval with unreadable images: the outputs hold what could be read)
+        print(f"movenet: error: {source.name} ended after {counted(summary['frames'], 'frames')}, before the "
+              f"{source.frame_count} it declares; the outputs hold those", file=sys.stderr)
+        return 1
     return 0
 
 

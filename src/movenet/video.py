@@ -117,7 +117,8 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
     Euro parameters (``tracking.SMOOTHING_PRESETS``); ``refine``: the second look after a look
     at the whole frame (``tracking.PoseTracker``; with ``multi``, at each person candidate,
     ``tracking.predict_people``).
-    Returns {"frames", "seconds", "fps"}."""
+    Returns {"frames", "seconds", "fps", "cut_short"}: ``cut_short`` is the warning said when
+    the file ended well before the frames it declares (the outputs hold the frames read), else None."""
     from tqdm import tqdm
 
     if max_frames is not None and max_frames < 1:
@@ -135,7 +136,7 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
                else PoseTracker(predictor, track=track, smooth=smooth, filter_params=params, refine=refine,
                                 schema=schema))
     total = min(filter(None, [src.frame_count, max_frames]), default=None)
-    frames = 0
+    frames, cut_short = 0, None
     start = time.perf_counter()
     try:
         with ExitStack() as stack:
@@ -162,7 +163,7 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
                 while max_frames is None or frames < max_frames:
                     bgr = src.read()
                     if bgr is None:
-                        _check_length(src, frames)
+                        cut_short = _check_length(src, frames)
                         break
                     if bgr.shape[:2] != (src.height, src.width):
                         raise MoveNetError(f"{src.name}: frame {frames} is {bgr.shape[1]}x{bgr.shape[0]}, "
@@ -186,7 +187,8 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
     finally:
         src.capture.release()
     seconds = time.perf_counter() - start
-    return {"frames": frames, "seconds": seconds, "fps": frames / seconds if seconds > 0 else 0.0}
+    return {"frames": frames, "seconds": seconds, "fps": frames / seconds if seconds > 0 else 0.0,
+            "cut_short": cut_short}
 
 
 def _check_written(path: Path, frames: int, out) -> None:
@@ -201,13 +203,17 @@ def _check_written(path: Path, frames: int, out) -> None:
                            "is the disk full?)")
 
 
-def _check_length(src: VideoSource, frames: int) -> None:
+def _check_length(src: VideoSource, frames: int) -> str | None:
     """A file that ends well before the frame count its container declares is damaged or cut
-    short: say so (what could be read is kept). Counts are estimates in some containers."""
+    short: say so (what could be read is kept) and return what was said. Counts are estimates in
+    some containers, hence the margin."""
     declared = src.frame_count
     if not src.is_camera and declared and frames < declared - max(2, 0.02 * declared):
-        warnings.warn(f"{src.name}: {frames} of the {declared} frames the file declares could be read; it "
-                      "may be damaged or cut short", DataWarning, stacklevel=2)
+        said = (f"{src.name}: {frames} of the {declared} frames the file declares could be read; it may be damaged "
+                "or cut short")
+        warnings.warn(said, DataWarning, stacklevel=2)
+        return said
+    return None
 
 
 def _predict_frame(tracker, rgb: np.ndarray, timestamp: float, multi: bool) -> tuple[np.ndarray, list[dict]]:
