@@ -3,6 +3,7 @@ the learning-rate schedule, and the recipes in configs/ load."""
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -233,5 +234,19 @@ def test_numbers_with_an_exponent_are_numbers_everywhere_in_a_config(tmp_path):
     assert model.width == 0.5 and model.norm_shift == -1.0 and model.norm_scale == (0.01, 0.01, 0.01)
     assert cfg.keypoint_schema().sigmas == (0.025, 0.1)
     assert cfg.optim.lr == 1e-3 and cfg.optim.weight_decay == 1e-4
-    with pytest.raises(MoveNetError, match=r"c.yaml: model width must be a number > 0, got '1e9x'"):
+    with pytest.raises(MoveNetError, match=r"c.yaml \(override model.overrides.width=1e9x\): model width must be a number > 0, got '1e9x'"):
         load_config(path, ["model.overrides.width=1e9x"])  # not a number: still a string, and refused
+
+
+def test_a_value_refused_because_of_an_override_names_the_override(cfg_file, tmp_path):
+    with pytest.raises(MoveNetError, match=re.escape(f"{cfg_file} (override batch_size=0): batch_size must be >= 1")):
+        load_config(cfg_file, ["epochs=2", "batch_size=0", "optim.lr=1e-3"])
+    # the override that makes the file's own settings wrong is the one named
+    with pytest.raises(MoveNetError, match=re.escape(f"{cfg_file} (override model.overrides.num_keypoints=5): "
+                                                     "model.overrides.num_keypoints 5 differs from the schema's 17")):
+        load_config(cfg_file, ["model.overrides.num_keypoints=5"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 0\n")
+    with pytest.raises(MoveNetError, match=re.escape(f"{bad}: epochs must be >= 1")):  # the file's own error
+        load_config(bad, ["batch_size=0"])
+    assert load_config(bad, ["epochs=3"]).epochs == 3  # (an override that mends the file)

@@ -83,7 +83,8 @@ def test_values_out_of_range_are_one_line_errors(override, message):
         return
     with pytest.raises(MoveNetError) as e:
         load_config(SMOKE, [override])
-    assert str(e.value).startswith(f"{SMOKE}: ") and message in str(e.value) and "\n" not in str(e.value)
+    assert str(e.value).startswith(f"{SMOKE} (override {override}): ") and message in str(e.value)
+    assert "\n" not in str(e.value)
 
 
 def test_settings_that_contradict_each_other_and_values_holding_an_equals_sign():
@@ -94,8 +95,8 @@ def test_settings_that_contradict_each_other_and_values_holding_an_equals_sign()
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["distill.alpha=0.7"], "distill.alpha weigh a teacher's targets: without distill.teacher they do nothing"),
-    (["loss.distill=0.5", "distill.center_alpha=1"], "distill.center_alpha, loss.distill weigh a teacher's"),
+    (["distill.alpha=0.7"], "distill.alpha weighs a teacher's targets: without distill.teacher it does nothing"),
+    (["distill.center_alpha=1", "loss.distill=0.5"], "distill.center_alpha weighs a teacher's"),
     (["data.sources=[{path: a, weight: 3}, {path: b}]", "augment.source_balance=false"],
      "data.sources weights (a 3) set each source's share with augment.source_balance only, which is false"),
     (["data.val_sources=[{path: v, weight: 5}]"], "data.val_sources weights (v 5) do nothing"),

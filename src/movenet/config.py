@@ -15,6 +15,7 @@ import os
 import re
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,7 +241,8 @@ class TrainConfig:
             ("distill.alpha", self.distill.alpha, 0.5), ("distill.center_alpha", self.distill.center_alpha, None),
             ("loss.distill", self.loss.distill, 1.0)) if value != default] if not self.distill.teacher else []
         if idle:  # (settings that would do nothing are errors, not silently kept)
-            raise ValueError(f"{', '.join(idle)} weigh a teacher's targets: without distill.teacher they do nothing")
+            raise ValueError(f"{', '.join(idle)} {'weighs' if len(idle) == 1 else 'weigh'} a teacher's targets: "
+                             f"without distill.teacher {'it does' if len(idle) == 1 else 'they do'} nothing")
         weighted = [f"{s['path']} {s['weight']:g}" for s in self.data.sources if s["weight"] != 1.0]
         if weighted and not self.augment.source_balance:
             raise ValueError(f"data.sources weights ({', '.join(weighted)}) set each source's share with "
@@ -305,7 +307,33 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
             raise MoveNetError(f"{p}: cannot read ({e.strerror or e})") from None
         if not isinstance(raw, dict):
             raise MoveNetError(f"{p}: expected a mapping of config keys at the top level")
-    return config_from_dict(with_overrides(raw, overrides, label), label)
+    return config_with_overrides(raw, overrides, label)
+
+
+def config_with_overrides(raw: dict, overrides: list[str] | tuple[str, ...], label: str) -> TrainConfig:
+    """``config_from_dict`` of ``raw`` with ``overrides``; a value refused because of an override
+    names that override, not the file (``x.yaml (override epochs=-3): epochs must be >= 1``)."""
+    applied = with_overrides(copy.deepcopy(raw), overrides, label)  # (an unknown key names its override)
+    try:
+        return config_from_dict(applied, label)
+    except MoveNetError as e:
+        error = e
+    if overrides and _accepted(raw, label):  # the file alone is taken: the first override after which it is not
+        for n in range(1, len(overrides) + 1):
+            if not _accepted(with_overrides(copy.deepcopy(raw), overrides[:n], label), label):
+                blamed = f"{label} (override {overrides[n - 1]})"
+                config_from_dict(with_overrides(copy.deepcopy(raw), overrides[:n], blamed), blamed)  # (raises)
+    raise error
+
+
+def _accepted(raw: dict, label: str) -> bool:
+    with warnings.catch_warnings():  # (a schema's warnings: said when the config is taken)
+        warnings.simplefilter("ignore")
+        try:
+            config_from_dict(copy.deepcopy(raw), label)
+        except MoveNetError:
+            return False
+    return True
 
 
 def with_overrides(raw: dict, overrides: list[str] | tuple[str, ...], label: str = "config") -> dict:

@@ -552,12 +552,12 @@ def configs_from_file(spec: str, overrides: list[str] | tuple[str, ...] = ()
                       ) -> tuple[DataConfig, AugmentConfig, KeypointSchema]:
     """A training YAML (``data:``, ``augment:`` and ``schema:`` sections; ``key=value``
     ``overrides`` as ``movenet train`` takes them) or a data source path."""
-    from .config import config_from_dict, load_config, require_sources, with_overrides  # it imports this module
+    from .config import config_with_overrides, load_config, require_sources  # it imports this module
 
     path = Path(spec)
     if path.suffix.lower() in (".yaml", ".yml"):
         cfg = require_sources(load_config(path, overrides), path)  # checked as train and eval check it
     else:  # a data source: the default config on it
         raw = {"data": {"sources": [{"path": spec}], "val_fraction": 0.0}}
-        cfg = config_from_dict(with_overrides(raw, overrides, spec), spec)
+        cfg = config_with_overrides(raw, overrides, spec)
     return cfg.data, cfg.augment, cfg.keypoint_schema()
