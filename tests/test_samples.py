@@ -481,3 +481,18 @@ def test_a_small_source_still_gets_a_validation_image_and_sources_keep_their_wei
     per_source = [weights[source == s].sum() for s in (0, 1)]
     assert per_source[1] / per_source[0] == pytest.approx(3.0)
     assert weights.mean() == pytest.approx(1.0)  # (an unlabelled image beside them weighs 1)
+
+
+def test_more_pose_clusters_than_people_is_said(tmp_path):
+    from train_helpers import write_coco_folder
+
+    write_coco_folder(tmp_path / "six", 6, 96)
+    cfg = DataConfig(sources=[str(tmp_path / "six")], val_fraction=0.0, input_size=96)
+    train, _ = samples.build_datasets(cfg, AugmentConfig(), verbose=False)
+    with pytest.warns(DataWarning, match=r"six: augment.pose_clusters 6 is not below its 6 training people: each pose "
+                                         r"is a cluster of its own, so its poses are drawn evenly"):
+        even = samples.sample_weights(train, AugmentConfig(pose_clusters=6)).numpy()
+    np.testing.assert_allclose(even, 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert samples.sample_weights(train, AugmentConfig(pose_clusters=2)).numpy().std() > 0

@@ -482,6 +482,10 @@ def sample_weights(dataset: PoseSampleDataset, aug_cfg: AugmentConfig | None = N
     if aug.pose_clusters > 0:
         for s in np.unique(source):
             sel = source == s
+            if aug.pose_clusters >= sel.sum():
+                warnings.warn(f"{dataset.source_names[s]}: augment.pose_clusters {aug.pose_clusters} is not below its "
+                              f"{counted(int(sel.sum()), 'training people')}: each pose is a cluster of its own, so "
+                              "its poses are drawn evenly (use fewer clusters)", DataWarning, stacklevel=2)
             labels = augment.kmeans(augment.normalised_poses(ix.keypoints[ix.targets[sel]]),
                                     aug.pose_clusters, aug.pose_cluster_seed)
             w[sel] = augment.cluster_weights(labels, aug.pose_cluster_power)
