@@ -291,3 +291,21 @@ def test_an_ema_turned_on_at_a_resume_starts_from_the_runs_weights(tmp_path):
     resumed.resume(tmp_path / LAST)
     trained = read_checkpoint(tmp_path / LAST)["state_dict"]
     assert _same(resumed.ema.module.state_dict(), trained) and _same(resumed.model.state_dict(), trained)
+
+
+def test_a_validation_score_that_falls_under_half_the_best_is_said_once(tmp_path, monkeypatch, capsys):
+    import math
+
+    from movenet.train import build_loss
+    from train_helpers import val_data
+
+    scores = iter([0.8, 0.5, 0.3, 0.2])  # val_before, then epochs 1-3
+    monkeypatch.setattr(train, "score_validation", lambda *a, **k: {"pck": next(scores), "ap": 0.1})
+    cfg = resume_config(val_before=True, **{"optim.lr": 0.5})
+    Trainer(cfg, tmp_path / "run", SyntheticPoses(4, 64, repeat=2), val_data(4, 64), build_loss(cfg)).fit()
+    err = capsys.readouterr().err
+    assert err.count("movenet: warning: val") == 1
+    assert ("movenet: warning: val PCK@0.2 0.3000 at epoch 2 is under half the best, 0.8000 at epoch 0 (kept in "
+            "best.pt): the run may be diverging; try a lower optim.lr (this run's: 0.5)") in err
+    assert train.collapse(0.41, 0.8, 0, 1, "pck", 1e-3) is None and train.collapse(0.1, -math.inf, 0, 1, "ap", 1) is None
+    assert train.collapse(0.39, 0.8, 0, 1, "ap", 1e-3).startswith("val AP 0.3900 at epoch 1")

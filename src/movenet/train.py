@@ -707,6 +707,7 @@ class Trainer:
         self.amp = getattr(torch, cfg.amp_dtype) if cfg.amp and dev.type == "cuda" else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         self.best_metric = self._scored_metric(verbose)
+        self._said_collapse = False  # (collapse: said once a run)
         self.state = TrainState(best_metric=self.best_metric)
         self.writer = None
         self.stop_requested = False
@@ -1235,6 +1236,10 @@ class Trainer:
         key = f"val_{self.best_metric}"
         value = metrics.get(key, metrics.get("val_pck"))
         improved = value is not None and np.isfinite(value) and value > s.best
+        fall = collapse(value, s.best, s.best_epoch, metrics["epoch"], self.best_metric, cfg.optim.lr)
+        if fall and not self._said_collapse and self.env.is_main and self.verbose:
+            self._said_collapse = True  # (once a run: it seldom comes back)
+            print(f"movenet: warning: {fall}", file=sys.stderr)
         if improved:  # (the epoch in part, 0.75, where max_steps stopped inside one)
             s.best, s.best_epoch = float(value), metrics["epoch"]
         elif value is None and self.val is None:  # no validation: the latest is the best
@@ -1264,6 +1269,16 @@ class Trainer:
         # A resumed run drops what an interrupted one logged after its checkpoint, not at it.
         step = self.state.step
         return SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=step + 1 if step else None)
+
+
+def collapse(value: float | None, best: float, best_epoch: float, epoch: float, metric: str, lr: float) -> str | None:
+    """The warning for a validation score that fell under half the run's best (a learning rate
+    too high for fine-tuning drives a pretrained model to 0 in an epoch or two), else None."""
+    if value is None or not np.isfinite(value) or not np.isfinite(best) or not value < 0.5 * best:
+        return None
+    name = "PCK@0.2" if metric == "pck" else metric.upper()
+    return (f"val {name} {value:.4f} at epoch {epoch:g} is under half the best, {best:.4f} at epoch {best_epoch:g} "
+            f"(kept in best.pt): the run may be diverging; try a lower optim.lr (this run's: {lr:g})")
 
 
 def format_epoch(m: dict, epochs: int, elapsed: float | None = None, epochs_timed: int = 0) -> str:
