@@ -676,7 +676,7 @@ def cmd_video(args) -> int:
         if path:
             print(f"wrote {path}", file=status)
     print(f"{summary['frames']} frames in {summary['seconds']:.1f} s ({summary['fps']:.1f} fps)", file=status)
-    if summary["cut_short"]:  # (as eval with unreadable images: the outputs hold what could be read)
+    if summary.get("cut_short"):  # (as eval with unreadable images: the outputs hold what could be read)
         print(f"movenet: error: {source.name} ended after {counted(summary['frames'], 'frames')}, before the "
               f"{source.frame_count} it declares; the outputs hold those", file=sys.stderr)
         return 1
