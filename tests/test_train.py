@@ -475,9 +475,12 @@ def test_sigterm_to_the_process_group_saves_the_step_as_ctrl_c_does(tmp_path, ca
                 os.kill(os.getpid(), signal.SIGTERM)
             return super().__call__(outputs, batch, *teacher)
 
+    from movenet.errors import Interrupted
+
     cfg = resume_config(**{"data.num_workers": 2})
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted) as stopped:
         resume_trainer(cfg, tmp_path, Preempted(cfg)).fit()
+    assert stopped.value.terminated  # (`movenet train` exits 143, as other commands on SIGTERM)
     assert "interrupted at epoch 2, batch 3/4" in capsys.readouterr().err
     assert read_checkpoint(tmp_path / LAST)["train_state"]["batch_in_epoch"] == 3
 

@@ -744,7 +744,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as e:
         if isinstance(e, Interrupted):  # a handled one has said what it kept
-            return 130
+            return 143 if e.terminated else 130
         _error("terminated" if isinstance(e, Terminated) else "interrupted")
         return 143 if isinstance(e, Terminated) else 130
     except ImportError as e:

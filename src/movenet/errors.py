@@ -56,7 +56,12 @@ def counted(n: int, what: str) -> str:
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C (or SIGTERM) that was handled: what was kept and how to go on is already printed."""
+    """Ctrl-C (or SIGTERM: ``terminated``) that was handled: what was kept and how to go on is
+    already printed."""
+
+    def __init__(self, terminated: bool = False):
+        super().__init__()
+        self.terminated = terminated
 
 
 class Terminated(KeyboardInterrupt):

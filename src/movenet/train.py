@@ -711,6 +711,7 @@ class Trainer:
         self.state = TrainState(best_metric=self.best_metric)
         self.writer = None
         self.stop_requested = False
+        self.stop_signal: int | None = None  # (SIGTERM: exit status 143, as other commands)
         self.resumed_settings = None  # (file name, the run's config, what changed, checkpoint) of a resume
         self.resumed_from: Path | None = None
         self.best_to_copy: Path | None = None  # the best.pt of the run resumed into another folder
@@ -953,7 +954,7 @@ class Trainer:
                         todo = f"; {FINAL} is still to write" if self.finished() else ""
                         print(f"interrupted {where}: wrote {self.out_dir / LAST}{todo}; continue with --resume",
                               file=sys.stderr)
-                    raise Interrupted
+                    raise Interrupted(self.stop_signal == signal.SIGTERM)
             if self.init_state is not None and self.finished():
                 self._write_final()
         finally:
@@ -1016,7 +1017,7 @@ class Trainer:
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
         def request_stop(signum, frame):
-            self.stop_requested = True
+            self.stop_requested, self.stop_signal = True, signum
             signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
 
         for sig in previous:
@@ -1090,7 +1091,7 @@ class Trainer:
                 if env.is_main:
                     print(f"interrupted at epoch {epoch + 1}, batch {s.batch_in_epoch}/{self.steps_per_epoch}: "
                           f"wrote {self.out_dir / LAST}; continue with --resume", file=sys.stderr)
-                raise Interrupted
+                raise Interrupted(self.stop_signal == signal.SIGTERM)
             every = cfg.checkpoint_every_steps
             if every and s.step % every == 0 and s.batch_in_epoch < self.steps_per_epoch:
                 self._save_within_epoch()
@@ -1170,7 +1171,7 @@ class Trainer:
         metrics = self._validate(self.state.epoch, model, "final") if self.val is not None else {}
         if not self.env.distributed and self.stop_requested:  # Ctrl-C during that validation
             print(f"interrupted before {FINAL} was written; --resume writes it", file=sys.stderr)
-            raise Interrupted
+            raise Interrupted(self.stop_signal == signal.SIGTERM)
         if self.env.is_main:
             s = self.state
             save_checkpoint(self.out_dir / FINAL, model, self.schema, extra={
