@@ -306,3 +306,39 @@ def test_the_calibration_bar_starts_with_calibration_and_ends_on_an_error(fp32_o
     (calibration,) = [b for b in bars.made if b.desc == "calibrate"]
     assert calibration in bars.closed  # not left half-drawn above the error line
     assert not (tmp_path / "int8.onnx").exists()
+
+
+def test_the_int8_check_takes_the_datas_keypoints_by_name(fp32_onnx, int8_onnx, lsp_dir, tmp_path):
+    """Data of other keypoints than the model's (fewer, in another order, renamed): the check
+    scores the keypoints both have, matched by name, as eval does."""
+    import json
+
+    from movenet.datasets import lsp_to_coco
+    from movenet.errors import DataWarning
+    from movenet.schema import COCO17
+
+    reference = check_accuracy(fp32_onnx, int8_onnx, lsp_dir, indices=slice(300, 340))
+    (tmp_path / "images").symlink_to(lsp_dir / "images")
+    coco = lsp_to_coco(lsp_dir)
+    coco["images"], coco["annotations"] = coco["images"][300:340], coco["annotations"][300:340]
+
+    def written(name: str, names: list[str], rename: dict | None = None) -> Path:
+        order = [COCO17.keypoints.index(n) for n in names]
+        people = [{**a, "keypoints": np.asarray(a["keypoints"]).reshape(17, 3)[order].reshape(-1).tolist()}
+                  for a in coco["annotations"]]
+        category = {**coco["categories"][0], "keypoints": [(rename or {}).get(n, n) for n in names]}
+        category.pop("skeleton", None)
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({**coco, "annotations": people, "categories": [category]}))
+        return path
+
+    limbs = [n for n in COCO17.keypoints if n.endswith(("shoulder", "elbow", "wrist", "hip", "knee", "ankle"))]
+    for path in (written("limbs12", limbs), written("reversed", list(COCO17.keypoints)[::-1])):
+        result = check_accuracy(fp32_onnx, int8_onnx, path)
+        assert (result.fp32_pck, result.int8_pck, result.people) == (
+            reference.fp32_pck, reference.int8_pck, reference.people), path.name
+    feet = written("feet", limbs[::-1], {"left_ankle": "left_foot", "right_ankle": "right_foot"})
+    with pytest.warns(DataWarning, match=r"feet.json: the model lacks right_foot, left_foot of the data's 12 "
+                                         r"keypoints \(person\); the check scores the other 10"):
+        result = check_accuracy(fp32_onnx, int8_onnx, feet)
+    assert result.fp32_pck != reference.fp32_pck and 0.7 < result.fp32_pck < 1

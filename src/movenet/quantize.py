@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -296,13 +296,28 @@ def excluded_nodes(model, prefixes: tuple[str, ...]) -> list[str]:
 # ---------------------------------------------------------------- accuracy check
 def load_labelled(source: str | os.PathLike, indices: slice | list[int] | None = None,
                   schema: KeypointSchema = COCO17) -> tuple[list[tuple[Path, tuple | None]], np.ndarray]:
-    """([(image path, box)], [N,K,3] keypoints): each labelled person of a labelled set (LSP
-    folder, COCO json..., or a training config for its held-out images; see
-    ``evaluate.load_data``), looked at as ``movenet eval`` does: the whole image where it holds
-    one person (box None), a crop around each person's box where it holds several."""
-    from .evaluate import load_data, make_samples, person_crop_box
+    """([(image path, box)], [N,K,3] keypoints) of ``labelled_data``."""
+    return labelled_data(source, indices, schema)[:2]
 
-    data = load_data(source, schema=schema)
+
+def labelled_data(source: str | os.PathLike, indices: slice | list[int] | None = None,
+                  schema: KeypointSchema = COCO17
+                  ) -> tuple[list[tuple[Path, tuple | None]], np.ndarray, KeypointSchema]:
+    """([(image path, box)], [N,K,3] keypoints, their schema): each labelled person of a labelled
+    set (LSP folder, COCO json..., or a training config for its held-out images; see
+    ``evaluate.load_data``), looked at as ``movenet eval`` does: the whole image where it holds
+    one person (box None), a crop around each person's box where it holds several. A file is read
+    with ``schema``'s keypoints where it has them, else with its own (a config: with its own)."""
+    from .evaluate import is_config, load_data, make_samples, person_crop_box
+    from .schema import with_sigmas
+
+    try:
+        data = load_data(source, schema=schema)
+    except MoveNetError:
+        if is_config(source):
+            raise
+        data = load_data(source, schema=None)  # (its own keypoints, or the first error again)
+        data = replace(data, schema=with_sigmas(data.schema))
     whole, _ = make_samples(data, "whole")
     single = {s.image_index for s in whole}
     crops = [s for s in make_samples(data, "topdown")[0] if s.image_index not in single]
@@ -313,7 +328,29 @@ def load_labelled(source: str | os.PathLike, indices: slice | list[int] | None =
         raise MoveNetError(f"{source}: no labelled people to check accuracy on")
     views = [(data.images[s.image_index].path, None if s.image_index in single else person_crop_box(s.person.bbox))
              for s in samples]
-    return views, np.stack([s.person.keypoints for s in samples]).astype(np.float32)
+    return views, np.stack([s.person.keypoints for s in samples]).astype(np.float32), data.schema
+
+
+def scored_keypoints(data: KeypointSchema, model: KeypointSchema, label: str, warn: bool = True
+                     ) -> tuple[list[int], list[int]]:
+    """(the data's keypoints the check scores, the model's keypoints for them), by name as ``movenet
+    eval`` takes them: for COCO's 17 the 12 limb joints (LSP labels no face), else every keypoint
+    of the data's that the model predicts (those it lacks are left out, with a warning)."""
+    from .errors import some_of
+    from .schema import matching_names
+
+    found = matching_names(data.keypoints, model.keypoints)
+    if not found:
+        raise MoveNetError(f"{label}: none of its keypoints ({some_of(data.keypoints)}) is among the model's "
+                           f"({model.name}: {some_of(model.keypoints)})")
+    lacking = [n for n in data.keypoints if n not in found]
+    if lacking and warn:
+        warnings.warn(f"{label}: the model lacks {some_of(lacking)} of the data's {data.num_keypoints} keypoints "
+                      f"({data.name}); the check scores the other {len(found)}", DataWarning, stacklevel=3)
+    names = list(data.keypoints)
+    joints = names[LIMB_JOINTS] if names == list(COCO17.keypoints) else names
+    ours = [i for i, n in enumerate(names) if n in joints and n in found]
+    return ours, [model.keypoints.index(found[names[i]]) for i in ours]
 
 
 def predict_all(predictor: Predictor, views: list[tuple[Path, tuple | None]], desc: str = "evaluate") -> np.ndarray:
@@ -322,13 +359,15 @@ def predict_all(predictor: Predictor, views: list[tuple[Path, tuple | None]], de
                      tqdm(views, desc=desc, unit="view", file=sys.stderr, disable=len(views) < 20)])
 
 
-def limb_pck(pred: np.ndarray, gt: np.ndarray, alpha: float = PCK_ALPHA, schema: KeypointSchema = COCO17) -> float:
-    """PCK@alpha of the torso (COCO 5-12 distance) over the 12 limb joints; over every keypoint
-    with the schema's PCK unit (``metrics.torso_size``) for other schemas."""
+def limb_pck(pred: np.ndarray, gt: np.ndarray, alpha: float = PCK_ALPHA, schema: KeypointSchema = COCO17,
+             scored: list[int] | None = None) -> float:
+    """PCK@alpha with the schema's unit (``metrics.torso_size`` of the labels) over the keypoints
+    ``scored`` (default: the 12 limb joints of COCO's 17, every keypoint of other schemas)."""
     from .metrics import pck, torso_size
 
-    joints = LIMB_JOINTS if schema.keypoints == COCO17.keypoints else slice(None)
-    return pck(pred[:, joints], gt[:, joints], alpha * torso_size(gt, schema))[1]
+    if scored is None:
+        scored = list(range(17)[LIMB_JOINTS]) if schema.keypoints == COCO17.keypoints else list(range(len(gt[0])))
+    return pck(pred[:, scored], gt[:, scored], alpha * torso_size(gt, schema))[1]
 
 
 @dataclass
@@ -352,13 +391,21 @@ class AccuracyCheck:
 
 
 def check_accuracy(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, labelled: str | os.PathLike,
-                   max_drop: float = DEFAULT_MAX_DROP, indices=None, threads: int | None = None) -> AccuracyCheck:
+                   max_drop: float = DEFAULT_MAX_DROP, indices=None, threads: int | None = None,
+                   warn: bool = True) -> AccuracyCheck:
+    """``limb_pck`` of the fp32 and int8 models on ``labelled``, on the keypoints of
+    ``scored_keypoints`` (``warn``: say which of the data's keypoints the model lacks)."""
     fp32_model = OnnxPredictor(str(fp32_path), threads=threads)
-    schema = fp32_model.schema
-    views, gt = load_labelled(labelled, indices, schema)
-    fp32 = predict_all(fp32_model, views, "check fp32")
-    int8 = predict_all(OnnxPredictor(str(int8_path), threads=threads), views, "check int8")
-    return AccuracyCheck(limb_pck(fp32, gt, schema=schema), limb_pck(int8, gt, schema=schema), len(views), max_drop)
+    views, gt, schema = labelled_data(labelled, indices, fp32_model.schema)
+    ours, theirs = scored_keypoints(schema, fp32_model.schema, str(labelled), warn)
+
+    def score(model: OnnxPredictor, desc: str) -> float:
+        pred = np.full(gt.shape, np.nan, np.float32)  # (in the data's order)
+        pred[:, ours] = predict_all(model, views, desc)[:, theirs]
+        return limb_pck(pred, gt, schema=schema, scored=ours)
+
+    return AccuracyCheck(score(fp32_model, "check fp32"),
+                         score(OnnxPredictor(str(int8_path), threads=threads), "check int8"), len(views), max_drop)
 
 
 def _warn_shared_images(calib_images: list, check_images: list, labelled) -> None:
@@ -386,7 +433,8 @@ def quantize_checked(fp32_path: str | os.PathLike, out_path: str | os.PathLike, 
     out_path = Path(out_path)
     refuse_stream(out_path, READ_BACK)
     if labelled is not None:  # a bad labelled set fails before the long part
-        views, _ = load_labelled(labelled, check_indices, model_schema(fp32_path))
+        views, _, schema = labelled_data(labelled, check_indices, model_schema(fp32_path))
+        scored_keypoints(schema, model_schema(fp32_path), str(labelled))  # (data of other keypoints: said now)
         _warn_shared_images(calib_images, [path for path, _ in views], labelled)
     with atomic_path(out_path) as tmp:
         quantize_onnx(fp32_path, tmp, calib_images, config)
@@ -397,7 +445,7 @@ def quantize_checked(fp32_path: str | os.PathLike, out_path: str | os.PathLike, 
             raise MoveNetError(f"{out_path}: {reason}; not written") from None
         if labelled is None:
             return None
-        result = check_accuracy(fp32_path, tmp, labelled, max_drop, check_indices, threads)
+        result = check_accuracy(fp32_path, tmp, labelled, max_drop, check_indices, threads, warn=False)
         if not result.passed:
             raise MoveNetError(f"{out_path}: int8 model fails its accuracy budget ({result}); not written")
     return result
