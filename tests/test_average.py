@@ -166,7 +166,8 @@ def test_models_of_some_of_the_keypoints_average_by_name(tmp_path):
     save_checkpoint(tmp_path / "four.pt", small, four)
     full = _model(1)
     save_checkpoint(tmp_path / "coco.pt", full, COCO17)
-    avg = average_checkpoints([tmp_path / "four.pt", tmp_path / "coco.pt"])
+    with pytest.warns(DataWarning, match=r"coco.pt: its nose, left_eye, right_eye, \.\.\. are left out"):
+        avg = average_checkpoints([tmp_path / "four.pt", tmp_path / "coco.pt"])  # (four.pt is no run of coco.pt)
     model, schema = model_from_checkpoint(avg, "avg")
     assert schema.keypoints == tuple(names) and model.config.num_keypoints == 4
     head = "heatmap.out.weight"
@@ -174,10 +175,15 @@ def test_models_of_some_of_the_keypoints_average_by_name(tmp_path):
     for i, name in enumerate(names):  # each keypoint's channel: the mean of its own two
         j = COCO17.keypoints.index(name)
         torch.testing.assert_close(avg["state_dict"][head][i], (ours[i] + theirs[j]) / 2)
-    with pytest.raises(MoveNetError, match=r"four.pt: predicts the keypoints of four, without nose, left_eye, "
-                                           r"right_eye, \.\.\. of .*coco.pt's coco17; only models of the same "
-                                           r"keypoints"):
-        average_checkpoints([tmp_path / "coco.pt", tmp_path / "four.pt"])
+    # the other way round: COCO's 17, of which the 4 are averaged and the others are coco.pt's own
+    back = average_checkpoints([tmp_path / "coco.pt", tmp_path / "four.pt"])
+    assert back["keypoint_notes"] == [f"nose, left_eye, right_eye, ..., which {tmp_path / 'four.pt'} lacks, from "
+                                      "the others"]
+    for j, name in enumerate(COCO17.keypoints):
+        mean = (ours[names.index(name)] + theirs[j]) / 2 if name in names else theirs[j]
+        torch.testing.assert_close(back["state_dict"][head][j], mean)
+    torch.testing.assert_close(back["state_dict"]["regression.out.weight"][2 * 11:2 * 12],  # left_hip, as coco.pt
+                               full.state_dict()["regression.out.weight"][2 * 11:2 * 12])
     wide = create_model("mobilenetv2_050", input_size=SMALL, head_channels=48)  # other keypoints, other heads
     save_checkpoint(tmp_path / "wide.pt", wide, COCO17)
     with pytest.raises(MoveNetError, match=r"wide.pt: another model than .*four.pt \(head_channels 96 -> 48\)"):
@@ -190,3 +196,37 @@ def test_models_of_some_of_the_keypoints_average_by_name(tmp_path):
     save_checkpoint(tmp_path / "four_b.pt", small, torso)
     with pytest.warns(DataWarning, match="the same keypoints as .*four.pt, but another skeleton, torso"):
         average_checkpoints([tmp_path / "four.pt", tmp_path / "four_b.pt"])
+
+
+def test_a_run_with_keypoints_of_its_own_averages_with_its_init_as_final_pt_mixes_them(tmp_path, capsys):
+    """A run of COCO's 17 with the ankles renamed feet (started from the init's ankles) and a
+    neck (started fresh), averaged with the model it started from: feet with the init's ankles,
+    the neck as trained, the rest half and half. Listed the other way, the neck is said to go."""
+    from movenet.cli import main
+    from movenet.errors import DataWarning
+    from movenet.schema import COCO17, KeypointSchema
+
+    names = [{"left_ankle": "left_foot", "right_ankle": "right_foot"}.get(n, n) for n in COCO17.keypoints] + ["neck"]
+    feet = KeypointSchema("feet", tuple(names), (), ())
+    torch.manual_seed(1)
+    run = create_model("mobilenetv2_050", input_size=SMALL, num_keypoints=18)
+    init = _model(2)
+    save_checkpoint(tmp_path / "init.pt", init, COCO17)
+    save_checkpoint(tmp_path / "last.pt", run, feet, extra={"config": {
+        "init": str(tmp_path / "init.pt"), "init_keypoints": {"left_foot": "left_ankle", "right_foot": "right_ankle"}}})
+    assert main(["average", str(tmp_path / "last.pt"), str(tmp_path / "init.pt"), "--out", str(tmp_path / "a.pt")]) == 0
+    assert (f"left_foot from {tmp_path / 'init.pt'}'s left_ankle, right_foot from {tmp_path / 'init.pt'}'s right_ankle "
+            f"(the run's init_keypoints); neck, which {tmp_path / 'init.pt'} lacks, from the others)") \
+        in capsys.readouterr().out
+    mixed = torch.load(tmp_path / "a.pt", weights_only=False)["state_dict"]
+    for key in ("heatmap.out.weight", "offset.out.bias"):
+        per = 1 if key.startswith("heatmap") else 2
+        a, b = run.state_dict()[key], init.state_dict()[key]
+        for i, name in enumerate(names):
+            j = COCO17.keypoints.index(name.replace("foot", "ankle")) if name != "neck" else None
+            want = a[per * i:per * (i + 1)] if j is None else (a[per * i:per * (i + 1)] + b[per * j:per * (j + 1)]) / 2
+            torch.testing.assert_close(mixed[key][per * i:per * (i + 1)], want)
+    with pytest.warns(DataWarning, match=r"last.pt: its left_foot, right_foot, neck are left out: the average has the "
+                                         r"keypoints of .*init.pt, listed first"):
+        back = average_checkpoints([tmp_path / "init.pt", tmp_path / "last.pt"])
+    assert back["schema"]["keypoints"] == list(COCO17.keypoints)

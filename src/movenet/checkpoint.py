@@ -177,6 +177,9 @@ def average_checkpoints(specs: list[str | os.PathLike], weights: list[float] | N
     paths = [str(s) for s in specs]
     first = _read_at_size(paths[0])
     states = [first["state_dict"]]
+    schema = get_schema(first.get("schema", "coco17"))
+    holders: list[set[str]] = [set(schema.keypoints)]  # per model, the keypoints it has weights for
+    notes: list[str] = []
     for path in paths[1:]:
         ckpt = _read_at_size(path)
         changes = [c for c in config_changes(first.get("model_config") or {}, ckpt.get("model_config") or {})
@@ -184,7 +187,8 @@ def average_checkpoints(specs: list[str | os.PathLike], weights: list[float] | N
         if changes:
             raise MoveNetError(f"{path}: another model than {paths[0]} ({'; '.join(changes)}); only models of "
                                "the same architecture and input size can be averaged")
-        ckpt = _same_keypoints(ckpt, path, first, paths[0])
+        ckpt, has = _same_keypoints(ckpt, path, first, paths[0], notes)
+        holders.append(has)
         state = ckpt["state_dict"]
         if state.keys() != first["state_dict"].keys():
             raise MoveNetError(f"{path}: other weight names than {paths[0]}")
@@ -194,6 +198,14 @@ def average_checkpoints(specs: list[str | os.PathLike], weights: list[float] | N
                                    f"{paths[0]} {tuple(v.shape)}")
         states.append(state)
     state = weighted_state(states, weights)
+    from .pretrained import keypoint_output_keys, take_keypoint_channels
+
+    for i, name in enumerate(schema.keypoints):  # a keypoint some lack: the mean of those that have it
+        have = [m for m, has in enumerate(holders) if name in has]
+        if len(have) < len(states):
+            heads = weighted_state([{k: states[m][k] for k in keypoint_output_keys() if k in states[m]} for m in have],
+                                   [weights[m] / sum(weights[m] for m in have) for m in have])
+            take_keypoint_channels(state, heads, [(i, i)])
     offsets = [float(s["distance_offset"]) for s in states if "distance_offset" in s]
     if len(set(offsets)) > 1:  # (a setting: that of the checkpoint weighted most, the first of equals)
         main = max(range(len(states)), key=lambda i: (weights[i], -i))
@@ -203,34 +215,61 @@ def average_checkpoints(specs: list[str | os.PathLike], weights: list[float] | N
                       "chooses one for the average", DataWarning, stacklevel=2)
     keep = ("format", "model_config", "schema", "config")
     return {**{k: first[k] for k in keep if k in first}, "state_dict": state,
-            "averaged_from": [{"checkpoint": str(s), "weight": w} for s, w in zip(specs, weights)]}
+            "averaged_from": [{"checkpoint": str(s), "weight": w} for s, w in zip(specs, weights)],
+            **({"keypoint_notes": notes} if notes else {})}
 
 
-def _same_keypoints(ckpt: dict, path: str, first: dict, first_path: str) -> dict:
-    """``ckpt`` with the keypoints of ``first``: as it is when they are the same; its keypoint
-    heads' channels taken by name when it predicts all of them and more or in another order
-    (``lightning`` beside a model of some of COCO's keypoints). Other schema settings (skeleton,
+def _same_keypoints(ckpt: dict, path: str, first: dict, first_path: str, notes: list[str]) -> tuple[dict, set[str]]:
+    """(``ckpt`` with the keypoints of ``first``, the names of those it has weights for): as it is
+    when they are the same; else its keypoint heads' channels taken by name (``lightning`` beside a
+    model of some of COCO's keypoints), or as the first's run started them (``init_keypoints``,
+    where ``path`` is that run's ``init``). A keypoint it lacks is averaged over the models that
+    have it (as ``final.pt`` keeps a fresh keypoint's trained channels); one the first lacks is left
+    out, with a warning. What was done goes into ``notes``. Other schema settings (skeleton,
     torso, sigmas) are the first's, with a warning."""
-    from .schema import get_schema, matching_names
+    from .schema import matching_names
 
     ours, theirs = get_schema(first.get("schema", "coco17")), get_schema(ckpt.get("schema", "coco17"))
-    if theirs.keypoints != ours.keypoints:
-        found = matching_names(ours.keypoints, theirs.keypoints)
-        missing = [name for name in ours.keypoints if name not in found]
-        if missing:
-            raise MoveNetError(f"{path}: predicts the keypoints of {theirs.name}, without {some_of(missing)} of "
-                               f"{first_path}'s {ours.name}; only models of the same keypoints can be averaged")
-        from .pretrained import load_matching
+    if theirs.keypoints == ours.keypoints:
+        if theirs != ours:
+            warnings.warn(f"{path}: the same keypoints as {first_path}, but another skeleton, torso, flip pairs or "
+                          f"sigmas; the average keeps {first_path}'s", DataWarning, stacklevel=3)
+        return ckpt, set(ours.keypoints)
+    run = first.get("config") or {}
+    its_init = _same_spec(split_input_size(path)[0], str(run.get("init", "")))  # (the first is a run started from it)
+    mapped = {k: v for k, v in (run.get("init_keypoints") or {}).items()
+              if its_init and k in ours.keypoints and v in theirs.keypoints}
+    found = matching_names(ours.keypoints, theirs.keypoints) | mapped
+    if not found:
+        raise MoveNetError(f"{path}: predicts none of {first_path}'s keypoints ({ours.name}: "
+                           f"{some_of(ours.keypoints)}); only models of shared keypoints can be averaged")
+    extra = [n for n in theirs.keypoints if n not in found.values()]
+    if extra and not its_init:  # (a run of some of its init's keypoints leaves the others out on purpose)
+        warnings.warn(f"{path}: its {some_of(extra)} {'is' if len(extra) == 1 else 'are'} left out: the average has the keypoints of {first_path}, "
+                      "listed first (list this one first to keep them)", DataWarning, stacklevel=3)
+    from .pretrained import load_matching
 
-        model = MoveNet(ModelConfig.from_dict(first["model_config"]))
-        load_matching(model, {**ckpt, "model_config": {**ckpt["model_config"], "num_keypoints": ours.num_keypoints}},
-                      path, ours)
-        return {**ckpt, "schema": first.get("schema"), "state_dict": model.state_dict(),
-                "model_config": {**ckpt["model_config"], "num_keypoints": ours.num_keypoints}}
-    if theirs != ours:
-        warnings.warn(f"{path}: the same keypoints as {first_path}, but another skeleton, torso, flip pairs or "
-                      f"sigmas; the average keeps {first_path}'s", DataWarning, stacklevel=3)
-    return ckpt
+    model = MoveNet(ModelConfig.from_dict(first["model_config"]))
+    load_matching(model, {**ckpt, "model_config": {**ckpt["model_config"], "num_keypoints": ours.num_keypoints}},
+                  path, ours, mapped)
+    if mapped:
+        starts = ", ".join(f"{k} from {path}'s {v}" for k, v in mapped.items())
+        notes.append(f"{starts} (the run's init_keypoints)")
+    lacking = [n for n in ours.keypoints if n not in found]
+    if lacking:
+        notes.append(f"{some_of(lacking)}, which {path} lacks, from the others")
+    return ({**ckpt, "schema": first.get("schema"), "state_dict": model.state_dict(),
+             "model_config": {**ckpt["model_config"], "num_keypoints": ours.num_keypoints}}, set(found))
+
+
+def _same_spec(a: str, b: str) -> bool:
+    """Whether two model specs name the same model (a built-in name, or the same file)."""
+    if a == b:
+        return True
+    try:
+        return Path(a).is_file() and Path(b).is_file() and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _read_at_size(spec: str) -> dict:

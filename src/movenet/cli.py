@@ -348,7 +348,7 @@ def cmd_average(args) -> int:
     with atomic_path(args.out) as tmp:
         torch.save(soup, tmp)
     parts = ", ".join(f"{a['weight']:.3g} x {a['checkpoint']}" for a in soup["averaged_from"])
-    print(f"wrote {args.out} ({parts})")
+    print(f"wrote {args.out} ({'; '.join([parts, *soup.get('keypoint_notes', [])])})")
     return 0
 
 
