@@ -295,3 +295,29 @@ def test_a_selected_schema_keeps_the_pairs_bones_sigmas_and_torso_among_its_keyp
     assert schema.sigmas == (.79, .79, 1.07, 1.07, .87, .87) and schema.torso_pair() == (0, 3)
     five = schema_from_config({**FIVE, "torso": ["head", "left_foot"]})
     assert five.select(["head", "left_foot"]).torso == (0, 1) and five.select(["head", "right_foot"]).torso == ()
+
+
+def test_coco_keypoints_spelled_otherwise_keep_the_torso_sigmas_and_tracking():
+    """OpenPose's names (``LShoulder``...) are COCO's keypoints: PCK's unit is still the torso,
+    OKS takes COCO's sigmas and video tracking follows the hips and shoulders."""
+    from movenet.tracking import determine_crop_region, tracker_schema
+
+    spelled = {"left_shoulder": "LShoulder", "right_shoulder": "RShoulder", "left_hip": "LHip", "right_hip": "RHip"}
+    names = [spelled.get(n, n) for n in COCO17.keypoints]
+    schema = schema_from_config({"name": "op", "keypoints": names})
+    assert schema.torso_pair() == COCO17.torso_pair() == (5, 12) and schema.sigmas == COCO17.sigmas
+    assert schema.find("left_hip") == 11 and schema.find("neck") is None and COCO17.find("left_hip") == 11
+
+    class Model:
+        pass
+
+    model = Model()
+    model.schema = schema
+    assert tracker_schema(model, None, track=True) is schema
+    pose = np.zeros((17, 3), np.float32)
+    pose[:, :2] = np.random.default_rng(0).uniform(100, 300, (17, 2))
+    pose[:, 2] = 0.9
+    assert determine_crop_region(pose, 640, 480, schema) == determine_crop_region(pose, 640, 480, COCO17)
+    model.schema = schema_from_config({"name": "no_hips", "keypoints": ["LShoulder", "RShoulder", "nose"]})
+    with pytest.raises(MoveNetError, match="tracking follows a person by the hips and shoulders"):
+        tracker_schema(model, None, track=True)

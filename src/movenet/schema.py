@@ -43,9 +43,8 @@ class KeypointSchema:
         """The two keypoints whose distance normalises PCK, or None (box side instead)."""
         if self.torso:
             return self.torso[0], self.torso[1]
-        if "left_shoulder" in self.keypoints and "right_hip" in self.keypoints:
-            return self.index("left_shoulder"), self.index("right_hip")
-        return None
+        shoulder, hip = self.find("left_shoulder"), self.find("right_hip")
+        return None if shoulder is None or hip is None else (shoulder, hip)
 
     @property
     def num_keypoints(self) -> int:
@@ -60,6 +59,12 @@ class KeypointSchema:
 
     def index(self, name: str) -> int:
         return self.keypoints.index(name)
+
+    def find(self, name: str) -> int | None:
+        """The index of the keypoint ``name``, or of the one keypoint that spells it otherwise
+        (``LShoulder`` or ``l_shoulder`` for ``left_shoulder``; ``matching_names``); else None."""
+        found = matching_names([name], self.keypoints).get(name)
+        return None if found is None else self.keypoints.index(found)
 
     def select(self, names) -> "KeypointSchema":
         """The schema of only the keypoints ``names`` (kept in this schema's order), with the
@@ -265,13 +270,14 @@ def schema_from_config(value: str | dict | KeypointSchema) -> KeypointSchema:
 
 
 def with_sigmas(schema: KeypointSchema) -> KeypointSchema:
-    """``schema``, or where it has no OKS sigmas, with COCO's for COCO's keypoint names (OKS then
-    agrees with COCO's) and their mean for the others."""
+    """``schema``, or where it has no OKS sigmas, with COCO's for COCO's keypoints, also spelled
+    otherwise (OKS then agrees with COCO's), and their mean for the others."""
     if schema.sigmas:
         return schema
     coco = dict(zip(COCO17.keypoints, COCO17.sigmas))
-    return dataclasses.replace(schema, sigmas=tuple(float(coco.get(n, np.mean(COCO17.sigmas)))
-                                                    for n in schema.keypoints))
+    named = matching_names(schema.keypoints, COCO17.keypoints)  # (LShoulder takes left_shoulder's)
+    return dataclasses.replace(schema, sigmas=tuple(float(coco[named[n]]) if n in named else
+                                                    float(np.mean(COCO17.sigmas)) for n in schema.keypoints))
 
 
 def get_schema(name_or_dict: str | dict | KeypointSchema) -> KeypointSchema:

@@ -89,8 +89,8 @@ def torso_visible(keypoints: np.ndarray, schema: KeypointSchema = COCO17,
                   threshold: float = MIN_CROP_KEYPOINT_SCORE) -> bool:
     """TF.js ``torsoVisible``: a hip and a shoulder score above ``threshold``."""
     s = keypoints[:, 2]
-    hips = s[[schema.index("left_hip"), schema.index("right_hip")]]
-    shoulders = s[[schema.index("left_shoulder"), schema.index("right_shoulder")]]
+    hips = s[[schema.find("left_hip"), schema.find("right_hip")]]
+    shoulders = s[[schema.find("left_shoulder"), schema.find("right_shoulder")]]
     return bool((hips > threshold).any() and (shoulders > threshold).any())
 
 
@@ -100,7 +100,7 @@ def torso_and_body_range(keypoints: np.ndarray, center_x: float, center_y: float
     """TF.js ``determineTorsoAndBodyRange``, in pixels: the largest |dx|, |dy| from the centre
     of the 4 torso keypoints (whatever their score, as TF.js) and of all keypoints scoring at
     least ``threshold``. Returns (torso_x, torso_y, body_x, body_y)."""
-    torso = [schema.index(n) for n in TORSO_KEYPOINTS]
+    torso = [schema.find(n) for n in TORSO_KEYPOINTS]
     d = np.abs(keypoints[:, :2] - np.array([center_x, center_y], np.float32))
     torso_x, torso_y = d[torso].max(axis=0)
     confident = keypoints[:, 2] >= threshold
@@ -117,7 +117,7 @@ def determine_crop_region(keypoints: np.ndarray, width: int, height: int,
     the crop would be larger than half the longer image side."""
     if not torso_visible(keypoints, schema, threshold):
         return full_frame_box(width, height)
-    hips = keypoints[[schema.index("left_hip"), schema.index("right_hip")], :2]
+    hips = keypoints[[schema.find("left_hip"), schema.find("right_hip")], :2]
     cx, cy = (float(v) for v in hips.mean(axis=0))
     torso_x, torso_y, body_x, body_y = torso_and_body_range(keypoints, cx, cy, schema, threshold)
     half = max(TORSO_EXPANSION * torso_x, TORSO_EXPANSION * torso_y,
@@ -501,7 +501,7 @@ def tracker_schema(predictor: Predictor, schema: KeypointSchema | None, track: b
     if own is not None and own.num_keypoints != schema.num_keypoints:
         raise MoveNetError(f"schema {schema.name} has {schema.num_keypoints} keypoints, the model "
                            f"{own.num_keypoints} ({own.name})")
-    if track and not all(name in schema.keypoints for name in TORSO_KEYPOINTS):
+    if track and any(schema.find(name) is None for name in TORSO_KEYPOINTS):  # (LHip is left_hip)
         raise MoveNetError(f"tracking follows a person by the hips and shoulders, which the model's keypoints "
                            f"({schema.name}) do not name: use --no-track")
     return schema
