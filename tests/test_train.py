@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from movenet.checkpoint import load_model, read_checkpoint, save_checkpoint
-from movenet.errors import MoveNetError, user_message
+from movenet.errors import DataWarning, MoveNetError, user_message
+from movenet.schema import COCO17
 from movenet.curves import plot_training_curves
 from movenet.train import (BEST, CURVES, FINAL, LAST, EpochSampler, ModelEMA, NonFiniteLoss, SeededSamples, Trainer,
                            build_loss, build_model, build_optimizer, evaluate, format_epoch, init_distributed,
@@ -130,6 +131,22 @@ def test_calibrate_cli_writes_the_best_offset_and_refuses_bad_input(tmp_path, ca
     ckpt = read_checkpoint(out)
     assert float(ckpt["state_dict"]["distance_offset"]) == pytest.approx(chosen)
     assert ckpt["calibrated"]["offsets"] == [1.8, 1000.0] and "train_state" not in ckpt
+
+    # data whose ankles are named feet (a schema of its own): calibrated on the 15 keypoints it has, as eval
+    coco = json.loads((data / "person_keypoints.json").read_text())
+    feet = ["left_foot" if n == "left_ankle" else "right_foot" if n == "right_ankle" else n for n in COCO17.keypoints]
+    coco["categories"][0]["keypoints"] = feet
+    (data / "feet.json").write_text(json.dumps(coco))
+    feet_config = tmp_path / "feet.yaml"
+    feet_config.write_text(f"schema: {{name: feet, keypoints: {json.dumps(feet)}}}\n"
+                           f"data: {{sources: [{{path: {data / 'feet.json'}, image_root: {data / 'images'}}}], "
+                           "val_fraction: 0.5, num_workers: 0}\nval_batch_size: 4\n")
+    with pytest.warns(DataWarning, match=r"last.pt lacks left_foot, right_foot of .*feet.yaml's 17 keypoints \(feet\); "
+                                         r"it is calibrated on the other 15"):
+        assert main(["calibrate", str(feet_config), "--model", str(tmp_path / "run" / LAST), "--offsets", "1.8",
+                     "1000", "--out", str(tmp_path / "feet.pt")]) == 0
+    assert read_checkpoint(tmp_path / "feet.pt")["schema"]["keypoints"] == list(COCO17.keypoints)
+    capsys.readouterr()
 
     config.write_text(f"data: {{sources: [{{path: {data}}}], val_fraction: 0}}\n")
     assert main(["calibrate", str(config), "--model", str(out), "--out", str(tmp_path / "no.pt")]) == 2

@@ -377,7 +377,11 @@ def cmd_calibrate(args) -> int:
     from .checkpoint import load_model, save_checkpoint
     from .config import load_config, require_sources
     from .fileio import check_writable, refuse_overwriting_inputs
+    import warnings
+
+    from .errors import DataWarning, some_of
     from .pretrained import keypoint_model
+    from .schema import matching_names
     from .train import CALIBRATION_OFFSETS, build_data, calibrate_model
 
     offsets = args.offsets or list(CALIBRATION_OFFSETS)
@@ -392,11 +396,20 @@ def cmd_calibrate(args) -> int:
         torch.set_num_threads(args.threads)
     model, schema = load_model(args.model)
     own = cfg.keypoint_schema()
+    shared = matching_names(own.keypoints, schema.keypoints)
+    lacking = [n for n in own.keypoints if n not in shared]
+    if lacking and shared:  # (as eval: scored on the keypoints it has; none is keypoint_model's error)
+        warnings.warn(f"{args.model} lacks {some_of(lacking)} of {args.config}'s {own.num_keypoints} keypoints "
+                      f"({own.name}); it is calibrated on the other {len(shared)}", DataWarning, stacklevel=2)
+        own = own.select(shared)
     # Scored on the data's keypoints: a model of others among them (Lightning's 17 for a schema
     # of some of COCO's) is scored through a copy that predicts only those.
     probe = keypoint_model(model, schema, own, args.model)
     cfg.data.input_size = model.config.input_size  # crops for this model, whatever the config's model
-    _, val = build_data(cfg, own, training=False)
+    with warnings.catch_warnings():
+        if lacking:  # (the data read with fewer keypoints than its files name: said above)
+            warnings.filterwarnings("ignore", "(?s).*: its people have .* are left out", DataWarning)
+        _, val = build_data(cfg, own, training=False)
     if val is None:
         raise MoveNetError(f"{args.config}: no validation images (set data.val_fraction or data.val_sources)")
     before = float(model.distance_offset)
