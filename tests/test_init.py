@@ -118,7 +118,8 @@ def test_load_matching_notes_fresh_keypoints_only_where_there_are_some():
     assert torch.equal(model.heatmap.out.bias, source.heatmap.out.bias[[4, 3, 0, 1]])
     with_tail = KeypointSchema("tail", ("right_ear", "left_ear", "nose", "tail"), (), ())
     note = pretrained.load_matching(create_model("mobilenetv2_050", num_keypoints=4, **SMALL), ckpt, "x", with_tail)
-    assert note == " (keypoint heads: 3 of 4 keypoints taken by name, the others start fresh)"
+    assert note == (" (keypoint heads: 3 of 4 keypoints taken by name, tail fresh (init_keypoints starts one "
+                    "from a keypoint x has))")
 
 
 def test_init_keypoints_start_new_keypoints_from_named_ones():
@@ -127,9 +128,9 @@ def test_init_keypoints_start_new_keypoints_from_named_ones():
     ckpt = _coco_checkpoint(source)
     feet = KeypointSchema("feet", ("nose", "left_foot", "right_foot", "tail"), (), ())
     model = create_model("mobilenetv2_050", num_keypoints=4, **SMALL)
-    note = pretrained.load_matching(model, ckpt, "x", feet, {"left_foot": "left_ankle", "right_foot": "right_ankle"})
+    note = pretrained.load_matching(model, ckpt, "x", feet, {"left_foot": "left_ankle", "right_foot": "r_ankle"})
     assert note == (" (keypoint heads: 1 of 4 keypoints taken by name, left_foot from left_ankle, right_foot from "
-                    "right_ankle, the others start fresh)")
+                    "right_ankle, tail fresh (init_keypoints starts one from a keypoint x has))")  # (r_ankle: by name)
     assert torch.equal(model.heatmap.out.bias[:3], source.heatmap.out.bias[[0, 15, 16]])
     assert torch.equal(model.regression.out.weight[2:6], source.regression.out.weight[30:34])
     assert not any(torch.equal(model.offset.out.weight[6], row) for row in source.offset.out.weight)  # tail: fresh
@@ -153,6 +154,8 @@ def test_init_keypoints_are_checked_in_the_config():
         load_config(None, [feet, "init=imagenet", "init_keypoints={left_foot: left_ankle}"])
     with pytest.raises(MoveNetError, match="init_keypoints maps keypoint names to keypoint names"):
         load_config(None, [feet, "init=lightning", "init_keypoints={left_foot: [left_ankle]}"])
+    with pytest.raises(MoveNetError, match=r"got \{'left_foot:left_ankle': None\} \(YAML needs a space after each colon\)"):
+        load_config(None, [feet, "init=lightning", "init_keypoints={left_foot:left_ankle}"])
     assert pretrained.fresh_keypoints("lightning", cfg.keypoint_schema(), cfg.init_keypoints) == ["right_foot"]
 
 

@@ -229,8 +229,9 @@ class TrainConfig:
             raise ValueError(f"init_keypoints starts keypoints from the init's keypoint heads: it needs init "
                              f"lightning, thunder or a checkpoint, not {self.init}")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.init_keypoints.items()):
+            glued = any(v is None and ":" in str(k) for k, v in self.init_keypoints.items())
             raise ValueError(f"init_keypoints maps keypoint names to keypoint names ({{left_foot: left_ankle}}), "
-                             f"got {self.init_keypoints}")
+                             f"got {self.init_keypoints}" + (" (YAML needs a space after each colon)" if glued else ""))
         if any(not v > 0 for v in self.calibrate_distance_offset):
             raise ValueError(f"calibrate_distance_offset must hold offsets > 0, got {self.calibrate_distance_offset}")
         for key in ("alpha", "center_alpha"):

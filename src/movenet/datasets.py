@@ -792,8 +792,12 @@ def _keypoint_order(category: dict, schema: KeypointSchema, fail) -> list[int] |
     if twice is not None:
         fail(f"the person category names the keypoint {twice!r} twice")
     if not _names_all_of(names, schema):
-        fail(f"the person category's keypoints {list(names)} are not those of the {schema.name} schema "
-             f"({', '.join(schema.keypoints)}); name them as the schema does, or set the schema")
+        file_names = list(map(str, names))
+        missing = [n for n in schema.keypoints if n not in file_names]
+        others = [n for n in file_names if n not in schema.keypoints]
+        fail(f"the person category's keypoints are not those of the {schema.name} schema: it lacks "
+             f"{some_of(missing)}{f' and names {some_of(others)} instead' if others else ''}; name them as the "
+             "schema does, or set the schema")
     return [list(map(str, names)).index(k) for k in schema.keypoints]
 
 

@@ -411,7 +411,8 @@ def report_markdown(report: dict, plots: dict[str, str]) -> str:
         lacking = {}
         for name, models_lacking in left_out.items():
             lacking.setdefault(", ".join(f"`{m}`" for m in models_lacking), []).append(f"`{name}`")
-        said = "; ".join(f"{', '.join(names)} ({who} does not predict them)" for who, names in lacking.items())
+        said = "; ".join(f"{', '.join(names)} ({who} {'does' if ', ' not in who else 'do'} not predict "
+                         f"{'it' if len(names) == 1 else 'them'})" for who, names in lacking.items())
         lines += [f"Not scored: {said}. Every model is scored on the keypoints that all of them predict.", ""]
     px_size = report["settings"]["px_size"]
     lines += [f"| model | input | PCK@0.2 torso | PCK@{px:g}px@{px_size} | PCKh@0.5 | AP | AP50 | AP75 | AR | ms/person |",

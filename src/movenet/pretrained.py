@@ -232,7 +232,8 @@ def load_matching(model, ckpt: dict, label: str, schema: KeypointSchema = COCO17
     own = model.state_dict()
     note = ""
     source = get_schema(ckpt.get("schema", "coco17"))
-    sources = dict(keypoint_sources or {})
+    sources = {k: source.keypoints[source.find(v)] if source.find(v) is not None else v  # (l_ankle: left_ankle)
+               for k, v in (keypoint_sources or {}).items()}
     unknown = [theirs for theirs in sources.values() if theirs not in source.keypoints]
     if unknown:
         raise MoveNetError(f"init_keypoints: {label} has no keypoint {some_of(unknown)} (its {source.name}: "
@@ -250,8 +251,10 @@ def load_matching(model, ckpt: dict, label: str, schema: KeypointSchema = COCO17
         state.update(heads)
         named = sum(name not in sources for name in by_name)
         started = f", {', '.join(f'{k} from {v}' for k, v in sources.items())}" if sources else ""
+        fresh = [n for n in schema.keypoints if n not in shared]
         note = (f" (keypoint heads: {named} of {schema.num_keypoints} keypoints taken by name{started}"
-                f"{', the others start fresh' if len(shared) < schema.num_keypoints else ''})")
+                + (f", {some_of(fresh)} fresh (init_keypoints starts one from a keypoint {label} has)" if fresh else "")
+                + ")")
     from .config import config_changes
 
     params = {name for name, _ in model.named_parameters()}
