@@ -154,7 +154,8 @@ def test_init_keypoints_are_checked_in_the_config():
         load_config(None, [feet, "init=imagenet", "init_keypoints={left_foot: left_ankle}"])
     with pytest.raises(MoveNetError, match="init_keypoints maps keypoint names to keypoint names"):
         load_config(None, [feet, "init=lightning", "init_keypoints={left_foot: [left_ankle]}"])
-    with pytest.raises(MoveNetError, match=r"got \{'left_foot:left_ankle': None\} \(YAML needs a space after each colon\)"):
+    with pytest.raises(MoveNetError, match=r"got \{'left_foot:left_ankle': None\} \(YAML needs a space after each "
+                                           r"colon\)"):
         load_config(None, [feet, "init=lightning", "init_keypoints={left_foot:left_ankle}"])
     assert pretrained.fresh_keypoints("lightning", cfg.keypoint_schema(), cfg.init_keypoints) == ["right_foot"]
 
