@@ -245,8 +245,13 @@ def test_a_value_refused_because_of_an_override_names_the_override(cfg_file, tmp
     with pytest.raises(MoveNetError, match=re.escape(f"{cfg_file} (override model.overrides.num_keypoints=5): "
                                                      "model.overrides.num_keypoints 5 differs from the schema's 17")):
         load_config(cfg_file, ["model.overrides.num_keypoints=5"])
+    # an override refused only until a later one mends it is not the one named
+    with pytest.raises(MoveNetError, match=re.escape(f"{cfg_file} (override epochs=-3): epochs must be >= 1")):
+        load_config(cfg_file, ["distill.alpha=0.3", "distill.teacher=lightning", "epochs=-3"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochs: 0\n")
     with pytest.raises(MoveNetError, match=re.escape(f"{bad}: epochs must be >= 1")):  # the file's own error
-        load_config(bad, ["batch_size=0"])
+        load_config(bad, ["batch_size=2"])
+    with pytest.raises(MoveNetError, match=re.escape(f"{bad} (override batch_size=0): batch_size must be >= 1")):
+        load_config(bad, ["epochs=3", "batch_size=0"])
     assert load_config(bad, ["epochs=3"]).epochs == 3  # (an override that mends the file)

@@ -96,7 +96,7 @@ def test_settings_that_contradict_each_other_and_values_holding_an_equals_sign()
 
 @pytest.mark.parametrize("overrides, message", [
     (["distill.alpha=0.7"], "distill.alpha weighs a teacher's targets: without distill.teacher it does nothing"),
-    (["distill.center_alpha=1", "loss.distill=0.5"], "distill.center_alpha weighs a teacher's"),
+    (["loss.distill=0.5", "distill.center_alpha=1"], "distill.center_alpha, loss.distill weigh a teacher's"),
     (["data.sources=[{path: a, weight: 3}, {path: b}]", "augment.source_balance=false"],
      "data.sources weights (a 3) set each source's share with augment.source_balance only, which is false"),
     (["data.val_sources=[{path: v, weight: 5}]"], "data.val_sources weights (v 5) do nothing"),

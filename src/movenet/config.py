@@ -313,28 +313,30 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
 
 def config_with_overrides(raw: dict, overrides: list[str] | tuple[str, ...], label: str) -> TrainConfig:
     """``config_from_dict`` of ``raw`` with ``overrides``; a value refused because of an override
-    names that override, not the file (``x.yaml (override epochs=-3): epochs must be >= 1``)."""
+    names that override, not the file (``x.yaml (override epochs=-3): epochs must be >= 1``): the
+    first after which the config is refused with the same words."""
     applied = with_overrides(copy.deepcopy(raw), overrides, label)  # (an unknown key names its override)
     try:
         return config_from_dict(applied, label)
     except MoveNetError as e:
         error = e
-    if overrides and _accepted(raw, label):  # the file alone is taken: the first override after which it is not
-        for n in range(1, len(overrides) + 1):
-            if not _accepted(with_overrides(copy.deepcopy(raw), overrides[:n], label), label):
-                blamed = f"{label} (override {overrides[n - 1]})"
-                config_from_dict(with_overrides(copy.deepcopy(raw), overrides[:n], blamed), blamed)  # (raises)
+    for n in range(len(overrides) + 1):
+        if _refusal(with_overrides(copy.deepcopy(raw), overrides[:n], label), label) == str(error):
+            if n == 0:
+                break  # the file's own
+            raise MoveNetError(f"{label} (override {overrides[n - 1]}){str(error)[len(label):]}") from None
     raise error
 
 
-def _accepted(raw: dict, label: str) -> bool:
+def _refusal(raw: dict, label: str) -> str | None:
+    """The error ``config_from_dict`` gives ``raw``, or None."""
     with warnings.catch_warnings():  # (a schema's warnings: said when the config is taken)
         warnings.simplefilter("ignore")
         try:
-            config_from_dict(copy.deepcopy(raw), label)
-        except MoveNetError:
-            return False
-    return True
+            config_from_dict(raw, label)
+        except MoveNetError as e:
+            return str(e)
+    return None
 
 
 def with_overrides(raw: dict, overrides: list[str] | tuple[str, ...], label: str = "config") -> dict:
