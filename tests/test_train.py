@@ -142,7 +142,8 @@ def test_calibrate_cli_writes_the_best_offset_and_refuses_bad_input(tmp_path, ca
                            f"data: {{sources: [{{path: {data / 'feet.json'}, image_root: {data / 'images'}}}], "
                            "val_fraction: 0.5, num_workers: 0}\nval_batch_size: 4\n")
     with pytest.warns(DataWarning, match=r"last.pt lacks left_foot, right_foot of .*feet.yaml's 17 keypoints \(feet\); "
-                                         r"it is calibrated on the other 15"):
+                                         r"it is calibrated on the other 15"), \
+            pytest.warns(DataWarning, match=r"feet.json: its people have 17 keypoints, the feet\[15\] schema 15"):
         assert main(["calibrate", str(feet_config), "--model", str(tmp_path / "run" / LAST), "--offsets", "1.8",
                      "1000", "--out", str(tmp_path / "feet.pt")]) == 0
     assert read_checkpoint(tmp_path / "feet.pt")["schema"]["keypoints"] == list(COCO17.keypoints)

@@ -237,8 +237,8 @@ def _same_keypoints(ckpt: dict, path: str, first: dict, first_path: str, notes: 
         return ckpt, set(ours.keypoints)
     run = first.get("config") or {}
     its_init = _same_spec(split_input_size(path)[0], str(run.get("init", "")))  # (the first is a run started from it)
-    mapped = {k: v for k, v in (run.get("init_keypoints") or {}).items()
-              if its_init and k in ours.keypoints and v in theirs.keypoints}
+    mapped = {k: theirs.keypoints[theirs.find(v)] for k, v in (run.get("init_keypoints") or {}).items()
+              if its_init and k in ours.keypoints and theirs.find(v) is not None}  # (as load_matching: l_ankle too)
     found = matching_names(ours.keypoints, theirs.keypoints) | mapped
     if not found:
         raise MoveNetError(f"{path}: predicts none of {first_path}'s keypoints ({ours.name}: "

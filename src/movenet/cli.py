@@ -406,10 +406,7 @@ def cmd_calibrate(args) -> int:
     # of some of COCO's) is scored through a copy that predicts only those.
     probe = keypoint_model(model, schema, own, args.model)
     cfg.data.input_size = model.config.input_size  # crops for this model, whatever the config's model
-    with warnings.catch_warnings():
-        if lacking:  # (the data read with fewer keypoints than its files name: said above)
-            warnings.filterwarnings("ignore", "(?s).*: its people have .* are left out", DataWarning)
-        _, val = build_data(cfg, own, training=False)
+    _, val = build_data(cfg, own, training=False)
     if val is None:
         raise MoveNetError(f"{args.config}: no validation images (set data.val_fraction or data.val_sources)")
     before = float(model.distance_offset)
@@ -660,7 +657,9 @@ def cmd_video(args) -> int:
 
     # FFmpeg reads this when OpenCV loads; our one-line errors replace its messages
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    from .video import NEEDS_A_FILE, is_camera_index, open_source, run_video
+    import warnings
+
+    from .video import NEEDS_A_FILE, CutShort, is_camera_index, open_source, run_video
 
     out = args.out
     if out is None and args.json_out is None:
@@ -681,17 +680,19 @@ def cmd_video(args) -> int:
         refuse_overwriting_inputs([args.json_out], [out], "--json", "video (--out)")
     source = open_source(args.source)  # a bad source fails before the model loads
     predictor = _predictor(args.model, args.backend, args.threads, args.flip)
-    summary = run_video(source, predictor, out=out, json_out=args.json_out, multi=args.multi,
-                        smooth=args.smooth, track=args.track, threshold=args.threshold,
-                        max_frames=args.max_frames, smoothing=args.smoothing, refine=args.refine)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CutShort)  # (said below, as the error it is here)
+        summary = run_video(source, predictor, out=out, json_out=args.json_out, multi=args.multi,
+                            smooth=args.smooth, track=args.track, threshold=args.threshold,
+                            max_frames=args.max_frames, smoothing=args.smoothing, refine=args.refine)
     status = _status_to(out, args.json_out)
     for path in (out, args.json_out):
         if path:
             print(f"wrote {path}", file=status)
     print(f"{summary['frames']} frames in {summary['seconds']:.1f} s ({summary['fps']:.1f} fps)", file=status)
     if summary.get("cut_short"):  # (as eval with unreadable images: the outputs hold what could be read)
-        print(f"movenet: error: {source.name} ended after {counted(summary['frames'], 'frames')}, before the "
-              f"{source.frame_count} it declares; the outputs hold those", file=sys.stderr)
+        print(f"movenet: error: {source.name}: {counted(summary['frames'], 'frames')} of the {source.frame_count} the "
+              "file declares could be read (damaged or cut short?); the outputs hold those", file=sys.stderr)
         return 1
     return 0
 

@@ -724,19 +724,27 @@ def load_data(data: str | os.PathLike, image_root: str | os.PathLike | None = No
 def load_data_for(args, specs: list[str]) -> KeypointDataset:
     """The data, read with the keypoints of the model with the most keypoints whose keypoints it
     has (so that a model's extra keypoint is not dropped for Lightning's 17; a model that lacks
-    some is scored on the others, ``shared_keypoints``), else the first model's error."""
+    some is scored on the others, ``shared_keypoints``); see ``load_data_as``."""
     schemas: dict[KeypointSchema, None] = {}  # (in order, each once)
     for spec in specs:
         schemas.setdefault(model_schema(spec))
+    return load_data_as(args.data, args.images, args.split, sorted(schemas, key=lambda s: -s.num_keypoints))
+
+
+def load_data_as(data: str | os.PathLike, image_root: str | os.PathLike | None, split: str | None,
+                 schemas: list[KeypointSchema]) -> KeypointDataset:
+    """``load_data`` with the first of ``schemas`` whose keypoints the data has; a file of other
+    keypoints (ankles named feet) with its own, where a schema has some of them (OKS with COCO's
+    sigmas for COCO's keypoints, ``with_sigmas``); else the first error. A config: its own."""
     first = None
-    for schema in sorted(schemas, key=lambda s: -s.num_keypoints):
+    for schema in schemas:
         try:
-            return load_data(args.data, args.images, args.split, schema)
+            return load_data(data, image_root, split, schema)
         except MoveNetError as e:
             first = first or e
-    if not is_config(args.data):  # a file of other keypoints: its own, for the models' shared ones
+    if not is_config(data):
         try:
-            dataset = load_data(args.data, args.images, args.split, None)
+            dataset = load_data(data, image_root, split, None)
         except MoveNetError:
             raise first from None
         if any(matching_names(dataset.schema.keypoints, s.keypoints) for s in schemas):

@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -308,16 +308,9 @@ def labelled_data(source: str | os.PathLike, indices: slice | list[int] | None =
     ``evaluate.load_data``), looked at as ``movenet eval`` does: the whole image where it holds
     one person (box None), a crop around each person's box where it holds several. A file is read
     with ``schema``'s keypoints where it has them, else with its own (a config: with its own)."""
-    from .evaluate import is_config, load_data, make_samples, person_crop_box
-    from .schema import with_sigmas
+    from .evaluate import load_data_as, make_samples, person_crop_box
 
-    try:
-        data = load_data(source, schema=schema)
-    except MoveNetError:
-        if is_config(source):
-            raise
-        data = load_data(source, schema=None)  # (its own keypoints, or the first error again)
-        data = replace(data, schema=with_sigmas(data.schema))
+    data = load_data_as(source, None, None, [schema])
     whole, _ = make_samples(data, "whole")
     single = {s.image_index for s in whole}
     crops = [s for s in make_samples(data, "topdown")[0] if s.image_index not in single]
@@ -348,7 +341,8 @@ def scored_keypoints(data: KeypointSchema, model: KeypointSchema, label: str, wa
         warnings.warn(f"{label}: the model lacks {some_of(lacking)} of the data's {data.num_keypoints} keypoints "
                       f"({data.name}); the check scores the other {len(found)}", DataWarning, stacklevel=3)
     names = list(data.keypoints)
-    joints = names[LIMB_JOINTS] if names == list(COCO17.keypoints) else names
+    coco = matching_names(names, COCO17.keypoints)  # (COCO's keypoints in any order or spelling: its limb joints)
+    joints = [n for n in names if coco[n] in COCO17.keypoints[LIMB_JOINTS]] if len(coco) == len(names) else names
     ours = [i for i, n in enumerate(names) if n in joints and n in found]
     return ours, [model.keypoints.index(found[names[i]]) for i in ours]
 

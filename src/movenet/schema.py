@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from dataclasses import dataclass, field
 
@@ -63,8 +64,7 @@ class KeypointSchema:
     def find(self, name: str) -> int | None:
         """The index of the keypoint ``name``, or of the one keypoint that spells it otherwise
         (``LShoulder`` or ``l_shoulder`` for ``left_shoulder``; ``matching_names``); else None."""
-        found = matching_names([name], self.keypoints).get(name)
-        return None if found is None else self.keypoints.index(found)
+        return _find(self.keypoints, name)
 
     def select(self, names) -> "KeypointSchema":
         """The schema of only the keypoints ``names`` (kept in this schema's order), with the
@@ -76,7 +76,8 @@ class KeypointSchema:
             return tuple((new[a], new[b]) for a, b in pairs if a in new and b in new)
 
         torso = among((self.torso,)) if self.torso else ()
-        return KeypointSchema(self.name, tuple(self.keypoints[i] for i in keep), among(self.flip_pairs),
+        name = self.name if len(keep) == self.num_keypoints else f"{self.name}[{len(keep)}]"  # (coco17[15])
+        return KeypointSchema(name, tuple(self.keypoints[i] for i in keep), among(self.flip_pairs),
                               among(self.skeleton), tuple(self.sigmas[i] for i in keep) if self.sigmas else (),
                               torso[0] if torso else ())
 
@@ -203,6 +204,12 @@ def keypoint_key(name: str) -> str:
 
 def _plain(name: str) -> str:
     return "".join(c for c in name.lower() if c not in "_-. ")
+
+
+@functools.lru_cache(maxsize=1024)  # (tracking asks for the hips and shoulders at every frame)
+def _find(keypoints: tuple[str, ...], name: str) -> int | None:
+    found = matching_names([name], keypoints).get(name)
+    return None if found is None else keypoints.index(found)
 
 
 def matching_names(wanted, available) -> dict[str, str]:

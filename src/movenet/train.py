@@ -1028,8 +1028,12 @@ class Trainer:
         """Whether to stop now: asked for in this process or, under DDP, in any."""
         if not self.env.distributed:
             return self.stop_requested
-        flag = torch.tensor([float(self.stop_requested)], device=self.env.device)
+        # 2: a process got SIGTERM, 1: Ctrl-C; every process then exits as the signalled one would
+        asked = 2.0 if self.stop_signal == signal.SIGTERM else float(self.stop_requested)
+        flag = torch.tensor([asked], device=self.env.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() == 2:
+            self.stop_signal = signal.SIGTERM
         return bool(flag.item() > 0)
 
     def _save_within_epoch(self) -> None:
@@ -1275,8 +1279,8 @@ class Trainer:
 def collapse(value: float | None, best: float, best_epoch: float, epoch: float, metric: str, lr: float) -> str | None:
     """The warning for a validation score that fell under half the run's best (a learning rate
     too high for fine-tuning drives a pretrained model to 0 in an epoch or two), else None."""
-    if value is None or not np.isfinite(value) or not np.isfinite(best) or not value < 0.5 * best:
-        return None
+    if value is None or not np.isfinite(value) or not best >= 0.1 or not value < 0.5 * best:
+        return None  # (a best under 0.1: a model that has learned little yet, whose scores jump)
     name = "PCK@0.2" if metric == "pck" else metric.upper()
     return (f"val {name} {value:.4f} at epoch {epoch:g} is under half the best, {best:.4f} at epoch {best_epoch:g} "
             f"(kept in best.pt): the run may be diverging; try a lower optim.lr (this run's: {lr:g})")

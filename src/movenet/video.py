@@ -203,6 +203,10 @@ def _check_written(path: Path, frames: int, out) -> None:
                            "is the disk full?)")
 
 
+class CutShort(DataWarning):
+    """A video file that ended well before the frames it declares."""
+
+
 def _check_length(src: VideoSource, frames: int) -> str | None:
     """A file that ends well before the frame count its container declares is damaged or cut
     short: say so (what could be read is kept) and return what was said. Counts are estimates in
@@ -211,7 +215,7 @@ def _check_length(src: VideoSource, frames: int) -> str | None:
     if not src.is_camera and declared and frames < declared - max(2, 0.02 * declared):
         said = (f"{src.name}: {frames} of the {declared} frames the file declares could be read; it may be damaged "
                 "or cut short")
-        warnings.warn(said, DataWarning, stacklevel=2)
+        warnings.warn(said, CutShort, stacklevel=2)
         return said
     return None
 
