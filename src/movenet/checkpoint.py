@@ -245,8 +245,9 @@ def _same_keypoints(ckpt: dict, path: str, first: dict, first_path: str, notes: 
                            f"{some_of(ours.keypoints)}); only models of shared keypoints can be averaged")
     extra = [n for n in theirs.keypoints if n not in found.values()]
     if extra and not its_init:  # (a run of some of its init's keypoints leaves the others out on purpose)
-        warnings.warn(f"{path}: its {some_of(extra)} {'is' if len(extra) == 1 else 'are'} left out: the average has the keypoints of {first_path}, "
-                      "listed first (list this one first to keep them)", DataWarning, stacklevel=3)
+        warnings.warn(f"{path}: its {some_of(extra)} {'is' if len(extra) == 1 else 'are'} left out: the average "
+                      f"has the keypoints of {first_path}, listed first (list this one first to keep them)",
+                      DataWarning, stacklevel=3)
     from .pretrained import load_matching
 
     model = MoveNet(ModelConfig.from_dict(first["model_config"]))

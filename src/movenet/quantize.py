@@ -342,7 +342,8 @@ def scored_keypoints(data: KeypointSchema, model: KeypointSchema, label: str, wa
                       f"({data.name}); the check scores the other {len(found)}", DataWarning, stacklevel=3)
     names = list(data.keypoints)
     coco = matching_names(names, COCO17.keypoints)  # (COCO's keypoints in any order or spelling: its limb joints)
-    joints = [n for n in names if coco[n] in COCO17.keypoints[LIMB_JOINTS]] if len(coco) == len(names) else names
+    limbs = [n for n in names if coco.get(n) in COCO17.keypoints[LIMB_JOINTS]]
+    joints = limbs if len(coco) == len(names) and limbs else names
     ours = [i for i, n in enumerate(names) if n in joints and n in found]
     return ours, [model.keypoints.index(found[names[i]]) for i in ours]
 
