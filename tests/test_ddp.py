@@ -129,7 +129,7 @@ def _two_nodes(tmp_path, *args: str) -> list[tuple[int, str]]:
     paths go): (exit status, stderr) per node."""
     port, procs, logs = free_port(), [], []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
-           "PYTHONFAULTHANDLER": "1"}
+           "PYTHONFAULTHANDLER": "1", "TMPDIR": str(tmp_path)}  # (torchrun's log folders: not left in /tmp)
     for node in (0, 1):
         cwd = tmp_path / f"node{node}"
         cwd.mkdir(exist_ok=True)
@@ -339,7 +339,8 @@ def test_a_hard_kill_of_torchrun_stops_its_workers_as_ctrl_c_does(tmp_path):
         "optim: {freeze_bn: true}\nlog: {tensorboard: false, images: 0}\n"
         "epochs: 100000\nbatch_size: 1\nval_every: 1000\nthreads: 1\ndevice: cpu\n")
     run = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+           "TMPDIR": str(tmp_path)}  # (torchrun's log folders: not left in /tmp)
     with open(tmp_path / "stderr", "w+") as log:
         torchrun = subprocess.Popen(
             [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
