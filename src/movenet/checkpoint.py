@@ -14,7 +14,7 @@ import torch
 
 from .config import config_changes
 from .errors import DataWarning, MoveNetError, some_of
-from .fileio import atomic_path
+from .fileio import atomic_path, shared_files
 from .model import ModelConfig, MoveNet
 from .schema import COCO17, KeypointSchema, get_schema
 from .weights import split_input_size  # noqa: F401  (torch-free; part of this module's API)
@@ -200,12 +200,14 @@ def average_checkpoints(specs: list[str | os.PathLike], weights: list[float] | N
     state = weighted_state(states, weights)
     from .pretrained import keypoint_output_keys, take_keypoint_channels
 
-    for i, name in enumerate(schema.keypoints):  # a keypoint some lack: the mean of those that have it
-        have = [m for m, has in enumerate(holders) if name in has]
+    by_holders: dict[tuple[int, ...], list[int]] = {}  # a keypoint some lack: the mean of those that have it
+    for i, name in enumerate(schema.keypoints):
+        by_holders.setdefault(tuple(m for m, has in enumerate(holders) if name in has), []).append(i)
+    for have, keypoints in by_holders.items():
         if len(have) < len(states):
             heads = weighted_state([{k: states[m][k] for k in keypoint_output_keys() if k in states[m]} for m in have],
                                    [weights[m] / sum(weights[m] for m in have) for m in have])
-            take_keypoint_channels(state, heads, [(i, i)])
+            take_keypoint_channels(state, heads, [(i, i) for i in keypoints])
     offsets = [float(s["distance_offset"]) for s in states if "distance_offset" in s]
     if len(set(offsets)) > 1:  # (a setting: that of the checkpoint weighted most, the first of equals)
         main = max(range(len(states)), key=lambda i: (weights[i], -i))
@@ -236,9 +238,11 @@ def _same_keypoints(ckpt: dict, path: str, first: dict, first_path: str, notes: 
                           f"sigmas; the average keeps {first_path}'s", DataWarning, stacklevel=3)
         return ckpt, set(ours.keypoints)
     run = first.get("config") or {}
-    its_init = _same_spec(split_input_size(path)[0], str(run.get("init", "")))  # (the first is a run started from it)
-    mapped = {k: theirs.keypoints[theirs.find(v)] for k, v in (run.get("init_keypoints") or {}).items()
-              if its_init and k in ours.keypoints and theirs.find(v) is not None}  # (as load_matching: l_ankle too)
+    init = str(run.get("init", ""))
+    base = split_input_size(path)[0]
+    its_init = bool(init) and (base == init or bool(shared_files([base], [init])))  # (a run started from it)
+    mapped = {k: theirs.spelling(v) for k, v in (run.get("init_keypoints") or {}).items()
+              if its_init and k in ours.keypoints and theirs.spelling(v)}  # (as load_matching: l_ankle too)
     found = matching_names(ours.keypoints, theirs.keypoints) | mapped
     if not found:
         raise MoveNetError(f"{path}: predicts none of {first_path}'s keypoints ({ours.name}: "
@@ -261,16 +265,6 @@ def _same_keypoints(ckpt: dict, path: str, first: dict, first_path: str, notes: 
         notes.append(f"{some_of(lacking)}, which {path} lacks, from the others")
     return ({**ckpt, "schema": first.get("schema"), "state_dict": model.state_dict(),
              "model_config": {**ckpt["model_config"], "num_keypoints": ours.num_keypoints}}, set(found))
-
-
-def _same_spec(a: str, b: str) -> bool:
-    """Whether two model specs name the same model (a built-in name, or the same file)."""
-    if a == b:
-        return True
-    try:
-        return Path(a).is_file() and Path(b).is_file() and os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def _read_at_size(spec: str) -> dict:

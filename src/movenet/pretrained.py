@@ -232,8 +232,7 @@ def load_matching(model, ckpt: dict, label: str, schema: KeypointSchema = COCO17
     own = model.state_dict()
     note = ""
     source = get_schema(ckpt.get("schema", "coco17"))
-    sources = {k: source.keypoints[source.find(v)] if source.find(v) is not None else v  # (l_ankle: left_ankle)
-               for k, v in (keypoint_sources or {}).items()}
+    sources = {k: source.spelling(v) or v for k, v in (keypoint_sources or {}).items()}  # (l_ankle: left_ankle)
     unknown = [theirs for theirs in sources.values() if theirs not in source.keypoints]
     if unknown:
         raise MoveNetError(f"init_keypoints: {label} has no keypoint {some_of(unknown)} (its {source.name}: "

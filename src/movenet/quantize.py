@@ -428,8 +428,9 @@ def quantize_checked(fp32_path: str | os.PathLike, out_path: str | os.PathLike, 
     out_path = Path(out_path)
     refuse_stream(out_path, READ_BACK)
     if labelled is not None:  # a bad labelled set fails before the long part
-        views, _, schema = labelled_data(labelled, check_indices, model_schema(fp32_path))
-        scored_keypoints(schema, model_schema(fp32_path), str(labelled))  # (data of other keypoints: said now)
+        model = model_schema(fp32_path)
+        views, _, schema = labelled_data(labelled, check_indices, model)
+        scored_keypoints(schema, model, str(labelled))  # (data of other keypoints: said now)
         _warn_shared_images(calib_images, [path for path, _ in views], labelled)
     with atomic_path(out_path) as tmp:
         quantize_onnx(fp32_path, tmp, calib_images, config)

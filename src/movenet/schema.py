@@ -66,6 +66,11 @@ class KeypointSchema:
         (``LShoulder`` or ``l_shoulder`` for ``left_shoulder``; ``matching_names``); else None."""
         return _find(self.keypoints, name)
 
+    def spelling(self, name: str) -> str | None:
+        """This schema's name for the keypoint ``name`` (``find``), or None."""
+        i = self.find(name)
+        return None if i is None else self.keypoints[i]
+
     def select(self, names) -> "KeypointSchema":
         """The schema of only the keypoints ``names`` (kept in this schema's order), with the
         flip pairs, bones, sigmas and torso among them."""
