@@ -476,7 +476,7 @@ def _apply_override(raw: dict, item: str, label: str) -> None:
         value = read_yaml(text) if text.strip() else ""
     except yaml.YAMLError:
         value = text
-    _field_type(TrainConfig, key.split("."), f"{label} (override {key}=)")  # fail early on unknown keys
+    _field_type(TrainConfig, key.split("."), f"{label} (override {item})")  # fail early on unknown keys
     node = raw
     parts = key.split(".")
     if parts[0] == "schema" and len(parts) > 1:  # a sub-key of a built-in schema: start from its mapping
