@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -291,13 +292,44 @@ def test_a_video_that_ends_before_its_declared_length_is_warned_about():
     from movenet.errors import DataWarning
     from movenet.video import _check_length
 
-    cut = SimpleNamespace(name="clip.mp4", is_camera=False, frame_count=140)
+    cut = SimpleNamespace(name="clip.mp4", is_camera=False, frame_count=140, fps=25.0, time=46 / 25)
     with pytest.warns(DataWarning, match=r"clip.mp4: 47 of the 140 frames the file declares could be read"):
         _check_length(cut, 47)
+    with pytest.warns(DataWarning, match=r"clip.mp4: 47 of the 140"):  # (no time: the count decides)
+        _check_length(SimpleNamespace(**{**cut.__dict__, "time": None}), 47)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _check_length(cut, 139)  # containers' counts are estimates
-        _check_length(SimpleNamespace(name="camera 0", is_camera=True, frame_count=None), 3)
+        # fewer frames than the declared count, but the last one is at its end: variable frame rate
+        _check_length(SimpleNamespace(**{**cut.__dict__, "time": 139 / 25}), 47)
+        _check_length(SimpleNamespace(name="camera 0", is_camera=True, frame_count=None, fps=30.0, time=None), 3)
+
+
+def test_a_variable_frame_rate_video_is_whole_and_timed_by_its_own_clock(tmp_path, capsys):
+    """tests/data/vfr.webm: 30 frames 33 and 100 ms apart in turn, declared 30 fps (OpenCV counts
+    58 frames from its duration). It exits 0, and the JSON times and the smoothing take the
+    file's timestamps; cut in half, it is an error."""
+    from movenet.checkpoint import save_checkpoint
+    from movenet.errors import DataWarning
+    from movenet.model import create_model
+
+    model = tmp_path / "tiny.pt"
+    save_checkpoint(model, create_model("mobilenetv2_050", input_size=64))
+    whole = Path(__file__).parent / "data" / "vfr.webm"
+    data = whole.read_bytes()
+    (tmp_path / "cut.webm").write_bytes(data[:len(data) // 2])
+    for clip, status in ((whole, 0), (tmp_path / "cut.webm", 1)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DataWarning)
+            assert main(["video", str(clip), "--model", str(model), "--json", str(tmp_path / "v.jsonl")]) == status
+        times = [f["time"] for f in read_jsonl(tmp_path / "v.jsonl")]
+        if status == 0:
+            assert len(times) == 30
+            assert np.allclose(np.diff(times), [(0.033, 0.1)[i % 2] for i in range(29)], atol=0.0015)
+        else:
+            assert 0 < len(times) < 30
+    assert f"movenet: error: {tmp_path / 'cut.webm'}: {len(times)} frames of the 58 the file declares" \
+        in capsys.readouterr().err
 
 
 def test_a_video_that_cannot_be_read_says_why(tmp_path, monkeypatch):

@@ -44,14 +44,32 @@ class VideoSource:
     height: int
     frame_count: int | None  # None for cameras (and files that do not say)
     first_frame: np.ndarray | None  # read by open_source to reject empty videos early (BGR)
+    time: float | None = None  # a file's time of the frame read last, in seconds
 
     def read(self) -> np.ndarray | None:
-        """The next BGR frame, or None at the end."""
-        if self.first_frame is not None:
+        """The next BGR frame, or None at the end; for a file, ``time`` is then that frame's time."""
+        if self.first_frame is not None:  # (the capture is still at it)
             frame, self.first_frame = self.first_frame, None
-            return frame
-        ok, frame = self.capture.read()
-        return frame if ok else None
+        else:
+            ok, frame = self.capture.read()
+            if not ok:
+                return None
+        if not self.is_camera:
+            self.time = frame_time(self.capture, self.time, self.fps)
+        return frame
+
+
+def frame_time(capture, previous: float | None, fps: float) -> float:
+    """The time of the frame just read from a file, in seconds: the file's own timestamp (a
+    variable frame rate file's frames are not 1/fps apart), else one frame after ``previous``."""
+    step = 0.0 if previous is None else previous + 1 / fps
+    try:
+        ms = float(capture.get(cv2.CAP_PROP_POS_MSEC))
+    except (AttributeError, TypeError, ValueError, cv2.error):
+        return step
+    if not np.isfinite(ms) or ms < 0 or (previous is not None and ms / 1000 <= previous):
+        return step
+    return ms / 1000
 
 
 def is_camera_index(source: str) -> bool:
@@ -168,7 +186,7 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
                     if bgr.shape[:2] != (src.height, src.width):
                         raise MoveNetError(f"{src.name}: frame {frames} is {bgr.shape[1]}x{bgr.shape[0]}, "
                                            f"the video says {src.width}x{src.height}")
-                    timestamp = time.perf_counter() - start if src.is_camera else frames / src.fps
+                    timestamp = time.perf_counter() - start if src.is_camera else src.time
                     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                     kpts, people = _predict_frame(tracker, rgb, timestamp, multi)
                     if jsonl is not None:
@@ -208,11 +226,15 @@ class CutShort(DataWarning):
 
 
 def _check_length(src: VideoSource, frames: int) -> str | None:
-    """A file that ends well before the frame count its container declares is damaged or cut
-    short: say so (what could be read is kept) and return what was said. Counts are estimates in
-    some containers, hence the margin."""
+    """A file that ends well before the frame count its container declares, and before the time
+    that count lasts, is damaged or cut short: say so (what could be read is kept) and return
+    what was said. Counts are estimates in some containers, hence the margin; a variable frame
+    rate file (WebM, MKV) can hold fewer frames than its duration times its frame rate, and
+    then its last frame still reaches that duration."""
     declared = src.frame_count
-    if not src.is_camera and declared and frames < declared - max(2, 0.02 * declared):
+    expected = declared - max(2, 0.02 * declared) if declared else 0
+    reached = None if src.time is None else (src.time + 1 / src.fps) * src.fps  # (in frames of 1/fps)
+    if not src.is_camera and declared and frames < expected and (reached is None or reached < expected):
         said = (f"{src.name}: {frames} of the {declared} frames the file declares could be read; it may be damaged "
                 "or cut short")
         warnings.warn(said, CutShort, stacklevel=2)
