@@ -130,6 +130,42 @@ def test_bad_sources_are_one_line_errors(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.avi", "text.mp4"]
 
 
+def test_a_video_whose_frames_cannot_be_decoded_names_its_codec(tmp_path, monkeypatch):
+    """An AV1 file (phones, browsers) opens, declares its frames and decodes none in OpenCV's
+    FFmpeg: the error names the codec and the way out, not an empty video."""
+    from movenet.video import fourcc, open_source
+
+    clip = tmp_path / "phone.mp4"
+    clip.write_bytes(b"\0" * 64)
+
+    class AV1Capture:  # what OpenCV's capture says of such a file
+        def __init__(self, path):
+            self.released = False
+
+        def isOpened(self):
+            return True
+
+        def read(self):
+            return False, None
+
+        def get(self, prop):
+            return {cv2.CAP_PROP_FRAME_COUNT: 40.0, cv2.CAP_PROP_FOURCC: float(cv2.VideoWriter_fourcc(*"AV01")),
+                    cv2.CAP_PROP_FPS: 30.0}.get(prop, 0.0)
+
+        def release(self):
+            self.released = True
+
+    monkeypatch.setattr(cv2, "VideoCapture", AV1Capture)
+    with pytest.raises(MoveNetError, match=f"{clip}: its AV01 frames cannot be decoded here .* ffmpeg -i IN -c:v "
+                                           "libx264 OUT.mp4$"):
+        open_source(str(clip))
+    monkeypatch.undo()
+    writer = cv2.VideoWriter(str(tmp_path / "m.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    writer.write(np.zeros((48, 64, 3), np.uint8))
+    writer.release()
+    assert fourcc(cv2.VideoCapture(str(tmp_path / "m.avi"))) == "MJPG"
+
+
 class FailingPredictor:
     """Wraps a predictor and raises ``error`` on the call number ``after``."""
 

@@ -72,6 +72,13 @@ def frame_time(capture, previous: float | None, fps: float) -> float:
     return ms / 1000
 
 
+def fourcc(capture: cv2.VideoCapture) -> str | None:
+    """The four-letter code of a capture's video codec (avc1, AV01...), None when it has none."""
+    code = int(capture.get(cv2.CAP_PROP_FOURCC))
+    text = code.to_bytes(4, "little").decode("ascii", "replace") if 0 < code < 2 ** 32 else ""
+    return text.strip() if text.strip() and text.isprintable() else None
+
+
 def is_camera_index(source: str) -> bool:
     """A camera index ("0", "1"...), unless a file has that name."""
     return str(source).isdigit() and not Path(source).exists()
@@ -102,7 +109,11 @@ def open_source(source: str) -> VideoSource:
                            else f"{source}: not a readable video (corrupt or unsupported format)")
     ok, first = cap.read()
     if not ok or first is None or first.size == 0:
+        codec = None if is_camera or cap.get(cv2.CAP_PROP_FRAME_COUNT) <= 0 else fourcc(cap)
         cap.release()
+        if codec:  # frames there, none decoded: AV1, say, which OpenCV's own FFmpeg cannot decode
+            raise MoveNetError(f"{name}: its {codec} frames cannot be decoded here (no decoder for them in "
+                               "OpenCV's FFmpeg); convert the file, e.g. to H.264: ffmpeg -i IN -c:v libx264 OUT.mp4")
         raise MoveNetError(f"{name}: no frames could be read (empty or unreadable video)")
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = float(fps) if fps and np.isfinite(fps) and fps > 0 else DEFAULT_CAMERA_FPS
