@@ -1,6 +1,8 @@
 """Image reading (formats, bad files) and the pad/resize/map-back geometry."""
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -68,6 +70,27 @@ def test_read_image_bad_files(tmp_path):
         with pytest.raises(MoveNetError, match=problem) as e:
             read_image(tmp_path / name)
         assert name in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_heic_photo_says_so_and_gif_and_avif_are_read(tmp_path):
+    """An iPhone's HEIC photo is named as such, with the way out; GIF and AVIF, which OpenCV reads,
+    are listed in folders as other images are."""
+    heic = tmp_path / "IMG_0001.HEIC"
+    heic.write_bytes(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(200))
+    with pytest.raises(MoveNetError, match=r"IMG_0001.HEIC: not a readable image \(a HEIC image, which OpenCV "
+                                           r"does not read: convert it to JPEG or PNG\)$"):
+        read_image(heic)
+    (tmp_path / "broken.avif").write_bytes(b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf" + bytes(200))
+    with pytest.raises(MoveNetError, match=r"broken.avif: not a readable image \(corrupt or unsupported format\)"):
+        read_image(tmp_path / "broken.avif")
+    img = np.zeros((24, 32, 3), np.uint8)
+    img[4:12, 8:20] = (255, 0, 0)
+    for ext in (".gif", ".avif"):
+        if cv2.haveImageWriter(f"x{ext}"):
+            assert cv2.imwrite(str(tmp_path / f"a{ext}"), img)
+            assert read_image(tmp_path / f"a{ext}").shape == (24, 32, 3)
+    listed = [os.path.basename(p) for p in list_images([str(tmp_path)])]  # (HEIC is not listed: passed over)
+    assert listed == sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".HEIC") and "a.gif" in listed
 
 
 @pytest.mark.parametrize("h,w", [(100, 60), (60, 100), (64, 64), (1000, 3000)])

@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import MoveNetError
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif", ".avif"}
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -45,8 +45,21 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         if "CV_IO_MAX_IMAGE_PIXELS" in str(e):
             why = "too large: over OpenCV's limit of 2^30 pixels"
     if img is None or img.size == 0:
+        unread = _unread_format(data)
+        if unread:
+            why = f"a {unread} image, which OpenCV does not read: convert it to JPEG or PNG"
         raise MoveNetError(f"{path}: not a readable image ({why})")
     return to_rgb8(img)
+
+
+def _unread_format(data: np.ndarray) -> str | None:
+    """"HEIC" for a HEIC/HEIF photo (iPhones' own format), which OpenCV has no decoder for, from
+    the file's first bytes (an ISO media file whose brands are HEIF's, not AVIF's); else None."""
+    head = bytes(data[:48])
+    heif = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+    if head[4:8] == b"ftyp" and head[8:12] in heif and b"avif" not in head:
+        return "HEIC"
+    return None
 
 
 @contextlib.contextmanager
