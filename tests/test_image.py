@@ -90,7 +90,7 @@ def test_a_heic_photo_says_so_and_gif_and_avif_are_read(tmp_path):
             assert cv2.imwrite(str(tmp_path / f"a{ext}"), img)
             assert read_image(tmp_path / f"a{ext}").shape == (24, 32, 3)
     listed = [os.path.basename(p) for p in list_images([str(tmp_path)])]  # (HEIC is not listed: passed over)
-    assert listed == sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".HEIC") and "a.gif" in listed
+    assert listed == sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".HEIC")
 
 
 @pytest.mark.parametrize("h,w", [(100, 60), (60, 100), (64, 64), (1000, 3000)])
