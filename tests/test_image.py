@@ -80,6 +80,13 @@ def test_a_heic_photo_says_so_and_gif_and_avif_are_read(tmp_path):
     with pytest.raises(MoveNetError, match=r"IMG_0001.HEIC: not a readable image \(a HEIC image, which OpenCV "
                                            r"does not read: convert it to JPEG or PNG\)$"):
         read_image(heic)
+    clip = tmp_path / "clip.mp4"  # (what `movenet predict clip.mp4` meets)
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (32, 24))
+    writer.write(np.zeros((24, 32, 3), np.uint8))
+    writer.release()
+    with pytest.raises(MoveNetError, match=r"clip.mp4: not a readable image \(a video: `movenet video` reads videos\)"):
+        read_image(clip)
+    clip.unlink()
     (tmp_path / "broken.avif").write_bytes(b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf" + bytes(200))
     with pytest.raises(MoveNetError, match=r"broken.avif: not a readable image \(corrupt or unsupported format\)"):
         read_image(tmp_path / "broken.avif")

@@ -13,6 +13,7 @@ import numpy as np
 from .errors import MoveNetError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif", ".avif"}
+VIDEO_EXTENSIONS = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"}
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -48,6 +49,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         unread = _unread_format(data)
         if unread:
             why = f"a {unread} image, which OpenCV does not read: convert it to JPEG or PNG"
+        elif path.suffix.lower() in VIDEO_EXTENSIONS:
+            why = "a video: `movenet video` reads videos"
         raise MoveNetError(f"{path}: not a readable image ({why})")
     return to_rgb8(img)
 
