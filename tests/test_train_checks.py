@@ -491,7 +491,7 @@ def test_batch_norms_of_folded_weights_are_frozen_unless_the_config_says(lightni
 def test_annotation_tool_exports_are_read_as_meant(tmp_path):
     """What annotation tools write: points not labelled at (0, 0) with v > 0 (CVAT, scripts),
     an empty box or area, a 'person' box category beside the keypoint one, people of a second
-    keypoint category, string category ids, and Label Studio's images/ paths."""
+    keypoint category, string category ids, and Label Studio's images/ paths (also as Windows writes them)."""
     import copy
     import warnings as w
 
@@ -536,6 +536,13 @@ def test_annotation_tool_exports_are_read_as_meant(tmp_path):
         w.simplefilter("error")
         loaded = load_keypoint_dataset(folder / "result.json")
     assert loaded.images[1].path == folder / "images" / "1.png"
+    for im in ls["images"]:  # written on Windows: images\\1.png
+        im["file_name"] = im["file_name"].replace("/", "\\")
+    (folder / "result.json").write_text(json.dumps(ls))
+    with w.catch_warnings():
+        w.simplefilter("error")
+        loaded = load_keypoint_dataset(folder / "result.json")
+    assert loaded.images[1].path == folder / "images" / "1.png" and loaded.images[1].path.exists()
 
 
 def test_a_schema_pairs_left_and_right_by_name_unless_told():

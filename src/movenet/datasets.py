@@ -622,10 +622,19 @@ def _default_image_root(json_path: Path, coco=None) -> Path:
     if not beside.is_dir():
         return json_path.parent
     images = coco.get("images") if isinstance(coco, dict) else None
-    names = [im["file_name"] for im in images[:20] if isinstance(im, dict) and isinstance(im.get("file_name"), str)
-             ] if isinstance(images, list) else []
+    names = [im["file_name"].replace("\\", "/") for im in images[:20]
+             if isinstance(im, dict) and isinstance(im.get("file_name"), str)] if isinstance(images, list) else []
     found_beside = sum((beside / n).exists() for n in names)
     return json_path.parent if sum((json_path.parent / n).exists() for n in names) > found_beside else beside
+
+
+def _image_path(root: Path, name: str) -> Path:
+    """``root / name``; a name written on Windows (``images\\a.jpg``) with ``/`` where that
+    file is not found as it is written (a name may hold a backslash on Linux)."""
+    path = root / name
+    if "\\" in name and not path.exists():
+        return root / name.replace("\\", "/")
+    return path
 
 
 def _read_json(path: Path):
@@ -672,7 +681,7 @@ def _parse_coco(coco, label: str, root: Path, schema: KeypointSchema, name: str)
         height = _as_int(im.get("height", 0), f"image {image_id} height", fail)
         if width < 0 or height < 0:  # 0: not given
             fail(f"image {image_id}: negative size {width}x{height}")
-        images[image_id] = ImageEntry(image_id, root / im["file_name"], width, height)
+        images[image_id] = ImageEntry(image_id, _image_path(root, im["file_name"]), width, height)
         image_dicts.append(im)
     # One photo under several ids (a converter that writes an entry per person) is one image:
     # otherwise each id's people would be background in the other's heatmaps.
