@@ -166,6 +166,52 @@ def test_a_video_whose_frames_cannot_be_decoded_names_its_codec(tmp_path, monkey
     assert fourcc(cv2.VideoCapture(str(tmp_path / "m.avi"))) == "MJPG"
 
 
+def test_a_network_stream_is_read_live_and_its_password_is_not_shown(tmp_path):
+    """A URL (an IP camera's rtsp://, here a clip served over http:// on this machine) is read as
+    a stream: its frames predicted, the outputs named after it; one that cannot be opened is a
+    one-line error that hides the URL's password."""
+    import functools
+    import http.server
+    import threading
+
+    from movenet.checkpoint import save_checkpoint
+    from movenet.model import create_model
+    from movenet.video import shown_url, source_stem
+
+    assert shown_url("rtsp://admin:s3cret@10.0.0.9:554/live/ch1") == "rtsp://admin:***@10.0.0.9:554/live/ch1"
+    assert shown_url("http://host/a:b@c") == "http://host/a:b@c"  # (no password there)
+    assert [source_stem(s) for s in ("rtsp://10.0.0.9:554/live/ch1.sdp", "rtsp://cam.local", "clip.mp4")] == \
+        ["ch1", "cam.local", "clip"]
+    model = tmp_path / "tiny.pt"
+    save_checkpoint(model, create_model("mobilenetv2_050", input_size=64))
+    served = tmp_path / "served"
+    served.mkdir()
+    writer = cv2.VideoWriter(str(served / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(12):
+        writer.write(cv2.circle(np.full((48, 64, 3), 8 * i, np.uint8), (10 + i, 24), 5, (0, 0, 255), -1))
+    writer.release()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/clip.avi"
+        js = tmp_path / "stream.jsonl"
+        assert main(["video", url, "--model", str(model), "--json", str(js)]) == 0
+        frames = read_jsonl(js)
+        assert [f["frame"] for f in frames] == list(range(12))
+        assert np.allclose([f["time"] for f in frames], np.arange(12) / 10, atol=1e-3)
+    finally:
+        server.shutdown()
+        server.server_close()
+    r = run_cli("video", f"http://me:s3cret@127.0.0.1:{server.server_address[1]}/clip.avi", "--json",
+                str(tmp_path / "none.jsonl"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith(f"movenet: error: http://me:***@127.0.0.1:{server.server_address[1]}/clip.avi: "
+                               "cannot be opened") and "s3cret" not in r.stderr
+    assert not (tmp_path / "none.jsonl").exists()
+
+
 class FailingPredictor:
     """Wraps a predictor and raises ``error`` on the call number ``after``."""
 
@@ -328,7 +374,7 @@ def test_a_video_that_ends_before_its_declared_length_is_warned_about():
     from movenet.errors import DataWarning
     from movenet.video import _check_length
 
-    cut = SimpleNamespace(name="clip.mp4", is_camera=False, frame_count=140, fps=25.0, time=46 / 25)
+    cut = SimpleNamespace(name="clip.mp4", is_camera=False, is_stream=False, frame_count=140, fps=25.0, time=46 / 25)
     with pytest.warns(DataWarning, match=r"clip.mp4: 47 of the 140 frames the file declares could be read"):
         _check_length(cut, 47)
     with pytest.warns(DataWarning, match=r"clip.mp4: 47 of the 140"):  # (no time: the count decides)
@@ -338,7 +384,9 @@ def test_a_video_that_ends_before_its_declared_length_is_warned_about():
         _check_length(cut, 139)  # containers' counts are estimates
         # fewer frames than the declared count, but the last one is at its end: variable frame rate
         _check_length(SimpleNamespace(**{**cut.__dict__, "time": 139 / 25}), 47)
-        _check_length(SimpleNamespace(name="camera 0", is_camera=True, frame_count=None, fps=30.0, time=None), 3)
+        _check_length(SimpleNamespace(name="camera 0", is_camera=True, is_stream=False, frame_count=None, fps=30.0,
+                                      time=None), 3)
+        _check_length(SimpleNamespace(**{**cut.__dict__, "is_stream": True}), 47)  # (a stream may stop at any time)
 
 
 def test_a_variable_frame_rate_video_is_whole_and_timed_by_its_own_clock(tmp_path, capsys):

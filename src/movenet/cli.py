@@ -625,8 +625,8 @@ def cmd_data_convert(args) -> int:
 
 # ---------------------------------------------------------------- video
 def add_video(sub) -> None:
-    p = sub.add_parser("video", help="pose on every frame of a video file or camera")
-    p.add_argument("source", help="video file, or a camera index (0, 1...)")
+    p = sub.add_parser("video", help="pose on every frame of a video file, camera or stream")
+    p.add_argument("source", help="video file, camera index (0, 1...) or network stream URL (rtsp://, http://...)")
     p.add_argument("--out", help="annotated video to write (.mp4, .avi, .mov, .mkv or .m4v, mp4v inside; default "
                    "movenet-output/<name>.mp4 when --json is not given)")
     p.add_argument("--json", dest="json_out", help="write one JSON line per frame to this file")
@@ -659,12 +659,11 @@ def cmd_video(args) -> int:
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     import warnings
 
-    from .video import NEEDS_A_FILE, CutShort, is_camera_index, open_source, run_video
+    from .video import NEEDS_A_FILE, CutShort, open_source, run_video, source_stem
 
     out = args.out
     if out is None and args.json_out is None:
-        stem = f"camera{args.source}" if is_camera_index(args.source) else Path(args.source).stem
-        out = str(Path("movenet-output") / f"{stem}.mp4")
+        out = str(Path("movenet-output") / f"{source_stem(args.source)}.mp4")
     from .fileio import check_writable, refuse_overwriting_inputs, refuse_stream
 
     if out and Path(out).suffix.lower() not in VIDEO_CONTAINERS:

@@ -1,8 +1,10 @@
-"""Pose on every frame of a video file or camera: an annotated video and/or one JSON line per
+"""Pose on every frame of a video file, camera or network stream: an annotated video and/or one JSON line per
 frame, written atomically (complete or absent). Used by ``movenet video``."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 import time
 import warnings
@@ -21,6 +23,10 @@ from .runtime import Predictor, pose_score
 from .tracking import SMOOTHING_PRESETS, MultiPoseTracker, PoseTracker, tracker_schema
 
 DEFAULT_CAMERA_FPS = 30.0  # when a camera does not report its frame rate
+STREAM_TIMEOUT_MS = 10000  # a network stream that opens or sends nothing for this long is an error
+# FFmpeg's own log lines (a refused connection, a damaged packet) would come before our one-line
+# errors; read when OpenCV first opens a video, so set before that (a user's own setting stays).
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 NEEDS_A_FILE = "an mp4 is written with its index last"  # why --out cannot be a device or pipe
 
 
@@ -44,7 +50,8 @@ class VideoSource:
     height: int
     frame_count: int | None  # None for cameras (and files that do not say)
     first_frame: np.ndarray | None  # read by open_source to reject empty videos early (BGR)
-    time: float | None = None  # a file's time of the frame read last, in seconds
+    time: float | None = None  # a file's or stream's time of the frame read last, in seconds
+    is_stream: bool = False  # a network stream (rtsp://, http://...): live, as a camera, but timed by itself
 
     def read(self) -> np.ndarray | None:
         """The next BGR frame, or None at the end; for a file, ``time`` is then that frame's time."""
@@ -84,9 +91,35 @@ def is_camera_index(source: str) -> bool:
     return str(source).isdigit() and not Path(source).exists()
 
 
+def is_stream_url(source: str) -> bool:
+    """A network stream's URL (rtsp://, http(s)://, rtmp://, udp://...): an IP camera, say."""
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", str(source)) is not None and not str(source).startswith("file://")
+
+
+def shown_url(url: str) -> str:
+    """A URL as messages show it: a password in it (rtsp://user:pass@host) as ***."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", url)
+
+
+def source_stem(source: str) -> str:
+    """A file name stem for a source's outputs: the file's, camera0, or a stream's last path part
+    (its host where the path has none)."""
+    if is_camera_index(source):
+        return f"camera{source}"
+    if is_stream_url(source):
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(source)
+        stem = Path(parts.path).stem or (parts.hostname or "stream")
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", stem)
+    return Path(source).stem
+
+
 def open_source(source: str) -> VideoSource:
-    """A video file, or a camera given by its index ("0", "1"...)."""
+    """A video file, a camera given by its index ("0", "1"...) or a network stream's URL."""
     is_camera = is_camera_index(source)
+    if is_stream_url(source):
+        return _open_stream(str(source))
     name = f"camera {source}" if is_camera else str(source)
     if not is_camera:
         path = Path(source)
@@ -122,6 +155,24 @@ def open_source(source: str) -> VideoSource:
                        count if count > 0 else None, first)
 
 
+def _open_stream(url: str) -> VideoSource:
+    name = shown_url(url)
+    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
+    with quiet_opencv():
+        cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+    if not cap.isOpened():
+        raise MoveNetError(f"{name}: cannot be opened (unreachable, refused, or not a video stream)")
+    ok, first = cap.read()
+    if not ok or first is None or first.size == 0:
+        cap.release()
+        raise MoveNetError(f"{name}: no frames came within {STREAM_TIMEOUT_MS // 1000} s")
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    fps = float(fps) if fps and np.isfinite(fps) and 0 < fps <= 1000 else DEFAULT_CAMERA_FPS
+    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    return VideoSource(cap, name, False, fps, first.shape[1], first.shape[0], count if count > 0 else None, first,
+                       is_stream=True)
+
+
 def draw_ids(img: np.ndarray, keypoints: np.ndarray, ids: np.ndarray, threshold: float) -> np.ndarray:
     """Write each person's id above its confident keypoints (in place; returns ``img``)."""
     scale = max(img.shape[:2]) / 800
@@ -142,7 +193,7 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
     ``out`` (mp4v, same fps and size) and/or ``json_out`` (one JSON object per frame:
     ``{"frame", "time", "keypoint_names", "people": [{"keypoints", "score", "id"?}]}``). Outputs are written to
     temporary files renamed at the end; on an error or interrupt they are removed. For a
-    camera, Ctrl-C ends the capture and keeps what was recorded. ``smoothing`` names the One
+    camera or a network stream, Ctrl-C ends the capture and keeps what was recorded. ``smoothing`` names the One
     Euro parameters (``tracking.SMOOTHING_PRESETS``); ``refine``: the second look after a look
     at the whole frame (``tracking.PoseTracker``; with ``multi``, at each person candidate,
     ``tracking.predict_people``).
@@ -211,7 +262,7 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
                     frames += 1
                     bar.update(1)
             except KeyboardInterrupt:
-                if not src.is_camera or frames == 0:
+                if not (src.is_camera or src.is_stream) or frames == 0:
                     raise
     finally:
         src.capture.release()
@@ -245,7 +296,8 @@ def _check_length(src: VideoSource, frames: int) -> str | None:
     declared = src.frame_count
     expected = declared - max(2, 0.02 * declared) if declared else 0
     reached = None if src.time is None else (src.time + 1 / src.fps) * src.fps  # (in frames of 1/fps)
-    if not src.is_camera and declared and frames < expected and (reached is None or reached < expected):
+    if not (src.is_camera or src.is_stream) and declared and frames < expected and (reached is None
+                                                                                   or reached < expected):
         said = (f"{src.name}: {frames} of the {declared} frames the file declares could be read; it may be damaged "
                 "or cut short")
         warnings.warn(said, CutShort, stacklevel=2)
