@@ -1,5 +1,5 @@
-"""Pose on every frame of a video file, camera or network stream: an annotated video and/or one JSON line per
-frame, written atomically (complete or absent). Used by ``movenet video``."""
+"""Pose on every frame of a video file, camera or network stream: an annotated video and/or one
+JSON line per frame, written atomically (complete or absent). Used by ``movenet video``."""
 from __future__ import annotations
 
 import json
