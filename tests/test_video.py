@@ -166,6 +166,22 @@ def test_a_video_whose_frames_cannot_be_decoded_names_its_codec(tmp_path, monkey
     assert fourcc(cv2.VideoCapture(str(tmp_path / "m.avi"))) == "MJPG"
 
 
+def test_the_annotated_video_keeps_the_sources_time():
+    from movenet.video import frames_due
+
+    def video(times, fps):
+        written = 0
+        for t in times:
+            written += frames_due(t - times[0], fps, written)
+        return written
+
+    assert video([i / 25 for i in range(140)], 25) == 140  # constant rate: each frame once
+    assert video([i * 0.04 + 1e-9 * (-1) ** i for i in range(140)], 25) == 140  # (timestamps' rounding)
+    assert video([0, 0.1, 0.2], 30) == 7  # 10 fps shown at 30: each frame three times (the last once)
+    assert video([0, 0.01, 0.02, 0.034], 30) == 2  # faster than 30: the frames within one tick left out
+    assert video([5.0, 5.04], 25) == 2  # (a camera's clock does not start at 0)
+
+
 def test_a_network_stream_is_read_live_and_its_password_is_not_shown(tmp_path):
     """A URL (an IP camera's rtsp://, here a clip served over http:// on this machine) is read as
     a stream: its frames predicted, the outputs named after it; one that cannot be opened is a
@@ -405,11 +421,15 @@ def test_a_variable_frame_rate_video_is_whole_and_timed_by_its_own_clock(tmp_pat
     for clip, status in ((whole, 0), (tmp_path / "cut.webm", 1)):
         with warnings.catch_warnings():
             warnings.simplefilter("error", DataWarning)
-            assert main(["video", str(clip), "--model", str(model), "--json", str(tmp_path / "v.jsonl")]) == status
+            assert main(["video", str(clip), "--model", str(model), "--json", str(tmp_path / "v.jsonl"),
+                         "--out", str(tmp_path / "v.mp4")]) == status
         times = [f["time"] for f in read_jsonl(tmp_path / "v.jsonl")]
         if status == 0:
             assert len(times) == 30
             assert np.allclose(np.diff(times), [(0.033, 0.1)[i % 2] for i in range(29)], atol=0.0015)
+            # the annotated video keeps the file's time at its 30 fps: frames repeated over the gaps
+            count, fps = video_info(tmp_path / "v.mp4")[:2]
+            assert fps == 30 and count == round(times[-1] * 30) + 1 == 58
         else:
             assert 0 < len(times) < 30
     assert f"movenet: error: {tmp_path / 'cut.webm'}: {len(times)} frames of the 58 the file declares" \

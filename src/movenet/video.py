@@ -217,6 +217,7 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
                                 schema=schema))
     total = min(filter(None, [src.frame_count, max_frames]), default=None)
     frames, cut_short = 0, None
+    written, first_time = 0, None  # frames in the annotated video; the source's time of its first
     start = time.perf_counter()
     try:
         with ExitStack() as stack:
@@ -229,7 +230,7 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
 
                 def check_written(exc_type, exc, tb) -> None:  # after release, before the rename
                     if exc_type is None:
-                        _check_written(tmp, frames, out)
+                        _check_written(tmp, written, out)
 
                 stack.push(check_written)
                 writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), src.fps,
@@ -258,7 +259,12 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
                         drawn = draw_pose(rgb, kpts, schema, threshold=threshold)
                         if multi:
                             draw_ids(drawn, kpts, [p["id"] for p in people], threshold)
-                        writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+                        first_time = timestamp if first_time is None else first_time
+                        due = frames_due(timestamp - first_time, src.fps, written)
+                        bgr_drawn = cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)
+                        for _ in range(due):
+                            writer.write(bgr_drawn)
+                        written += due
                     frames += 1
                     bar.update(1)
             except KeyboardInterrupt:
@@ -269,6 +275,14 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
     seconds = time.perf_counter() - start
     return {"frames": frames, "seconds": seconds, "fps": frames / seconds if seconds > 0 else 0.0,
             "cut_short": cut_short}
+
+
+def frames_due(elapsed: float, fps: float, written: int) -> int:
+    """How many times to write a frame shown ``elapsed`` seconds after the first into a video of
+    ``fps`` that holds ``written`` frames: the video keeps the source's time, so a variable frame
+    rate file's or a live source's frame is repeated over a gap and left out within one frame's
+    time of the last (at a constant frame rate, once each)."""
+    return max(0, int(round(elapsed * fps)) + 1 - written)
 
 
 def _check_written(path: Path, frames: int, out) -> None:
