@@ -230,3 +230,111 @@ def test_a_run_with_keypoints_of_its_own_averages_with_its_init_as_final_pt_mixe
                                          r"keypoints of .*init.pt, listed first"):
         back = average_checkpoints([tmp_path / "init.pt", tmp_path / "last.pt"])
     assert back["schema"]["keypoints"] == list(COCO17.keypoints)
+
+
+def test_a_runs_init_is_told_by_the_file_and_only_it_starts_the_runs_keypoints(tmp_path):
+    """init_keypoints (spelled otherwise too) pair a run's keypoints with its init's, the init
+    named by another path to the same file (and with @SIZE); another COCO model is no init: the run's feet are
+    its own there, and that model's ankles are said to be left out. The init's keypoints that
+    the run leaves out on purpose (the nose) are not."""
+    import warnings
+
+    from movenet.errors import DataWarning
+    from movenet.schema import COCO17, KeypointSchema
+
+    names = [{"left_ankle": "left_foot", "right_ankle": "right_foot"}.get(n, n) for n in COCO17.keypoints[1:]]
+    torch.manual_seed(1)
+    run = create_model("mobilenetv2_050", input_size=SMALL, num_keypoints=len(names))
+    init, other = _model(2), _model(3)
+    save_checkpoint(tmp_path / "init.pt", init)
+    save_checkpoint(tmp_path / "other.pt", other)
+    (tmp_path / "sub").mkdir()
+    save_checkpoint(tmp_path / "last.pt", run, KeypointSchema("feet", tuple(names), (), ()), extra={"config": {
+        "init": str(tmp_path / "sub" / ".." / "init.pt"),
+        "init_keypoints": {"left_foot": "l_ankle", "right_foot": "right_ankle"}}})
+    head = "heatmap.out.weight"
+    ours = run.state_dict()[head]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        soup = average_checkpoints([tmp_path / "last.pt", f"{tmp_path / 'init.pt'}@{SMALL}"])  # (at the run's size)
+    assert soup["keypoint_notes"] == [f"left_foot from {tmp_path / 'init.pt'}@{SMALL}'s left_ankle, right_foot from "
+                                      f"{tmp_path / 'init.pt'}@{SMALL}'s right_ankle (the run's init_keypoints)"]
+    foot, ankle = names.index("left_foot"), COCO17.index("left_ankle")
+    torch.testing.assert_close(soup["state_dict"][head][foot], (ours[foot] + init.state_dict()[head][ankle]) / 2)
+    with pytest.warns(DataWarning, match=r"other.pt: its nose, left_ankle, right_ankle are left out"):
+        mixed = average_checkpoints([tmp_path / "last.pt", tmp_path / "other.pt"])
+    assert mixed["keypoint_notes"] == [f"left_foot, right_foot, which {tmp_path / 'other.pt'} lacks, from the others"]
+    torch.testing.assert_close(mixed["state_dict"][head][foot], ours[foot])
+    knee = names.index("left_knee")
+    torch.testing.assert_close(mixed["state_dict"][head][knee],
+                               (ours[knee] + other.state_dict()[head][COCO17.index("left_knee")]) / 2)
+
+
+def test_models_of_the_same_keypoints_in_another_order_average_by_name(tmp_path):
+    from movenet.schema import COCO17, KeypointSchema
+
+    first, second = _model(1), _model(2)
+    save_checkpoint(tmp_path / "a.pt", first)
+    save_checkpoint(tmp_path / "b.pt", second, KeypointSchema("reversed", COCO17.keypoints[::-1], (), ()))
+    soup = average_checkpoints([tmp_path / "a.pt", tmp_path / "b.pt"])
+    assert soup["schema"]["keypoints"] == list(COCO17.keypoints) and "keypoint_notes" not in soup
+    for key, per in (("heatmap.out.weight", 1), ("regression.out.bias", 2)):
+        a, b = first.state_dict()[key], second.state_dict()[key]
+        for i in (0, 5, 16):
+            j = 16 - i
+            torch.testing.assert_close(soup["state_dict"][key][per * i:per * (i + 1)],
+                                       (a[per * i:per * (i + 1)] + b[per * j:per * (j + 1)]) / 2)
+
+
+def test_models_of_no_shared_keypoints_are_not_averaged(tmp_path):
+    from movenet.schema import KeypointSchema
+
+    save_checkpoint(tmp_path / "coco.pt", _model(1))
+    paws = KeypointSchema("paws", ("left_paw", "right_paw", "tail"), ((0, 1),), ())
+    save_checkpoint(tmp_path / "paws.pt", create_model("mobilenetv2_050", input_size=SMALL, num_keypoints=3), paws)
+    with pytest.raises(MoveNetError, match=r"coco.pt: predicts none of .*paws.pt's keypoints \(paws: left_paw, "
+                                           r"right_paw, tail\); only models of shared keypoints can be averaged"):
+        average_checkpoints([tmp_path / "paws.pt", tmp_path / "coco.pt"])
+
+
+def test_a_keypoint_some_models_lack_is_the_weighted_mean_of_those_that_have_it(tmp_path):
+    from movenet.schema import COCO17, KeypointSchema
+
+    four = KeypointSchema("four", ("right_wrist", "left_wrist", "right_ankle", "left_ankle"), ((0, 1), (2, 3)), ())
+    models = [_model(1), _model(2), create_model("mobilenetv2_050", input_size=SMALL, num_keypoints=4)]
+    for name, model, schema in zip(("a", "b", "four"), models, (COCO17, COCO17, four)):
+        save_checkpoint(tmp_path / f"{name}.pt", model, schema)
+    soup = average_checkpoints([tmp_path / "a.pt", tmp_path / "b.pt", tmp_path / "four.pt"], weights=[1, 3, 1])
+    a, b, c = (m.state_dict()["heatmap.out.weight"] for m in models)
+    out = soup["state_dict"]["heatmap.out.weight"]
+    torch.testing.assert_close(out[0], (a[0] + 3 * b[0]) / 4)  # the nose: a's and b's
+    torch.testing.assert_close(out[9], (a[9] + 3 * b[9] + c[1]) / 5)  # left_wrist: all three
+    # a keypoint only models weighted 0 have (the run's own neck, the run weighted 0): theirs
+    neck = KeypointSchema("neck18", (*COCO17.keypoints, "neck"), COCO17.flip_pairs, ())
+    run = create_model("mobilenetv2_050", input_size=SMALL, num_keypoints=18)
+    save_checkpoint(tmp_path / "run.pt", run, neck)
+    soup = average_checkpoints([tmp_path / "run.pt", tmp_path / "a.pt"], weights=[0, 1])
+    out = soup["state_dict"]["heatmap.out.weight"]
+    torch.testing.assert_close(out[17], run.state_dict()["heatmap.out.weight"][17])
+    torch.testing.assert_close(out[:17], a)
+
+
+def test_keypoints_spelled_otherwise_average_by_name_without_a_warning(tmp_path):
+    """OpenPose's LShoulder is COCO's left_shoulder: nothing is left out, nothing to note."""
+    import warnings
+
+    from movenet.errors import DataWarning
+    from movenet.schema import COCO17, KeypointSchema
+
+    spelled = {"left_shoulder": "LShoulder", "right_shoulder": "RShoulder"}
+    names = tuple(spelled.get(n, n) for n in COCO17.keypoints)
+    first, second = _model(1), _model(2)
+    save_checkpoint(tmp_path / "op.pt", first, KeypointSchema("op", names, COCO17.flip_pairs, COCO17.skeleton,
+                                                              COCO17.sigmas))
+    save_checkpoint(tmp_path / "coco.pt", second)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        soup = average_checkpoints([tmp_path / "op.pt", tmp_path / "coco.pt"])
+    assert soup["schema"]["keypoints"] == list(names) and "keypoint_notes" not in soup
+    a, b = first.state_dict()["heatmap.out.weight"], second.state_dict()["heatmap.out.weight"]
+    torch.testing.assert_close(soup["state_dict"]["heatmap.out.weight"][5], (a[5] + b[5]) / 2)

@@ -739,3 +739,96 @@ def test_eval_scores_lightning_beside_a_model_with_new_keypoints(tmp_path, lsp_d
         assert [m["pck_torso"]["per_keypoint"] for m in both["models"].values()] == [fifteen, fifteen]
         assert [m["coco"]["AP"] for m in both["models"].values()] == [alone["models"]["lightning"]["coco"]["AP"]] * 2
         assert "| left_foot |" not in md and "Not scored: `left_foot`, `right_foot` (`lightning` does not" in md
+
+
+def test_keep_keypoints_takes_the_named_keypoints_everywhere(coco_mini):
+    """The keypoints kept out of the middle of the schema: in the people, the COCO annotations
+    (and their counts), the category and the schema (its torso too)."""
+    import dataclasses
+
+    from movenet.datasets import keep_keypoints
+
+    full = load_keypoint_dataset(coco_mini, schema=dataclasses.replace(COCO17, torso=(5, 12)))
+    names = ["right_hip", "left_shoulder", "left_knee", "nose", "left_hip"]
+    kept = keep_keypoints(full, names)
+    assert kept.schema == full.schema.select(names) and kept.schema.torso_pair() == (1, 3)
+    order = [COCO17.index(n) for n in kept.schema.keypoints]
+    assert order == [0, 5, 11, 12, 13]
+    by_id = {a["id"]: a for a in kept.coco["annotations"]}
+    counts = []
+    for e, e_full in zip(kept.images, full.images):
+        for p, p_full in zip(e.people, e_full.people):
+            np.testing.assert_array_equal(p.keypoints, p_full.keypoints[order])
+            assert by_id[p.id]["keypoints"] == p.keypoints.reshape(-1).tolist()
+            assert by_id[p.id]["num_keypoints"] == p.num_labelled
+            counts.append((p.num_labelled, p_full.num_labelled))
+    assert any(a < b for a, b in counts) and any(a > 0 for a, _ in counts)
+    (category,), (before,) = kept.coco["categories"], full.coco["categories"]
+    assert category["keypoints"] == list(kept.schema.keypoints)
+
+    def bones(c):
+        return {frozenset(c["keypoints"][i - 1] for i in bone) for bone in c["skeleton"]}
+    assert bones(category) == {b for b in bones(before) if b <= set(names)} and len(bones(category)) >= 2
+
+
+def test_the_report_says_what_is_not_scored_and_that_pck_keeps_the_datas_torso(tmp_path, monkeypatch):
+    """Scored on the head only, PCK's unit is still the torso of the whole data, and the report
+    says so; each model's missing keypoints are named, one or several."""
+    import movenet.evaluate as evaluate
+
+    coco_file, _, truth = _people_with_feet(tmp_path)
+    models = {"head": TruthPredictor(truth, ("nose", "left_eye", "right_eye")),
+              "blind": TruthPredictor(truth, ("nose", "right_eye", "left_ear")),
+              "coco": TruthPredictor(truth)}
+    monkeypatch.setattr(evaluate, "open_predictor", lambda spec, threads=None: models[spec])
+    coco = load_keypoint_dataset(coco_file, image_root=tmp_path / "images")
+    with pytest.warns(DataWarning, match="head lacks left_ear"):
+        run = evaluate.evaluate(coco, ["coco", "head", "blind"], progress=False)
+    assert run.dataset.schema.keypoints == ("nose", "right_eye") and run.dataset.schema.torso_pair() is None
+    report = evaluate.report_dict(run, str(coco_file))
+    assert report["torso"] == evaluate.torso_text(COCO17) == "distance(left shoulder, right hip) of that person"
+    md = evaluate.report_markdown(report, {"per_keypoint": "p.png", "curve": "c.png",
+                                           "worst": {label: "w.png" for label in models}})
+    assert ("Not scored: `left_eye` (`blind` does not predict it); `left_ear` (`head` does not predict it); "
+            "`right_ear`, `left_shoulder`") in md
+    assert "`right_ankle` (`head`, `blind` do not predict them)." in md
+
+
+def test_eval_rejects_a_model_with_more_outputs_than_the_datas_keypoints(tmp_path, lsp_dir, capsys):
+    model = tmp_path / "eighteen.onnx"
+    _constant_model(model, 18)
+    rc = main(["eval", str(_small_coco(tmp_path, lsp_dir, 1)), "--model", str(model), "--out", str(tmp_path / "o")])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"movenet: error: {model}: predicts 18 keypoints, the data has 17 (coco17)"
+
+
+def test_eval_reads_the_data_as_the_model_with_the_most_keypoints_that_it_has(tmp_path, coco_mini):
+    """Lightning beside a model of 12 limb joints: the data keeps its 17 (the face is then said
+    to be left out), whichever is listed first; a model of keypoints the data lacks (a neck)
+    gives way to the next; data of none of the models' keypoints is the first model's error."""
+    from types import SimpleNamespace
+
+    from movenet.checkpoint import save_checkpoint
+    from movenet.evaluate import load_data_for
+    from movenet.model import create_model
+    from movenet.schema import KeypointSchema
+
+    limbs = COCO17.select([n for n in COCO17.keypoints if "_" in n and not n.endswith(("eye", "ear"))])
+    neck = KeypointSchema("neck18", (*COCO17.keypoints, "neck"), COCO17.flip_pairs, (), (*COCO17.sigmas, 0.5))
+    specs = {}
+    for name, schema in (("limbs", limbs), ("neck", neck)):
+        specs[name] = str(tmp_path / f"{name}.pt")
+        save_checkpoint(specs[name], create_model("mobilenetv2_050", input_size=64,
+                                                  num_keypoints=schema.num_keypoints), schema)
+    args = SimpleNamespace(data=str(coco_mini), images=None, split=None)
+    for models in ([specs["limbs"], "lightning"], ["lightning", specs["limbs"]]):
+        assert load_data_for(args, models).schema.keypoints == COCO17.keypoints
+    with pytest.warns(DataWarning, match="the others .* are left out"):
+        assert load_data_for(args, [specs["limbs"], specs["neck"]]).schema.keypoints == limbs.keypoints
+    coco = json.loads((coco_mini / "person_keypoints.json").read_text())
+    coco["categories"][0]["keypoints"] = [f"paw{i}" for i in range(17)]
+    (tmp_path / "paws.json").write_text(json.dumps(coco))
+    paws = SimpleNamespace(data=str(tmp_path / "paws.json"), images=str(coco_mini / "images"), split=None)
+    with pytest.raises(MoveNetError, match="the neck18 schema 18"):
+        load_data_for(paws, [specs["limbs"], specs["neck"]])

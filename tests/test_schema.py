@@ -321,3 +321,32 @@ def test_coco_keypoints_spelled_otherwise_keep_the_torso_sigmas_and_tracking():
     model.schema = schema_from_config({"name": "no_hips", "keypoints": ["LShoulder", "RShoulder", "nose"]})
     with pytest.raises(MoveNetError, match="tracking follows a person by the hips and shoulders"):
         tracker_schema(model, None, track=True)
+
+
+def test_the_torso_pair_needs_both_the_shoulder_and_the_hip():
+    """Without left_shoulder or without right_hip (however spelled) PCK's unit is the keypoint
+    box, not a pair with a missing end."""
+    for gone in ("left_shoulder", "right_hip"):
+        assert COCO17.select([n for n in COCO17.keypoints if n != gone]).torso_pair() is None
+    from movenet.schema import KeypointSchema
+
+    assert KeypointSchema("op", ("nose", "LShoulder", "RHip"), (), ()).torso_pair() == (1, 2)
+    assert KeypointSchema("op", ("nose", "LShoulder"), (), ()).torso_pair() is None
+
+
+def test_spelling_is_this_schemas_own_name_for_a_keypoint():
+    from movenet.schema import KeypointSchema
+
+    schema = KeypointSchema("op", ("nose", "LShoulder", "r_hip"), (), ())
+    assert [schema.spelling(n) for n in ("left_shoulder", "right_hip", "nose", "neck")] == [
+        "LShoulder", "r_hip", "nose", None]
+    assert COCO17.spelling("l_ankle") == "left_ankle"
+
+
+def test_a_selected_schema_keeps_pairs_given_from_the_higher_index():
+    from movenet.schema import KeypointSchema
+
+    schema = KeypointSchema("r", ("right_hand", "left_hand", "head"), flip_pairs=((1, 0),), skeleton=((2, 1), (0, 2)))
+    hands = schema.select(["left_hand", "right_hand"])
+    assert hands.flip_pairs == ((1, 0),) and hands.skeleton == ()
+    assert schema.select(["head", "left_hand"]).skeleton == ((1, 0),)

@@ -205,8 +205,9 @@ def average_checkpoints(specs: list[str | os.PathLike], weights: list[float] | N
         by_holders.setdefault(tuple(m for m, has in enumerate(holders) if name in has), []).append(i)
     for have, keypoints in by_holders.items():
         if len(have) < len(states):
+            total = sum(weights[m] for m in have)  # (0: only models weighted 0 have it; from them, equally)
             heads = weighted_state([{k: states[m][k] for k in keypoint_output_keys() if k in states[m]} for m in have],
-                                   [weights[m] / sum(weights[m] for m in have) for m in have])
+                                   [weights[m] / total if total else 1 / len(have) for m in have])
             take_keypoint_channels(state, heads, [(i, i) for i in keypoints])
     offsets = [float(s["distance_offset"]) for s in states if "distance_offset" in s]
     if len(set(offsets)) > 1:  # (a setting: that of the checkpoint weighted most, the first of equals)
