@@ -342,3 +342,69 @@ def test_the_int8_check_takes_the_datas_keypoints_by_name(fp32_onnx, int8_onnx, 
                                          r"keypoints \(person\); the check scores the other 10"):
         result = check_accuracy(fp32_onnx, int8_onnx, feet)
     assert result.fp32_pck != reference.fp32_pck and 0.7 < result.fp32_pck < 1
+
+
+def test_the_check_scores_cocos_limb_joints_and_every_keypoint_of_other_schemas():
+    import warnings
+
+    from movenet.errors import DataWarning
+    from movenet.quantize import scored_keypoints
+    from movenet.schema import COCO17, KeypointSchema
+
+    ours, theirs = scored_keypoints(COCO17, COCO17, "coco")
+    assert ours == theirs == list(range(5, 17))  # COCO's face is left out (LSP labels none)
+    limbs = [n for n in COCO17.keypoints[5:]]
+    with_head = KeypointSchema("with_head", tuple(limbs[::-1] + ["head_top"]), (), ())
+    ours, theirs = scored_keypoints(with_head, with_head, "head")
+    assert ours == theirs == list(range(13))  # a schema of its own: all its keypoints
+    ours, theirs = scored_keypoints(with_head, COCO17, "head", warn=False)  # (the model lacks head_top)
+    assert ours == list(range(12)) and theirs == [COCO17.keypoints.index(n) for n in limbs[::-1]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scored_keypoints(with_head, COCO17, "head", warn=False)
+    with pytest.warns(DataWarning, match=r"head: the model lacks head_top of the data's 13 keypoints"):
+        scored_keypoints(with_head, COCO17, "head")
+
+
+def test_limb_pck_leaves_labelled_face_keypoints_out_by_default_and_a_drop_equal_to_the_budget_passes():
+    from movenet.quantize import AccuracyCheck
+
+    gt = np.zeros((2, 17, 3), np.float32)
+    gt[:, :, 2] = 2  # the face labelled too (COCO)
+    gt[:, 12, :2] = (30, 40)  # torso 50 px -> 10 px
+    gt[:, [6, 7, 8, 9, 10, 11, 13, 14, 15, 16], :2] = 100
+    pred = gt.copy()
+    pred[:, :5, :2] += 1000
+    assert limb_pck(pred, gt) == 1.0
+    assert limb_pck(pred, gt, scored=list(range(17))) == pytest.approx(12 / 17)
+    assert AccuracyCheck(0.75, 0.5, 10, 0.25).passed  # "loses more than max_drop" fails
+
+
+def test_a_keypoint_the_model_lacks_is_said_once_by_quantize_checked(fp32_onnx, lsp_dir, tmp_path, monkeypatch):
+    import json
+    import shutil
+    import warnings
+
+    from movenet import quantize
+    from movenet.datasets import lsp_to_coco
+
+    monkeypatch.setattr(quantize, "quantize_onnx", lambda fp32, out, images, config: shutil.copy(fp32, out))
+    (tmp_path / "images").symlink_to(lsp_dir / "images")
+    coco = lsp_to_coco(lsp_dir)
+    coco["images"], coco["annotations"] = coco["images"][300:302], coco["annotations"][300:302]
+    coco["categories"][0]["keypoints"] = ["left_foot" if n == "left_ankle" else n
+                                          for n in coco["categories"][0]["keypoints"]]
+    (tmp_path / "feet.json").write_text(json.dumps(coco))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quantize_checked(fp32_onnx, tmp_path / "int8.onnx", [lsp_dir / "images" / "im0001.jpg"], tmp_path / "feet.json",
+                         max_drop=1.0)
+    said = [str(w.message) for w in caught if "the model lacks left_foot" in str(w.message)]
+    assert len(said) == 1, said
+
+
+def test_a_check_on_no_labelled_person_is_a_clear_error(lsp_dir):
+    from movenet.quantize import labelled_data
+
+    with pytest.raises(MoveNetError, match=r"lsp: no labelled people to check accuracy on"):
+        labelled_data(lsp_dir, slice(5000, 5010))  # (LSP has 2000)

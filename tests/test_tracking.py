@@ -753,3 +753,150 @@ def test_the_similarity_threshold_is_tfjs_default_for_the_metric():
     assert IdentityTracker(metric="iou", min_similarity=0.5).min_similarity == 0.5
     with pytest.raises(ValueError, match="metric must be 'oks' or 'iou'"):
         IdentityTracker(metric="l2")
+
+
+def test_a_pose_collapsed_on_one_spot_still_gets_a_croppable_square():
+    from movenet.image import crop_and_resize
+
+    spot = pose({k: (200.0, 150.0) for k in range(17)})  # torso visible, every keypoint on one pixel
+    box = determine_crop_region(spot, 640, 480)
+    assert box == (198.0, 148.0, 4.0, 4.0)  # MIN_CROP_HALF_SIDE around the hips
+    frame = np.zeros((480, 640, 3), np.uint8)
+    assert np.isfinite(crop_and_resize(frame, box, 64).astype(np.float32)).all()
+
+
+def test_a_crop_found_again_after_the_whole_frame_starts_afresh_where_the_person_is():
+    crops = CropTracker(640, 480)
+    crops.update(pose(STANDING))
+    lost = pose(STANDING)
+    lost[[L_HIP, R_HIP], 2] = 0.1  # torso lost: the whole frame
+    assert crops.update(lost) is None
+    elsewhere = pose({k: (x - 150, y) for k, (x, y) in STANDING.items()})
+    assert crops.update(elsewhere) == determine_crop_region(elsewhere, 640, 480)  # not blended with the old crop
+
+
+def test_two_poses_near_one_track_do_not_share_its_id():
+    t = IdentityTracker()
+    a = spread_pose(100, 100)
+    assert t.update(a[None]).tolist() == [1]
+    b = a.copy()
+    b[:, 0] += 2  # both close enough to track 1
+    ids = t.update(np.stack([a, b]))
+    assert sorted(ids.tolist()) == [1, 2]
+
+
+def test_candidates_beyond_max_people_are_looked_at_when_the_first_are_dropped(monkeypatch):
+    # the two strongest candidates are too small to be people: the next ones still are looked at
+    calls = _fake_candidates(monkeypatch, [(500, 100, 520, 130), (600, 100, 620, 130), (100, 20, 300, 180)])
+    every = tracking.person_candidates
+    monkeypatch.setattr(tracking, "person_candidates",  # the strongest n, as the real one
+                        lambda predictor, img, box, n, thr: tuple(a[:n] for a in every(predictor, img, box, n, thr)))
+    kpts, _, _ = tracking.predict_people(FakePredictor([]), np.zeros((200, 1000, 3), np.uint8), max_people=1)
+    assert len(kpts) == 1 and len(calls) == 1
+
+
+def test_refined_people_below_min_score_are_not_reported(monkeypatch):
+    _fake_candidates(monkeypatch, [(100, 20, 300, 180), (600, 20, 800, 180)])
+    every, centred = tracking.person_candidates, tracking.predict_centred
+
+    def candidates(*args):  # the second person scores under min_score in the first look...
+        kpts, _, rough = every(*args)
+        return kpts, np.array([0.9, 0.1], np.float32), rough
+
+    second_look = iter([0.9, 0.2])  # ...and in the second
+    monkeypatch.setattr(tracking, "person_candidates", candidates)
+    monkeypatch.setattr(tracking, "predict_centred", lambda *args: (centred(*args)[0], next(second_look)))
+    kpts, scores, _ = tracking.predict_people(FakePredictor([]), np.zeros((200, 1000, 3), np.uint8), min_score=0.3)
+    assert len(kpts) == 1 and scores.tolist() == [pytest.approx(0.9)] and kpts[0, :, 0].max() < 400
+
+
+def test_people_far_apart_on_a_diagonal_are_not_the_same_person():
+    a, b = spread_pose(100, 100, spread=20), spread_pose(300, 300, spread=20)
+    assert not tracking._same_person(a, b) and not tracking._same_person(b, a)
+
+
+def test_multi_tracker_reports_at_most_max_people_with_crop_people(monkeypatch):
+    people = [spread_pose(x, 200, spread=30).astype(np.float32) for x in (100, 300, 500)]
+    monkeypatch.setattr(tracking, "predict_people",
+                        lambda *a, **k: (np.stack(people[1:]), np.array([0.9, 0.8], np.float32), None))
+    mt = MultiPoseTracker(FakePredictor([]), max_people=2, smooth=False, refine=False)
+    monkeypatch.setattr(mt, "_crop_people", lambda frame: ([people[0]], [0.95], [None], [200.0]))
+    kpts, scores, ids = mt(np.zeros((400, 600, 3), np.uint8), 0.0)
+    assert len(kpts) == len(scores) == len(ids) == 2 and scores.tolist() == pytest.approx([0.95, 0.9])
+
+
+def test_multi_tracker_keeps_each_persons_crop_while_they_barely_move(monkeypatch):
+    still = spread_pose(300, 200, spread=40).astype(np.float32)
+    moved = still.copy()
+    moved[:, 0] += 2  # under the dead band of the crop
+    found = iter([still[None], np.zeros((0, 17, 3), np.float32)])
+    monkeypatch.setattr(tracking, "predict_people", lambda *a, **k: (next(found), np.array([0.9], np.float32), None))
+    monkeypatch.setattr(tracking, "predict_centred", lambda predictor, img, box: (moved, 0.9))
+    mt = MultiPoseTracker(FakePredictor([]), smooth=False, refine=False)
+    frame = np.zeros((600, 800, 3), np.uint8)
+    mt(frame, 0.0)
+    (first,) = [c.box for c in mt.crops.values()]
+    assert first is not None
+    _, _, ids = mt(frame, 1 / 30)
+    assert ids.tolist() == [1] and mt.crops[1].box == first
+
+
+def test_one_pass_people_below_min_score_are_not_reported(monkeypatch):
+    class OnePass(FakePredictor):
+        def preprocess(self, img):
+            return None, (0.0, 0.0, 100.0, 100.0)
+
+        def run(self, batch):
+            return [np.zeros((1, 17, 48, 48), np.float32)] * 4
+
+    kpts = np.stack([spread_pose(0.3, 0.5, spread=0.1), spread_pose(0.7, 0.5, spread=0.1)]).astype(np.float32)
+    boxes = np.array([[0.2, 0.4, 0.4, 0.6], [0.6, 0.4, 0.8, 0.6]], np.float32)
+    monkeypatch.setattr(tracking, "decode_multi", lambda *a: (kpts, np.array([0.9, 0.1], np.float32), boxes))
+    found, scores, corners = tracking.predict_people(OnePass([]), np.zeros((100, 100, 3), np.uint8), refine=False,
+                                                     min_score=0.3)
+    assert scores.tolist() == [pytest.approx(0.9)] and len(found) == len(corners) == 1
+    assert found[0, :, 0].max() < 50  # the person on the left
+
+
+def test_collapsed_pose_threshold_is_relative_to_the_box_looked_at():
+    img = np.zeros((1000, 1000, 3), np.uint8)
+    k = spread_pose(450, 450, spread=15)  # crop side 1.25 * ~30 px: over 1.25*0.05*100, under 1.25*0.05*1000
+    fake = FakePredictor([k, k])
+    tracking.look_twice(fake, img, (400.0, 400.0, 100.0, 100.0))
+    assert fake.i == 2  # not collapsed in a 100 px box: looked at again
+
+
+def test_two_crops_finding_one_person_leave_them_to_the_older_track(monkeypatch):
+    same = spread_pose(200, 200).astype(np.float32)
+    monkeypatch.setattr(tracking, "predict_centred", lambda p, img, box: (same, 0.9))
+    mt = MultiPoseTracker(FakePredictor([]))
+    for tid in (2, 1):
+        mt.crops[tid] = tracking.CropTracker(400, 400)
+        mt.crops[tid].box = (100.0, 100.0, 200.0, 200.0)
+    poses, scores, fixed, views = mt._crop_people(np.zeros((400, 400, 3), np.uint8))
+    assert fixed == [1] and len(poses) == 1
+
+
+def test_a_repeated_or_missing_timestamp_is_not_another_video(monkeypatch):
+    person = spread_pose(200, 200, spread=50)[None].astype(np.float32)
+    monkeypatch.setattr(tracking, "predict_people", lambda *a, **k: (person, np.array([0.9], np.float32), None))
+    mt = MultiPoseTracker(FakePredictor([]), track=False, smooth=False, refine=False)
+    frame = np.zeros((400, 400, 3), np.uint8)
+    ids = [mt(frame, t)[2].tolist() for t in (1.0, 1.0, None, 0.5)]
+    assert ids == [[1], [1], [1], [2]]  # time going back after a frame without a timestamp: another video
+
+
+def test_pose_tracker_looks_at_the_whole_frame_when_time_goes_back_after_a_missing_timestamp():
+    boxes = []
+
+    class Recording(FakePredictor):
+        def __call__(self, img, box=None):
+            boxes.append(box)
+            return super().__call__(img, box)
+
+    tr = PoseTracker(Recording([spread_pose(200, 200, spread=30)]), refine=False)
+    frame = np.zeros((400, 400, 3), np.uint8)
+    for t in (1.0, None, 0.5):
+        tr(frame, t)
+    assert boxes[1] != full_frame_box(400, 400)  # the tracking crop...
+    assert boxes[2] == full_frame_box(400, 400)  # ...until another video starts

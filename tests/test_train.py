@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -167,6 +168,25 @@ def test_calibrate_cli_writes_the_best_offset_and_refuses_bad_input(tmp_path, ca
     with pytest.raises(MoveNetError, match="calibrate_distance_offset must hold offsets > 0"):
         tiny_config(calibrate_distance_offset=[1.8, -1.0])
 
+
+def test_calibrate_cli_picks_the_offset_by_ap_and_records_the_one_before(tmp_path, capsys):
+    from movenet.cli import main
+
+    data = tmp_path / "data"
+    write_coco_folder(data, 8, 64)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{sources: [{{path: {data}}}], val_fraction: 0.5, num_workers: 0}}\nval_batch_size: 4\n")
+    cfg = tiny_config(**{"model.overrides.input_size": 64, "threads": 1})
+    Trainer(cfg, tmp_path / "run", SyntheticPoses(4, 64), None, build_loss(cfg), verbose=False).fit()
+    before = float(read_checkpoint(tmp_path / "run" / LAST)["state_dict"]["distance_offset"])
+    assert main(["calibrate", str(config), "--model", str(tmp_path / "run" / LAST), "--offsets", "5", "1000",
+                 "--metric", "ap", "--out", str(tmp_path / "ap.pt")]) == 0
+    calibrated = read_checkpoint(tmp_path / "ap.pt")["calibrated"]
+    aps = {d: calibrated["metrics"][f"ap_at_offset_{d:g}"] for d in (5.0, 1000.0)}
+    assert calibrated["metric"] == "ap" and calibrated["distance_offset"] == max(aps, key=aps.get)
+    assert calibrated["before"] == pytest.approx(before) != calibrated["distance_offset"]
+    (marked,) = [line.split() for line in capsys.readouterr().out.splitlines() if "<-" in line]
+    assert marked[:2] == ["offset", f"{calibrated['distance_offset']:g}"]
 
 def test_backbone_lr_scale_sets_the_backbone_step(tmp_path):
     cfg = tiny_config(**{"optim.backbone_lr_scale": 0.0, "optim.weight_decay": 1e-2, "batch_size": 2,
@@ -727,3 +747,19 @@ def test_a_resume_inside_an_epoch_with_other_images_says_so(tmp_path):
             "changed: samples 8 -> 10 (the images of data.sources or distill.unlabeled, or the data settings). Resume "
             "with the run's settings (its config.yaml), with the images it had and max_steps=4 to finish that epoch")):
         more.resume(tmp_path / LAST)
+
+
+def test_calibration_reports_the_ap_of_the_offset_it_chose():
+    from movenet.train import ValPredictions, score_validation
+
+    val = val_data(6, 64)
+    ids = np.array([a["id"] for a in val.coco["annotations"]])
+    gt = np.stack([np.asarray(a["keypoints"], np.float32).reshape(-1, 3) for a in val.coco["annotations"]])
+    exact = gt.copy()
+    exact[..., 2] = 0.9
+    off = exact.copy()
+    off[..., :2] += 30  # far off: neither PCK nor AP counts these
+    metrics = score_validation([ValPredictions(ids, {1.8: off, 5.0: exact})], val, calibrating=True)
+    assert metrics["distance_offset"] == 5.0 and metrics["pck"] == 1.0
+    alone = score_validation([ValPredictions(ids, {5.0: exact})], val)["ap"]
+    assert alone > 0.5 and metrics["ap"] == pytest.approx(alone)

@@ -476,3 +476,17 @@ def test_a_damaged_video_keeps_the_frames_read_and_exits_non_zero(tmp_path, caps
         assert (frames == 40) == (status == 0) and frames > 0 and video_info(tmp_path / f"{name}.mp4")[0] == frames
     assert f"movenet: error: {tmp_path / 'cut.avi'}: {frames} frames of the 40 the file declares could be read " \
         "(damaged or cut short?); the outputs hold those" in capsys.readouterr().err
+
+
+def test_a_video_missing_more_than_2_percent_of_its_frames_is_warned_about():
+    from types import SimpleNamespace
+
+    from movenet.errors import DataWarning
+    from movenet.video import _check_length
+
+    cut = SimpleNamespace(name="clip.mp4", is_camera=False, is_stream=False, frame_count=140, fps=25.0, time=129 / 25)
+    with pytest.warns(DataWarning, match=r"clip.mp4: 130 of the 140 frames the file declares could be read"):
+        assert "130 of the 140" in _check_length(cut, 130)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _check_length(cut, 138) is None  # within 2 %

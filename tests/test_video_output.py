@@ -155,3 +155,119 @@ def test_no_progress_bar_when_progress_is_off(tmp_path, stub_trackers, capsys):
 def test_a_folder_as_source_is_named(tmp_path):
     with pytest.raises(MoveNetError, match=f"^{tmp_path}: is a directory$"):
         open_source(str(tmp_path))
+
+
+def test_a_file_named_like_a_camera_index_is_that_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_clip(tmp_path / "clip.mp4", frames=3).rename(tmp_path / "0")
+    source = open_source("0")
+    source.capture.release()
+    assert not source.is_camera and source.name == "0" and (source.width, source.height) == (64, 48)
+
+
+def test_ids_are_written_above_confident_keypoints_only(tmp_path):
+    from movenet.video import draw_ids
+
+    kpts = np.zeros((2, 17, 3), np.float32)
+    kpts[0, :, :2], kpts[0, :, 2] = (100, 120), 0.1  # nobody the threshold lets through
+    kpts[1, :, :2], kpts[1, :, 2] = (150, 150), 0.9
+    kpts[1, 0] = (5, 5, 0.1)  # one unconfident keypoint near the corner
+    img = draw_ids(np.zeros((200, 200, 3), np.uint8), kpts, np.array([3, 4]), threshold=0.3)
+    ys, xs = np.nonzero(img.any(axis=2))
+    assert len(xs) and xs.min() >= 145 and ys.max() <= 150  # only id 4, above its confident keypoints
+    kpts[1, :, 1] = 3  # a person at the top edge: the id stays in the image
+    img = draw_ids(np.zeros((200, 200, 3), np.uint8), kpts, np.array([3, 4]), threshold=0.3)
+    assert img.any(axis=2)[:, 145:].sum() > 20
+
+
+def test_the_progress_bar_counts_to_max_frames_or_to_the_files_length(tmp_path, stub_trackers, capsys):
+    clip = write_clip(tmp_path / "clip.mp4", frames=5)
+    run_video(str(clip), object(), json_out=str(tmp_path / "v.jsonl"), max_frames=2, progress=True)
+    assert "2/2" in capsys.readouterr().err
+    run_video(str(clip), object(), json_out=str(tmp_path / "v.jsonl"), max_frames=9, progress=True)
+    assert "5/5" in capsys.readouterr().err
+
+
+class InterruptedTracker:
+    """PoseTracker's place: Ctrl-C during the first frame."""
+
+    def __init__(self, predictor, **kwargs):
+        pass
+
+    def __call__(self, frame, timestamp=None):
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_before_a_cameras_first_frame_is_an_interrupt_not_an_empty_output(tmp_path, monkeypatch):
+    monkeypatch.setattr(movenet.video, "PoseTracker", InterruptedTracker)
+    first = np.zeros((48, 64, 3), np.uint8)
+    camera = VideoSource(FakeCapture([first]), "camera 0", True, 30.0, 64, 48, None, first)
+    with pytest.raises(KeyboardInterrupt):
+        run_video(camera, object(), json_out=str(tmp_path / "cam.jsonl"), progress=False)
+    assert camera.capture.released and list(tmp_path.iterdir()) == []
+
+
+def test_the_trackers_get_the_options_asked_for(tmp_path, monkeypatch):
+    made = []
+
+    class Recorder(NobodyTracker):
+        def __init__(self, predictor, **kwargs):
+            made.append(kwargs)
+
+    monkeypatch.setattr(movenet.video, "PoseTracker", Recorder)
+    monkeypatch.setattr(movenet.video, "MultiPoseTracker", lambda predictor, **kwargs: made.append(kwargs) or
+                        OnePersonMulti(predictor))
+    clip = write_clip(tmp_path / "clip.mp4", frames=1)
+    run_video(str(clip), object(), json_out=str(tmp_path / "v.jsonl"), smooth=False, track=False, refine=False,
+              smoothing="tfjs", progress=False)
+    run_video(str(clip), object(), json_out=str(tmp_path / "v.jsonl"), multi=True, smooth=False, track=False,
+              refine=False, max_people=2, progress=False)
+    from movenet.tracking import TFJS_ONE_EURO
+
+    single, multi = made
+    assert (single["smooth"], single["track"], single["refine"], single["filter_params"]) == (
+        False, False, False, TFJS_ONE_EURO)
+    assert (multi["smooth"], multi["track"], multi["refine"], multi["max_people"]) == (False, False, False, 2)
+
+
+def test_a_video_that_does_not_give_its_rate_or_length_gets_30_fps_and_no_count(tmp_path, monkeypatch):
+    class Silent:  # (a stream or container that says neither)
+        def __init__(self, source):
+            pass
+
+        def isOpened(self):
+            return True
+
+        def read(self):
+            return True, np.zeros((48, 64, 3), np.uint8)
+
+        def get(self, prop):
+            return 0.0
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(movenet.video.cv2, "VideoCapture", Silent)
+    (tmp_path / "clip.mp4").write_bytes(b"x")
+    source = open_source(str(tmp_path / "clip.mp4"))
+    assert (source.fps, source.frame_count, source.width, source.height) == (30.0, None, 64, 48)
+
+
+def test_a_writer_that_cannot_open_is_said_at_once(tmp_path, stub_trackers, monkeypatch):
+    real = cv2.VideoWriter
+
+    class Closed:
+        def __init__(self, *args):
+            self.writer = real(*args)
+
+        def isOpened(self):
+            return False
+
+        def __getattr__(self, name):
+            return getattr(self.writer, name)
+
+    monkeypatch.setattr(movenet.video.cv2, "VideoWriter", Closed)
+    clip = write_clip(tmp_path / "clip.mp4", frames=2)
+    with pytest.raises(MoveNetError, match=r"out.mp4: cannot write an mp4v video here"):
+        run_video(str(clip), object(), out=str(tmp_path / "out.mp4"), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
