@@ -226,6 +226,9 @@ def test_a_network_stream_is_read_live_and_its_password_is_not_shown(tmp_path):
     assert r.stderr.startswith(f"movenet: error: http://me:***@127.0.0.1:{server.server_address[1]}/clip.avi: "
                                "cannot be opened") and "s3cret" not in r.stderr
     assert not (tmp_path / "none.jsonl").exists()
+    r = run_cli("video", "rtsp://me:s3cret@127.0.0.1:1/live", "--json", str(tmp_path / "none.jsonl"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "s3cret" not in r.stderr, r.stderr
+    assert "try RTSP over TCP: OPENCV_FFMPEG_CAPTURE_OPTIONS='rtsp_transport;tcp'" in r.stderr
 
 
 class FailingPredictor:

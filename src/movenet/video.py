@@ -160,12 +160,15 @@ def _open_stream(url: str) -> VideoSource:
     params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
     with quiet_opencv():
         cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+    # RTSP over UDP (FFmpeg's default) is often blocked between a camera and its viewer
+    hint = ("; if the camera is reachable, try RTSP over TCP: OPENCV_FFMPEG_CAPTURE_OPTIONS='rtsp_transport;tcp'"
+            if url.lower().startswith("rtsp") and "OPENCV_FFMPEG_CAPTURE_OPTIONS" not in os.environ else "")
     if not cap.isOpened():
-        raise MoveNetError(f"{name}: cannot be opened (unreachable, refused, or not a video stream)")
+        raise MoveNetError(f"{name}: cannot be opened (unreachable, refused, or not a video stream){hint}")
     ok, first = cap.read()
     if not ok or first is None or first.size == 0:
         cap.release()
-        raise MoveNetError(f"{name}: no frames came within {STREAM_TIMEOUT_MS // 1000} s")
+        raise MoveNetError(f"{name}: no frames came within {STREAM_TIMEOUT_MS // 1000} s{hint}")
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = float(fps) if fps and np.isfinite(fps) and 0 < fps <= 1000 else DEFAULT_CAMERA_FPS
     count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
