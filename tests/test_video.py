@@ -3,6 +3,7 @@ outputs that are complete or absent."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -229,6 +230,39 @@ def test_a_network_stream_is_read_live_and_its_password_is_not_shown(tmp_path):
     r = run_cli("video", "rtsp://me:s3cret@127.0.0.1:1/live", "--json", str(tmp_path / "none.jsonl"))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "s3cret" not in r.stderr, r.stderr
     assert "try RTSP over TCP: OPENCV_FFMPEG_CAPTURE_OPTIONS='rtsp_transport;tcp'" in r.stderr
+
+
+def test_an_interlaced_video_is_named_or_read_right(capfd):
+    """tests/data/interlaced.mp4: 3 interlaced H.264 frames (64x64, a white disc at (20 + 4i, 32)
+    on grey). OpenCV 5's FFmpeg cannot convert them and hands back blank frames or stale memory,
+    saying so only in its log: that is a one-line error naming the cause and the way out. An
+    OpenCV that converts them must give the disc."""
+    from movenet.video import open_source
+
+    clip = Path(__file__).parent / "data" / "interlaced.mp4"
+    try:
+        source = open_source(str(clip))
+    except MoveNetError as e:
+        assert str(e) == (f"{clip}: an interlaced video (TV, DVD, a camcorder's 1080i), which OpenCV's FFmpeg cannot "
+                          "convert (its frames come back blank); deinterlace it first: "
+                          "ffmpeg -i IN -vf yadif -c:v libx264 OUT.mp4")
+    else:
+        frame = source.read()
+        source.capture.release()
+        bright = np.argwhere(frame.min(axis=2) > 200)
+        assert len(bright) > 100 and np.allclose(bright.mean(axis=0), (32, 20), atol=1.5)
+    assert capfd.readouterr().err == ""  # (FFmpeg's own lines kept off the terminal)
+
+
+def test_muffled_keeps_what_c_code_writes_to_stderr(capfd):
+    from movenet.video import Muffled
+
+    muffled = Muffled()
+    with muffled:
+        os.write(2, b"[swscaler @ 0x1] Cannot convert interlaced\n")
+    os.write(2, b"after\n")
+    assert muffled.said() == ["[swscaler @ 0x1] Cannot convert interlaced"] and muffled.said() == []
+    assert capfd.readouterr().err == "after\n"
 
 
 class FailingPredictor:

@@ -653,10 +653,6 @@ VIDEO_CONTAINERS = (".mp4", ".avi", ".mov", ".mkv", ".m4v")  # those OpenCV writ
 
 
 def cmd_video(args) -> int:
-    import os
-
-    # FFmpeg reads this when OpenCV loads; our one-line errors replace its messages
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     import warnings
 
     from .video import NEEDS_A_FILE, CutShort, open_source, run_video, source_stem

@@ -2,10 +2,12 @@
 JSON line per frame, written atomically (complete or absent). Used by ``movenet video``."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import sys
+import tempfile
 import time
 import warnings
 from contextlib import ExitStack
@@ -18,15 +20,12 @@ import numpy as np
 from .draw import draw_pose
 from .errors import DataWarning, MoveNetError
 from .fileio import atomic_path, open_text_output, refuse_stream
-from .image import quiet_opencv
 from .runtime import Predictor, pose_score
 from .tracking import SMOOTHING_PRESETS, MultiPoseTracker, PoseTracker, tracker_schema
 
 DEFAULT_CAMERA_FPS = 30.0  # when a camera does not report its frame rate
 STREAM_TIMEOUT_MS = 10000  # a network stream that opens or sends nothing for this long is an error
-# FFmpeg's own log lines (a refused connection, a damaged packet) would come before our one-line
-# errors; read when OpenCV first opens a video, so set before that (a user's own setting stays).
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+INTERLACED = "interlaced"  # in FFmpeg's error when it cannot convert such frames (OpenCV 5's wheels)
 NEEDS_A_FILE = "an mp4 is written with its index last"  # why --out cannot be a device or pipe
 
 
@@ -52,13 +51,17 @@ class VideoSource:
     first_frame: np.ndarray | None  # read by open_source to reject empty videos early (BGR)
     time: float | None = None  # a file's or stream's time of the frame read last, in seconds
     is_stream: bool = False  # a network stream (rtsp://, http://...): live, as a camera, but timed by itself
+    muffled: Muffled | None = None  # FFmpeg's lines of each read kept off the terminal
 
     def read(self) -> np.ndarray | None:
         """The next BGR frame, or None at the end; for a file, ``time`` is then that frame's time."""
         if self.first_frame is not None:  # (the capture is still at it)
             frame, self.first_frame = self.first_frame, None
         else:
-            ok, frame = self.capture.read()
+            with self.muffled or contextlib.nullcontext():
+                ok, frame = self.capture.read()
+            if self.muffled is not None:
+                self.muffled.said()  # (a damaged packet's lines: the run's outcome says what matters)
             if not ok:
                 return None
         if not self.is_camera:
@@ -133,14 +136,20 @@ def open_source(source: str) -> VideoSource:
         except OSError as e:
             raise MoveNetError(f"{source}: cannot read ({e.strerror})") from None
     try:
-        with quiet_opencv():  # our one-line error instead
+        muffled = Muffled()
+        with muffled:  # (OpenCV's and FFmpeg's lines: our one-line error instead)
             cap = cv2.VideoCapture(int(source)) if is_camera else cv2.VideoCapture(str(source))
+            ok, first = cap.read() if cap.isOpened() else (False, None)
     except cv2.error:  # (a camera index beyond C's int)
         raise MoveNetError(f"{name}: cannot be opened") from None
     if not cap.isOpened():
         raise MoveNetError(f"{name}: cannot be opened" if is_camera
                            else f"{source}: not a readable video (corrupt or unsupported format)")
-    ok, first = cap.read()
+    if any(INTERLACED in line for line in muffled.said()):  # its frames come back blank or as stale memory
+        cap.release()
+        raise MoveNetError(f"{name}: an interlaced video (TV, DVD, a camcorder's 1080i), which OpenCV's FFmpeg "
+                           "cannot convert (its frames come back blank); deinterlace it first: "
+                           "ffmpeg -i IN -vf yadif -c:v libx264 OUT.mp4")
     if not ok or first is None or first.size == 0:
         codec = None if is_camera or cap.get(cv2.CAP_PROP_FRAME_COUNT) <= 0 else fourcc(cap)
         cap.release()
@@ -152,20 +161,22 @@ def open_source(source: str) -> VideoSource:
     fps = float(fps) if fps and np.isfinite(fps) and fps > 0 else DEFAULT_CAMERA_FPS
     count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not is_camera else 0
     return VideoSource(cap, name, is_camera, fps, first.shape[1], first.shape[0],
-                       count if count > 0 else None, first)
+                       count if count > 0 else None, first, muffled=muffled)
 
 
 def _open_stream(url: str) -> VideoSource:
     name = shown_url(url)
     params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
-    with quiet_opencv():
+    muffled = Muffled()
+    with muffled:  # (a refused connection: our line instead of FFmpeg's and OpenCV's)
         cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+        ok, first = cap.read() if cap.isOpened() else (False, None)
+    muffled.said()
     # RTSP over UDP (FFmpeg's default) is often blocked between a camera and its viewer
     hint = ("; if the camera is reachable, try RTSP over TCP: OPENCV_FFMPEG_CAPTURE_OPTIONS='rtsp_transport;tcp'"
             if url.lower().startswith("rtsp") and "OPENCV_FFMPEG_CAPTURE_OPTIONS" not in os.environ else "")
     if not cap.isOpened():
         raise MoveNetError(f"{name}: cannot be opened (unreachable, refused, or not a video stream){hint}")
-    ok, first = cap.read()
     if not ok or first is None or first.size == 0:
         cap.release()
         raise MoveNetError(f"{name}: no frames came within {STREAM_TIMEOUT_MS // 1000} s{hint}")
@@ -173,7 +184,41 @@ def _open_stream(url: str) -> VideoSource:
     fps = float(fps) if fps and np.isfinite(fps) and 0 < fps <= 1000 else DEFAULT_CAMERA_FPS
     count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     return VideoSource(cap, name, False, fps, first.shape[1], first.shape[0], count if count > 0 else None, first,
-                       is_stream=True)
+                       is_stream=True, muffled=muffled)
+
+
+class Muffled:
+    """Keeps what OpenCV and its FFmpeg write to the process's stderr (their logs bypass Python's)
+    from the terminal, where our one-line errors say it: ``with muffled: ...``; ``said()`` gives
+    and forgets the lines caught. One file serves every ``with``: a frame's read costs two dup2.
+    (OpenCV's silent log level would also silence FFmpeg's errors, which tell an interlaced video.)"""
+
+    def __init__(self):
+        self.file = tempfile.TemporaryFile()
+        self.saved: int | None = None
+
+    def __enter__(self):
+        try:
+            self.saved = os.dup(2)
+        except OSError:  # (no stderr to take)
+            self.saved = None
+            return self
+        sys.stderr.flush()
+        os.dup2(self.file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.saved is not None:
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
+            self.saved = None
+
+    def said(self) -> list[str]:
+        self.file.seek(0)
+        lines = self.file.read().decode("utf-8", "replace").splitlines()
+        self.file.seek(0)
+        self.file.truncate()
+        return lines
 
 
 def draw_ids(img: np.ndarray, keypoints: np.ndarray, ids: np.ndarray, threshold: float) -> np.ndarray:
@@ -290,7 +335,8 @@ def frames_due(elapsed: float, fps: float, written: int) -> int:
 
 def _check_written(path: Path, frames: int, out) -> None:
     """OpenCV's writer reports no errors: a video cut short (a full disk) is found by reading it back."""
-    cap = cv2.VideoCapture(str(path))
+    with Muffled():
+        cap = cv2.VideoCapture(str(path))
     try:
         readable = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
     finally:
