@@ -96,6 +96,10 @@ def test_a_heic_photo_says_so_and_gif_and_avif_are_read(tmp_path):
         if cv2.haveImageWriter(f"x{ext}"):
             assert cv2.imwrite(str(tmp_path / f"a{ext}"), img)
             assert read_image(tmp_path / f"a{ext}").shape == (24, 32, 3)
+    jpeg = cv2.imencode(".jpg", img)[1].tobytes()
+    for name in ("a.jfif", "b.JPE"):  # (what browsers on Windows save photos as)
+        (tmp_path / name).write_bytes(jpeg)
+        assert read_image(tmp_path / name).shape == (24, 32, 3)
     listed = [os.path.basename(p) for p in list_images([str(tmp_path)])]  # (HEIC is not listed: passed over)
     assert listed == sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".HEIC")
 
@@ -162,6 +166,9 @@ def test_to_rgb8_rounds_16_bit_and_swaps_bgra():
     from movenet.image import to_rgb8
     assert to_rgb8(np.full((1, 1), 2770, np.uint16))[0, 0, 0] == 11  # 2770 / 257 = 10.78
     assert to_rgb8(np.array([[[255, 0, 0, 255]]], np.uint8))[0, 0].tolist() == [0, 0, 255]
+    # float images: 0..1 as a rule, 0..255 as some tools write them (a float TIFF)
+    assert to_rgb8(np.array([[[0.2, 0.5, 1.0]]], np.float32))[0, 0].tolist() == [255, 128, 51]
+    assert to_rgb8(np.array([[[51.0, 128.0, 255.0]]], np.float32))[0, 0].tolist() == [255, 128, 51]
 
 
 def test_a_png_cut_short_is_one_line_and_trailing_bytes_are_harmless(tmp_path, capfd):

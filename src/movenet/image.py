@@ -12,7 +12,8 @@ import numpy as np
 
 from .errors import MoveNetError
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif", ".avif"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
+                    ".gif", ".avif"}
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"}
 
 
@@ -120,8 +121,10 @@ def to_rgb8(img: np.ndarray) -> np.ndarray:
     """OpenCV BGR/BGRA/gray of any depth -> RGB uint8."""
     if img.dtype == np.uint16:
         img = (img / 257.0 + 0.5).astype(np.uint8)
-    elif img.dtype in (np.float32, np.float64):
-        img = np.clip(np.nan_to_num(img) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    elif img.dtype in (np.float32, np.float64):  # 0..1 as a rule; some tools write 0..255 floats
+        img = np.nan_to_num(img)
+        scale = 1.0 if img.size and float(img.max()) > 1.0 else 255.0
+        img = np.clip(img * scale + 0.5, 0, 255).astype(np.uint8)
     elif img.dtype != np.uint8:
         img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     if img.ndim == 2:
