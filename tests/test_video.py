@@ -232,6 +232,54 @@ def test_a_network_stream_is_read_live_and_its_password_is_not_shown(tmp_path):
     assert "try RTSP over TCP: OPENCV_FFMPEG_CAPTURE_OPTIONS='rtsp_transport;tcp'" in r.stderr
 
 
+def test_an_ip_cameras_mjpeg_stream_is_timed_by_the_clock(tmp_path):
+    """What cheap IP cameras serve: JPEGs over HTTP (multipart/x-mixed-replace), here 8 frames at
+    10 fps. Such a stream carries no timestamps (FFmpeg makes up 25 fps ones): its times are the
+    clock's, as a camera's, and the annotated video lasts as long as the stream did."""
+    import http.server
+    import threading
+    import time as clock
+
+    from movenet.checkpoint import save_checkpoint
+    from movenet.model import create_model
+
+    model = tmp_path / "tiny.pt"
+    save_checkpoint(model, create_model("mobilenetv2_050", input_size=64))
+    jpegs = [cv2.imencode(".jpg", np.full((48, 64, 3), 20 * i, np.uint8))[1].tobytes() for i in range(8)]
+
+    class Camera(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            try:
+                for jpeg in jpegs:
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)
+                                     + jpeg + b"\r\n")
+                    self.wfile.flush()
+                    clock.sleep(0.1)
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Camera)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/video.mjpg"
+        assert main(["video", url, "--model", str(model), "--json", str(tmp_path / "cam.jsonl"),
+                     "--out", str(tmp_path / "cam.mp4")]) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    times = [f["time"] for f in read_jsonl(tmp_path / "cam.jsonl")]
+    # (FFmpeg reads the first frames at once while it opens the stream; then they come as sent)
+    assert len(times) >= 6 and times[-1] - times[-4] > 0.24  # (made-up times: 0.12)
+    count, fps = video_info(tmp_path / "cam.mp4")[:2]
+    assert count == round((times[-1] - times[0]) * fps) + 1
+
+
 def test_an_interlaced_video_is_named_or_read_right(capfd):
     """tests/data/interlaced.mp4: 3 interlaced H.264 frames (64x64, a white disc at (20 + 4i, 32)
     on grey). OpenCV 5's FFmpeg cannot convert them and hands back blank frames or stale memory,

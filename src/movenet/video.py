@@ -53,6 +53,12 @@ class VideoSource:
     is_stream: bool = False  # a network stream (rtsp://, http://...): live, as a camera, but timed by itself
     muffled: Muffled | None = None  # FFmpeg's lines of each read kept off the terminal
 
+    @property
+    def wall_clock(self) -> bool:
+        """Timed by the clock as frames come: a camera, or a live stream (one of no known length:
+        an IP camera's MJPEG over HTTP carries no timestamps, and FFmpeg makes up 25 fps ones)."""
+        return self.is_camera or (self.is_stream and not self.frame_count)
+
     def read(self) -> np.ndarray | None:
         """The next BGR frame, or None at the end; for a file, ``time`` is then that frame's time."""
         if self.first_frame is not None:  # (the capture is still at it)
@@ -297,7 +303,7 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
                     if bgr.shape[:2] != (src.height, src.width):
                         raise MoveNetError(f"{src.name}: frame {frames} is {bgr.shape[1]}x{bgr.shape[0]}, "
                                            f"the video says {src.width}x{src.height}")
-                    timestamp = time.perf_counter() - start if src.is_camera else src.time
+                    timestamp = time.perf_counter() - start if src.wall_clock else src.time
                     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                     kpts, people = _predict_frame(tracker, rgb, timestamp, multi)
                     if jsonl is not None:
