@@ -271,3 +271,10 @@ def test_a_writer_that_cannot_open_is_said_at_once(tmp_path, stub_trackers, monk
     with pytest.raises(MoveNetError, match=r"out.mp4: cannot write an mp4v video here"):
         run_video(str(clip), object(), out=str(tmp_path / "out.mp4"), progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+    monkeypatch.setattr(movenet.video.cv2, "VideoWriter", real)
+    dot = tmp_path / "dot.avi"  # (mp4v takes no 1x1 frames)
+    writer = cv2.VideoWriter(str(dot), cv2.VideoWriter_fourcc(*"MJPG"), 10, (1, 1))
+    writer.write(np.zeros((1, 1, 3), np.uint8))
+    writer.release()
+    with pytest.raises(MoveNetError, match=r"out.mp4: cannot write an mp4v video of 1x1 frames$"):
+        run_video(str(dot), object(), out=str(tmp_path / "out.mp4"), progress=False)

@@ -291,7 +291,8 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
                                          (src.width, src.height))
                 stack.callback(writer.release)
                 if not writer.isOpened():
-                    raise MoveNetError(f"{out}: cannot write an mp4v video here")
+                    raise MoveNetError(f"{out}: cannot write an mp4v video of {src.width}x{src.height} frames"
+                                       if min(src.width, src.height) < 2 else f"{out}: cannot write an mp4v video here")
             bar = stack.enter_context(tqdm(total=total, desc=Path(src.name).name, unit="frame",
                                            file=sys.stderr, disable=not progress, smoothing=0.3))
             try:
