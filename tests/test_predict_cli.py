@@ -113,10 +113,16 @@ def test_no_images_and_outputs_under_a_file_are_one_line_errors(tmp_path, images
     assert main(["predict", str(images["good"]), "--json", str(blocker / "out.json")]) == 2
     assert main(["predict", str(images["good"]), "--save-dir", str(blocker)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"movenet: error: {none}: no images (.bmp, .jpeg, .jpg, .pgm, .png, .ppm, .tif, .tiff, .webp)",
+    assert err == [f"movenet: error: {none}: no images (.avif, .bmp, .gif, .jfif, .jpe, .jpeg, .jpg, .pgm, .png, "
+                   ".ppm, .tif, .tiff, .webp)",
                    f"movenet: error: {blocker}: cannot create the folder ({blocker} is a file)",
                    f"movenet: error: {blocker}: cannot create the folder ({blocker} is a file)"]
     assert blocker.read_text() == "kept" and not list(none.iterdir())
+    for name in ("IMG_0001.HEIC", "IMG_0002.heic"):  # an iPhone's photos
+        (none / name).write_bytes(b"")
+    assert main(["predict", str(none)]) == 2
+    assert capsys.readouterr().err.strip().endswith("; 2 HEIC photos there, which OpenCV does not read: convert "
+                                                    "them to JPEG")
 
 
 def test_builtin_photo_without_arguments(tmp_path, lightning):

@@ -129,7 +129,11 @@ def cmd_predict(args) -> int:
 
     sources = list_images(args.sources) if args.sources else [str(BUILTIN_IMAGE)]
     if not sources:
-        raise MoveNetError(f"{' '.join(args.sources)}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        heic = [f for d in args.sources if Path(d).is_dir() for f in Path(d).iterdir()
+                if f.suffix.lower() in (".heic", ".heif")]
+        raise MoveNetError(f"{' '.join(args.sources)}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))})"
+                           + (f"; {counted(len(heic), 'HEIC photos')} there, which OpenCV does not read: convert "
+                              "them to JPEG" if heic else ""))
     save_dir = args.save_dir
     if not args.sources and save_dir is None and args.json_out is None:
         save_dir = "movenet-output"
