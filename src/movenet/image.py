@@ -57,8 +57,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def _unread_format(data: np.ndarray) -> str | None:
-    """"HEIC" for a HEIC/HEIF photo (iPhones' own format), which OpenCV has no decoder for, from
-    the file's first bytes (an ISO media file whose brands are HEIF's, not AVIF's); else None."""
+    """The format's name for a HEIC/HEIF photo (iPhones' own format), which OpenCV has no decoder
+    for, told by the file's first bytes (an ISO media file whose brands are HEIF's, not AVIF's);
+    else None."""
     head = bytes(data[:48])
     heif = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
     if head[4:8] == b"ftyp" and head[8:12] in heif and b"avif" not in head:

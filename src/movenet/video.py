@@ -244,7 +244,7 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
               max_frames: int | None = None, max_people: int = 6, progress: bool = True,
               smoothing: str = "default", refine: bool = True) -> dict:
     """Predict every frame of ``source`` (file, camera index or ``open_source``) and write the annotated video
-    ``out`` (mp4v, same fps and size) and/or ``json_out`` (one JSON object per frame:
+    ``out`` (mp4v, same fps, time and size: ``frames_due``) and/or ``json_out`` (one JSON object per frame:
     ``{"frame", "time", "keypoint_names", "people": [{"keypoints", "score", "id"?}]}``). Outputs are written to
     temporary files renamed at the end; on an error or interrupt they are removed. For a
     camera or a network stream, Ctrl-C ends the capture and keeps what was recorded. ``smoothing`` names the One
