@@ -659,7 +659,7 @@ VIDEO_CONTAINERS = (".mp4", ".avi", ".mov", ".mkv", ".m4v")  # those OpenCV writ
 def cmd_video(args) -> int:
     import warnings
 
-    from .video import NEEDS_A_FILE, CutShort, open_source, run_video, source_stem
+    from .video import NEEDS_A_FILE, CutShort, Muffled, open_source, run_video, source_stem
 
     out = args.out
     if out is None and args.json_out is None:
@@ -678,6 +678,7 @@ def cmd_video(args) -> int:
     if out and args.json_out:
         refuse_overwriting_inputs([args.json_out], [out], "--json", "video (--out)")
     source = open_source(args.source)  # a bad source fails before the model loads
+    source.muffled = Muffled()  # (FFmpeg's lines for a damaged packet: the run's outcome says what matters)
     predictor = _predictor(args.model, args.backend, args.threads, args.flip)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CutShort)  # (said below, as the error it is here)

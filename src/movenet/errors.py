@@ -39,7 +39,7 @@ def some_of(names, shown: int = 3) -> str:
     return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
 
 
-SINGULAR = {"images": "image", "people": "person", "keypoints": "keypoint", "files": "file"}
+SINGULAR = {"images": "image", "people": "person", "keypoints": "keypoint", "files": "file", "photos": "photo"}
 
 
 def counted(n: int, what: str) -> str:

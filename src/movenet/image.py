@@ -123,8 +123,8 @@ def to_rgb8(img: np.ndarray) -> np.ndarray:
     if img.dtype == np.uint16:
         img = (img / 257.0 + 0.5).astype(np.uint8)
     elif img.dtype in (np.float32, np.float64):  # 0..1 as a rule; some tools write 0..255 floats
-        img = np.nan_to_num(img)
-        scale = 1.0 if img.size and float(img.max()) > 1.0 else 255.0
+        img = np.nan_to_num(img)  # (0..1 may overshoot a little: resampling, highlights)
+        scale = 1.0 if img.size and float(np.percentile(img, 99)) > 1.5 else 255.0
         img = np.clip(img * scale + 0.5, 0, 255).astype(np.uint8)
     elif img.dtype != np.uint8:
         img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)

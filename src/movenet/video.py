@@ -50,8 +50,10 @@ class VideoSource:
     frame_count: int | None  # None for cameras (and files that do not say)
     first_frame: np.ndarray | None  # read by open_source to reject empty videos early (BGR)
     time: float | None = None  # a file's or stream's time of the frame read last, in seconds
-    is_stream: bool = False  # a network stream (rtsp://, http://...): live, as a camera, but timed by itself
-    muffled: Muffled | None = None  # FFmpeg's lines of each read kept off the terminal
+    is_stream: bool = False  # a network stream (rtsp://, http://...): live, as a camera
+    # FFmpeg's lines of each read (a damaged packet's) kept off the terminal, as the command line
+    # does; a library's caller may want them, and other threads' stderr is held while reading
+    muffled: Muffled | None = None
 
     @property
     def wall_clock(self) -> bool:
@@ -102,12 +104,16 @@ def is_camera_index(source: str) -> bool:
 
 def is_stream_url(source: str) -> bool:
     """A network stream's URL (rtsp://, http(s)://, rtmp://, udp://...): an IP camera, say."""
-    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", str(source)) is not None and not str(source).startswith("file://")
+    return (re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", str(source)) is not None
+            and not str(source).lower().startswith("file://"))
 
 
 def shown_url(url: str) -> str:
-    """A URL as messages show it: a password in it (rtsp://user:pass@host) as ***."""
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", url)
+    """A URL as messages show it: a password in it as *** (rtsp://user:pass@host, up to the
+    last @ before the path, as FFmpeg reads it; or a query's pwd=, password=, pass=, key=...)."""
+    url = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/]*@", r"\1:***@", url)
+    return re.sub(r"([?&](?:pwd|pass|passwd|password|key|token|auth|secret)=)[^&#]*", r"\1***", url,
+                  flags=re.IGNORECASE)
 
 
 def source_stem(source: str) -> str:
@@ -167,7 +173,7 @@ def open_source(source: str) -> VideoSource:
     fps = float(fps) if fps and np.isfinite(fps) and fps > 0 else DEFAULT_CAMERA_FPS
     count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not is_camera else 0
     return VideoSource(cap, name, is_camera, fps, first.shape[1], first.shape[0],
-                       count if count > 0 else None, first, muffled=muffled)
+                       count if count > 0 else None, first)
 
 
 def _open_stream(url: str) -> VideoSource:
@@ -190,7 +196,7 @@ def _open_stream(url: str) -> VideoSource:
     fps = float(fps) if fps and np.isfinite(fps) and 0 < fps <= 1000 else DEFAULT_CAMERA_FPS
     count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     return VideoSource(cap, name, False, fps, first.shape[1], first.shape[0], count if count > 0 else None, first,
-                       is_stream=True, muffled=muffled)
+                       is_stream=True)
 
 
 class Muffled:
@@ -209,7 +215,8 @@ class Muffled:
         except OSError:  # (no stderr to take)
             self.saved = None
             return self
-        sys.stderr.flush()
+        if sys.stderr is not None:  # (None under pythonw or with stderr closed)
+            sys.stderr.flush()
         os.dup2(self.file.fileno(), 2)
         return self
 
@@ -244,7 +251,7 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
               max_frames: int | None = None, max_people: int = 6, progress: bool = True,
               smoothing: str = "default", refine: bool = True) -> dict:
     """Predict every frame of ``source`` (file, camera index or ``open_source``) and write the annotated video
-    ``out`` (mp4v, same fps, time and size: ``frames_due``) and/or ``json_out`` (one JSON object per frame:
+    ``out`` (mp4v, same fps, time and size: ``OutputClock``) and/or ``json_out`` (one JSON object per frame:
     ``{"frame", "time", "keypoint_names", "people": [{"keypoints", "score", "id"?}]}``). Outputs are written to
     temporary files renamed at the end; on an error or interrupt they are removed. For a
     camera or a network stream, Ctrl-C ends the capture and keeps what was recorded. ``smoothing`` names the One
@@ -271,7 +278,7 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
                                 schema=schema))
     total = min(filter(None, [src.frame_count, max_frames]), default=None)
     frames, cut_short = 0, None
-    written, first_time = 0, None  # frames in the annotated video; the source's time of its first
+    clock = OutputClock(src.fps)  # the annotated video's frames
     start = time.perf_counter()
     try:
         with ExitStack() as stack:
@@ -284,22 +291,27 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
 
                 def check_written(exc_type, exc, tb) -> None:  # after release, before the rename
                     if exc_type is None:
-                        _check_written(tmp, written, out)
+                        _check_written(tmp, clock.written, out)
 
                 stack.push(check_written)
                 writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), src.fps,
                                          (src.width, src.height))
                 stack.callback(writer.release)
                 if not writer.isOpened():
-                    raise MoveNetError(f"{out}: cannot write an mp4v video of {src.width}x{src.height} frames"
-                                       if min(src.width, src.height) < 2 else f"{out}: cannot write an mp4v video here")
-            bar = stack.enter_context(tqdm(total=total, desc=Path(src.name).name, unit="frame",
+                    raise MoveNetError(f"{out}: cannot write an mp4v video of {src.width}x{src.height} frames "
+                                       "(--json alone writes the keypoints)" if min(src.width, src.height) < 2
+                                       else f"{out}: cannot write an mp4v video here")
+            label = Path(src.name.split("?")[0] if src.is_stream else src.name).name
+            bar = stack.enter_context(tqdm(total=total, desc=label, unit="frame",
                                            file=sys.stderr, disable=not progress, smoothing=0.3))
             try:
                 while max_frames is None or frames < max_frames:
                     bgr = src.read()
                     if bgr is None:
                         cut_short = _check_length(src, frames)
+                        if not cut_short and bar.total != frames:  # (a count that was an estimate)
+                            bar.total = frames
+                            bar.refresh()
                         break
                     if bgr.shape[:2] != (src.height, src.width):
                         raise MoveNetError(f"{src.name}: frame {frames} is {bgr.shape[1]}x{bgr.shape[0]}, "
@@ -314,12 +326,9 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
                         drawn = draw_pose(rgb, kpts, schema, threshold=threshold)
                         if multi:
                             draw_ids(drawn, kpts, [p["id"] for p in people], threshold)
-                        first_time = timestamp if first_time is None else first_time
-                        due = frames_due(timestamp - first_time, src.fps, written)
                         bgr_drawn = cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)
-                        for _ in range(due):
+                        for _ in range(clock.repeats(timestamp)):
                             writer.write(bgr_drawn)
-                        written += due
                     frames += 1
                     bar.update(1)
             except KeyboardInterrupt:
@@ -328,16 +337,37 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
     finally:
         src.capture.release()
     seconds = time.perf_counter() - start
+    if out and clock.shortened > 0:
+        warnings.warn(f"{src.name}: gaps of {clock.shortened:.1f} s in all between its frames are shortened to "
+                      f"{clock.max_gap / clock.fps:g} s each in {out}", DataWarning, stacklevel=2)
     return {"frames": frames, "seconds": seconds, "fps": frames / seconds if seconds > 0 else 0.0,
             "cut_short": cut_short}
 
 
-def frames_due(elapsed: float, fps: float, written: int) -> int:
-    """How many times to write a frame shown ``elapsed`` seconds after the first into a video of
-    ``fps`` that holds ``written`` frames: the video keeps the source's time, so a variable frame
-    rate file's or a live source's frame is repeated over a gap and left out within one frame's
-    time of the last (at a constant frame rate, once each)."""
-    return max(0, int(round(elapsed * fps)) + 1 - written)
+class OutputClock:
+    """How many times to write each frame into a video of ``fps`` so that it keeps the source's
+    time: a variable frame rate file's or a live source's frame is repeated over a gap and left
+    out where the video is over a frame ahead (at a constant frame rate, once each; a camera's
+    jitter of under half a frame changes nothing). A gap of over ``max_gap_s`` (a camera that
+    paused, a timestamp that jumps) is shortened to that, with ``shortened`` seconds counted."""
+
+    def __init__(self, fps: float, max_gap_s: float = 2.0):
+        self.fps, self.max_gap = fps, max_gap_s * fps
+        self.start: float | None = None
+        self.written = 0
+        self.shortened = 0.0
+
+    def repeats(self, time_s: float) -> int:
+        if self.start is None:
+            self.start = time_s
+        behind = (time_s - self.start) * self.fps - self.written  # this frame's place after the video's end
+        if behind > self.max_gap:
+            self.start += (behind - self.max_gap) / self.fps
+            self.shortened += (behind - self.max_gap) / self.fps
+            behind = self.max_gap
+        n = 0 if behind < -1 else 1 + int(round(behind)) if behind >= 1.5 else 1
+        self.written += n
+        return n
 
 
 def _check_written(path: Path, frames: int, out) -> None:
