@@ -290,9 +290,11 @@ def test_an_interlaced_video_is_named_or_read_right(capfd):
     from movenet.video import open_source
 
     clip = Path(__file__).parent / "data" / "interlaced.mp4"
+    refused = False
     try:
         source = open_source(str(clip))
     except MoveNetError as e:
+        refused = True
         assert str(e) == (f"{clip}: an interlaced video (TV, DVD, a camcorder's 1080i), which OpenCV's FFmpeg cannot "
                           "convert (its frames come back blank); deinterlace it first: "
                           "ffmpeg -i IN -vf yadif -c:v libx264 OUT.mp4")
@@ -302,6 +304,15 @@ def test_an_interlaced_video_is_named_or_read_right(capfd):
         bright = np.argwhere(frame.min(axis=2) > 200)
         assert len(bright) > 100 and np.allclose(bright.mean(axis=0), (32, 20), atol=1.5)
     assert capfd.readouterr().err == ""  # (FFmpeg's own lines kept off the terminal)
+    for level in ("-8", "16"):  # a user's FFmpeg log level (quiet; or OpenCV's print to stdout) changes nothing
+        r = subprocess.run([sys.executable, "-m", "movenet.cli", "video", str(clip), "--json", "/dev/stdout"],
+                           capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "OPENCV_FFMPEG_LOGLEVEL": level})
+        if refused:
+            assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1, (level, r.stdout, r.stderr)
+            assert "an interlaced video" in r.stderr
+        else:
+            assert r.returncode == 0 and len(r.stdout.splitlines()) == 3 and "[" not in r.stdout[:1]
 
 
 def test_muffled_keeps_what_c_code_writes_to_stderr(capfd, monkeypatch):

@@ -659,6 +659,11 @@ VIDEO_CONTAINERS = (".mp4", ".avi", ".mov", ".mkv", ".m4v")  # those OpenCV writ
 def cmd_video(args) -> int:
     import warnings
 
+    # Set, this makes OpenCV print FFmpeg's log to stdout (where --json /dev/stdout goes) or
+    # silence it; unset, FFmpeg writes to stderr, which the reads keep off the terminal and whose
+    # errors tell an interlaced file (video.open_source). Read when OpenCV first opens a video.
+    os.environ.pop("OPENCV_FFMPEG_LOGLEVEL", None)
+
     from .video import NEEDS_A_FILE, CutShort, Muffled, open_source, run_video, source_stem
 
     out = args.out
