@@ -114,15 +114,21 @@ def test_validation_calibrates_the_decoding_offset_and_stores_it_with_the_weight
     assert "decoding offset" in format_epoch({"epoch": 1, "val_pck": 0.5, "val_distance_offset": 4.0}, 1)
 
 
-def test_calibrate_cli_writes_the_best_offset_and_refuses_bad_input(tmp_path, capsys):
-    from movenet.cli import main
-
+def _calibration_case(tmp_path) -> Path:
+    """A config of 8 small COCO images (half held out) and a tiny trained run in tmp_path/run."""
     data = tmp_path / "data"
     write_coco_folder(data, 8, 64)
     config = tmp_path / "c.yaml"
     config.write_text(f"data: {{sources: [{{path: {data}}}], val_fraction: 0.5, num_workers: 0}}\nval_batch_size: 4\n")
     cfg = tiny_config(**{"model.overrides.input_size": 64, "threads": 1})
     Trainer(cfg, tmp_path / "run", SyntheticPoses(4, 64), None, build_loss(cfg), verbose=False).fit()
+    return config
+
+
+def test_calibrate_cli_writes_the_best_offset_and_refuses_bad_input(tmp_path, capsys):
+    from movenet.cli import main
+
+    config = _calibration_case(tmp_path)
     out = tmp_path / "calibrated.pt"
     assert main(["calibrate", str(config), "--model", str(tmp_path / "run" / LAST), "--offsets", "1.8", "1000",
                  "--out", str(out)]) == 0
@@ -134,6 +140,7 @@ def test_calibrate_cli_writes_the_best_offset_and_refuses_bad_input(tmp_path, ca
     assert ckpt["calibrated"]["offsets"] == [1.8, 1000.0] and "train_state" not in ckpt
 
     # data whose ankles are named feet (a schema of its own): calibrated on the 15 keypoints it has, as eval
+    data = tmp_path / "data"
     coco = json.loads((data / "person_keypoints.json").read_text())
     feet = ["left_foot" if n == "left_ankle" else "right_foot" if n == "right_ankle" else n for n in COCO17.keypoints]
     coco["categories"][0]["keypoints"] = feet
@@ -172,12 +179,7 @@ def test_calibrate_cli_writes_the_best_offset_and_refuses_bad_input(tmp_path, ca
 def test_calibrate_cli_picks_the_offset_by_ap_and_records_the_one_before(tmp_path, capsys):
     from movenet.cli import main
 
-    data = tmp_path / "data"
-    write_coco_folder(data, 8, 64)
-    config = tmp_path / "c.yaml"
-    config.write_text(f"data: {{sources: [{{path: {data}}}], val_fraction: 0.5, num_workers: 0}}\nval_batch_size: 4\n")
-    cfg = tiny_config(**{"model.overrides.input_size": 64, "threads": 1})
-    Trainer(cfg, tmp_path / "run", SyntheticPoses(4, 64), None, build_loss(cfg), verbose=False).fit()
+    config = _calibration_case(tmp_path)
     before = float(read_checkpoint(tmp_path / "run" / LAST)["state_dict"]["distance_offset"])
     assert main(["calibrate", str(config), "--model", str(tmp_path / "run" / LAST), "--offsets", "5", "1000",
                  "--metric", "ap", "--out", str(tmp_path / "ap.pt")]) == 0

@@ -105,7 +105,8 @@ class FakeNpm:
         raise MoveNetError("fake npm: no fetching in tests")
 
 
-def test_a_damaged_cached_bin_is_fetched_again(tmp_path, monkeypatch):
+def _lightning_cached(tmp_path, monkeypatch) -> tuple[Path, FakeNpm]:
+    """Google's Lightning files in a cache of its own, and an npm that must not be called."""
     source = real_tfjs("lightning")
     monkeypatch.setenv("MOVENET_HOME", str(tmp_path))
     (tmp_path / "tfjs").mkdir()
@@ -113,6 +114,11 @@ def test_a_damaged_cached_bin_is_fetched_again(tmp_path, monkeypatch):
         shutil.copy(f, tmp_path / "tfjs" / f.name)
     npm = FakeNpm()
     monkeypatch.setattr(weights, "_npm_pack", npm)
+    return source, npm
+
+
+def test_a_damaged_cached_bin_is_fetched_again(tmp_path, monkeypatch):
+    source, npm = _lightning_cached(tmp_path, monkeypatch)
     assert weights.fetch_tfjs(["lightning"]) == {"lightning": tmp_path / "tfjs" / source.name}
     assert npm.calls == 0
     with open(tmp_path / "tfjs" / source.with_suffix(".bin").name, "ab") as f:
@@ -202,13 +208,7 @@ def test_npm_failing_on_this_machine_is_told_apart_from_the_registry(tmp_path, m
 
 
 def test_fetching_several_fetches_when_only_some_are_cached(tmp_path, monkeypatch):
-    source = real_tfjs("lightning")
-    monkeypatch.setenv("MOVENET_HOME", str(tmp_path))
-    (tmp_path / "tfjs").mkdir()
-    for f in (source, source.with_suffix(".bin")):
-        shutil.copy(f, tmp_path / "tfjs" / f.name)
-    npm = FakeNpm()
-    monkeypatch.setattr(weights, "_npm_pack", npm)
+    source, npm = _lightning_cached(tmp_path, monkeypatch)
     with pytest.raises(MoveNetError, match="fake npm"):  # thunder is not there
         weights.fetch_tfjs(["lightning", "thunder"])
     assert npm.calls == 1
