@@ -87,6 +87,7 @@ def test_video_without_out_or_json_writes_movenet_output_name_mp4(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     assert main(["video", "clip.avi"]) == 0
     assert video_calls[0]["out"] == os.path.join("movenet-output", "clip.mp4")
+    assert video_calls[0]["muffle_reads"] is True  # (FFmpeg's lines off the terminal: one-line errors)
 
 
 def test_video_out_suffix_is_case_blind(tmp_path, video_calls, capsys):

@@ -664,7 +664,7 @@ def cmd_video(args) -> int:
     # errors tell an interlaced file (video.open_source). Read when OpenCV first opens a video.
     os.environ.pop("OPENCV_FFMPEG_LOGLEVEL", None)
 
-    from .video import NEEDS_A_FILE, CutShort, Muffled, open_source, run_video, source_stem
+    from .video import NEEDS_A_FILE, CutShort, open_source, run_video, source_stem
 
     out = args.out
     if out is None and args.json_out is None:
@@ -683,13 +683,13 @@ def cmd_video(args) -> int:
     if out and args.json_out:
         refuse_overwriting_inputs([args.json_out], [out], "--json", "video (--out)")
     source = open_source(args.source)  # a bad source fails before the model loads
-    source.muffled = Muffled()  # (FFmpeg's lines for a damaged packet: the run's outcome says what matters)
     predictor = _predictor(args.model, args.backend, args.threads, args.flip)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CutShort)  # (said below, as the error it is here)
         summary = run_video(source, predictor, out=out, json_out=args.json_out, multi=args.multi,
                             smooth=args.smooth, track=args.track, threshold=args.threshold,
-                            max_frames=args.max_frames, smoothing=args.smoothing, refine=args.refine)
+                            max_frames=args.max_frames, smoothing=args.smoothing, refine=args.refine,
+                            muffle_reads=True)
     status = _status_to(out, args.json_out)
     for path in (out, args.json_out):
         if path:

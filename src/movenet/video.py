@@ -51,8 +51,8 @@ class VideoSource:
     first_frame: np.ndarray | None  # read by open_source to reject empty videos early (BGR)
     time: float | None = None  # a file's or stream's time of the frame read last, in seconds
     is_stream: bool = False  # a network stream (rtsp://, http://...): live, as a camera
-    # FFmpeg's lines of each read (a damaged packet's) kept off the terminal, as the command line
-    # does; a library's caller may want them, and other threads' stderr is held while reading
+    # FFmpeg's lines of each read kept off the terminal (run_video's muffle_reads); a library's
+    # caller may want them, and other threads' stderr is held while reading
     muffled: Muffled | None = None
 
     @property
@@ -249,7 +249,7 @@ def draw_ids(img: np.ndarray, keypoints: np.ndarray, ids: np.ndarray, threshold:
 def run_video(source: str | VideoSource, predictor: Predictor, out: str | None = None, json_out: str | None = None,
               multi: bool = False, smooth: bool = True, track: bool = True, threshold: float = 0.3,
               max_frames: int | None = None, max_people: int = 6, progress: bool = True,
-              smoothing: str = "default", refine: bool = True) -> dict:
+              smoothing: str = "default", refine: bool = True, muffle_reads: bool = False) -> dict:
     """Predict every frame of ``source`` (file, camera index or ``open_source``) and write the annotated video
     ``out`` (mp4v, same fps, time and size: ``OutputClock``) and/or ``json_out`` (one JSON object per frame:
     ``{"frame", "time", "keypoint_names", "people": [{"keypoints", "score", "id"?}]}``). Outputs are written to
@@ -257,7 +257,8 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
     camera or a network stream, Ctrl-C ends the capture and keeps what was recorded. ``smoothing`` names the One
     Euro parameters (``tracking.SMOOTHING_PRESETS``); ``refine``: the second look after a look
     at the whole frame (``tracking.PoseTracker``; with ``multi``, at each person candidate,
-    ``tracking.predict_people``).
+    ``tracking.predict_people``). ``muffle_reads``: FFmpeg's lines of each read (a damaged
+    packet's) kept off the terminal, as the command line does (``Muffled``).
     Returns {"frames", "seconds", "fps", "cut_short"}: ``cut_short`` is the warning said when
     the file ended well before the frames it declares (the outputs hold the frames read), else None."""
     from tqdm import tqdm
@@ -271,6 +272,8 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
     if out:
         refuse_stream(out, NEEDS_A_FILE)
     src = source if isinstance(source, VideoSource) else open_source(source)
+    if muffle_reads and src.muffled is None:
+        src.muffled = Muffled()
     params = SMOOTHING_PRESETS[smoothing]
     tracker = (MultiPoseTracker(predictor, track=track, smooth=smooth, refine=refine, max_people=max_people,
                                 filter_params=params, schema=schema) if multi
