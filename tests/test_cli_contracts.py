@@ -90,6 +90,21 @@ def test_video_without_out_or_json_writes_movenet_output_name_mp4(tmp_path, monk
     assert video_calls[0]["muffle_reads"] is True  # (FFmpeg's lines off the terminal: one-line errors)
 
 
+def test_a_live_source_that_stops_sending_is_said(tmp_path, video_calls, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    stream = SimpleNamespace(name="rtsp://cam/live", is_camera=False, wall_clock=True)
+    monkeypatch.setattr(movenet.video, "open_source", lambda source: stream)
+    monkeypatch.setattr(movenet.video, "run_video", lambda *a, **kw: {"frames": 7, "seconds": 1.0, "fps": 7.0,
+                                                                     "ended": True})
+    assert main(["video", "rtsp://cam/live", "--json", str(tmp_path / "s.jsonl")]) == 0  # (what it sent is kept)
+    assert "movenet: rtsp://cam/live: the stream ended or sent nothing for 10 s, after 7 frames" in \
+        capsys.readouterr().err
+    stream.is_camera = True
+    assert main(["video", "0", "--json", str(tmp_path / "c.jsonl")]) == 0
+    assert "the camera stopped sending, after 7 frames" in capsys.readouterr().err
+
+
 def test_video_out_suffix_is_case_blind(tmp_path, video_calls, capsys):
     out = str(tmp_path / "X.MP4")
     assert main(["video", "clip.avi", "--out", out]) == 0

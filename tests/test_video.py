@@ -271,7 +271,9 @@ def test_an_ip_cameras_mjpeg_stream_is_timed_by_the_clock(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/video.mjpg"
-        run_video(url, tiny, json_out=str(tmp_path / "cam.jsonl"), out=str(tmp_path / "cam.mp4"), progress=False)
+        summary = run_video(url, tiny, json_out=str(tmp_path / "cam.jsonl"), out=str(tmp_path / "cam.mp4"),
+                            progress=False)
+        assert summary["ended"] and summary["frames"] == len(jpegs)  # (the stream's end: a live source's)
     finally:
         server.shutdown()
         server.server_close()

@@ -664,7 +664,7 @@ def cmd_video(args) -> int:
     # errors tell an interlaced file (video.open_source). Read when OpenCV first opens a video.
     os.environ.pop("OPENCV_FFMPEG_LOGLEVEL", None)
 
-    from .video import NEEDS_A_FILE, CutShort, open_source, run_video, source_stem
+    from .video import NEEDS_A_FILE, STREAM_TIMEOUT_MS, CutShort, open_source, run_video, source_stem
 
     out = args.out
     if out is None and args.json_out is None:
@@ -695,6 +695,10 @@ def cmd_video(args) -> int:
         if path:
             print(f"wrote {path}", file=status)
     print(f"{summary['frames']} frames in {summary['seconds']:.1f} s ({summary['fps']:.1f} fps)", file=status)
+    if summary.get("ended") and getattr(source, "wall_clock", False):  # (a live source has no end of its own)
+        why = "the camera stopped sending" if source.is_camera else \
+            f"the stream ended or sent nothing for {STREAM_TIMEOUT_MS // 1000} s"
+        print(f"movenet: {source.name}: {why}, after {counted(summary['frames'], 'frames')}", file=sys.stderr)
     if summary.get("cut_short"):  # (as eval with unreadable images: the outputs hold what could be read)
         print(f"movenet: error: {source.name}: {counted(summary['frames'], 'frames')} of the {source.frame_count} the "
               "file declares could be read (damaged or cut short?); the outputs hold those", file=sys.stderr)

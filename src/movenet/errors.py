@@ -39,7 +39,8 @@ def some_of(names, shown: int = 3) -> str:
     return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
 
 
-SINGULAR = {"images": "image", "people": "person", "keypoints": "keypoint", "files": "file", "photos": "photo"}
+SINGULAR = {"images": "image", "people": "person", "keypoints": "keypoint", "files": "file", "photos": "photo",
+            "frames": "frame"}
 
 
 def counted(n: int, what: str) -> str:

@@ -259,8 +259,9 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
     at the whole frame (``tracking.PoseTracker``; with ``multi``, at each person candidate,
     ``tracking.predict_people``). ``muffle_reads``: FFmpeg's lines of each read (a damaged
     packet's) kept off the terminal, as the command line does (``Muffled``).
-    Returns {"frames", "seconds", "fps", "cut_short"}: ``cut_short`` is the warning said when
-    the file ended well before the frames it declares (the outputs hold the frames read), else None."""
+    Returns {"frames", "seconds", "fps", "cut_short", "ended"}: ``cut_short`` is the warning said
+    when the file ended well before the frames it declares (the outputs hold the frames read),
+    else None; ``ended``: the source gave no more frames (not Ctrl-C or ``max_frames``)."""
     from tqdm import tqdm
 
     if max_frames is not None and max_frames < 1:
@@ -280,7 +281,7 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
                else PoseTracker(predictor, track=track, smooth=smooth, filter_params=params, refine=refine,
                                 schema=schema))
     total = min(filter(None, [src.frame_count, max_frames]), default=None)
-    frames, cut_short = 0, None
+    frames, cut_short, ended = 0, None, False
     clock = OutputClock(src.fps)  # the annotated video's frames
     start = time.perf_counter()
     try:
@@ -311,6 +312,7 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
                 while max_frames is None or frames < max_frames:
                     bgr = src.read()
                     if bgr is None:
+                        ended = True
                         cut_short = _check_length(src, frames)
                         if not cut_short and bar.total != frames:  # (a count that was an estimate)
                             bar.total = frames
@@ -344,7 +346,7 @@ def run_video(source: str | VideoSource, predictor: Predictor, out: str | None =
         warnings.warn(f"{src.name}: gaps of {clock.shortened:.1f} s in all between its frames are shortened to "
                       f"{clock.max_gap / clock.fps:g} s each in {out}", DataWarning, stacklevel=2)
     return {"frames": frames, "seconds": seconds, "fps": frames / seconds if seconds > 0 else 0.0,
-            "cut_short": cut_short}
+            "cut_short": cut_short, "ended": ended}
 
 
 class OutputClock:
