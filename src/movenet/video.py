@@ -169,11 +169,7 @@ def open_source(source: str) -> VideoSource:
             raise MoveNetError(f"{name}: its {codec} frames cannot be decoded here (no decoder for them in "
                                "OpenCV's FFmpeg); convert the file, e.g. to H.264: ffmpeg -i IN -c:v libx264 OUT.mp4")
         raise MoveNetError(f"{name}: no frames could be read (empty or unreadable video)")
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    fps = float(fps) if fps and np.isfinite(fps) and fps > 0 else DEFAULT_CAMERA_FPS
-    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not is_camera else 0
-    return VideoSource(cap, name, is_camera, fps, first.shape[1], first.shape[0],
-                       count if count > 0 else None, first)
+    return _source(cap, name, first, is_camera=is_camera)
 
 
 def _open_stream(url: str) -> VideoSource:
@@ -192,11 +188,18 @@ def _open_stream(url: str) -> VideoSource:
     if not ok or first is None or first.size == 0:
         cap.release()
         raise MoveNetError(f"{name}: no frames came within {STREAM_TIMEOUT_MS // 1000} s{hint}")
+    return _source(cap, name, first, is_stream=True, max_fps=1000)  # (a stream's guess can be its clock's rate)
+
+
+def _source(cap: cv2.VideoCapture, name: str, first: np.ndarray, is_camera: bool = False, is_stream: bool = False,
+            max_fps: float = float("inf")) -> VideoSource:
+    """An opened capture whose first frame was read, with its frame rate (30 where it gives none
+    that is usable) and frame count (None for a camera, and where it gives none)."""
     fps = cap.get(cv2.CAP_PROP_FPS)
-    fps = float(fps) if fps and np.isfinite(fps) and 0 < fps <= 1000 else DEFAULT_CAMERA_FPS
-    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    return VideoSource(cap, name, False, fps, first.shape[1], first.shape[0], count if count > 0 else None, first,
-                       is_stream=True)
+    fps = float(fps) if fps and np.isfinite(fps) and 0 < fps <= max_fps else DEFAULT_CAMERA_FPS
+    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not is_camera else 0
+    return VideoSource(cap, name, is_camera, fps, first.shape[1], first.shape[0], count if count > 0 else None, first,
+                       is_stream=is_stream)
 
 
 class Muffled:
@@ -227,6 +230,8 @@ class Muffled:
             self.saved = None
 
     def said(self) -> list[str]:
+        if self.file.tell() == 0:  # (nothing written: the common case, at every frame's read)
+            return []
         self.file.seek(0)
         lines = self.file.read().decode("utf-8", "replace").splitlines()
         self.file.seek(0)
